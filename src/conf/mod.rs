@@ -1,0 +1,1 @@
+//! XML models: parse, validate, format. Pure: no I/O.

@@ -1,0 +1,1 @@
+//! The API: domains, checkpoints, snapshots, backups, jobs, rules, metadata.

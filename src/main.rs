@@ -1,0 +1,5 @@
+//! Command line and start-up only.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

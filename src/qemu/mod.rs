@@ -1,0 +1,1 @@
+//! One QEMU process per running domain: command line, QMP, block graph.

@@ -1,0 +1,1 @@
+//! Generated wire types (placeholder until build/ generates them).
