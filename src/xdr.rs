@@ -1,1 +1,551 @@
-//! placeholder
+//! XDR (RFC 4506) runtime for the code that `build/` generates from
+//! `protocol/*.x`.
+//!
+//! Decoding never trusts a length from the peer: every string, opaque and
+//! array length is checked against the limit declared in the .x file and
+//! against the bytes actually left in the message before anything is
+//! allocated. Encoding checks the same limits, so an over-long value of
+//! ours becomes an error instead of a message the peer would reject.
+//!
+//! Containers (strings, arrays, optionals) have no `Pack`/`Unpack` impls of
+//! their own because their limit belongs to the field, not the type; the
+//! generated code calls [`Reader::string`], [`put_array_var`] and friends
+//! with the limit of each field.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum XdrError {
+    #[error("message truncated: {needed} bytes needed at offset {offset}, {remaining} left")]
+    Truncated {
+        offset: usize,
+        needed: u64,
+        remaining: usize,
+    },
+    #[error("length {got} exceeds the limit of {max}")]
+    TooLong { max: u32, got: u64 },
+    #[error("invalid discriminant {value} for {type_name}")]
+    BadDiscriminant { type_name: &'static str, value: i64 },
+    #[error("invalid boolean {0}")]
+    BadBool(u32),
+    #[error("value {value} out of range for {type_name}")]
+    OutOfRange { type_name: &'static str, value: i64 },
+    #[error("string is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("{0} bytes left over after the message body")]
+    TrailingBytes(usize),
+}
+
+pub trait Pack {
+    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError>;
+}
+
+pub trait Unpack: Sized {
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError>;
+}
+
+/// Decodes a whole message body; bytes left over are an error, as they
+/// mean the peer and we disagree on the layout.
+pub fn from_bytes<T: Unpack>(buf: &[u8]) -> Result<T, XdrError> {
+    let mut r = Reader::new(buf);
+    let v = T::unpack(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
+pub fn to_bytes<T: Pack>(v: &T) -> Result<Vec<u8>, XdrError> {
+    let mut out = Vec::new();
+    v.pack(&mut out)?;
+    Ok(out)
+}
+
+/// Bytes of zero padding after `len` bytes of data.
+fn pad_len(len: usize) -> usize {
+    (4 - len % 4) % 4
+}
+
+/// A cursor over one message body.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    pub fn finish(&self) -> Result<(), XdrError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(XdrError::TrailingBytes(n)),
+        }
+    }
+
+    fn truncated(&self, needed: u64) -> XdrError {
+        XdrError::Truncated {
+            offset: self.pos,
+            needed,
+            remaining: self.remaining(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], XdrError> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len());
+        let slice = end.and_then(|end| self.buf.get(self.pos..end));
+        let slice = slice.ok_or_else(|| self.truncated(n as u64))?;
+        self.pos += n;
+        Ok(slice)
+    }
+
+    fn word(&mut self) -> Result<[u8; 4], XdrError> {
+        let mut w = [0; 4];
+        w.copy_from_slice(self.take(4)?);
+        Ok(w)
+    }
+
+    fn dword(&mut self) -> Result<[u8; 8], XdrError> {
+        let mut w = [0; 8];
+        w.copy_from_slice(self.take(8)?);
+        Ok(w)
+    }
+
+    /// Data and its padding; pad bytes are not checked, as libvirt's own
+    /// decoder does not check them either.
+    fn padded(&mut self, len: usize) -> Result<&'a [u8], XdrError> {
+        let total = len
+            .checked_add(pad_len(len))
+            .ok_or_else(|| self.truncated(u64::MAX))?;
+        let data = self.take(total)?;
+        Ok(data.get(..len).unwrap_or(data))
+    }
+
+    /// A length word, checked against `max` and then against the input left
+    /// when each of the `len` items needs at least `item_min` bytes.
+    fn length(&mut self, max: u32, item_min: usize) -> Result<usize, XdrError> {
+        let len = u32::unpack(self)?;
+        if len > max {
+            return Err(XdrError::TooLong {
+                max,
+                got: u64::from(len),
+            });
+        }
+        let len_usize = usize::try_from(len).map_err(|_| self.truncated(u64::from(len)))?;
+        let needed = (len_usize as u64).saturating_mul(item_min as u64);
+        if needed > self.remaining() as u64 {
+            return Err(self.truncated(needed));
+        }
+        Ok(len_usize)
+    }
+
+    pub fn opaque_fixed<const N: usize>(&mut self) -> Result<[u8; N], XdrError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.padded(N)?);
+        Ok(out)
+    }
+
+    pub fn opaque_var(&mut self, max: u32) -> Result<Vec<u8>, XdrError> {
+        let len = self.length(max, 1)?;
+        Ok(self.padded(len)?.to_vec())
+    }
+
+    pub fn string(&mut self, max: u32) -> Result<String, XdrError> {
+        let len = self.length(max, 1)?;
+        let bytes = self.padded(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| XdrError::InvalidUtf8)
+    }
+
+    pub fn array_fixed<T: Default, const N: usize>(
+        &mut self,
+        item_min: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, XdrError>,
+    ) -> Result<[T; N], XdrError> {
+        let needed = (N as u64).saturating_mul(item_min as u64);
+        if needed > self.remaining() as u64 {
+            return Err(self.truncated(needed));
+        }
+        let mut out: [T; N] = std::array::from_fn(|_| T::default());
+        for slot in &mut out {
+            *slot = item(self)?;
+        }
+        Ok(out)
+    }
+
+    /// `item_min` is the fewest bytes one element can occupy (never 0; the
+    /// generator refuses such element types).
+    pub fn array_var<T>(
+        &mut self,
+        max: u32,
+        item_min: usize,
+        mut item: impl FnMut(&mut Self) -> Result<T, XdrError>,
+    ) -> Result<Vec<T>, XdrError> {
+        let len = self.length(max, item_min.max(1))?;
+        let mut out = Vec::with_capacity(len);
+        for _ in 0..len {
+            out.push(item(self)?);
+        }
+        Ok(out)
+    }
+
+    pub fn option<T>(
+        &mut self,
+        item: impl FnOnce(&mut Self) -> Result<T, XdrError>,
+    ) -> Result<Option<T>, XdrError> {
+        if bool::unpack(self)? {
+            item(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize, max: u32) -> Result<(), XdrError> {
+    match u32::try_from(len) {
+        Ok(n) if n <= max => {
+            out.extend_from_slice(&n.to_be_bytes());
+            Ok(())
+        }
+        _ => Err(XdrError::TooLong {
+            max,
+            got: len as u64,
+        }),
+    }
+}
+
+fn put_padded(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(&[0; 3][..pad_len(bytes.len())]);
+}
+
+pub fn put_opaque_var(out: &mut Vec<u8>, bytes: &[u8], max: u32) -> Result<(), XdrError> {
+    put_len(out, bytes.len(), max)?;
+    put_padded(out, bytes);
+    Ok(())
+}
+
+pub fn put_string(out: &mut Vec<u8>, s: &str, max: u32) -> Result<(), XdrError> {
+    put_opaque_var(out, s.as_bytes(), max)
+}
+
+pub fn put_array_fixed<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    mut item: impl FnMut(&mut Vec<u8>, &T) -> Result<(), XdrError>,
+) -> Result<(), XdrError> {
+    items.iter().try_for_each(|v| item(out, v))
+}
+
+pub fn put_array_var<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    max: u32,
+    mut item: impl FnMut(&mut Vec<u8>, &T) -> Result<(), XdrError>,
+) -> Result<(), XdrError> {
+    put_len(out, items.len(), max)?;
+    items.iter().try_for_each(|v| item(out, v))
+}
+
+pub fn put_option<T>(
+    out: &mut Vec<u8>,
+    v: Option<&T>,
+    item: impl FnOnce(&mut Vec<u8>, &T) -> Result<(), XdrError>,
+) -> Result<(), XdrError> {
+    match v {
+        Some(v) => {
+            true.pack(out)?;
+            item(out, v)
+        }
+        None => false.pack(out),
+    }
+}
+
+impl Pack for () {
+    fn pack(&self, _: &mut Vec<u8>) -> Result<(), XdrError> {
+        Ok(())
+    }
+}
+
+impl Unpack for () {
+    fn unpack(_: &mut Reader<'_>) -> Result<Self, XdrError> {
+        Ok(())
+    }
+}
+
+/// Types that are one 4-byte or 8-byte big-endian word as they are.
+macro_rules! word_impls {
+    ($($t:ty => $read:ident),*) => {$(
+        impl Pack for $t {
+            fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
+                out.extend_from_slice(&self.to_be_bytes());
+                Ok(())
+            }
+        }
+        impl Unpack for $t {
+            fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+                Ok(<$t>::from_be_bytes(r.$read()?))
+            }
+        }
+    )*};
+}
+word_impls!(i32 => word, u32 => word, i64 => dword, u64 => dword, f32 => word, f64 => dword);
+
+/// C types narrower than 4 bytes still take a whole word; a value outside
+/// the type's range is refused rather than truncated as C would.
+macro_rules! narrow_impls {
+    ($($t:ty => $wide:ty),*) => {$(
+        impl Pack for $t {
+            fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
+                <$wide>::from(*self).pack(out)
+            }
+        }
+        impl Unpack for $t {
+            fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+                let wide = <$wide>::unpack(r)?;
+                <$t>::try_from(wide).map_err(|_| XdrError::OutOfRange {
+                    type_name: stringify!($t),
+                    value: i64::from(wide),
+                })
+            }
+        }
+    )*};
+}
+narrow_impls!(u8 => u32, i16 => i32, u16 => u32);
+
+/// C `char`. Signedness of `char` differs between platforms, so a peer may
+/// send a byte of 0x80..0xff either sign-extended or not; both are the
+/// same byte. We send sign-extended, as x86 peers do.
+impl Pack for i8 {
+    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
+        i32::from(*self).pack(out)
+    }
+}
+
+impl Unpack for i8 {
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        let wide = i32::unpack(r)?;
+        match u8::try_from(wide) {
+            Ok(byte) => Ok(i8::from_ne_bytes([byte])),
+            Err(_) => i8::try_from(wide).map_err(|_| XdrError::OutOfRange {
+                type_name: "char",
+                value: i64::from(wide),
+            }),
+        }
+    }
+}
+
+impl Pack for bool {
+    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
+        u32::from(*self).pack(out)
+    }
+}
+
+impl Unpack for bool {
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        match u32::unpack(r)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(XdrError::BadBool(n)),
+        }
+    }
+}
+
+/// Fixed-length opaque data (`opaque x[N]`), e.g. a UUID.
+impl<const N: usize> Pack for [u8; N] {
+    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
+        put_padded(out, self);
+        Ok(())
+    }
+}
+
+impl<const N: usize> Unpack for [u8; N] {
+    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
+        r.opaque_fixed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Pack + Unpack + PartialEq + std::fmt::Debug>(v: T, bytes: &[u8]) {
+        assert_eq!(to_bytes(&v).unwrap(), bytes, "encoding of {v:?}");
+        assert_eq!(from_bytes::<T>(bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn primitives_are_big_endian_words() {
+        round_trip(-2i32, &[0xff, 0xff, 0xff, 0xfe]);
+        round_trip(0x2000_8086u32, &[0x20, 0x00, 0x80, 0x86]);
+        round_trip(-1i64, &[0xff; 8]);
+        round_trip(9_000_000u64, &[0, 0, 0, 0, 0, 0x89, 0x54, 0x40]);
+        round_trip(1.5f64, &[0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
+        round_trip(true, &[0, 0, 0, 1]);
+        round_trip((), &[]);
+        round_trip([7u8; 3], &[7, 7, 7, 0]);
+    }
+
+    #[test]
+    fn narrow_types_take_a_word_and_are_range_checked() {
+        round_trip(5u8, &[0, 0, 0, 5]);
+        round_trip(-3i16, &[0xff, 0xff, 0xff, 0xfd]);
+        round_trip(65535u16, &[0, 0, 0xff, 0xff]);
+        round_trip(-1i8, &[0xff, 0xff, 0xff, 0xff]);
+        // An unsigned-char peer sends 0xc3 as 195: the same byte.
+        assert_eq!(from_bytes::<i8>(&[0, 0, 0, 0xc3]).unwrap(), -61);
+        assert!(matches!(
+            from_bytes::<u8>(&[0, 0, 1, 0]),
+            Err(XdrError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            from_bytes::<i8>(&[0, 0, 1, 0]),
+            Err(XdrError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            from_bytes::<u16>(&[0, 1, 0, 0]),
+            Err(XdrError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn bool_must_be_zero_or_one() {
+        assert_eq!(from_bytes::<bool>(&[0, 0, 0, 2]), Err(XdrError::BadBool(2)));
+    }
+
+    #[test]
+    fn strings_are_padded_and_bounded() {
+        let mut out = Vec::new();
+        put_string(&mut out, "abcde", 10).unwrap();
+        assert_eq!(out, [0, 0, 0, 5, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]);
+        let mut r = Reader::new(&out);
+        assert_eq!(r.string(10).unwrap(), "abcde");
+        r.finish().unwrap();
+
+        assert_eq!(
+            put_string(&mut Vec::new(), "abcde", 4),
+            Err(XdrError::TooLong { max: 4, got: 5 })
+        );
+        assert_eq!(
+            Reader::new(&out).string(4),
+            Err(XdrError::TooLong { max: 4, got: 5 })
+        );
+    }
+
+    #[test]
+    fn pad_bytes_are_not_checked() {
+        let bytes = [0, 0, 0, 1, b'x', 9, 9, 9];
+        assert_eq!(Reader::new(&bytes).string(8).unwrap(), "x");
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        let bytes = [0, 0, 0, 2, 0xc3, 0x28, 0, 0];
+        assert_eq!(Reader::new(&bytes).string(8), Err(XdrError::InvalidUtf8));
+    }
+
+    #[test]
+    fn huge_string_length_fails_before_allocating() {
+        // Claims 4 GiB - 1 bytes with 8 bytes of input behind it.
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            Reader::new(&bytes).string(u32::MAX),
+            Err(XdrError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Reader::new(&bytes).opaque_var(u32::MAX),
+            Err(XdrError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Reader::new(&bytes).string(4_194_304),
+            Err(XdrError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn array_count_is_checked_against_limit_and_input() {
+        let bytes = [0x80, 0, 0, 0, 0, 0, 0, 1];
+        let res = Reader::new(&bytes).array_var(u32::MAX, 4, i32::unpack);
+        assert_eq!(
+            res,
+            Err(XdrError::Truncated {
+                offset: 4,
+                needed: 1 << 33,
+                remaining: 4
+            })
+        );
+        let res = Reader::new(&bytes).array_var(16384, 4, i32::unpack);
+        assert_eq!(
+            res,
+            Err(XdrError::TooLong {
+                max: 16384,
+                got: 1 << 31
+            })
+        );
+
+        let ok = [0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2];
+        assert_eq!(
+            Reader::new(&ok).array_var(2, 4, i32::unpack).unwrap(),
+            vec![1, 2]
+        );
+        assert!(matches!(
+            Reader::new(&ok).array_var(1, 4, i32::unpack),
+            Err(XdrError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn fixed_arrays_and_options() {
+        let mut out = Vec::new();
+        put_array_fixed(&mut out, &[1i8, 2], |out, v| v.pack(out)).unwrap();
+        put_option(&mut out, Some(&7u32), |out, v| v.pack(out)).unwrap();
+        put_option::<u32>(&mut out, None, |out, v| v.pack(out)).unwrap();
+        assert_eq!(
+            out,
+            [0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0]
+        );
+        let mut r = Reader::new(&out);
+        assert_eq!(r.array_fixed::<i8, 2>(4, i8::unpack).unwrap(), [1, 2]);
+        assert_eq!(r.option(u32::unpack).unwrap(), Some(7));
+        assert_eq!(r.option(u32::unpack).unwrap(), None);
+        r.finish().unwrap();
+        assert!(matches!(
+            Reader::new(&out[..4]).array_fixed::<i8, 2>(4, i8::unpack),
+            Err(XdrError::Truncated { .. })
+        ));
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 3]).option(u32::unpack),
+            Err(XdrError::BadBool(3))
+        );
+    }
+
+    #[test]
+    fn truncated_and_trailing_input() {
+        assert_eq!(
+            from_bytes::<u64>(&[0, 0, 0, 1]),
+            Err(XdrError::Truncated {
+                offset: 0,
+                needed: 8,
+                remaining: 4
+            })
+        );
+        assert_eq!(
+            from_bytes::<u32>(&[0, 0, 0, 1, 0]),
+            Err(XdrError::TrailingBytes(1))
+        );
+        // A string whose padding is missing is truncated too.
+        assert!(matches!(
+            Reader::new(&[0, 0, 0, 1, b'x']).string(8),
+            Err(XdrError::Truncated { .. })
+        ));
+    }
+}
