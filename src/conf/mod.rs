@@ -1,1 +1,11 @@
 //! XML models: parse, validate, format. Pure: no I/O.
+//!
+//! - [`xml`]: a generic element tree with a bounded, iterative parser and a
+//!   writer that formats like libvirt.
+//! - [`error`]: [`ConfError`], whose kind, error domain and detail map
+//!   onto libvirt's error triple.
+
+pub mod error;
+pub mod xml;
+
+pub use error::{ConfError, ConfErrorDomain, ConfErrorKind};
