@@ -149,4 +149,46 @@ impl ConfError {
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
     }
+
+    // Shorthands for the combinations that occur most often.
+
+    pub(crate) fn xml(detail: impl Into<String>) -> Self {
+        Self::new(ConfErrorKind::XmlError, ConfErrorDomain::Domain, detail)
+    }
+
+    pub(crate) fn xml_helper(detail: impl Into<String>) -> Self {
+        Self::new(ConfErrorKind::XmlError, ConfErrorDomain::Xml, detail)
+    }
+
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+        Self::new(
+            ConfErrorKind::InternalError,
+            ConfErrorDomain::Domain,
+            detail,
+        )
+    }
+
+    pub(crate) fn unsupported(detail: impl Into<String>) -> Self {
+        Self::new(
+            ConfErrorKind::ConfigUnsupported,
+            ConfErrorDomain::Domain,
+            detail,
+        )
+    }
+
+    pub(crate) fn qemu_unsupported(detail: impl Into<String>) -> Self {
+        Self::new(
+            ConfErrorKind::ConfigUnsupported,
+            ConfErrorDomain::Qemu,
+            detail,
+        )
+    }
+
+    /// libvirt's message for an enumerated attribute with a value it does
+    /// not know (util/virxml.c).
+    pub(crate) fn invalid_attr(attr: &str, element: &str, value: &str) -> Self {
+        Self::xml_helper(format!(
+            "Invalid value for attribute '{attr}' in element '{element}': '{value}'."
+        ))
+    }
 }

@@ -11,6 +11,7 @@
 mod parse;
 mod write;
 
+pub(crate) use parse::detail_error;
 pub use parse::{parse, Limits};
 pub use write::escape_into;
 
