@@ -15,15 +15,16 @@ pub enum DiskType {
     File,
     /// A block device (`<source dev=...>`).
     Block,
-    /// Other storage types libvirt knows; kept, not runnable here.
+    /// A directory exposed as a FAT image. This and the following types
+    /// are accepted like libvirt accepts them, but not runnable here.
     Dir,
-    #[allow(missing_docs)]
+    /// Network storage (`<source protocol=...>`).
     Network,
-    #[allow(missing_docs)]
+    /// A storage pool volume.
     Volume,
-    #[allow(missing_docs)]
+    /// An NVMe controller on the host.
     Nvme,
-    #[allow(missing_docs)]
+    /// A vhost-user-blk backend.
     VhostUser,
 }
 
@@ -47,13 +48,13 @@ impl DiskType {
 /// `<disk device=...>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskDevice {
-    #[allow(missing_docs)]
+    /// A hard disk: the only kind started here.
     Disk,
-    #[allow(missing_docs)]
+    /// A CD-ROM (always read-only).
     Cdrom,
-    #[allow(missing_docs)]
+    /// A floppy.
     Floppy,
-    #[allow(missing_docs)]
+    /// A SCSI LUN passed through.
     Lun,
 }
 
@@ -71,9 +72,8 @@ impl DiskDevice {
     }
 }
 
-/// `<target bus=...>`.
+/// `<target bus=...>`; only virtio is started here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub enum DiskBus {
     Ide,
     Fdc,
@@ -108,9 +108,9 @@ impl DiskBus {
 /// `<driver type=...>`: the image format.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiskFormat {
-    #[allow(missing_docs)]
+    /// Raw (also what libvirt assumes when no format is given).
     Raw,
-    #[allow(missing_docs)]
+    /// qcow2: the only format that holds persistent dirty bitmaps.
     Qcow2,
     /// Another format libvirt knows (vmdk, qed, ...): accepted, not runnable.
     Other(String),

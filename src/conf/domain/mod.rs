@@ -38,9 +38,20 @@
 //! live: `id=`, `<source index=>`, `<backingStore/>`, `<alias>`.
 //!
 //! Kept where libvirt would drop them: elements and attributes libvirt does
-//! not know (libvirt silently discards them), comments excepted. Refused
-//! where libvirt would accept them: a DOCTYPE (libvirt expands internal
-//! entities).
+//! not know (libvirt silently discards them), comments excepted. Kept
+//! elements are re-indented and written with single quotes (libvirt writes
+//! `<metadata>` contents as libxml2 does, with double quotes), and kept
+//! verbatim where libvirt would expand them (`<serial>`, `<graphics>`, ...
+//! get no defaults from us). Refused where libvirt would accept them: a
+//! DOCTYPE (libvirt expands internal entities).
+//!
+//! Not reproduced: libvirt's many checks on elements we keep verbatim
+//! (e.g. `rotation_rate` on a virtio disk, controller models per machine);
+//! such definitions parse here and are refused by `check_startable` only
+//! when they ask for a device we cannot run. Errors that need the host or
+//! the domain list are the driver's: a missing emulator binary ("Cannot
+//! check QEMU binary ..."), a name or uuid already in use, file names too
+//! long for the state directory.
 
 mod disk;
 mod format;

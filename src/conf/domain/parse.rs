@@ -459,12 +459,8 @@ fn split_os(os: Option<&Element>) -> (Attrs, Attrs, Vec<(u16, Element)>) {
     let type_attrs = os
         .child("type")
         .map_or_else(Vec::new, |t| attrs_except(t, &["arch", "machine"]));
-    let mut others = ranked_others(os, OS_CHILD_RANKS, &[]);
-    // Only the first <type> is modelled; a second one is dropped.
-    if let Some(pos) = others.iter().position(|(_, e)| e.name == "type") {
-        others.remove(pos);
-        others.retain(|(_, e)| e.name != "type");
-    }
+    // The first <type> is modelled; libvirt drops any further one.
+    let others = ranked_others(os, OS_CHILD_RANKS, &["type"]);
     (os.attrs.clone(), type_attrs, others)
 }
 
