@@ -1,1 +1,16 @@
 //! XML models: parse, validate, format. Pure: no I/O.
+//!
+//! - [`xml`]: a generic element tree with a bounded, iterative parser and a
+//!   writer that formats like libvirt.
+//! - [`domain`]: the domain definition the driver acts on.
+//! - [`error`]: [`ConfError`], whose kind, error domain and detail map
+//!   onto libvirt's error triple.
+
+pub mod domain;
+pub mod error;
+pub mod xml;
+
+pub use domain::{
+    DiskBus, DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, VirtType,
+};
+pub use error::{ConfError, ConfErrorDomain, ConfErrorKind};
