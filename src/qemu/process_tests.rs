@@ -344,8 +344,10 @@ async fn a_failed_start_reports_qemus_words_and_leaves_nothing() {
         text.starts_with("qemu unexpectedly closed the monitor: "),
         "{text}"
     );
-    assert!(text.contains("Could not open"), "{text}");
-    assert!(text.contains("missing.raw"), "{text}");
+    let missing = spec.disks[1].source.display();
+    let words = format!("Could not open '{missing}': No such file or directory");
+    assert!(text.ends_with(&words), "{text}");
+    assert!(text.contains("qemu-system-x86_64: -blockdev {"), "{text}");
     assert!(
         !text.contains("starting up"),
         "the header is not QEMU's words: {text}"
