@@ -1,1 +1,28 @@
 //! One QEMU process per running domain: command line, QMP, block graph.
+//!
+//! The driver hands this layer plain Rust values ([`LaunchSpec`]) and gets
+//! back a [`RunningVm`]: its [`Monitor`] for commands, a stream of
+//! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
+//!
+//! - [`command`]: the command line, built by a pure function.
+//! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
+//!   events and notices the process's end.
+//! - [`monitor`]: the QMP client (typed commands from the `qapi` crate over
+//!   our own transport).
+//! - [`events`]: QMP events and the typed [`VmEvent`]s derived from them.
+//! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
+
+pub mod command;
+pub mod error;
+pub mod events;
+pub mod json;
+mod log;
+pub mod monitor;
+pub mod process;
+mod watch;
+
+pub use command::{build_argv, Accel, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind};
+pub use error::{QemuError, QemuErrorKind};
+pub use events::{Exit, QmpEvent, VmEvent};
+pub use monitor::Monitor;
+pub use process::{hypervisor_version, reconnect, start, RunningVm};
