@@ -1,1 +1,122 @@
 //! The API: domains, checkpoints, snapshots, backups, jobs, rules, metadata.
+//!
+//! Every public method takes and returns plain Rust values; nothing here
+//! knows XDR or JSON. Methods that name a domain take a [`DomainRef`] (what
+//! the client holds as a handle) and resolve it by UUID, as libvirt does.
+//! Flags are libvirt's public API flags and are checked here, so that an
+//! unknown bit is refused with libvirt's own "unsupported flags" error.
+
+mod domain;
+pub mod error;
+pub mod events;
+mod launch;
+mod lifecycle;
+mod registry;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+pub use error::{DriverError, ErrorKind, ErrorOrigin};
+pub use events::{DomainEvent, Lifecycle};
+pub use registry::state;
+
+use registry::Registry;
+use store::Store;
+
+pub type Uuid = [u8; 16];
+
+/// The raw UUID of a definition, as the wire and the registry key it.
+pub(crate) fn uuid_of(def: &crate::conf::DomainDef) -> Uuid {
+    *def.uuid().as_bytes()
+}
+
+/// A domain as a client names it: libvirt's virDomainPtr contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRef {
+    pub name: String,
+    pub uuid: Uuid,
+    /// -1 while the domain is not running.
+    pub id: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    /// The emulator used when a domain names none.
+    pub qemu: PathBuf,
+}
+
+/// The libvirt release whose API and behaviour we mirror (9.0.0).
+pub const LIB_VERSION: u64 = 9_000_000;
+
+/// Driver handle; cheap to clone, shared by every connection.
+#[derive(Clone)]
+pub struct Driver {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: DriverConfig,
+    store: Store,
+    domains: Registry,
+    events: broadcast::Sender<DomainEvent>,
+    hv_version: u64,
+}
+
+impl Driver {
+    /// Loads the stored definitions and reconnects to every QEMU a previous
+    /// run of the daemon left running.
+    pub async fn open(config: DriverConfig) -> Result<Driver, DriverError> {
+        let store = Store::open(&config.state_dir, &config.run_dir)?;
+        let hv_version = crate::qemu::hypervisor_version(&config.qemu)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(qemu = %config.qemu.display(), %err, "cannot read the QEMU version");
+                0
+            });
+        let (events, _) = broadcast::channel(1024);
+        let driver = Driver {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                domains: Registry::default(),
+                events,
+                hv_version,
+            }),
+        };
+        driver.load_configs()?;
+        driver.reconnect_all().await;
+        Ok(driver)
+    }
+
+    /// Every event the driver raises from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn emit(&self, event: DomainEvent) {
+        // No receiver is fine: nobody registered for events.
+        let _ = self.shared.events.send(event);
+    }
+
+    /// The host name, as virConnectGetHostname reports it.
+    pub fn hostname(&self) -> String {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// QEMU's version in libvirt's encoding (major * 1e6 + minor * 1e3 + micro).
+    pub fn hypervisor_version(&self) -> u64 {
+        self.shared.hv_version
+    }
+
+    pub fn config(&self) -> &DriverConfig {
+        &self.shared.config
+    }
+}

@@ -378,6 +378,26 @@ impl RunningVm {
         self.pid.as_raw_nonzero().get()
     }
 
+    /// CPU time QEMU has used, in nanoseconds (what virDomainGetInfo
+    /// reports); 0 once the process is gone.
+    pub fn cpu_time_ns(&self) -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+            return 0;
+        };
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return 0;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        let per_second = rustix::param::clock_ticks_per_second().max(1);
+        ticks.saturating_mul(1_000_000_000) / per_second
+    }
+
     /// The run directory.
     pub fn run_dir(&self) -> &Path {
         &self.run_dir

@@ -242,4 +242,12 @@ impl DomainDef {
     pub fn disk_by_target(&self, target: &str) -> Option<&DiskDef> {
         self.disks.iter().find(|d| d.target() == target)
     }
+
+    /// Whether `<features><acpi/></features>` is set: without it libvirt
+    /// starts QEMU with ACPI off, and a shutdown request has no effect.
+    pub fn acpi(&self) -> bool {
+        self.others
+            .iter()
+            .any(|(_, e)| e.name == "features" && e.child("acpi").is_some())
+    }
 }

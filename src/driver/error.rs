@@ -1,0 +1,217 @@
+//! The driver's one error type.
+//!
+//! A [`DriverError`] carries a small, stable [`ErrorKind`] that callers
+//! branch on and that `rpc::error` maps 1:1 onto libvirt's virErrorNumber,
+//! plus the detail text exactly as libvirt words it. The per-code prefix
+//! ("Domain not found: ", "Operation not supported: ", ...) is *not* part of
+//! the detail: the rpc layer adds it, as libvirt's virerror.c does.
+
+use thiserror::Error;
+
+/// What went wrong, in libvirt's terms. Each variant is one virErrorNumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    InternalError,
+    NoSupport,
+    NoConnect,
+    InvalidArg,
+    OperationFailed,
+    NoSource,
+    NoTarget,
+    NoName,
+    XmlError,
+    OperationDenied,
+    XmlDetail,
+    SystemError,
+    Rpc,
+    NoDomain,
+    OperationInvalid,
+    ConfigUnsupported,
+    OperationTimeout,
+    NoDomainSnapshot,
+    ArgumentUnsupported,
+    OperationAborted,
+    OperationUnsupported,
+    Overflow,
+    ResourceBusy,
+    InvalidDomainCheckpoint,
+    NoDomainCheckpoint,
+    NoDomainBackup,
+    CheckpointInconsistent,
+    MultipleDomains,
+}
+
+/// Which part of libvirt would have raised the error (virErrorDomain).
+/// virsh does not print it, but libvirt-python exposes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorOrigin {
+    None,
+    Xml,
+    Rpc,
+    Qemu,
+    Remote,
+    Domain,
+    DomainSnapshot,
+    DomainCheckpoint,
+}
+
+#[derive(Debug, Error)]
+#[error("{}", .detail.as_deref().unwrap_or("(no detail)"))]
+pub struct DriverError {
+    kind: ErrorKind,
+    origin: ErrorOrigin,
+    /// `None` where libvirt reports only the code's own text.
+    detail: Option<String>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl DriverError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        DriverError {
+            kind,
+            origin: ErrorOrigin::Qemu,
+            detail: Some(detail.into()),
+            source: None,
+        }
+    }
+
+    /// An error libvirt reports with no detail, only its code's text.
+    pub fn bare(kind: ErrorKind) -> Self {
+        DriverError {
+            kind,
+            origin: ErrorOrigin::Qemu,
+            detail: None,
+            source: None,
+        }
+    }
+
+    pub fn with_origin(mut self, origin: ErrorOrigin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn origin(&self) -> ErrorOrigin {
+        self.origin
+    }
+
+    /// The text after libvirt's per-code prefix.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InternalError, detail)
+    }
+
+    pub fn operation_invalid(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::OperationInvalid, detail)
+    }
+
+    pub fn invalid_arg(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArg, detail)
+    }
+
+    pub fn not_running() -> Self {
+        Self::operation_invalid("domain is not running")
+    }
+
+    /// libvirt's virReportSystemError: "<what>: <strerror>".
+    pub fn system(what: impl std::fmt::Display, err: std::io::Error) -> Self {
+        let detail = format!("{what}: {}", io_error_text(&err));
+        Self::new(ErrorKind::SystemError, detail).with_source(err)
+    }
+
+    /// Rejects flags outside `allowed`, as libvirt's virCheckFlags does;
+    /// `function` is the libvirt driver function the message names.
+    pub fn check_flags(flags: u32, allowed: u32, function: &str) -> Result<(), DriverError> {
+        match flags & !allowed {
+            0 => Ok(()),
+            unknown => Err(Self::invalid_arg(format!(
+                "unsupported flags (0x{unknown:x}) in function {function}"
+            ))),
+        }
+    }
+}
+
+/// strerror() text without Rust's " (os error N)" suffix, as libvirt prints it.
+pub fn io_error_text(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+impl From<crate::conf::ConfError> for DriverError {
+    fn from(err: crate::conf::ConfError) -> Self {
+        use crate::conf::{ConfErrorDomain as D, ConfErrorKind as C};
+        let kind = match err.kind() {
+            C::InternalError => ErrorKind::InternalError,
+            C::InvalidArg => ErrorKind::InvalidArg,
+            C::NoSource => ErrorKind::NoSource,
+            C::NoTarget => ErrorKind::NoTarget,
+            C::NoName => ErrorKind::NoName,
+            C::XmlError => ErrorKind::XmlError,
+            C::XmlDetail => ErrorKind::XmlDetail,
+            C::ConfigUnsupported => ErrorKind::ConfigUnsupported,
+            C::Overflow => ErrorKind::Overflow,
+        };
+        let origin = match err.domain() {
+            D::None => ErrorOrigin::None,
+            D::Xml => ErrorOrigin::Xml,
+            D::Qemu => ErrorOrigin::Qemu,
+            _ => ErrorOrigin::Domain,
+        };
+        let detail = err.detail().map(str::to_string);
+        DriverError {
+            kind,
+            origin,
+            detail,
+            source: None,
+        }
+    }
+}
+
+impl From<crate::qemu::QemuError> for DriverError {
+    fn from(err: crate::qemu::QemuError) -> Self {
+        use crate::qemu::QemuErrorKind as Q;
+        let kind = match err.kind() {
+            Q::NotRunning | Q::AlreadyRunning => ErrorKind::OperationInvalid,
+            _ => ErrorKind::InternalError,
+        };
+        DriverError::new(kind, err.to_string()).with_source(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_outside_the_allowed_set_are_refused_like_vircheckflags() {
+        assert!(DriverError::check_flags(3, 3, "f").is_ok());
+        let err = DriverError::check_flags(5, 1, "qemuDomainCreateWithFlags").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArg);
+        assert_eq!(
+            err.detail(),
+            Some("unsupported flags (0x4) in function qemuDomainCreateWithFlags")
+        );
+    }
+
+    #[test]
+    fn io_errors_print_like_strerror() {
+        let err = std::io::Error::from_raw_os_error(2);
+        assert_eq!(io_error_text(&err), "No such file or directory");
+    }
+}

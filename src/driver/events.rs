@@ -1,0 +1,59 @@
+//! Domain events as the driver raises them, before any wire encoding.
+//!
+//! The numbers are libvirt's public API enums (virDomainEventType and its
+//! detail enums), which clients interpret; they are not XDR.
+
+use super::DomainRef;
+
+/// virDomainEventType and its details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    DefinedAdded,
+    DefinedUpdated,
+    UndefinedRemoved,
+    StartedBooted,
+    SuspendedPaused,
+    ResumedUnpaused,
+    StoppedShutdown,
+    StoppedDestroyed,
+    StoppedCrashed,
+    StoppedFailed,
+    ShutdownFinished,
+    ShutdownGuest,
+    ShutdownHost,
+}
+
+impl Lifecycle {
+    /// (event, detail) as virDomainEventType / virDomainEvent*DetailType.
+    pub fn codes(self) -> (i32, i32) {
+        match self {
+            Lifecycle::DefinedAdded => (0, 0),
+            Lifecycle::DefinedUpdated => (0, 1),
+            Lifecycle::UndefinedRemoved => (1, 0),
+            Lifecycle::StartedBooted => (2, 0),
+            Lifecycle::SuspendedPaused => (3, 0),
+            Lifecycle::ResumedUnpaused => (4, 0),
+            Lifecycle::StoppedShutdown => (5, 0),
+            Lifecycle::StoppedDestroyed => (5, 1),
+            Lifecycle::StoppedCrashed => (5, 2),
+            Lifecycle::StoppedFailed => (5, 5),
+            Lifecycle::ShutdownFinished => (6, 0),
+            Lifecycle::ShutdownGuest => (6, 1),
+            Lifecycle::ShutdownHost => (6, 2),
+        }
+    }
+}
+
+/// One event, for every connection that registered for its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DomainEvent {
+    Lifecycle { dom: DomainRef, event: Lifecycle },
+}
+
+impl DomainEvent {
+    pub fn domain(&self) -> &DomainRef {
+        match self {
+            DomainEvent::Lifecycle { dom, .. } => dom,
+        }
+    }
+}

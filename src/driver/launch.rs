@@ -1,0 +1,70 @@
+//! The one place where a domain definition becomes what the qemu layer
+//! launches: the names and numbers libvirt gives each piece.
+
+use std::path::{Path, PathBuf};
+
+use crate::conf::{DiskFormat as ConfFormat, DiskType, DomainDef, VirtType};
+use crate::qemu::{Accel, DiskFormat, DiskSpec, LaunchSpec, SourceKind};
+
+use super::error::DriverError;
+
+/// Whether the host can run `type='kvm'` domains.
+pub fn kvm_available() -> bool {
+    Path::new("/dev/kvm").exists()
+}
+
+/// Builds the launch description of `def`, with its QEMU files in `run_dir`.
+///
+/// Disk numbering follows libvirtd 9.0 (conf computes it): node names
+/// `libvirt-<K>-storage/-format` counted down from the last disk, and
+/// device ids `virtio-disk<I>` from the target name (vda 0, vdc 2). Tools
+/// that address nodes or devices by these names work against both daemons.
+/// Call only after `check_startable`, which refuses every disk kind that
+/// has no arm here.
+pub fn spec(def: &DomainDef, run_dir: &Path) -> Result<LaunchSpec, DriverError> {
+    let accel = match def.virt_type() {
+        VirtType::Qemu => Accel::Tcg,
+        VirtType::Kvm => Accel::Kvm,
+    };
+    let mut disks = Vec::with_capacity(def.disks().len());
+    for (position, disk) in def.disks().iter().enumerate() {
+        let source = disk
+            .source()
+            .ok_or_else(|| DriverError::internal("disk has no source"))?;
+        let source_kind = match disk.disk_type() {
+            DiskType::Block => SourceKind::Block,
+            _ => SourceKind::File,
+        };
+        let format = match disk.format() {
+            ConfFormat::Qcow2 => DiskFormat::Qcow2,
+            _ => DiskFormat::Raw,
+        };
+        let device_index = disk
+            .alias()
+            .strip_prefix("virtio-disk")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(position);
+        disks.push(DiskSpec {
+            target: disk.target().to_string(),
+            device_index,
+            node_index: disk.node_index(),
+            source: PathBuf::from(source),
+            source_kind,
+            format,
+            readonly: disk.readonly(),
+            boot_index: (position == 0).then_some(1),
+        });
+    }
+    Ok(LaunchSpec {
+        name: def.name().to_string(),
+        uuid: def.uuid(),
+        emulator: PathBuf::from(def.emulator()),
+        machine: def.machine().to_string(),
+        accel,
+        memory_kib: def.memory_kib(),
+        vcpus: def.vcpus(),
+        acpi: def.acpi(),
+        disks,
+        run_dir: run_dir.to_path_buf(),
+    })
+}

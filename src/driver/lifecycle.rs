@@ -1,0 +1,368 @@
+//! Starting and stopping QEMU for a domain, noticing when it goes away on
+//! its own, and taking running domains back after a daemon restart.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::conf::{DomainDef, FormatMode};
+use crate::qemu::{self, RunningVm, VmEvent};
+
+use super::error::DriverError;
+use super::registry::{state, DomainObj, DomainState, Live, StopCause};
+use super::store::LiveRecord;
+use super::{launch, DomainEvent, DomainRef, Driver, Lifecycle};
+
+/// virDomainCreateFlags.
+pub mod create_flags {
+    pub const START_PAUSED: u32 = 1;
+    pub const START_AUTODESTROY: u32 = 2;
+    pub const START_BYPASS_CACHE: u32 = 4;
+    pub const START_FORCE_BOOT: u32 = 8;
+    pub const START_VALIDATE: u32 = 16;
+}
+
+/// virDomainDestroyFlagsValues.
+pub const DESTROY_GRACEFUL: u32 = 1;
+
+/// virDomainShutdownFlagValues: the methods QEMU can do without a guest agent.
+const SHUTDOWN_DEFAULT: u32 = 0;
+const SHUTDOWN_ACPI_POWER_BTN: u32 = 1;
+
+/// virDomainQemuMonitorCommandFlags.
+pub const MONITOR_COMMAND_HMP: u32 = 1;
+
+impl Driver {
+    /// virDomainCreateWithFlags: starts QEMU for a defined domain.
+    pub async fn create(&self, dom: &DomainRef, flags: u32) -> Result<DomainRef, DriverError> {
+        use create_flags::*;
+        DriverError::check_flags(
+            flags,
+            START_PAUSED
+                | START_AUTODESTROY
+                | START_BYPASS_CACHE
+                | START_FORCE_BOOT
+                | START_VALIDATE,
+            "qemuDomainCreateWithFlags",
+        )?;
+        let obj = self.domain(dom)?;
+        let _job = obj.job.lock().await;
+        let def = {
+            let st = obj.lock();
+            if st.is_active() {
+                return Err(DriverError::operation_invalid("domain is already running"));
+            }
+            match &st.config {
+                Some(def) if !st.removed => def.clone(),
+                _ => {
+                    return Err(self
+                        .domain(dom)
+                        .err()
+                        .unwrap_or_else(DriverError::not_running))
+                }
+            }
+        };
+        self.start_def(&obj, def, flags & START_PAUSED != 0).await?;
+        Ok(obj.reference())
+    }
+
+    async fn start_def(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: DomainDef,
+        paused: bool,
+    ) -> Result<(), DriverError> {
+        def.check_virt_type(launch::kvm_available())?;
+        def.check_startable()?;
+        let id = self.shared.domains.next_id();
+        let run_dir = self.shared.store.domain_run_dir(&obj.uuid);
+        let spec = launch::spec(&def, &run_dir)?;
+        let mut vm = qemu::start(&spec).await.map_err(DriverError::from)?;
+        let events = vm.take_events();
+        let vm = Arc::new(vm);
+        let (run_state, reason) = if paused {
+            (state::PAUSED, state::PAUSED_USER)
+        } else {
+            (state::RUNNING, state::RUNNING_BOOTED)
+        };
+        let record = LiveRecord {
+            id,
+            persistent: obj.lock().config.is_some(),
+            state: run_state,
+            reason,
+            xml: def.format(FormatMode::Inactive),
+        };
+        let saved = self.shared.store.save_live(&obj.uuid, &record);
+        let resumed = match saved {
+            Ok(()) if !paused => vm.cont().await.map_err(DriverError::from),
+            other => other,
+        };
+        if let Err(err) = resumed {
+            let _ = vm.destroy().await;
+            self.shared.store.delete_live(&obj.uuid);
+            return Err(err);
+        }
+        {
+            let mut st = obj.lock();
+            st.live = Some(Live {
+                id,
+                def,
+                vm: vm.clone(),
+                stopping: None,
+                shutdown_seen: false,
+            });
+            st.state = run_state;
+            st.reason = reason;
+        }
+        let dom = obj.reference();
+        self.emit(DomainEvent::Lifecycle {
+            dom: dom.clone(),
+            event: Lifecycle::StartedBooted,
+        });
+        if paused {
+            self.emit(DomainEvent::Lifecycle {
+                dom,
+                event: Lifecycle::SuspendedPaused,
+            });
+        }
+        self.watch(obj.clone(), vm, events);
+        Ok(())
+    }
+
+    /// virDomainDestroyFlags: stops QEMU at once.
+    pub async fn destroy(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, DESTROY_GRACEFUL, "qemuDomainDestroyFlags")?;
+        let obj = self.domain(dom)?;
+        let _job = obj.job.lock().await;
+        let vm = {
+            let mut st = obj.lock();
+            let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
+            live.stopping = Some(StopCause::Destroy);
+            live.vm.clone()
+        };
+        vm.destroy().await.map_err(DriverError::from)?;
+        self.on_exit(&obj, &vm);
+        Ok(())
+    }
+
+    /// virDomainShutdownFlags: asks the guest to power off (ACPI).
+    pub async fn shutdown(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, 0x1f, "qemuDomainShutdownFlags")?;
+        if flags != SHUTDOWN_DEFAULT && flags & SHUTDOWN_ACPI_POWER_BTN == 0 {
+            return Err(DriverError::new(
+                super::ErrorKind::ArgumentUnsupported,
+                "QEMU guest agent is not configured",
+            ));
+        }
+        let vm = self.running_vm(dom)?;
+        vm.shutdown().await.map_err(DriverError::from)
+    }
+
+    /// virDomainQemuMonitorCommand: raw QMP (or HMP) passthrough.
+    pub async fn monitor_command(
+        &self,
+        dom: &DomainRef,
+        cmd: &str,
+        flags: u32,
+    ) -> Result<String, DriverError> {
+        DriverError::check_flags(flags, MONITOR_COMMAND_HMP, "qemuDomainQemuMonitorCommand")?;
+        let vm = self.running_vm(dom)?;
+        let result = if flags & MONITOR_COMMAND_HMP != 0 {
+            vm.monitor().hmp(cmd).await
+        } else {
+            vm.monitor().execute_raw(cmd).await
+        };
+        result.map_err(DriverError::from)
+    }
+
+    fn running_vm(&self, dom: &DomainRef) -> Result<Arc<RunningVm>, DriverError> {
+        let obj = self.domain(dom)?;
+        let st = obj.lock();
+        st.live
+            .as_ref()
+            .map(|l| l.vm.clone())
+            .ok_or_else(DriverError::not_running)
+    }
+
+    /// Follows one QEMU process: its state changes and its exit.
+    fn watch(
+        &self,
+        obj: Arc<DomainObj>,
+        vm: Arc<RunningVm>,
+        events: Option<broadcast::Receiver<VmEvent>>,
+    ) {
+        let driver = self.clone();
+        let mut events = events.unwrap_or_else(|| vm.subscribe());
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(VmEvent::Exited(_)) | Err(broadcast::error::RecvError::Closed) => break,
+                    Ok(event) => driver.on_vm_event(&obj, &vm, event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                }
+            }
+            vm.exited().await;
+            driver.on_exit(&obj, &vm);
+        });
+    }
+
+    fn on_vm_event(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, event: VmEvent) {
+        let lifecycle = {
+            let mut st = obj.lock();
+            let Some(live) = st.live.as_mut().filter(|l| Arc::ptr_eq(&l.vm, vm)) else {
+                return;
+            };
+            match event {
+                VmEvent::Shutdown { guest, .. } => {
+                    live.shutdown_seen = true;
+                    st.state = state::SHUTDOWN;
+                    st.reason = 1;
+                    Some(if guest {
+                        Lifecycle::ShutdownGuest
+                    } else {
+                        Lifecycle::ShutdownHost
+                    })
+                }
+                VmEvent::Stop if st.state == state::RUNNING => {
+                    st.state = state::PAUSED;
+                    st.reason = state::PAUSED_USER;
+                    Some(Lifecycle::SuspendedPaused)
+                }
+                VmEvent::Resume if st.state == state::PAUSED => {
+                    st.state = state::RUNNING;
+                    st.reason = state::RUNNING_UNPAUSED;
+                    Some(Lifecycle::ResumedUnpaused)
+                }
+                _ => None,
+            }
+        };
+        if let Some(event) = lifecycle {
+            self.emit(DomainEvent::Lifecycle {
+                dom: obj.reference(),
+                event,
+            });
+        }
+    }
+
+    /// QEMU is gone: the domain is shut off, or forgotten if transient.
+    fn on_exit(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>) {
+        let (dom, event, transient) = {
+            let mut st = obj.lock();
+            let Some(live) = st.live.take_if(|l| Arc::ptr_eq(&l.vm, vm)) else {
+                return;
+            };
+            let (reason, event) = match live.stopping {
+                Some(StopCause::Destroy) => (state::SHUTOFF_DESTROYED, Lifecycle::StoppedDestroyed),
+                None if live.shutdown_seen => (state::SHUTOFF_SHUTDOWN, Lifecycle::StoppedShutdown),
+                None => (state::SHUTOFF_CRASHED, Lifecycle::StoppedFailed),
+            };
+            st.state = state::SHUTOFF;
+            st.reason = reason;
+            let dom = DomainRef {
+                name: live.def.name().to_string(),
+                uuid: obj.uuid,
+                id: -1,
+            };
+            (dom, event, st.config.is_none())
+        };
+        self.shared.store.delete_live(&obj.uuid);
+        if transient {
+            self.shared.domains.remove(&obj.uuid);
+        }
+        self.emit(DomainEvent::Lifecycle { dom, event });
+    }
+
+    /// Reads every stored definition. A file that no longer parses is
+    /// reported and left on disk for the administrator.
+    pub(super) fn load_configs(&self) -> Result<(), DriverError> {
+        for (path, xml) in self.shared.store.load_configs()? {
+            let def = xml.and_then(|xml| DomainDef::parse(&xml).map_err(DriverError::from));
+            let def = match def {
+                Ok(def) => def,
+                Err(err) => {
+                    tracing::error!(file = %path.display(), %err, "cannot load domain definition");
+                    continue;
+                }
+            };
+            let added = self.shared.domains.add_or_find(&def, || DomainState {
+                config: Some(def.clone()),
+                live: None,
+                state: state::SHUTOFF,
+                reason: state::SHUTOFF_UNKNOWN,
+                autostart: false,
+                removed: false,
+            });
+            if let Err(err) = added {
+                tracing::error!(file = %path.display(), %err, "duplicate domain definition");
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back every QEMU a previous run of the daemon started.
+    pub(super) async fn reconnect_all(&self) {
+        for (dir, record) in self.shared.store.load_live() {
+            let record = match record {
+                Ok(record) => record,
+                Err(err) => {
+                    tracing::error!(dir = %dir.display(), %err, "unreadable live state; leaving it");
+                    continue;
+                }
+            };
+            if let Err(err) = self.reconnect_one(&dir, record).await {
+                tracing::warn!(dir = %dir.display(), %err, "domain did not survive the restart");
+            }
+        }
+    }
+
+    async fn reconnect_one(
+        &self,
+        dir: &std::path::Path,
+        record: LiveRecord,
+    ) -> Result<(), DriverError> {
+        let def = DomainDef::parse(&record.xml)?;
+        let (obj, _) = self.shared.domains.add_or_find(&def, || DomainState {
+            config: None,
+            live: None,
+            state: state::SHUTOFF,
+            reason: state::SHUTOFF_UNKNOWN,
+            autostart: false,
+            removed: false,
+        })?;
+        let (vm, events) = match qemu::reconnect(dir).await {
+            Ok(mut vm) => {
+                let events = vm.take_events();
+                (Arc::new(vm), events)
+            }
+            Err(err) => {
+                self.shared.store.delete_live(&obj.uuid);
+                let transient = {
+                    let mut st = obj.lock();
+                    st.state = state::SHUTOFF;
+                    st.reason = state::SHUTOFF_CRASHED;
+                    st.config.is_none()
+                };
+                if transient {
+                    self.shared.domains.remove(&obj.uuid);
+                }
+                return Err(DriverError::from(err));
+            }
+        };
+        self.shared.domains.note_id(record.id);
+        {
+            let mut st = obj.lock();
+            st.live = Some(Live {
+                id: record.id,
+                def,
+                vm: vm.clone(),
+                stopping: None,
+                shutdown_seen: false,
+            });
+            st.state = record.state;
+            st.reason = record.reason;
+        }
+        tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
+        self.watch(obj, vm, events);
+        Ok(())
+    }
+}
