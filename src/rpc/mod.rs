@@ -1,3 +1,15 @@
 //! The wire edge: frames, XDR, dispatch of calls to the driver, events out.
+//!
+//! Nothing below this module sees a wire type: handlers in [`dispatch`]
+//! convert between the generated [`wire`] structs and plain driver calls.
 
+pub mod client;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod frame;
+pub mod keepalive;
+pub mod server;
 pub mod wire;
+
+pub use server::{serve, ServerConfig};

@@ -1,0 +1,113 @@
+//! Domain procedures: lookups, definitions, lifecycle, queries.
+
+use crate::driver::{DomainRef, DriverError};
+use crate::rpc::client::Client;
+use crate::rpc::wire::{self, remote_proc as rp};
+
+use super::{dom_ref, int_bool, routes, wire_dom, Reply};
+
+pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+    let driver = &client.server.driver;
+    routes!(proc_, body, {
+        rp::DomainLookupByName => |a: wire::remote_domain_lookup_by_name_args| async move {
+            Ok(wire::remote_domain_lookup_by_name_ret { dom: wire_dom(driver.lookup_by_name(&a.name)?) })
+        },
+        rp::DomainLookupByUuid => |a: wire::remote_domain_lookup_by_uuid_args| async move {
+            Ok(wire::remote_domain_lookup_by_uuid_ret { dom: wire_dom(driver.lookup_by_uuid(&a.uuid)?) })
+        },
+        rp::DomainLookupById => |a: wire::remote_domain_lookup_by_id_args| async move {
+            Ok(wire::remote_domain_lookup_by_id_ret { dom: wire_dom(driver.lookup_by_id(a.id)?) })
+        },
+        rp::DomainDefineXml => |a: wire::remote_domain_define_xml_args| async move {
+            Ok(wire::remote_domain_define_xml_ret { dom: wire_dom(driver.define_xml(&a.xml, 0).await?) })
+        },
+        rp::DomainDefineXmlFlags => |a: wire::remote_domain_define_xml_flags_args| async move {
+            Ok(wire::remote_domain_define_xml_flags_ret { dom: wire_dom(driver.define_xml(&a.xml, a.flags).await?) })
+        },
+        rp::DomainUndefine => |a: wire::remote_domain_undefine_args| async move {
+            driver.undefine(&dom_ref(a.dom), 0).await
+        },
+        rp::DomainUndefineFlags => |a: wire::remote_domain_undefine_flags_args| async move {
+            driver.undefine(&dom_ref(a.dom), a.flags).await
+        },
+        rp::DomainCreate => |a: wire::remote_domain_create_args| async move {
+            driver.create(&dom_ref(a.dom), 0).await.map(|_| ())
+        },
+        rp::DomainCreateWithFlags => |a: wire::remote_domain_create_with_flags_args| async move {
+            let dom = driver.create(&dom_ref(a.dom), a.flags).await?;
+            Ok(wire::remote_domain_create_with_flags_ret { dom: wire_dom(dom) })
+        },
+        rp::DomainDestroy => |a: wire::remote_domain_destroy_args| async move {
+            driver.destroy(&dom_ref(a.dom), 0).await
+        },
+        rp::DomainDestroyFlags => |a: wire::remote_domain_destroy_flags_args| async move {
+            driver.destroy(&dom_ref(a.dom), a.flags).await
+        },
+        rp::DomainShutdown => |a: wire::remote_domain_shutdown_args| async move {
+            driver.shutdown(&dom_ref(a.dom), 0).await
+        },
+        rp::DomainShutdownFlags => |a: wire::remote_domain_shutdown_flags_args| async move {
+            driver.shutdown(&dom_ref(a.dom), a.flags).await
+        },
+        rp::DomainGetXmlDesc => |a: wire::remote_domain_get_xml_desc_args| async move {
+            Ok(wire::remote_domain_get_xml_desc_ret { xml: driver.get_xml_desc(&dom_ref(a.dom), a.flags)? })
+        },
+        rp::DomainGetInfo => |a: wire::remote_domain_get_info_args| async move {
+            let info = driver.get_info(&dom_ref(a.dom))?;
+            Ok(wire::remote_domain_get_info_ret {
+                state: u8::try_from(info.state).unwrap_or(0),
+                maxMem: info.max_mem_kib,
+                memory: info.memory_kib,
+                nrVirtCpu: u16::try_from(info.vcpus).unwrap_or(u16::MAX),
+                cpuTime: info.cpu_time_ns,
+            })
+        },
+        rp::DomainGetState => |a: wire::remote_domain_get_state_args| async move {
+            let (state, reason) = driver.get_state(&dom_ref(a.dom), a.flags)?;
+            Ok(wire::remote_domain_get_state_ret { state, reason })
+        },
+        rp::DomainGetOsType => |a: wire::remote_domain_get_os_type_args| async move {
+            Ok(wire::remote_domain_get_os_type_ret { r#type: driver.get_os_type(&dom_ref(a.dom))? })
+        },
+        rp::DomainGetMaxMemory => |a: wire::remote_domain_get_max_memory_args| async move {
+            Ok(wire::remote_domain_get_max_memory_ret { memory: driver.get_max_memory(&dom_ref(a.dom))? })
+        },
+        rp::DomainIsActive => |a: wire::remote_domain_is_active_args| async move {
+            Ok(wire::remote_domain_is_active_ret { active: int_bool(driver.is_active(&dom_ref(a.dom))?) })
+        },
+        rp::DomainIsPersistent => |a: wire::remote_domain_is_persistent_args| async move {
+            Ok(wire::remote_domain_is_persistent_ret { persistent: int_bool(driver.is_persistent(&dom_ref(a.dom))?) })
+        },
+        rp::DomainIsUpdated => |a: wire::remote_domain_is_updated_args| async move {
+            existing(driver, &dom_ref(a.dom))?;
+            Ok(wire::remote_domain_is_updated_ret { updated: 0 })
+        },
+        rp::DomainGetAutostart => |a: wire::remote_domain_get_autostart_args| async move {
+            Ok(wire::remote_domain_get_autostart_ret { autostart: int_bool(driver.get_autostart(&dom_ref(a.dom))?) })
+        },
+        rp::DomainHasManagedSaveImage => |a: wire::remote_domain_has_managed_save_image_args| async move {
+            let result = int_bool(driver.has_managed_save_image(&dom_ref(a.dom), a.flags)?);
+            Ok(wire::remote_domain_has_managed_save_image_ret { result })
+        },
+        rp::DomainGetSecurityLabel => |a: wire::remote_domain_get_security_label_args| async move {
+            // With no security driver libvirt reports an empty label.
+            existing(driver, &dom_ref(a.dom))?;
+            Ok(wire::remote_domain_get_security_label_ret { label: Vec::new(), enforcing: 0 })
+        },
+        rp::DomainGetMessages => |a: wire::remote_domain_get_messages_args| async move {
+            DriverError::check_flags(a.flags, 3, "qemuDomainGetMessages")?;
+            existing(driver, &dom_ref(a.dom))?;
+            Ok(wire::remote_domain_get_messages_ret { msgs: Vec::new() })
+        },
+        rp::DomainSnapshotNum => |a: wire::remote_domain_snapshot_num_args| async move {
+            existing(driver, &dom_ref(a.dom))?;
+            let _ = a.flags;
+            Ok(wire::remote_domain_snapshot_num_ret { num: 0 })
+        },
+    })
+}
+
+/// Resolves the handle only to report a vanished domain as libvirt does.
+fn existing(driver: &crate::driver::Driver, dom: &DomainRef) -> Result<(), DriverError> {
+    driver.is_active(dom).map(|_| ())
+}

@@ -1,0 +1,148 @@
+//! Calls in, replies out.
+//!
+//! [`dispatch`] checks what libvirtd checks before any handler runs
+//! (program, version, status, known procedure, open connection, read-only
+//! access), then routes the call. Every handler has the same shape:
+//! decoded args in, driver call with plain values, wire ret out; decoding
+//! and encoding happen only in [`call`].
+
+mod connect;
+mod domain;
+mod events;
+mod qemu;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::driver::{DomainRef, DriverError};
+use crate::xdr;
+
+use super::client::Client;
+use super::error::{read_only, to_remote_error, unsupported, RpcError};
+use super::frame::{status, Header};
+use super::wire::{self, remote_nonnull_domain, ProcInfo, Procedure};
+
+type Reply = Result<Vec<u8>, DriverError>;
+
+/// Handles one call and returns the reply frame (header and body).
+pub async fn dispatch(client: &Client, header: Header, body: Bytes) -> Option<Bytes> {
+    let result = route(client, &header, &body).await;
+    Some(match result {
+        Ok(ret) => header.reply(status::OK).encode(&ret),
+        Err(err) => {
+            tracing::debug!(client = client.id, proc_ = header.proc_, %err, "call failed");
+            match xdr::to_bytes(&to_remote_error(&err)) {
+                Ok(body) => header.reply(status::ERROR).encode(&body),
+                Err(encode_err) => {
+                    tracing::error!(%encode_err, "cannot encode an error reply");
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
+    if header.status != status::OK {
+        return Err(RpcError::UnexpectedStatus(header.status).to_driver_error());
+    }
+    let info = match (header.prog, header.vers) {
+        (wire::REMOTE_PROGRAM, wire::REMOTE_PROTOCOL_VERSION) => {
+            wire::remote_proc_info(header.proc_)
+        }
+        (wire::QEMU_PROGRAM, wire::QEMU_PROTOCOL_VERSION) => wire::qemu_proc_info(header.proc_),
+        (prog, vers) => return Err(RpcError::UnknownProgram { prog, vers }.to_driver_error()),
+    };
+    let info = info.ok_or_else(|| RpcError::UnknownProcedure(header.proc_).to_driver_error())?;
+    check_access(client, header, info)?;
+    if header.prog == wire::QEMU_PROGRAM {
+        return qemu::route(client, header.proc_, body)
+            .await
+            .unwrap_or_else(|| Err(not_here(info)));
+    }
+    if let Some(reply) = connect::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = events::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = domain::route(client, header.proc_, body).await {
+        return reply;
+    }
+    Err(not_here(info))
+}
+
+/// Procedures a client may call before CONNECT_OPEN.
+fn allowed_before_open(header: &Header) -> bool {
+    header.prog == wire::REMOTE_PROGRAM
+        && matches!(
+            header.proc_,
+            wire::REMOTE_PROC_CONNECT_OPEN
+                | wire::REMOTE_PROC_AUTH_LIST
+                | wire::REMOTE_PROC_CONNECT_SUPPORTS_FEATURE
+        )
+}
+
+fn check_access(client: &Client, header: &Header, info: &ProcInfo) -> Result<(), DriverError> {
+    if client.opened().is_none() && !allowed_before_open(header) {
+        return Err(DriverError::internal("hypervisor connection not open"));
+    }
+    if info.writes && client.is_readonly() {
+        return Err(read_only(info.api.unwrap_or(info.name)));
+    }
+    Ok(())
+}
+
+fn not_here(info: &ProcInfo) -> DriverError {
+    unsupported(info.api.unwrap_or(info.name))
+}
+
+/// Decodes the args of `P`, runs the handler, encodes its ret.
+async fn call<P, F, Fut>(body: &[u8], handler: F) -> Reply
+where
+    P: Procedure,
+    F: FnOnce(P::Args) -> Fut,
+    Fut: Future<Output = Result<P::Ret, DriverError>>,
+{
+    let args =
+        xdr::from_bytes::<P::Args>(body).map_err(|e| RpcError::Decode(e).to_driver_error())?;
+    let ret = handler(args).await?;
+    xdr::to_bytes(&ret).map_err(|e| RpcError::Encode(e).to_driver_error())
+}
+
+/// Routes `$proc` to the first matching handler, or yields `None`.
+macro_rules! routes {
+    ($proc:expr, $body:expr, { $($marker:ty => $handler:expr),* $(,)? }) => {{
+        use $crate::rpc::wire::Procedure as _;
+        let proc_ = $proc;
+        $(
+            if proc_ == <$marker>::PROC {
+                return Some($crate::rpc::dispatch::call::<$marker, _, _>($body, $handler).await);
+            }
+        )*
+        None
+    }};
+}
+pub(crate) use routes;
+
+pub(crate) fn dom_ref(dom: remote_nonnull_domain) -> DomainRef {
+    DomainRef {
+        name: dom.name,
+        uuid: dom.uuid,
+        id: dom.id,
+    }
+}
+
+pub(crate) fn wire_dom(dom: DomainRef) -> remote_nonnull_domain {
+    remote_nonnull_domain {
+        name: dom.name,
+        uuid: dom.uuid,
+        id: dom.id,
+    }
+}
+
+/// libvirt's C `int` booleans.
+pub(crate) fn int_bool(value: bool) -> i32 {
+    i32::from(value)
+}

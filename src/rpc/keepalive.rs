@@ -1,0 +1,113 @@
+//! libvirt's keepalive program: PING and PONG, with no payload.
+//!
+//! We answer every PING. We send our own only to clients that asked for
+//! the keepalive feature (as libvirtd starts it from that request): a
+//! client without an event loop, such as plain libvirt-python, could never
+//! answer and would be dropped.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::frame::{kind, status, Header};
+
+pub const PROGRAM: u32 = 0x6b65_6570;
+const VERSION: u32 = 1;
+const PING: i32 = 1;
+const PONG: i32 = 2;
+
+fn message(proc_: i32) -> Bytes {
+    Header {
+        prog: PROGRAM,
+        vers: VERSION,
+        proc_,
+        kind: kind::MESSAGE,
+        serial: 0,
+        status: status::OK,
+    }
+    .encode(&[])
+}
+
+/// The PONG for a PING; nothing for anything else (a PONG only proves the
+/// peer is alive, which receiving it already recorded).
+pub fn answer(header: &Header) -> Option<Bytes> {
+    (header.proc_ == PING).then(|| message(PONG))
+}
+
+pub fn ping() -> Bytes {
+    message(PING)
+}
+
+pub enum Action {
+    Ping,
+    Dead,
+}
+
+pub struct State {
+    interval: Duration,
+    count: u32,
+    last: Instant,
+    unanswered: u32,
+}
+
+impl State {
+    pub fn new(interval: Duration, count: u32) -> State {
+        State {
+            interval,
+            count,
+            last: Instant::now(),
+            unanswered: 0,
+        }
+    }
+
+    /// Any message from the peer proves it alive.
+    pub fn received(&mut self) {
+        self.last = Instant::now();
+        self.unanswered = 0;
+    }
+
+    /// Resolves when the next ping is due, or when the peer has missed too
+    /// many; never while keepalive is off.
+    pub async fn tick(&mut self, enabled: bool) -> Action {
+        if !enabled {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep_until(self.last + self.interval).await;
+        if self.unanswered >= self.count {
+            return Action::Dead;
+        }
+        self.unanswered += 1;
+        self.last = Instant::now();
+        Action::Ping
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_is_answered_with_pong() {
+        let ping = ping();
+        let (header, body) = Header::parse(&ping).unwrap();
+        assert_eq!(
+            (header.prog, header.kind, header.serial),
+            (PROGRAM, kind::MESSAGE, 0)
+        );
+        assert!(body.is_empty());
+        let pong = answer(&header).unwrap();
+        assert_eq!(Header::parse(&pong).unwrap().0.proc_, PONG);
+        assert!(answer(&Header::parse(&pong).unwrap().0).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_declared_dead_after_count_pings() {
+        let mut state = State::new(Duration::from_secs(5), 2);
+        assert!(matches!(state.tick(true).await, Action::Ping));
+        assert!(matches!(state.tick(true).await, Action::Ping));
+        assert!(matches!(state.tick(true).await, Action::Dead));
+        state.received();
+        assert!(matches!(state.tick(true).await, Action::Ping));
+    }
+}

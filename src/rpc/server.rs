@@ -1,0 +1,235 @@
+//! Listeners and connections.
+//!
+//! The flow of one connection:
+//!
+//! 1. A reader loop takes frames off the socket (the codec refuses any
+//!    length over libvirt's message limit before buffering it).
+//! 2. Keepalive messages are answered in the loop itself, so a slow call
+//!    never delays a PONG.
+//! 3. Each call runs in its own task, at most [`CALLS_IN_FLIGHT`] at once
+//!    per connection; when that many are running the reader stops reading,
+//!    which pushes back on the client instead of queueing without bound.
+//! 4. Replies, events and keepalive messages all go through one bounded
+//!    channel to a single writer task, so frames never interleave.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::driver::Driver;
+
+use super::client::Client;
+use super::frame::{self, kind, Header};
+use super::{dispatch, events, keepalive};
+
+/// Calls one connection may have running at once.
+const CALLS_IN_FLIGHT: usize = 16;
+/// Frames queued for one connection's writer.
+const OUTBOX: usize = 64;
+/// Connections served at once.
+const MAX_CLIENTS: usize = 1024;
+
+/// Keepalive as libvirtd runs it: a ping after this much silence...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and the connection closed after this many pings went unanswered.
+const KEEPALIVE_COUNT: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: PathBuf,
+    pub listen_ro: Option<PathBuf>,
+}
+
+/// What all connections share.
+pub struct ServerShared {
+    pub driver: Driver,
+    next_callback_id: AtomicI32,
+    next_client_id: AtomicU64,
+    clients: Arc<Semaphore>,
+}
+
+impl ServerShared {
+    /// Event callback ids are unique across the server, as in libvirtd.
+    pub fn next_callback_id(&self) -> i32 {
+        self.next_callback_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Binds the sockets and serves until `shutdown` resolves.
+pub async fn serve(
+    driver: Driver,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let shared = Arc::new(ServerShared {
+        driver,
+        next_callback_id: AtomicI32::new(0),
+        next_client_id: AtomicU64::new(1),
+        clients: Arc::new(Semaphore::new(MAX_CLIENTS)),
+    });
+    let rw = bind(&config.listen, 0o700)?;
+    let ro = match &config.listen_ro {
+        Some(path) => Some(bind(path, 0o777)?),
+        None => None,
+    };
+    tracing::info!(listen = %config.listen.display(), "serving");
+    let accept_rw = accept_loop(shared.clone(), rw, false);
+    let accept_ro = async {
+        match ro {
+            Some(ro) => accept_loop(shared.clone(), ro, true).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = accept_rw => {}
+        _ = accept_ro => {}
+        _ = shutdown => {}
+    }
+    let _ = std::fs::remove_file(&config.listen);
+    if let Some(path) = &config.listen_ro {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket file left by a previous run would make bind fail; anything
+    // else at that path is not ours to remove.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, listener: UnixListener, readonly: bool) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.clients.clone().try_acquire_owned() else {
+            tracing::warn!("refusing a connection: {MAX_CLIENTS} clients already");
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(shared, stream, readonly).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonly: bool) {
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let (read_half, write_half) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(write_half, frame::codec());
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let client = Arc::new(Client::new(id, shared.clone(), readonly, out_tx.clone()));
+    let mut frames = FramedRead::new(read_half, frame::codec());
+    let mut driver_events = shared.driver.subscribe();
+    let calls = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
+    let mut keepalive = keepalive::State::new(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    tracing::debug!(client = id, readonly, "connected");
+
+    loop {
+        tokio::select! {
+            frame = frames.next() => {
+                let frame = match frame {
+                    Some(Ok(frame)) => frame.freeze(),
+                    Some(Err(err)) => {
+                        tracing::debug!(client = id, %err, "closing: bad frame");
+                        break;
+                    }
+                    None => break,
+                };
+                keepalive.received();
+                let Ok((header, _)) = Header::parse(&frame) else {
+                    tracing::debug!(client = id, "closing: frame shorter than a header");
+                    break;
+                };
+                if header.prog == keepalive::PROGRAM {
+                    if let Some(pong) = keepalive::answer(&header) {
+                        if out_tx.send(pong).await.is_err() {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                if header.kind != kind::CALL {
+                    // Streams and stray replies have no place here; libvirtd
+                    // drops them too.
+                    tracing::debug!(client = id, kind = header.kind, "ignoring non-call message");
+                    continue;
+                }
+                let Ok(permit) = calls.clone().acquire_owned().await else { break };
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Some(reply) = dispatch::dispatch(&client, header, frame.slice(frame::HEADER_SIZE..)).await {
+                        let _ = client.send(reply).await;
+                    }
+                    drop(permit);
+                });
+            }
+            event = driver_events.recv() => match event {
+                Ok(event) => {
+                    for message in events::encode_for(&client, &event) {
+                        if out_tx.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(client = id, missed = n, "client too slow for events");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            action = keepalive.tick(client.keepalive_enabled()) => match action {
+                keepalive::Action::Ping => {
+                    if out_tx.send(keepalive::ping()).await.is_err() {
+                        break;
+                    }
+                }
+                keepalive::Action::Dead => {
+                    tracing::info!(client = id, "closing: keepalive timed out");
+                    break;
+                }
+            },
+        }
+    }
+    // The writer drains what is queued and ends once the calls still
+    // running have dropped their handles on the channel.
+    drop(out_tx);
+    client.close();
+    drop(client);
+    let _ = writer.await;
+    tracing::debug!(client = id, "disconnected");
+}
