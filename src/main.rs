@@ -1,5 +1,82 @@
 //! Command line and start-up only.
 
-fn main() -> anyhow::Result<()> {
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use virtbackupd::driver::{Driver, DriverConfig};
+use virtbackupd::rpc::{self, ServerConfig};
+
+/// A daemon that speaks libvirt's RPC protocol for backups, checkpoints and
+/// snapshots, and carries the calls out on QEMU over QMP.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Read-write socket; point virsh at it with
+    /// qemu+unix:///system?socket=PATH.
+    #[arg(long, default_value = "/run/virtbackupd/libvirt-sock")]
+    listen: PathBuf,
+    /// Read-only socket (every call that changes something is refused).
+    #[arg(long, default_value = "/run/virtbackupd/libvirt-sock-ro")]
+    listen_ro: PathBuf,
+    /// Persistent state: domain definitions and metadata.
+    #[arg(long, default_value = "/var/lib/virtbackupd")]
+    state_dir: PathBuf,
+    /// Live state of running domains (QMP sockets, pid files).
+    #[arg(long, default_value = "/run/virtbackupd")]
+    run_dir: PathBuf,
+    /// The emulator for domains that name none.
+    #[arg(long, default_value = "/usr/bin/qemu-system-x86_64")]
+    qemu: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let state_dir = absolute(&args.state_dir)?;
+    let run_dir = absolute(&args.run_dir)?;
+    let driver = Driver::open(DriverConfig {
+        state_dir,
+        run_dir,
+        qemu: args.qemu,
+    })
+    .await
+    .context("cannot start the driver")?;
+    let config = ServerConfig {
+        listen: absolute(&args.listen)?,
+        listen_ro: Some(absolute(&args.listen_ro)?),
+    };
+    rpc::serve(driver, config, shutdown_signal())
+        .await
+        .context("cannot serve")?;
+    tracing::info!("stopped; running domains keep running");
     Ok(())
+}
+
+/// Paths are stored in QEMU command lines and live state, so they must not
+/// depend on the directory the daemon was started from.
+fn absolute(path: &std::path::Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
