@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs scripts/bench.py against libvirtd and virtbackupd in one run and
+# prints calls/s for each, the ratio, and RSS idle and loaded.
+# Needs root for the reference libvirtd; without it only virtbackupd runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -q
+qemu-img create -q -f qcow2 /var/tmp/bench-vm.qcow2 16M
+
+dir=$(mktemp -d /tmp/vbd-bench.XXXXXX)
+./target/release/virtbackupd --listen "$dir/sock" --listen-ro "$dir/sock-ro" \
+  --state-dir "$dir/state" --run-dir "$dir/run" 2>"$dir/log" &
+vbd=$!
+trap 'kill $vbd 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 50); do [ -S "$dir/sock" ] && break; sleep 0.1; done
+
+targets=("virtbackupd,qemu+unix:///system?socket=$dir/sock,$vbd")
+if [ "$(id -u)" = 0 ] && scripts/reference-libvirtd.sh; then
+  targets=("libvirtd,qemu:///system,$(pgrep -xo libvirtd)" "${targets[@]}")
+else
+  echo "reference libvirtd not available: measuring virtbackupd only" >&2
+fi
+/usr/bin/python3 scripts/bench.py "${targets[@]}"

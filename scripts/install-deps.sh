@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages virtbackupd needs to build, run and test,
+# skipping what is already there. Needs root (or sudo) only when something
+# is missing.
+set -euo pipefail
+
+# The machine image may carry a newer qemu-utils from backports; QEMU 7.2
+# (the reference) needs the matching bookworm one, so name the release.
+packages=(qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
+          libvirt-clients python3-libvirt python3-libnbd)
+
+need_install=0
+command -v qemu-system-x86_64 >/dev/null || need_install=1
+command -v virsh >/dev/null || need_install=1
+/usr/bin/python3 -c 'import libvirt, nbd' 2>/dev/null || need_install=1
+case "$(qemu-img --version 2>/dev/null | head -n1)" in
+  *"version 7.2"*) ;;
+  *) need_install=1 ;;
+esac
+
+if [ "$need_install" = 1 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --allow-downgrades \
+    --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
