@@ -1,0 +1,99 @@
+#![allow(clippy::tests_outside_test_module)]
+//! The handshake and connection-level commands, through the stock virsh.
+
+mod common;
+
+use common::Daemon;
+
+#[test]
+fn virsh_reports_the_hypervisor_and_library_versions() {
+    let daemon = Daemon::start();
+    let run = daemon.virsh(&["version"]).ok();
+    assert!(
+        run.stdout.contains("Using API: QEMU 9.0.0"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("Running hypervisor: QEMU 7.2."),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn virsh_uri_and_hostname() {
+    let daemon = Daemon::start();
+    // virsh answers `uri` itself, from the URI it was given (as with libvirtd).
+    assert_eq!(daemon.virsh(&["uri"]).ok().stdout.trim(), daemon.uri());
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(daemon.virsh(&["hostname"]).ok().stdout.trim(), host);
+}
+
+#[test]
+fn an_unknown_uri_is_refused() {
+    let daemon = Daemon::start();
+    let uri = format!("test+unix:///default?socket={}", daemon.socket().display());
+    let run = daemon.virsh_at(&uri, &["list"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr
+            .contains("no connection driver available for test:///default"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_read_only_socket_refuses_changes_and_serves_queries() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("ro1");
+    let xml = daemon.path("ro1.xml");
+    daemon
+        .virsh_at(&daemon.uri_ro(), &["define", xml.to_str().unwrap()])
+        .fails_with("error: operation forbidden: read only access prevents virDomainDefineXML");
+    daemon
+        .virsh_at(&daemon.uri_ro(), &["start", "ro1"])
+        .fails_with("error: operation forbidden: read only access prevents virDomainCreate");
+    let run = daemon
+        .virsh_at(&daemon.uri_ro(), &["list", "--all", "--name"])
+        .ok();
+    assert_eq!(run.stdout.trim(), "ro1");
+    daemon.virsh_at(&daemon.uri_ro(), &["dumpxml", "ro1"]).ok();
+}
+
+#[test]
+fn virsh_r_opens_read_only() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("ro2");
+    daemon
+        .virsh(&["-r", "undefine", "ro2"])
+        .fails_with("error: operation forbidden: read only access prevents virDomainUndefineFlags");
+}
+
+#[test]
+fn libvirt_python_connects_and_reads() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("py1");
+    let run = daemon
+        .python(
+            "import libvirt, os\n\
+             c = libvirt.open(os.environ['URI'])\n\
+             print(c.getType(), c.getLibVersion(), c.getURI(), c.isAlive(), c.isSecure(), c.isEncrypted())\n\
+             d = c.lookupByName('py1')\n\
+             print(d.name(), d.isActive(), d.isPersistent(), d.OSType())\n\
+             try:\n    c.lookupByName('nope')\nexcept libvirt.libvirtError as e:\n    print(e.get_error_code(), e)\n\
+             c.close()\n",
+        )
+        .ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], format!("QEMU 9000000 {} 1 1 0", daemon.uri()));
+    assert_eq!(lines[1], "py1 0 1 hvm");
+    assert_eq!(
+        lines[2],
+        "42 Domain not found: no domain with matching name 'nope'"
+    );
+}

@@ -1,0 +1,41 @@
+#![allow(clippy::tests_outside_test_module)]
+//! Killing the daemon does not kill running domains; the next daemon takes
+//! them back.
+
+mod common;
+
+use common::{words, Daemon};
+
+#[test]
+fn sigkill_and_restart_keep_running_domains() {
+    let mut daemon = Daemon::start();
+    daemon.define_two_disk("keep");
+    daemon.virsh(&["start", "keep"]).ok();
+    let id = daemon
+        .virsh(&["domid", "keep"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let pids = daemon.qemu_pids();
+    assert_eq!(pids.len(), 1);
+
+    daemon.restart();
+
+    assert_eq!(daemon.qemu_pids(), pids, "QEMU must survive the daemon");
+    assert_eq!(
+        words(&daemon.virsh(&["list"]).ok().stdout),
+        format!("{id} keep running")
+    );
+    let status = daemon
+        .virsh(&["qemu-monitor-command", "keep", "--hmp", "info status"])
+        .ok()
+        .stdout;
+    assert!(status.contains("running"), "{status}");
+    daemon.virsh(&["destroy", "keep"]).ok();
+    assert!(daemon.qemu_pids().is_empty());
+    assert_eq!(
+        daemon.virsh(&["domstate", "keep"]).ok().stdout.trim(),
+        "shut off"
+    );
+}
