@@ -1,6 +1,7 @@
 //! Command line and start-up only.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -27,9 +28,15 @@ struct Args {
     /// Live state of running domains (QMP sockets, pid files).
     #[arg(long, default_value = "/run/virtbackupd")]
     run_dir: PathBuf,
-    /// The emulator for domains that name none.
+    /// The emulator whose version the daemon reports.
     #[arg(long, default_value = "/usr/bin/qemu-system-x86_64")]
     qemu: PathBuf,
+    /// Seconds of silence before pinging a client that asked for keepalive.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keepalive_interval: u64,
+    /// Unanswered pings after which such a client is disconnected.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    keepalive_count: u32,
 }
 
 #[tokio::main]
@@ -53,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: absolute(&args.listen)?,
         listen_ro: Some(absolute(&args.listen_ro)?),
+        keepalive_interval: Duration::from_secs(args.keepalive_interval),
+        keepalive_count: args.keepalive_count,
     };
     rpc::serve(driver, config, shutdown_signal())
         .await

@@ -168,3 +168,48 @@ fn garbage_closes_only_that_connection() {
 
     daemon.virsh(&["list", "--all"]).ok();
 }
+
+#[test]
+fn hostile_domain_xml_is_refused_and_leaves_nothing_on_disk() {
+    let daemon = Daemon::start();
+    let run = daemon
+        .python_quiet(
+            r#"import libvirt, os
+c = libvirt.open(os.environ['URI'])
+docs = {
+    'nesting': "<domain type='qemu'><name>n</name><memory>65536</memory><os><type>hvm</type></os>"
+               + '<metadata>' + '<a>' * 200000 + '</a>' * 200000 + '</metadata></domain>',
+    'entities': '<!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+                "<domain type='qemu'><name>&b;</name><memory>65536</memory><os><type>hvm</type></os></domain>",
+    'slash': "<domain type='qemu'><name>../x</name><memory>65536</memory><os><type>hvm</type></os></domain>",
+    'not-xml': '\x01garbage',
+    'huge-line': "<domain type='qemu'><name>" + 'x' * 3500000 + '</nam></domain>',
+}
+for key, doc in docs.items():
+    try:
+        c.defineXML(doc)
+        print(key, 'defined')
+    except libvirt.libvirtError as e:
+        print(key, e.get_error_code())
+print('domains', len(c.listAllDomains()))
+"#,
+        )
+        .ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "nesting 35", "{}", run.stdout);
+    assert!(lines[1].starts_with("entities "), "{}", run.stdout);
+    assert_ne!(lines[1], "entities defined");
+    assert_eq!(lines[2], "slash 27");
+    assert!(
+        lines[3].starts_with("not-xml ") && lines[3] != "not-xml defined",
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lines[4], "huge-line 35", "{}", run.stdout);
+    assert_eq!(lines[5], "domains 0");
+    let stored = std::fs::read_dir(daemon.path("state/domains"))
+        .unwrap()
+        .count();
+    assert_eq!(stored, 0);
+    daemon.virsh(&["list", "--all"]).ok();
+}

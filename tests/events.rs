@@ -41,7 +41,10 @@ fn virsh_event_sees_the_lifecycle() {
     // virsh ends the loop itself after its timeout.
     let out = watcher.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let got: Vec<&str> = text.lines().filter(|l| l.starts_with("event 'lifecycle'")).collect();
+    let got: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("event 'lifecycle'"))
+        .collect();
     assert_eq!(
         got,
         [

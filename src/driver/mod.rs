@@ -46,7 +46,8 @@ pub struct DomainRef {
 pub struct DriverConfig {
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
-    /// The emulator used when a domain names none.
+    /// The emulator whose version virConnectGetVersion reports (domains
+    /// name their own; conf fills in this same default).
     pub qemu: PathBuf,
 }
 

@@ -7,9 +7,8 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use qapi::qmp;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{Pid, Signal};
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 use super::*;
 use crate::qemu::command::{Accel, DiskFormat, DiskSpec, SourceKind};
@@ -380,69 +379,4 @@ fn parses_version_strings() {
         Some(9_000_000)
     );
     assert_eq!(parse_version("something else"), None);
-}
-
-/// The environment variable that turns [`helper_daemon`] on.
-const HELPER_DIR: &str = "VIRTBACKUPD_TEST_HELPER_DIR";
-
-/// Not a test: the stand-in daemon for [`survives_daemon_sigkill`]. It
-/// starts QEMU for the domain in `$VIRTBACKUPD_TEST_HELPER_DIR`, says so,
-/// and waits to be killed.
-#[tokio::test]
-#[ignore = "helper process for survives_daemon_sigkill"]
-async fn helper_daemon() {
-    let Some(dir) = std::env::var_os(HELPER_DIR) else {
-        return;
-    };
-    let vm = start(&spec_in(Path::new(&dir))).await.unwrap();
-    vm.cont().await.unwrap();
-    println!("READY {}", vm.pid());
-    sleep(Duration::from_secs(600)).await;
-}
-
-#[tokio::test]
-async fn survives_daemon_sigkill() {
-    let (dir, spec, mut reaper) = domain().await;
-    let mut helper = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "qemu::process::tests::helper_daemon",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HELPER_DIR, dir.path())
-        .stdout(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let helper_pid = helper.id().and_then(|id| i32::try_from(id).ok()).unwrap();
-    reaper.watch(helper_pid);
-    let mut lines = BufReader::new(helper.stdout.take().unwrap()).lines();
-    let qemu_pid = timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            // libtest prints the test's name on the same line.
-            if let Some((_, pid)) = line.split_once("READY ") {
-                return pid.trim().parse::<i32>().unwrap();
-            }
-        }
-        panic!("helper ended without starting QEMU");
-    })
-    .await
-    .expect("helper started QEMU in time");
-    reaper.watch(qemu_pid);
-
-    // Kill the daemon's whole process group, as a service manager would.
-    kill_process_group(Pid::from_raw(helper_pid).unwrap(), Signal::KILL).unwrap();
-    let helper_exit = helper.wait().await.unwrap();
-    assert!(!helper_exit.success());
-    sleep(Duration::from_millis(200)).await;
-    assert!(is_alive(qemu_pid), "QEMU died with the daemon");
-
-    let vm = reconnect(&spec.run_dir).await.unwrap();
-    assert_eq!(vm.pid(), qemu_pid);
-    assert_eq!(status(&vm).await, RunState::running);
-    assert_eq!(vm.destroy().await.unwrap(), Exit::Unknown);
-    assert!(!is_alive(qemu_pid));
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::driver::{DriverError, Uuid};
 
@@ -24,7 +24,6 @@ pub struct Registration {
 #[derive(Default)]
 struct State {
     open: Option<OpenConnection>,
-    keepalive: bool,
     close_callback: bool,
     callbacks: BTreeMap<i32, Registration>,
 }
@@ -42,6 +41,9 @@ pub struct Client {
     readonly_socket: bool,
     state: Mutex<State>,
     out: mpsc::Sender<Bytes>,
+    /// Turned on when the client asks for the keepalive feature; the
+    /// connection loop waits on it.
+    keepalive: watch::Sender<bool>,
 }
 
 impl Client {
@@ -57,6 +59,7 @@ impl Client {
             readonly_socket,
             state: Mutex::default(),
             out,
+            keepalive: watch::Sender::new(false),
         }
     }
 
@@ -89,11 +92,11 @@ impl Client {
     }
 
     pub fn enable_keepalive(&self) {
-        self.state().keepalive = true;
+        self.keepalive.send_replace(true);
     }
 
-    pub fn keepalive_enabled(&self) -> bool {
-        self.state().keepalive
+    pub fn keepalive_watch(&self) -> watch::Receiver<bool> {
+        self.keepalive.subscribe()
     }
 
     pub fn set_close_callback(&self, on: bool) {

@@ -143,13 +143,30 @@ fn code_and_texts(kind: ErrorKind) -> (i32, &'static str, &'static str) {
 /// VIR_ERR_ERROR.
 const LEVEL_ERROR: i32 = 2;
 
+/// Longest text one error field carries. An XML error quotes the failing
+/// line of the client's document twice (text and pointer), so a one-line
+/// document near the string limit would otherwise make an error reply that
+/// cannot be encoded, and the client would never get an answer.
+const ERROR_TEXT_MAX: usize = 1 << 20;
+
+fn bounded(mut text: String) -> String {
+    if text.len() > ERROR_TEXT_MAX {
+        let mut cut = ERROR_TEXT_MAX;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// Builds the error payload libvirt would send for `err`: `message` is the
 /// full text virsh prints after "error: ", `str1` the format, `str2` the
 /// detail.
 pub fn to_remote_error(err: &DriverError) -> remote_error {
     let (code, alone, format) = code_and_texts(err.kind());
     let (message, str1) = match err.detail() {
-        Some(detail) => (format.replacen("%s", detail, 1), format),
+        Some(detail) => (bounded(format.replacen("%s", detail, 1)), format),
         None => (alone.to_string(), alone),
     };
     remote_error {
@@ -159,7 +176,7 @@ pub fn to_remote_error(err: &DriverError) -> remote_error {
         level: LEVEL_ERROR,
         dom: None,
         str1: Some(str1.to_string()),
-        str2: err.detail().map(str::to_string),
+        str2: err.detail().map(|d| bounded(d.to_string())),
         str3: None,
         int1: -1,
         int2: -1,
@@ -216,6 +233,14 @@ mod tests {
             (21, Some("missing name information"))
         );
         assert_eq!(wire.str2, None);
+    }
+
+    #[test]
+    fn huge_details_still_make_an_encodable_reply() {
+        let err = DriverError::new(ErrorKind::XmlDetail, "é".repeat(3 << 20));
+        let wire = to_remote_error(&err);
+        assert!(wire.message.as_ref().unwrap().len() <= ERROR_TEXT_MAX);
+        assert!(crate::xdr::to_bytes(&wire).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::frame::{kind, status, Header};
@@ -68,9 +69,9 @@ impl State {
     }
 
     /// Resolves when the next ping is due, or when the peer has missed too
-    /// many; never while keepalive is off.
-    pub async fn tick(&mut self, enabled: bool) -> Action {
-        if !enabled {
+    /// many; never while keepalive is off (`enabled` turns it on).
+    pub async fn tick(&mut self, enabled: &mut watch::Receiver<bool>) -> Action {
+        if enabled.wait_for(|on| *on).await.is_err() {
             return std::future::pending().await;
         }
         tokio::time::sleep_until(self.last + self.interval).await;
@@ -103,11 +104,25 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_peer_is_declared_dead_after_count_pings() {
+        let (_on, mut enabled) = watch::channel(true);
         let mut state = State::new(Duration::from_secs(5), 2);
-        assert!(matches!(state.tick(true).await, Action::Ping));
-        assert!(matches!(state.tick(true).await, Action::Ping));
-        assert!(matches!(state.tick(true).await, Action::Dead));
+        assert!(matches!(state.tick(&mut enabled).await, Action::Ping));
+        assert!(matches!(state.tick(&mut enabled).await, Action::Ping));
+        assert!(matches!(state.tick(&mut enabled).await, Action::Dead));
         state.received();
-        assert!(matches!(state.tick(true).await, Action::Ping));
+        assert!(matches!(state.tick(&mut enabled).await, Action::Ping));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_start_when_keepalive_is_turned_on_mid_wait() {
+        let (on, mut enabled) = watch::channel(false);
+        let mut state = State::new(Duration::from_secs(5), 2);
+        let tick = state.tick(&mut enabled);
+        tokio::pin!(tick);
+        assert!(tokio::time::timeout(Duration::from_secs(60), &mut tick)
+            .await
+            .is_err());
+        on.send(true).unwrap();
+        assert!(matches!(tick.await, Action::Ping));
     }
 }

@@ -36,20 +36,22 @@ const OUTBOX: usize = 64;
 /// Connections served at once.
 const MAX_CLIENTS: usize = 1024;
 
-/// Keepalive as libvirtd runs it: a ping after this much silence...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// ...and the connection closed after this many pings went unanswered.
-const KEEPALIVE_COUNT: u32 = 5;
-
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: PathBuf,
     pub listen_ro: Option<PathBuf>,
+    /// A ping after this much silence from a client that asked for
+    /// keepalive (libvirtd's keepalive_interval, 5 s)...
+    pub keepalive_interval: Duration,
+    /// ...and the connection closed after this many went unanswered
+    /// (keepalive_count, 5).
+    pub keepalive_count: u32,
 }
 
 /// What all connections share.
 pub struct ServerShared {
     pub driver: Driver,
+    keepalive: (Duration, u32),
     next_callback_id: AtomicI32,
     next_client_id: AtomicU64,
     clients: Arc<Semaphore>,
@@ -70,6 +72,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let shared = Arc::new(ServerShared {
         driver,
+        keepalive: (config.keepalive_interval, config.keepalive_count),
         next_callback_id: AtomicI32::new(0),
         next_client_id: AtomicU64::new(1),
         clients: Arc::new(Semaphore::new(MAX_CLIENTS)),
@@ -157,7 +160,8 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
     let mut frames = FramedRead::new(read_half, frame::codec());
     let mut driver_events = shared.driver.subscribe();
     let calls = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
-    let mut keepalive = keepalive::State::new(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
+    let mut keepalive = keepalive::State::new(shared.keepalive.0, shared.keepalive.1);
+    let mut keepalive_on = client.keepalive_watch();
     tracing::debug!(client = id, readonly, "connected");
 
     loop {
@@ -212,7 +216,7 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
-            action = keepalive.tick(client.keepalive_enabled()) => match action {
+            action = keepalive.tick(&mut keepalive_on) => match action {
                 keepalive::Action::Ping => {
                     if out_tx.send(keepalive::ping()).await.is_err() {
                         break;

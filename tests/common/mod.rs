@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    extra_args: Vec<String>,
 }
 
 /// What a client command printed, and how it ended.
@@ -56,11 +57,21 @@ impl Run {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// A daemon with extra command-line options.
+    pub fn start_with(args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("vbd")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let mut daemon = Daemon { dir, child: None };
+        let extra_args = args.iter().map(|a| a.to_string()).collect();
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            extra_args,
+        };
         daemon.spawn();
         daemon
     }
@@ -101,6 +112,7 @@ impl Daemon {
             .arg(self.path("state"))
             .arg("--run-dir")
             .arg(self.path("run"))
+            .args(&self.extra_args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -164,6 +176,14 @@ impl Daemon {
             .output()
             .expect("run python3");
         Run::from(output)
+    }
+
+    /// Like [`Daemon::python`], for scripts whose stderr is noise: libvirt
+    /// prints every error it raises there, however long.
+    pub fn python_quiet(&self, script: &str) -> Run {
+        let mut run = self.python(script);
+        run.stderr.truncate(2000);
+        run
     }
 
     /// Creates a qcow2 (or raw) image in the test directory.

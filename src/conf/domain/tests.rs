@@ -306,27 +306,3 @@ fn only_virtio_file_and_block_disks_start() {
         assert_eq!(libvirt_message(&e), want);
     }
 }
-
-#[test]
-#[ignore = "helper: writes our output for every fixture to $TMPDIR/conf-out for review"]
-fn write_outputs_for_review() {
-    for input in xml_files("in") {
-        let def = DomainDef::parse(&read(&input)).expect("parse");
-        let stem = input
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join("conf-out");
-        fs::create_dir_all(&dir).expect("dir");
-        fs::write(
-            dir.join(format!("{stem}.xml")),
-            def.format(FormatMode::Inactive),
-        )
-        .expect("w");
-        fs::write(
-            dir.join(format!("{stem}-live.xml")),
-            def.format(FormatMode::Live { id: 1 }),
-        )
-        .expect("w");
-    }
-}
