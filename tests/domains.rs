@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{words, Daemon};
 
 #[test]
@@ -221,4 +223,152 @@ fn define_errors_match_libvirt() {
             .count()
             == 1
     );
+}
+
+#[test]
+fn list_filters() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("run1");
+    daemon.define_two_disk("off1");
+    daemon.define_two_disk("tmp1");
+    daemon.virsh(&["start", "run1"]).ok();
+    daemon.virsh(&["start", "tmp1"]).ok();
+    daemon.virsh(&["undefine", "tmp1"]).ok();
+    let names = |args: &[&str]| {
+        let mut all = vec!["list", "--name"];
+        all.extend_from_slice(args);
+        let mut names: Vec<String> = daemon
+            .virsh(&all)
+            .ok()
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.join(" ")
+    };
+    assert_eq!(names(&[]), "run1 tmp1");
+    assert_eq!(names(&["--all"]), "off1 run1 tmp1");
+    assert_eq!(names(&["--inactive"]), "off1");
+    assert_eq!(names(&["--all", "--persistent"]), "off1 run1");
+    assert_eq!(names(&["--all", "--transient"]), "tmp1");
+    assert_eq!(names(&["--all", "--state-running"]), "run1 tmp1");
+    assert_eq!(names(&["--all", "--state-shutoff"]), "off1");
+    assert_eq!(names(&["--all", "--state-paused"]), "");
+    assert_eq!(names(&["--all", "--no-autostart"]), "off1 run1 tmp1");
+    assert_eq!(names(&["--all", "--autostart"]), "");
+    assert_eq!(names(&["--all", "--with-snapshot"]), "");
+    assert_eq!(names(&["--all", "--without-checkpoint"]), "off1 run1 tmp1");
+    let uuids = daemon.virsh(&["list", "--all", "--uuid"]).ok().stdout;
+    assert_eq!(uuids.lines().filter(|l| l.len() == 36).count(), 3);
+}
+
+#[test]
+fn libvirt_python_runs_the_lifecycle_and_sees_its_events() {
+    let daemon = Daemon::start();
+    let vda = daemon.image("py-vda.qcow2", "qcow2", "16M");
+    let xml = daemon.domain_xml("py2", &[("vda", &vda, "qcow2")]);
+    std::fs::write(daemon.path("py2.xml"), xml).unwrap();
+    let script = format!(
+        r#"import libvirt, os, threading, time
+libvirt.virEventRegisterDefaultImpl()
+c = libvirt.open(os.environ['URI'])
+seen = []
+def cb(conn, dom, event, detail, opaque):
+    seen.append('%s %d %d' % (dom.name(), event, detail))
+c.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, cb, None)
+def loop():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+threading.Thread(target=loop, daemon=True).start()
+d = c.defineXML(open('{xml}').read())
+d.create()
+state, maxmem, mem, vcpus, cpu = d.info()
+print('info', state, maxmem, mem, vcpus, d.ID() > 0)
+print('state', d.state())
+print('xml', '<alias name=\'virtio-disk0\'/>' in d.XMLDesc(0))
+d.destroy()
+print('after', d.state(), d.ID())
+d.undefine()
+time.sleep(0.5)
+print('events', ', '.join(seen))
+"#,
+        xml = daemon.path("py2.xml").display()
+    );
+    let run = daemon.python(&script).ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[0], "info 1 65536 65536 1 True", "{}", run.stdout);
+    assert_eq!(lines[1], "state [1, 1]");
+    assert_eq!(lines[2], "xml True");
+    assert_eq!(lines[3], "after [5, 2] -1");
+    assert_eq!(
+        lines[4], "events py2 0 0, py2 2 0, py2 6 2, py2 5 1, py2 1 0",
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn many_clients_at_once() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("busy");
+    daemon.virsh(&["start", "busy"]).ok();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..12)
+            .map(|i| {
+                let daemon = &daemon;
+                scope.spawn(move || {
+                    if i % 2 == 0 {
+                        daemon.virsh(&["dominfo", "busy"]).ok();
+                    } else {
+                        daemon
+                            .virsh(&["qemu-monitor-command", "busy", "--hmp", "info block"])
+                            .ok();
+                    }
+                })
+            })
+            .collect();
+        for run in runs {
+            run.join().unwrap();
+        }
+    });
+    daemon.virsh(&["destroy", "busy"]).ok();
+}
+
+#[test]
+fn qemu_going_away_on_its_own_shuts_the_domain_off() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("gone");
+    let state = || {
+        daemon
+            .virsh(&["domstate", "gone", "--reason"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+
+    // Killed from outside: libvirt calls that a crash.
+    daemon.virsh(&["start", "gone"]).ok();
+    let pid = daemon.qemu_pids()[0];
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    common::wait_until(Duration::from_secs(10), || state() == "shut off (crashed)")
+        .unwrap_or_else(|| panic!("after kill: {}", state()));
+    assert!(
+        daemon.path("run").read_dir().unwrap().next().is_none(),
+        "live state left behind"
+    );
+
+    // Told to quit through the monitor: an orderly shutdown.
+    daemon.virsh(&["start", "gone"]).ok();
+    let _ = daemon.virsh(&["qemu-monitor-command", "gone", "--hmp", "quit"]);
+    common::wait_until(Duration::from_secs(10), || state() == "shut off (shutdown)")
+        .unwrap_or_else(|| panic!("after quit: {}", state()));
+    assert!(daemon.qemu_pids().is_empty());
+    daemon.virsh(&["start", "gone"]).ok();
+    daemon.virsh(&["destroy", "gone"]).ok();
 }

@@ -32,6 +32,21 @@ fn sigkill_and_restart_keep_running_domains() {
         .ok()
         .stdout;
     assert!(status.contains("running"), "{status}");
+    // A pause through the monitor is seen, and survives the next restart.
+    daemon
+        .virsh(&["qemu-monitor-command", "keep", "--hmp", "stop"])
+        .ok();
+    let state = || daemon.virsh(&["domstate", "keep", "--reason"]).ok().stdout;
+    common::wait_until(std::time::Duration::from_secs(5), || {
+        state().trim() == "paused (unknown)"
+    })
+    .unwrap_or_else(|| panic!("not paused: {}", state()));
+    daemon.restart();
+    assert_eq!(
+        daemon.virsh(&["domstate", "keep"]).ok().stdout.trim(),
+        "paused"
+    );
+
     daemon.virsh(&["destroy", "keep"]).ok();
     assert!(daemon.qemu_pids().is_empty());
     assert_eq!(

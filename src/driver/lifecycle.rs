@@ -77,14 +77,13 @@ impl Driver {
         let id = self.shared.domains.next_id();
         let run_dir = self.shared.store.domain_run_dir(&obj.uuid);
         let spec = launch::spec(&def, &run_dir)?;
-        let mut vm = qemu::start(&spec).await.map_err(DriverError::from)?;
-        let events = vm.take_events();
-        let vm = Arc::new(vm);
         let (run_state, reason) = if paused {
             (state::PAUSED, state::PAUSED_USER)
         } else {
             (state::RUNNING, state::RUNNING_BOOTED)
         };
+        // The record goes first: a daemon killed right after QEMU started
+        // must find it, or that QEMU would be left paused and unknown.
         let record = LiveRecord {
             id,
             persistent: obj.lock().config.is_some(),
@@ -92,16 +91,29 @@ impl Driver {
             reason,
             xml: def.format(FormatMode::Inactive),
         };
-        let saved = self.shared.store.save_live(&obj.uuid, &record);
-        let resumed = match saved {
-            Ok(()) if !paused => vm.cont().await.map_err(DriverError::from),
-            other => other,
+        self.shared.store.save_live(&obj.uuid, &record)?;
+        let started = match qemu::start(&spec).await {
+            Ok(mut vm) => {
+                let events = vm.take_events();
+                let vm = Arc::new(vm);
+                let resumed = if paused { Ok(()) } else { vm.cont().await };
+                match resumed {
+                    Ok(()) => Ok((vm, events)),
+                    Err(err) => {
+                        let _ = vm.destroy().await;
+                        Err(DriverError::from(err))
+                    }
+                }
+            }
+            Err(err) => Err(DriverError::from(err)),
         };
-        if let Err(err) = resumed {
-            let _ = vm.destroy().await;
-            self.shared.store.delete_live(&obj.uuid);
-            return Err(err);
-        }
+        let (vm, events) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                self.shared.store.delete_live(&obj.uuid);
+                return Err(err);
+            }
+        };
         {
             let mut st = obj.lock();
             st.live = Some(Live {
@@ -127,6 +139,25 @@ impl Driver {
         }
         self.watch(obj.clone(), vm, events);
         Ok(())
+    }
+
+    /// Rewrites the live record after a state change, so that a restarted
+    /// daemon reports what QEMU is doing.
+    fn save_live(&self, obj: &DomainObj) {
+        let record = {
+            let st = obj.lock();
+            let Some(live) = &st.live else { return };
+            LiveRecord {
+                id: live.id,
+                persistent: st.config.is_some(),
+                state: st.state,
+                reason: st.reason,
+                xml: live.def.format(FormatMode::Inactive),
+            }
+        };
+        if let Err(err) = self.shared.store.save_live(&obj.uuid, &record) {
+            tracing::warn!(%err, "cannot record the domain's live state");
+        }
     }
 
     /// virDomainDestroyFlags: stops QEMU at once.
@@ -223,9 +254,11 @@ impl Driver {
                         Lifecycle::ShutdownHost
                     })
                 }
+                // Nobody asked through the API, so libvirt cannot name a
+                // reason either.
                 VmEvent::Stop if st.state == state::RUNNING => {
                     st.state = state::PAUSED;
-                    st.reason = state::PAUSED_USER;
+                    st.reason = state::PAUSED_UNKNOWN;
                     Some(Lifecycle::SuspendedPaused)
                 }
                 VmEvent::Resume if st.state == state::PAUSED => {
@@ -237,6 +270,7 @@ impl Driver {
             }
         };
         if let Some(event) = lifecycle {
+            self.save_live(obj);
             self.emit(DomainEvent::Lifecycle {
                 dom: obj.reference(),
                 event,
@@ -349,6 +383,14 @@ impl Driver {
             }
         };
         self.shared.domains.note_id(record.id);
+        // QEMU may have been paused or resumed while no daemon listened.
+        let (run_state, reason) = match vm.is_running().await {
+            Ok(true) if record.state == state::RUNNING => (record.state, record.reason),
+            Ok(true) => (state::RUNNING, state::RUNNING_UNPAUSED),
+            Ok(false) if record.state == state::PAUSED => (record.state, record.reason),
+            Ok(false) => (state::PAUSED, state::PAUSED_UNKNOWN),
+            Err(_) => (record.state, record.reason),
+        };
         {
             let mut st = obj.lock();
             st.live = Some(Live {
@@ -358,8 +400,8 @@ impl Driver {
                 stopping: None,
                 shutdown_seen: false,
             });
-            st.state = record.state;
-            st.reason = record.reason;
+            st.state = run_state;
+            st.reason = reason;
         }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
         self.watch(obj, vm, events);

@@ -25,8 +25,9 @@ pub mod state {
     pub const CRASHED: i32 = 6;
 
     pub const RUNNING_BOOTED: i32 = 1;
-    pub const RUNNING_UNPAUSED: i32 = 3;
-    pub const PAUSED_USER: i32 = 2;
+    pub const RUNNING_UNPAUSED: i32 = 5;
+    pub const PAUSED_UNKNOWN: i32 = 0;
+    pub const PAUSED_USER: i32 = 1;
     pub const SHUTOFF_UNKNOWN: i32 = 0;
     pub const SHUTOFF_SHUTDOWN: i32 = 1;
     pub const SHUTOFF_DESTROYED: i32 = 2;

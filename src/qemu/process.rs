@@ -448,6 +448,16 @@ impl RunningVm {
         self.monitor.execute(qapi::qmp::cont {}).await.map(drop)
     }
 
+    /// Whether the vCPUs run (QMP `query-status`), for taking back the
+    /// state of a domain after a daemon restart.
+    pub async fn is_running(&self) -> Result<bool, QemuError> {
+        Ok(self
+            .monitor
+            .execute(qapi::qmp::query_status {})
+            .await?
+            .running)
+    }
+
     /// Asks the guest to power off (QMP `system_powerdown`). With no guest
     /// OS, or without ACPI, nothing happens, as with libvirtd.
     pub async fn shutdown(&self) -> Result<(), QemuError> {
