@@ -35,5 +35,6 @@ test: deps
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked -- --test-threads=2
 
+## libvirtd vs virtbackupd, same client workload (needs root for libvirtd).
 bench: build
 	scripts/bench.sh
