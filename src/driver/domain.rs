@@ -161,14 +161,12 @@ impl Driver {
         let def = DomainDef::parse(xml)?;
         def.check_virt_type(super::launch::kvm_available())?;
         let inactive_xml = def.format(FormatMode::Inactive);
-        let (obj, added) = self.shared.domains.add_or_find(&def, || DomainState {
-            config: None,
-            live: None,
-            state: state::SHUTOFF,
-            reason: state::SHUTOFF_UNKNOWN,
-            autostart: false,
-            removed: false,
-        })?;
+        // A new domain enters the registry with its definition, so that a
+        // concurrent define of the same name sees the clash.
+        let (obj, added) = self
+            .shared
+            .domains
+            .add_or_find(&def, || DomainState::shut_off(Some(def.clone())))?;
         let _job = obj.job.lock().await;
         let store = self.shared.store.clone();
         let uuid = obj.uuid;
@@ -181,12 +179,7 @@ impl Driver {
             }
             return Err(err);
         }
-        let was_persistent = {
-            let mut st = obj.lock();
-            let was = st.config.is_some();
-            st.config = Some(def);
-            was
-        };
+        let was_persistent = !added && obj.lock().config.replace(def).is_some();
         let dom = obj.reference();
         let event = if added || !was_persistent {
             Lifecycle::DefinedAdded

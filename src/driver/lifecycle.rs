@@ -9,7 +9,7 @@ use crate::conf::{DomainDef, FormatMode};
 use crate::qemu::{self, RunningVm, VmEvent};
 
 use super::error::DriverError;
-use super::registry::{state, DomainObj, DomainState, Live, StopCause};
+use super::registry::{state, DomainObj, DomainState, StopCause};
 use super::store::LiveRecord;
 use super::{launch, DomainEvent, DomainRef, Driver, Lifecycle};
 
@@ -114,18 +114,8 @@ impl Driver {
                 return Err(err);
             }
         };
-        {
-            let mut st = obj.lock();
-            st.live = Some(Live {
-                id,
-                def,
-                vm: vm.clone(),
-                stopping: None,
-                shutdown_seen: false,
-            });
-            st.state = run_state;
-            st.reason = reason;
-        }
+        obj.lock()
+            .set_live(id, def, vm.clone(), (run_state, reason));
         let dom = obj.reference();
         self.emit(DomainEvent::Lifecycle {
             dom: dom.clone(),
@@ -318,14 +308,10 @@ impl Driver {
                     continue;
                 }
             };
-            let added = self.shared.domains.add_or_find(&def, || DomainState {
-                config: Some(def.clone()),
-                live: None,
-                state: state::SHUTOFF,
-                reason: state::SHUTOFF_UNKNOWN,
-                autostart: false,
-                removed: false,
-            });
+            let added = self
+                .shared
+                .domains
+                .add_or_find(&def, || DomainState::shut_off(Some(def.clone())));
             if let Err(err) = added {
                 tracing::error!(file = %path.display(), %err, "duplicate domain definition");
             }
@@ -355,14 +341,10 @@ impl Driver {
         record: LiveRecord,
     ) -> Result<(), DriverError> {
         let def = DomainDef::parse(&record.xml)?;
-        let (obj, _) = self.shared.domains.add_or_find(&def, || DomainState {
-            config: None,
-            live: None,
-            state: state::SHUTOFF,
-            reason: state::SHUTOFF_UNKNOWN,
-            autostart: false,
-            removed: false,
-        })?;
+        let (obj, _) = self
+            .shared
+            .domains
+            .add_or_find(&def, || DomainState::shut_off(None))?;
         let (vm, events) = match qemu::reconnect(dir).await {
             Ok(mut vm) => {
                 let events = vm.take_events();
@@ -391,18 +373,8 @@ impl Driver {
             Ok(false) => (state::PAUSED, state::PAUSED_UNKNOWN),
             Err(_) => (record.state, record.reason),
         };
-        {
-            let mut st = obj.lock();
-            st.live = Some(Live {
-                id: record.id,
-                def,
-                vm: vm.clone(),
-                stopping: None,
-                shutdown_seen: false,
-            });
-            st.state = run_state;
-            st.reason = reason;
-        }
+        obj.lock()
+            .set_live(record.id, def, vm.clone(), (run_state, reason));
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
         self.watch(obj, vm, events);
         Ok(())

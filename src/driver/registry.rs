@@ -72,6 +72,37 @@ pub enum StopCause {
 }
 
 impl DomainState {
+    /// A domain that is not running.
+    pub fn shut_off(config: Option<DomainDef>) -> DomainState {
+        DomainState {
+            config,
+            live: None,
+            state: state::SHUTOFF,
+            reason: state::SHUTOFF_UNKNOWN,
+            autostart: false,
+            removed: false,
+        }
+    }
+
+    /// QEMU runs for this domain now.
+    pub fn set_live(
+        &mut self,
+        id: i32,
+        def: DomainDef,
+        vm: Arc<RunningVm>,
+        (run_state, reason): (i32, i32),
+    ) {
+        self.live = Some(Live {
+            id,
+            def,
+            vm,
+            stopping: None,
+            shutdown_seen: false,
+        });
+        self.state = run_state;
+        self.reason = reason;
+    }
+
     pub fn name(&self) -> &str {
         match (&self.live, &self.config) {
             (Some(live), _) => live.def.name(),
