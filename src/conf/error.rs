@@ -18,6 +18,7 @@
 //! | `XmlDetail`         | 35   | `%s`                                      | `parser error` |
 //! | `ConfigUnsupported` | 67   | `unsupported configuration: %s`           | `unsupported configuration` |
 //! | `Overflow`          | 82   | `numerical overflow: %s`                  | `numerical overflow` |
+//! | `XmlInvalidSchema`  | 92   | `XML document failed to validate against schema: %s` | `XML document failed to validate against schema` |
 
 use std::fmt;
 
@@ -44,6 +45,9 @@ pub enum ConfErrorKind {
     ConfigUnsupported,
     /// VIR_ERR_OVERFLOW (82).
     Overflow,
+    /// VIR_ERR_XML_INVALID_SCHEMA (92): the document does not match
+    /// libvirt's RNG schema (checkpoint XML is validated against it).
+    XmlInvalidSchema,
 }
 
 impl ConfErrorKind {
@@ -59,6 +63,7 @@ impl ConfErrorKind {
             Self::XmlDetail => 35,
             Self::ConfigUnsupported => 67,
             Self::Overflow => 82,
+            Self::XmlInvalidSchema => 92,
         }
     }
 }
@@ -68,7 +73,8 @@ impl ConfErrorKind {
 /// libvirt reports the same kind from different places: a bad attribute
 /// value comes from the XML helpers (5), a failed capability check from the
 /// QEMU driver (10), most structural problems from the domain config
-/// code (20). virsh does not print it, but libvirt-python shows it.
+/// code (20), checkpoint problems from the checkpoint code (69). virsh
+/// does not print it, but libvirt-python shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfErrorDomain {
@@ -80,6 +86,8 @@ pub enum ConfErrorDomain {
     Qemu,
     /// VIR_FROM_DOMAIN (20): the domain configuration code.
     Domain,
+    /// VIR_FROM_DOMAIN_CHECKPOINT (69): the checkpoint configuration code.
+    DomainCheckpoint,
 }
 
 impl ConfErrorDomain {
@@ -90,6 +98,7 @@ impl ConfErrorDomain {
             Self::Xml => 5,
             Self::Qemu => 10,
             Self::Domain => 20,
+            Self::DomainCheckpoint => 69,
         }
     }
 }

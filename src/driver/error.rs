@@ -34,6 +34,7 @@ pub enum ErrorKind {
     OperationAborted,
     OperationUnsupported,
     Overflow,
+    XmlInvalidSchema,
     ResourceBusy,
     InvalidDomainCheckpoint,
     NoDomainCheckpoint,
@@ -166,11 +167,13 @@ impl From<crate::conf::ConfError> for DriverError {
             C::XmlDetail => ErrorKind::XmlDetail,
             C::ConfigUnsupported => ErrorKind::ConfigUnsupported,
             C::Overflow => ErrorKind::Overflow,
+            C::XmlInvalidSchema => ErrorKind::XmlInvalidSchema,
         };
         let origin = match err.domain() {
             D::None => ErrorOrigin::None,
             D::Xml => ErrorOrigin::Xml,
             D::Qemu => ErrorOrigin::Qemu,
+            D::DomainCheckpoint => ErrorOrigin::DomainCheckpoint,
             _ => ErrorOrigin::Domain,
         };
         let detail = err.detail().map(str::to_string);

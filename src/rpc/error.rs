@@ -112,6 +112,11 @@ fn code_and_texts(kind: ErrorKind) -> (i32, &'static str, &'static str) {
             (84, "Operation not supported", "Operation not supported: %s")
         }
         ErrorKind::ResourceBusy => (87, "resource busy", "resource busy: %s"),
+        ErrorKind::XmlInvalidSchema => (
+            92,
+            "XML document failed to validate against schema",
+            "XML document failed to validate against schema: %s",
+        ),
         ErrorKind::InvalidDomainCheckpoint => (
             102,
             "Invalid domain checkpoint",

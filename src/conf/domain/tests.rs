@@ -47,6 +47,10 @@ pub(super) fn libvirt_message(e: &ConfError) -> String {
             ("unsupported configuration", "unsupported configuration: %s")
         }
         ConfErrorKind::Overflow => ("numerical overflow", "numerical overflow: %s"),
+        ConfErrorKind::XmlInvalidSchema => (
+            "XML document failed to validate against schema",
+            "XML document failed to validate against schema: %s",
+        ),
     };
     match e.detail() {
         Some(d) => with.replacen("%s", d, 1),
