@@ -1,0 +1,81 @@
+//! From [`CheckpointDef`] back to XML, shaped like libvirt's
+//! `checkpoint-dumpxml` (checkpoint_conf.c,
+//! virDomainCheckpointDefFormatInternal): name, description, parent,
+//! creation time (unless 0), disks, then the domain one level in.
+
+use super::{CheckpointDef, FormatFlags};
+use crate::conf::domain::FormatMode;
+use crate::conf::xml::{self, Element, Limits};
+
+pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) -> String {
+    let mut root =
+        Element::new("domaincheckpoint").with_child(Element::new("name").with_text(&def.name));
+    if let Some(d) = &def.description {
+        root = root.with_child(Element::new("description").with_text(d));
+    }
+    if let Some(p) = &def.parent {
+        root =
+            root.with_child(Element::new("parent").with_child(Element::new("name").with_text(p)));
+    }
+    if def.creation_time != 0 {
+        root =
+            root.with_child(Element::new("creationTime").with_text(def.creation_time.to_string()));
+    }
+    if !def.disks.is_empty() {
+        let mut disks = Element::new("disks");
+        for disk in &def.disks {
+            let mut el = Element::new("disk").with_attr("name", &disk.name);
+            match &disk.bitmap {
+                None => el = el.with_attr("checkpoint", "no"),
+                Some(bitmap) => {
+                    el = el
+                        .with_attr("checkpoint", "bitmap")
+                        .with_attr("bitmap", bitmap);
+                    if let Some(size) = flags.sizes.and_then(|s| s.get(&disk.name)) {
+                        el = el.with_attr("size", size.to_string());
+                    }
+                }
+            }
+            disks = disks.with_child(el);
+        }
+        root = root.with_child(disks);
+    }
+
+    let mut out = String::new();
+    match def.domain.as_ref().filter(|_| !flags.no_domain) {
+        None => root.write(&mut out, 0),
+        Some(domain) => {
+            let text = domain.format(FormatMode::Inactive);
+            // Read back as a tree so that the writer indents it one level
+            // deeper, as libvirt's buffer indentation does: element lines
+            // move, text content (a multi-line description) does not. The
+            // text is our own output, so only depth and node count need a
+            // bound; the model it came from had them.
+            let limits = Limits {
+                max_bytes: usize::MAX,
+                ..Limits::default()
+            };
+            match xml::parse(&text, "(domain_definition)", &limits) {
+                Ok(tree) => {
+                    root = root.with_child(tree);
+                    root.write(&mut out, 0);
+                }
+                Err(_) => {
+                    // Not expected; indent line by line rather than lose
+                    // it. The root always has <name>, so it has a closing
+                    // tag to put the domain in front of.
+                    root.write(&mut out, 0);
+                    let close = "</domaincheckpoint>\n";
+                    out.truncate(out.len().saturating_sub(close.len()));
+                    for line in text.lines() {
+                        out.push_str("  ");
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                    out.push_str(close);
+                }
+            }
+        }
+    }
+    out
+}
