@@ -11,6 +11,9 @@
 //!   prepares against `fixtures/checkpoint/domain-ro.xml`. Without it: a
 //!   plain create against `domain.xml` (the captures' `cpvm`), at
 //!   [`NOW`].
+//! - `reference.rs` holds the comparisons with the libvirtd captures.
+
+mod reference;
 
 use std::collections::BTreeMap;
 use std::fs;
