@@ -435,6 +435,9 @@ fn bitmap_remove(node: &str, name: &str) -> TransactionAction {
     })
 }
 
+#[cfg(test)]
+#[path = "bitmap_tests.rs"]
+mod tests;
 
 /// What needs no QEMU: action shapes and the reply parser.
 #[cfg(test)]
