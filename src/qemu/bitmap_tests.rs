@@ -165,7 +165,7 @@ async fn an_abandoned_size_query_removes_the_temporaries_later() {
     let sizes = pairs(&[(VDA, "c1")]);
     add_bitmaps(&mon, &sizes, None).await.unwrap();
     let stuck = dirty_size_with(&mon, &sizes, pending());
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(200), stuck).await;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(1), stuck).await;
     assert!(waited.is_err(), "the hook never finishes");
     // The spawned cleanup is the transcript's last command.
     let played = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
@@ -453,7 +453,7 @@ async fn size_removes_its_temporaries_on_every_path() {
 
     // The caller stops waiting after the merge.
     let stuck = dirty_size_with(vm.mon(), &both, pending());
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), stuck).await;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(1), stuck).await;
     assert!(waited.is_err());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while temporaries_left(vm.mon()).await {
