@@ -5,6 +5,8 @@
 //! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
 //!
 //! - [`command`]: the command line, built by a pure function.
+//! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
+//!   query, validate, dirty size), in libvirt 9.0's layout.
 //! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
 //!   events and notices the process's end.
 //! - [`monitor`]: the QMP client (typed commands from the `qapi` crate over
@@ -12,6 +14,7 @@
 //! - [`events`]: QMP events and the typed [`VmEvent`]s derived from them.
 //! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
 
+pub mod bitmap;
 pub mod command;
 pub mod error;
 pub mod events;
@@ -21,6 +24,7 @@ pub mod monitor;
 pub mod process;
 mod watch;
 
+pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};
 pub use command::{build_argv, Accel, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind};
 pub use error::{QemuError, QemuErrorKind};
 pub use events::{Exit, QmpEvent, VmEvent};
