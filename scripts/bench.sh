@@ -21,3 +21,8 @@ else
   echo "reference libvirtd not available: measuring virtbackupd only" >&2
 fi
 /usr/bin/python3 scripts/bench.py "${targets[@]}"
+
+# Checkpoints at scale (name,uri pairs; the same domain on both daemons).
+cp_targets=()
+for t in "${targets[@]}"; do cp_targets+=("${t%,*}"); done
+/usr/bin/python3 scripts/bench_checkpoints.py "${cp_targets[@]}"

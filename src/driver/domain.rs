@@ -141,7 +141,7 @@ impl Driver {
                 && group(MANAGEDSAVE, NO_MANAGEDSAVE, false)
                 && group(AUTOSTART, NO_AUTOSTART, st.autostart)
                 && group(HAS_SNAPSHOT, NO_SNAPSHOT, false)
-                && group(HAS_CHECKPOINT, NO_CHECKPOINT, false);
+                && group(HAS_CHECKPOINT, NO_CHECKPOINT, !st.checkpoints.is_empty());
             if keep {
                 out.push(DomainRef {
                     name: st.name().to_string(),
@@ -235,13 +235,25 @@ impl Driver {
                     "cannot undefine transient domain",
                 ));
             }
+            let checkpoints = st.checkpoints.len();
+            if !st.is_active() && checkpoints > 0 && flags & CHECKPOINTS_METADATA == 0 {
+                return Err(DriverError::operation_invalid(format!(
+                    "cannot delete inactive domain with {checkpoints} checkpoints"
+                )));
+            }
             st.is_active()
         };
         let store = self.shared.store.clone();
         let uuid = obj.uuid;
-        tokio::task::spawn_blocking(move || store.delete_config(&uuid))
-            .await
-            .map_err(|e| DriverError::internal(format!("undefine task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            // A running domain keeps its checkpoints until it stops.
+            if !active {
+                store.delete_all_checkpoints(&uuid)?;
+            }
+            store.delete_config(&uuid)
+        })
+        .await
+        .map_err(|e| DriverError::internal(format!("undefine task failed: {e}")))??;
         let reference = obj.reference();
         obj.lock().config = None;
         if !active {

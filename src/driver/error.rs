@@ -64,6 +64,9 @@ pub struct DriverError {
     origin: ErrorOrigin,
     /// `None` where libvirt reports only the code's own text.
     detail: Option<String>,
+    /// The detail is the whole message, without the code's prefix: what
+    /// libvirt's virReportInvalidArg (flag checks) raises.
+    verbatim: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -74,8 +77,22 @@ impl DriverError {
             kind,
             origin: ErrorOrigin::Qemu,
             detail: Some(detail.into()),
+            verbatim: false,
             source: None,
         }
+    }
+
+    /// An error whose message is `detail` alone, with no per-code prefix.
+    pub fn verbatim(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        DriverError {
+            verbatim: true,
+            ..Self::new(kind, detail)
+        }
+    }
+
+    /// Whether the message is the detail alone.
+    pub fn is_verbatim(&self) -> bool {
+        self.verbatim
     }
 
     /// An error libvirt reports with no detail, only its code's text.
@@ -84,6 +101,7 @@ impl DriverError {
             kind,
             origin: ErrorOrigin::Qemu,
             detail: None,
+            verbatim: false,
             source: None,
         }
     }
@@ -138,9 +156,10 @@ impl DriverError {
     pub fn check_flags(flags: u32, allowed: u32, function: &str) -> Result<(), DriverError> {
         match flags & !allowed {
             0 => Ok(()),
-            unknown => Err(Self::invalid_arg(format!(
-                "unsupported flags (0x{unknown:x}) in function {function}"
-            ))),
+            unknown => Err(Self::verbatim(
+                ErrorKind::InvalidArg,
+                format!("unsupported flags (0x{unknown:x}) in function {function}"),
+            )),
         }
     }
 }
@@ -181,6 +200,7 @@ impl From<crate::conf::ConfError> for DriverError {
             kind,
             origin,
             detail,
+            verbatim: false,
             source: None,
         }
     }

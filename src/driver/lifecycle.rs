@@ -116,6 +116,7 @@ impl Driver {
         };
         obj.lock()
             .set_live(id, def, vm.clone(), (run_state, reason));
+        self.reconcile_checkpoints(obj).await;
         let dom = obj.reference();
         self.emit(DomainEvent::Lifecycle {
             dom: dom.clone(),
@@ -291,6 +292,10 @@ impl Driver {
         };
         self.shared.store.delete_live(&obj.uuid);
         if transient {
+            // A transient domain's checkpoints end with it, as in libvirt.
+            if let Err(err) = self.shared.store.delete_all_checkpoints(&obj.uuid) {
+                tracing::warn!(%err, "cannot remove the checkpoints of a transient domain");
+            }
             self.shared.domains.remove(&obj.uuid);
         }
         self.emit(DomainEvent::Lifecycle { dom, event });

@@ -6,11 +6,14 @@
 //! Flags are libvirt's public API flags and are checked here, so that an
 //! unknown bit is refused with libvirt's own "unsupported flags" error.
 
+pub mod checkpoint;
 mod domain;
 pub mod error;
 pub mod events;
 mod launch;
 mod lifecycle;
+pub mod moments;
+mod reconcile;
 mod registry;
 pub mod store;
 
@@ -19,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+pub use checkpoint::CheckpointRef;
 pub use error::{DriverError, ErrorKind, ErrorOrigin};
 pub use events::{DomainEvent, Lifecycle};
 pub use registry::state;
@@ -91,6 +95,10 @@ impl Driver {
         };
         driver.load_configs()?;
         driver.reconnect_all().await;
+        driver.load_checkpoints().await;
+        for obj in driver.shared.domains.all() {
+            driver.reconcile_checkpoints(&obj).await;
+        }
         Ok(driver)
     }
 

@@ -9,10 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::conf::checkpoint::CheckpointDef;
 use crate::conf::DomainDef;
 use crate::qemu::RunningVm;
 
 use super::error::{DriverError, ErrorKind};
+use super::moments::MomentTree;
 use super::store::uuid_string;
 use super::{DomainRef, Uuid};
 
@@ -53,6 +55,12 @@ pub struct DomainState {
     /// Set once the domain has left the registry, so that a caller holding
     /// an old `Arc` does not act on it.
     pub removed: bool,
+    /// Checkpoints outlive QEMU runs and follow the domain while it exists
+    /// (a running domain made transient keeps them until it stops).
+    pub checkpoints: MomentTree<CheckpointDef>,
+    /// What virDomainGetMessages reports for the current run: problems
+    /// found when QEMU came up, such as a checkpoint whose bitmap is gone.
+    pub messages: Vec<String>,
 }
 
 pub struct Live {
@@ -81,6 +89,8 @@ impl DomainState {
             reason: state::SHUTOFF_UNKNOWN,
             autostart: false,
             removed: false,
+            checkpoints: MomentTree::default(),
+            messages: Vec::new(),
         }
     }
 
@@ -101,6 +111,7 @@ impl DomainState {
         });
         self.state = run_state;
         self.reason = reason;
+        self.messages.clear();
     }
 
     pub fn name(&self) -> &str {

@@ -4,12 +4,15 @@
 //!
 //! ```text
 //! STATE/domains/<uuid>.xml      persistent definition (inactive XML)
+//! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
+//! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
 //! ```
 //!
-//! Files are named by UUID, never by domain name, so no client-chosen
-//! string ever becomes part of a path.
+//! Files are named by UUID, never by domain name. A checkpoint name does
+//! become a file name, but only through [`encode_name`], which keeps it to
+//! one path component that cannot be `.`, `..` or hidden.
 
 use std::fs;
 use std::io::Write;
@@ -142,6 +145,149 @@ impl Store {
     }
 }
 
+/// A checkpoint operation that touches both QEMU and the metadata, written
+/// before it starts and removed when both sides agree, so that start-up or
+/// reconnection can finish or undo it after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub checkpoint: String,
+    pub action: IntentAction,
+    /// (disk target, bitmap name) pairs the operation adds or removes.
+    pub bitmaps: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntentAction {
+    /// Bitmaps are being added; without metadata they must go again.
+    Create,
+    /// Bitmaps and then metadata are being removed; finish the job.
+    Delete,
+}
+
+impl Store {
+    fn checkpoint_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.state_dir.join("checkpoints").join(uuid_string(uuid))
+    }
+
+    fn checkpoint_path(&self, uuid: &Uuid, name: &str, ext: &str) -> PathBuf {
+        self.checkpoint_dir(uuid)
+            .join(format!("{}.{ext}", file_stem(name)))
+    }
+
+    pub fn save_checkpoint(&self, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        write_atomic(&self.checkpoint_path(uuid, name, "xml"), xml.as_bytes())
+    }
+
+    pub fn delete_checkpoint(&self, uuid: &Uuid, name: &str) -> Result<(), DriverError> {
+        remove_file_if_exists(&self.checkpoint_path(uuid, name, "xml"))
+    }
+
+    /// Every stored checkpoint of a domain, as XML, in no particular order.
+    pub fn load_checkpoints(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<String, DriverError>)> {
+        self.read_dir_with(uuid, "xml", |path| {
+            fs::read_to_string(path).map_err(|e| {
+                DriverError::system(format_args!("cannot read '{}'", path.display()), e)
+            })
+        })
+    }
+
+    pub fn save_intent(&self, uuid: &Uuid, intent: &Intent) -> Result<(), DriverError> {
+        let json = serde_json::to_vec(intent)
+            .map_err(|e| DriverError::internal(format!("cannot serialize intent: {e}")))?;
+        write_atomic(
+            &self.checkpoint_path(uuid, &intent.checkpoint, "intent"),
+            &json,
+        )
+    }
+
+    pub fn delete_intent(&self, uuid: &Uuid, checkpoint: &str) -> Result<(), DriverError> {
+        remove_file_if_exists(&self.checkpoint_path(uuid, checkpoint, "intent"))
+    }
+
+    pub fn load_intents(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<Intent, DriverError>)> {
+        self.read_dir_with(uuid, "intent", |path| {
+            let bytes = fs::read(path).map_err(|e| {
+                DriverError::system(format_args!("cannot read '{}'", path.display()), e)
+            })?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DriverError::internal(format!("bad intent {}: {e}", path.display())))
+        })
+    }
+
+    /// Forgets every checkpoint of a domain (undefine with
+    /// CHECKPOINTS_METADATA, or a transient domain that stopped).
+    pub fn delete_all_checkpoints(&self, uuid: &Uuid) -> Result<(), DriverError> {
+        let dir = self.checkpoint_dir(uuid);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::system(
+                format_args!("cannot remove '{}'", dir.display()),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn read_dir_with<T>(
+        &self,
+        uuid: &Uuid,
+        ext: &str,
+        read: impl Fn(&Path) -> Result<T, DriverError>,
+    ) -> Vec<(PathBuf, Result<T, DriverError>)> {
+        let Ok(entries) = fs::read_dir(self.checkpoint_dir(uuid)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+            .map(|p| {
+                let value = read(&p);
+                (p, value)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Longest encoded name used as it is. With the extension this stays well
+/// below the 255 bytes a file name may have on the usual file systems.
+const STEM_MAX: usize = 200;
+
+/// The file name (without extension) for a checkpoint: [`encode_name`] of
+/// it, or, when that is too long for a file name, a prefix of it and a
+/// SHA-256 of the whole name. `~` never occurs in an encoded name, so the
+/// two forms cannot collide, and any name QEMU accepts for a bitmap (up to
+/// 1023 bytes) can be stored: unlike libvirt, whose metadata write fails
+/// above 251 bytes after the bitmap was made.
+fn file_stem(name: &str) -> String {
+    use sha2::Digest;
+    let encoded = encode_name(name);
+    if encoded.len() <= STEM_MAX {
+        return encoded;
+    }
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // The encoding is ASCII, so any byte index is a character boundary.
+    format!("{}~{hex}", &encoded[..STEM_MAX - 65])
+}
+
+/// A client-chosen name as one safe path component: letters, digits and
+/// `-_+,` pass; everything else (including every `.` and `/`) becomes
+/// `%XX`, so the result is never `.`, `..`, hidden, or more than one
+/// component, and distinct names stay distinct.
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_+,".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Writes `path` so that a crash leaves either the old or the new content:
 /// temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
@@ -202,6 +348,50 @@ mod tests {
         store.delete_config(&uuid).unwrap();
         store.delete_config(&uuid).unwrap();
         assert!(store.load_configs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn long_names_get_a_bounded_distinct_file_name() {
+        let a = file_stem(&"a".repeat(1023));
+        let b = file_stem(&format!("{}b", "a".repeat(1022)));
+        assert!(a.len() <= STEM_MAX && b.len() <= STEM_MAX);
+        assert_ne!(a, b);
+        assert_eq!(file_stem(&"a".repeat(200)), "a".repeat(200));
+    }
+
+    #[test]
+    fn hostile_names_stay_one_harmless_path_component() {
+        assert_eq!(encode_name("cp1"), "cp1");
+        assert_eq!(encode_name(".."), "%2E%2E");
+        assert_eq!(encode_name("a/b"), "a%2Fb");
+        assert_eq!(encode_name("virtnbdbackup.0"), "virtnbdbackup%2E0");
+        assert_ne!(encode_name("a%2Fb"), encode_name("a/b"));
+    }
+
+    #[test]
+    fn checkpoints_and_intents_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state"), &dir.path().join("run")).unwrap();
+        let uuid = [3u8; 16];
+        store
+            .save_checkpoint(&uuid, "../c", "<domaincheckpoint/>")
+            .unwrap();
+        let intent = Intent {
+            checkpoint: "../c".into(),
+            action: IntentAction::Create,
+            bitmaps: vec![("vda".into(), "../c".into())],
+        };
+        store.save_intent(&uuid, &intent).unwrap();
+        assert_eq!(store.load_checkpoints(&uuid).len(), 1);
+        assert_eq!(store.load_intents(&uuid)[0].1.as_ref().unwrap(), &intent);
+        store.delete_intent(&uuid, "../c").unwrap();
+        store.delete_checkpoint(&uuid, "../c").unwrap();
+        assert!(store.load_checkpoints(&uuid).is_empty());
+        let long = ".".repeat(1023);
+        store.save_checkpoint(&uuid, &long, "<long/>").unwrap();
+        assert_eq!(store.load_checkpoints(&uuid).len(), 1);
+        store.delete_checkpoint(&uuid, &long).unwrap();
+        store.delete_all_checkpoints(&uuid).unwrap();
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn bounded(mut text: String) -> String {
 pub fn to_remote_error(err: &DriverError) -> remote_error {
     let (code, alone, format) = code_and_texts(err.kind());
     let (message, str1) = match err.detail() {
+        Some(detail) if err.is_verbatim() => (bounded(detail.to_string()), "%s"),
         Some(detail) => (bounded(format.replacen("%s", detail, 1)), format),
         None => (alone.to_string(), alone),
     };

@@ -95,9 +95,8 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
             Ok(wire::remote_domain_get_security_label_ret { label: Vec::new(), enforcing: 0 })
         },
         rp::DomainGetMessages => |a: wire::remote_domain_get_messages_args| async move {
-            DriverError::check_flags(a.flags, 3, "qemuDomainGetMessages")?;
-            existing(driver, &dom_ref(a.dom))?;
-            Ok(wire::remote_domain_get_messages_ret { msgs: Vec::new() })
+            let msgs = driver.get_messages(&dom_ref(a.dom), a.flags)?;
+            Ok(wire::remote_domain_get_messages_ret { msgs })
         },
         rp::DomainSnapshotNum => |a: wire::remote_domain_snapshot_num_args| async move {
             existing(driver, &dom_ref(a.dom))?;

@@ -6,6 +6,7 @@
 //! decoded args in, driver call with plain values, wire ret out; decoding
 //! and encoding happen only in [`call`].
 
+mod checkpoint;
 mod connect;
 mod domain;
 mod events;
@@ -68,6 +69,9 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
         return reply;
     }
     if let Some(reply) = domain::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = checkpoint::route(client, header.proc_, body).await {
         return reply;
     }
     Err(not_here(info))

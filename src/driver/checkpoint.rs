@@ -1,0 +1,687 @@
+//! Checkpoints: the seven virDomainCheckpoint procedures.
+//!
+//! A checkpoint is metadata (one file per checkpoint, see store.rs) plus a
+//! persistent dirty bitmap, named after it, on every disk it covers. The
+//! two must never disagree, so each change that touches both is bracketed
+//! by an intent record, written before QEMU is asked and removed once the
+//! metadata agrees; `reconcile.rs` finishes or undoes what a crash cut
+//! short. The order per operation:
+//!
+//! - create: intent → one QMP transaction adding every bitmap → metadata →
+//!   intent gone. If the metadata cannot be written the bitmaps are removed
+//!   again (libvirt 9.0 leaves them in QEMU, where the next create of that
+//!   name trips on them).
+//! - delete: intent → one QMP transaction removing the bitmaps → children's
+//!   metadata re-parented → own metadata gone → intent gone. A refused
+//!   removal changes nothing (libvirt 9.0 has re-parented the children by
+//!   then).
+//! - redefine: metadata only.
+//!
+//! Every operation that changes a domain's checkpoints holds its job lock,
+//! so two creates on one domain, or a create racing a destroy, take turns.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags, ParsedCheckpoint};
+use crate::conf::DomainDef;
+use crate::qemu::{bitmap, QemuError, RunningVm};
+
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::moments::ListFilter;
+use super::registry::DomainObj;
+use super::store::{Intent, IntentAction, Store};
+use super::{DomainRef, Driver};
+
+/// virDomainCheckpointCreateFlags.
+pub mod create_flags {
+    pub const REDEFINE: u32 = 1;
+    pub const QUIESCE: u32 = 2;
+    pub const REDEFINE_VALIDATE: u32 = 4;
+}
+
+/// virDomainCheckpointXMLFlags.
+pub mod xml_flags {
+    pub const SECURE: u32 = 1;
+    pub const NO_DOMAIN: u32 = 2;
+    pub const SIZE: u32 = 4;
+}
+
+/// virDomainCheckpointListFlags.
+pub mod list_flags {
+    /// ROOTS for a domain, DESCENDANTS for a checkpoint: the same bit.
+    pub const ROOTS: u32 = 1;
+    pub const DESCENDANTS: u32 = 1;
+    pub const TOPOLOGICAL: u32 = 2;
+    pub const LEAVES: u32 = 4;
+    pub const NO_LEAVES: u32 = 8;
+}
+
+/// virDomainCheckpointDeleteFlags.
+pub mod delete_flags {
+    pub const CHILDREN: u32 = 1;
+    pub const METADATA_ONLY: u32 = 2;
+    pub const CHILDREN_ONLY: u32 = 4;
+}
+
+/// A checkpoint as a client names it: libvirt's virDomainCheckpointPtr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRef {
+    pub name: String,
+    pub dom: DomainRef,
+}
+
+/// The comment libvirt puts at the top of each metadata file, so that a
+/// file moved to libvirtd's checkpoint directory reads like its own.
+const METADATA_HEADER: &str = "<!--\n\
+WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE\n\
+OVERWRITTEN AND LOST. Changes to this xml configuration should be made using:\n  \
+virsh checkpoint-edit\n\
+or other application using the libvirt API.\n\
+-->\n\n";
+
+/// What a metadata file holds: the header, then checkpoint-dumpxml
+/// --security-info.
+pub(super) fn metadata_xml(def: &CheckpointDef) -> String {
+    let body = def.format(&FormatFlags {
+        secure: true,
+        ..FormatFlags::default()
+    });
+    format!("{METADATA_HEADER}{body}")
+}
+
+/// QEMU's node name for a disk's qcow2 layer, where its bitmaps live.
+pub(super) fn format_node(domain: &DomainDef, target: &str) -> Option<String> {
+    domain
+        .disk_by_target(target)
+        .map(|disk| format!("libvirt-{}-format", disk.node_index()))
+}
+
+/// (disk target, node, bitmap) of every bitmap disk of `def` that the
+/// running domain still has: libvirt skips disks unplugged since.
+fn bitmap_nodes(domain: &DomainDef, def: &CheckpointDef) -> Vec<(String, String, String)> {
+    def.bitmaps()
+        .filter_map(|(disk, bitmap)| {
+            let node = format_node(domain, disk)?;
+            Some((disk.to_string(), node, bitmap.to_string()))
+        })
+        .collect()
+}
+
+fn node_pairs(bitmaps: &[(String, String, String)]) -> Vec<(String, String)> {
+    bitmaps
+        .iter()
+        .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+        .collect()
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Whether QEMU answered (and so applied nothing of a transaction), as
+/// opposed to the monitor going away mid-command, after which nobody knows.
+fn qemu_refused(err: &QemuError) -> bool {
+    matches!(err, QemuError::CommandFailed { .. })
+}
+
+fn no_checkpoint(name: &str) -> DriverError {
+    DriverError::new(
+        ErrorKind::NoDomainCheckpoint,
+        format!("no domain checkpoint with matching name '{name}'"),
+    )
+}
+
+/// The public API's own flag checks (libvirt-domain-checkpoint.c), made
+/// before any driver code runs.
+fn exclusive_flags(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
+    if flags & a.0 != 0 && flags & b.0 != 0 {
+        return Err(DriverError::verbatim(
+            ErrorKind::InvalidArg,
+            format!("Flags '{}' and '{}' are mutually exclusive", a.1, b.1),
+        )
+        .with_origin(ErrorOrigin::DomainCheckpoint));
+    }
+    Ok(())
+}
+
+impl Driver {
+    /// virDomainCheckpointCreateXML: a new checkpoint of a running domain
+    /// (its bitmaps are made), or with REDEFINE the metadata of one that
+    /// exists already.
+    pub async fn checkpoint_create_xml(
+        &self,
+        dom: &DomainRef,
+        xml: &str,
+        flags: u32,
+    ) -> Result<CheckpointRef, DriverError> {
+        use create_flags::*;
+        exclusive_flags(
+            flags,
+            (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
+            (QUIESCE, "VIR_DOMAIN_CHECKPOINT_CREATE_QUIESCE"),
+        )?;
+        if flags & REDEFINE_VALIDATE != 0 && flags & REDEFINE == 0 {
+            return Err(DriverError::verbatim(
+                ErrorKind::InvalidArg,
+                "Flag 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE' is required by flag \
+                 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE'",
+            )
+            .with_origin(ErrorOrigin::DomainCheckpoint));
+        }
+        // QUIESCE would need a guest agent; libvirt 9.0's QEMU driver does
+        // not take the flag at all.
+        DriverError::check_flags(
+            flags,
+            REDEFINE | REDEFINE_VALIDATE,
+            "qemuCheckpointCreateXML",
+        )?;
+        let redefine = flags & REDEFINE != 0;
+        let obj = self.domain(dom)?;
+        if !redefine && !obj.lock().is_active() {
+            return Err(inactive("cannot create checkpoint for inactive domain"));
+        }
+        let parsed = CheckpointDef::parse(xml, ParseFlags { redefine }, now_secs())?;
+        let _job = obj.job.lock().await;
+        self.check_present(&obj, dom)?;
+        let name = if redefine {
+            self.redefine_checkpoint(&obj, parsed, flags & REDEFINE_VALIDATE != 0)
+                .await?
+        } else {
+            self.create_checkpoint(&obj, parsed).await?
+        };
+        Ok(CheckpointRef {
+            name,
+            dom: dom.clone(),
+        })
+    }
+
+    /// The domain may have been undefined (or a transient one stopped)
+    /// while the caller waited for its job.
+    fn check_present(&self, obj: &DomainObj, dom: &DomainRef) -> Result<(), DriverError> {
+        if obj.lock().removed {
+            return Err(self
+                .domain(dom)
+                .err()
+                .unwrap_or_else(DriverError::not_running));
+        }
+        Ok(())
+    }
+
+    async fn create_checkpoint(
+        &self,
+        obj: &Arc<DomainObj>,
+        parsed: ParsedCheckpoint,
+    ) -> Result<String, DriverError> {
+        let (vm, def, bitmaps) = {
+            let st = obj.lock();
+            let live = st
+                .live
+                .as_ref()
+                .ok_or_else(|| inactive("cannot create checkpoint for inactive domain"))?;
+            let mut def = parsed.prepare_create(&live.def)?;
+            def.set_parent(st.checkpoints.current().map(str::to_string));
+            if st.checkpoints.contains(def.name()) {
+                return Err(DriverError::new(
+                    ErrorKind::OperationFailed,
+                    format!("domain moment {} already exists", def.name()),
+                )
+                .with_origin(ErrorOrigin::Domain));
+            }
+            let bitmaps = bitmap_nodes(&live.def, &def);
+            (live.vm.clone(), def, bitmaps)
+        };
+        let name = def.name().to_string();
+        let uuid = obj.uuid;
+        let intent = Intent {
+            checkpoint: name.clone(),
+            action: IntentAction::Create,
+            bitmaps: bitmaps
+                .iter()
+                .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
+                .collect(),
+        };
+        self.store_io(move |s| s.save_intent(&uuid, &intent))
+            .await?;
+        let nodes = node_pairs(&bitmaps);
+        if !nodes.is_empty() {
+            if let Err(err) = bitmap::add_bitmaps(vm.monitor(), &nodes, None).await {
+                if qemu_refused(&err) {
+                    self.drop_intent(uuid, &name).await;
+                }
+                return Err(err.into());
+            }
+        }
+        let xml = metadata_xml(&def);
+        let saved = {
+            let name = name.clone();
+            self.store_io(move |s| s.save_checkpoint(&uuid, &name, &xml))
+                .await
+        };
+        if let Err(err) = saved {
+            tracing::error!(checkpoint = %name, %err, "cannot save checkpoint metadata");
+            // Take the bitmaps back, or the next create of this name fails
+            // on them; if even that fails the intent stays for reconcile.
+            match bitmap::remove_bitmaps(vm.monitor(), &nodes).await {
+                Ok(()) => self.drop_intent(uuid, &name).await,
+                Err(err) => tracing::error!(%err, "cannot remove the new bitmaps again"),
+            }
+            return Err(DriverError::internal(format!(
+                "unable to save metadata for checkpoint {name}"
+            )));
+        }
+        {
+            let mut st = obj.lock();
+            let parent = def.parent().map(str::to_string);
+            st.checkpoints.insert(&name, parent.as_deref(), def);
+            st.checkpoints.set_current(Some(&name));
+        }
+        self.drop_intent(uuid, &name).await;
+        Ok(name)
+    }
+
+    async fn redefine_checkpoint(
+        &self,
+        obj: &Arc<DomainObj>,
+        parsed: ParsedCheckpoint,
+        validate: bool,
+    ) -> Result<String, DriverError> {
+        let (def, update_current, vm, bitmaps) = {
+            let st = obj.lock();
+            st.checkpoints
+                .check_cycles(parsed.name(), parsed.parent())?;
+            let domain = st
+                .current_def()
+                .ok_or_else(|| DriverError::internal("domain has no definition"))?;
+            let def = parsed.prepare_redefine(domain)?;
+            let current = st.checkpoints.current();
+            let update_current =
+                current.is_none() || (def.parent().is_some() && def.parent() == current);
+            let (vm, bitmaps) = match (&st.live, validate) {
+                (_, false) => (None, Vec::new()),
+                (None, true) => return Err(not_running_domain()),
+                (Some(live), true) => {
+                    // libvirt checks the bitmap named after the checkpoint,
+                    // whatever the disk's bitmap= says.
+                    let bitmaps = def
+                        .bitmaps()
+                        .filter_map(|(disk, _)| {
+                            let node = format_node(&live.def, disk)?;
+                            Some((disk.to_string(), node, def.name().to_string()))
+                        })
+                        .collect();
+                    (Some(live.vm.clone()), bitmaps)
+                }
+            };
+            (def, update_current, vm, bitmaps)
+        };
+        if let Some(vm) = vm {
+            let verdicts = bitmap::validate_bitmaps(vm.monitor(), &node_pairs(&bitmaps)).await?;
+            if let Some(((disk, _, name), _)) =
+                bitmaps.iter().zip(verdicts).find(|(_, v)| v.is_err())
+            {
+                return Err(DriverError::new(
+                    ErrorKind::CheckpointInconsistent,
+                    format!("missing or broken bitmap '{name}' for disk '{disk}'"),
+                ));
+            }
+        }
+        let name = def.name().to_string();
+        let uuid = obj.uuid;
+        let xml = metadata_xml(&def);
+        {
+            let owned = name.clone();
+            self.store_io(move |s| {
+                s.save_checkpoint(&uuid, &owned, &xml)?;
+                // Whatever a crash left pending for this name is settled
+                // by the metadata given now.
+                s.delete_intent(&uuid, &owned)
+            })
+            .await
+            .map_err(|err| {
+                tracing::error!(checkpoint = %name, %err, "cannot save checkpoint metadata");
+                DriverError::internal(format!("unable to save metadata for checkpoint {name}"))
+            })?;
+        }
+        let mut st = obj.lock();
+        let parent = def.parent().map(str::to_string);
+        st.checkpoints.insert(&name, parent.as_deref(), def);
+        if update_current {
+            st.checkpoints.set_current(Some(&name));
+        }
+        Ok(name)
+    }
+
+    /// virDomainCheckpointGetXMLDesc.
+    pub async fn checkpoint_get_xml_desc(
+        &self,
+        cp: &CheckpointRef,
+        flags: u32,
+    ) -> Result<String, DriverError> {
+        use xml_flags::*;
+        let obj = self.domain(&cp.dom)?;
+        DriverError::check_flags(flags, SECURE | NO_DOMAIN | SIZE, "qemuCheckpointGetXMLDesc")?;
+        let format = |def: &CheckpointDef, sizes: Option<&BTreeMap<String, u64>>| {
+            def.format(&FormatFlags {
+                secure: flags & SECURE != 0,
+                no_domain: flags & NO_DOMAIN != 0,
+                sizes,
+            })
+        };
+        if flags & SIZE == 0 {
+            let st = obj.lock();
+            let def = st
+                .checkpoints
+                .get(&cp.name)
+                .ok_or_else(|| no_checkpoint(&cp.name))?;
+            return Ok(format(def, None));
+        }
+        if !obj.lock().checkpoints.contains(&cp.name) {
+            return Err(no_checkpoint(&cp.name));
+        }
+        let _job = obj.job.lock().await;
+        let (vm, bitmaps) = {
+            let st = obj.lock();
+            let def = st
+                .checkpoints
+                .get(&cp.name)
+                .ok_or_else(|| no_checkpoint(&cp.name))?;
+            let live = st.live.as_ref().ok_or_else(not_running_domain)?;
+            (live.vm.clone(), bitmap_nodes(&live.def, def))
+        };
+        let measured = bitmap::dirty_size(vm.monitor(), &node_pairs(&bitmaps)).await?;
+        let sizes: BTreeMap<String, u64> = bitmaps
+            .into_iter()
+            .zip(measured)
+            .filter_map(|((disk, _, _), size)| Some((disk, size?)))
+            .collect();
+        let st = obj.lock();
+        let def = st
+            .checkpoints
+            .get(&cp.name)
+            .ok_or_else(|| no_checkpoint(&cp.name))?;
+        Ok(format(def, Some(&sizes)))
+    }
+
+    /// virDomainListAllCheckpoints.
+    pub fn list_all_checkpoints(
+        &self,
+        dom: &DomainRef,
+        flags: u32,
+    ) -> Result<Vec<CheckpointRef>, DriverError> {
+        DriverError::check_flags(flags, 0xf, "qemuDomainListAllCheckpoints")?;
+        let obj = self.domain(dom)?;
+        let names = obj.lock().checkpoints.list(None, list_filter(flags));
+        Ok(refs(dom, names))
+    }
+
+    /// virDomainCheckpointListAllChildren.
+    pub fn checkpoint_list_all_children(
+        &self,
+        cp: &CheckpointRef,
+        flags: u32,
+    ) -> Result<Vec<CheckpointRef>, DriverError> {
+        DriverError::check_flags(flags, 0xf, "qemuDomainCheckpointListAllChildren")?;
+        let obj = self.domain(&cp.dom)?;
+        let st = obj.lock();
+        if !st.checkpoints.contains(&cp.name) {
+            return Err(no_checkpoint(&cp.name));
+        }
+        let names = st.checkpoints.list(Some(&cp.name), list_filter(flags));
+        Ok(refs(&cp.dom, names))
+    }
+
+    /// virDomainCheckpointLookupByName.
+    pub fn checkpoint_lookup_by_name(
+        &self,
+        dom: &DomainRef,
+        name: &str,
+        flags: u32,
+    ) -> Result<CheckpointRef, DriverError> {
+        DriverError::check_flags(flags, 0, "qemuDomainCheckpointLookupByName")?;
+        let obj = self.domain(dom)?;
+        if !obj.lock().checkpoints.contains(name) {
+            return Err(no_checkpoint(name));
+        }
+        Ok(CheckpointRef {
+            name: name.to_string(),
+            dom: dom.clone(),
+        })
+    }
+
+    /// virDomainCheckpointGetParent.
+    pub fn checkpoint_get_parent(
+        &self,
+        cp: &CheckpointRef,
+        flags: u32,
+    ) -> Result<CheckpointRef, DriverError> {
+        DriverError::check_flags(flags, 0, "qemuDomainCheckpointGetParent")?;
+        let obj = self.domain(&cp.dom)?;
+        let st = obj.lock();
+        if !st.checkpoints.contains(&cp.name) {
+            return Err(no_checkpoint(&cp.name));
+        }
+        let parent = st.checkpoints.parent(&cp.name).ok_or_else(|| {
+            DriverError::new(
+                ErrorKind::NoDomainCheckpoint,
+                format!("checkpoint '{}' does not have a parent", cp.name),
+            )
+        })?;
+        Ok(CheckpointRef {
+            name: parent.to_string(),
+            dom: cp.dom.clone(),
+        })
+    }
+
+    /// virDomainCheckpointDelete: the checkpoint (or only its descendants,
+    /// or both), with their bitmaps unless METADATA_ONLY.
+    pub async fn checkpoint_delete(
+        &self,
+        cp: &CheckpointRef,
+        flags: u32,
+    ) -> Result<(), DriverError> {
+        use delete_flags::*;
+        exclusive_flags(
+            flags,
+            (CHILDREN, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN"),
+            (CHILDREN_ONLY, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN_ONLY"),
+        )?;
+        let obj = self.domain(&cp.dom)?;
+        DriverError::check_flags(
+            flags,
+            CHILDREN | METADATA_ONLY | CHILDREN_ONLY,
+            "qemuCheckpointDelete",
+        )?;
+        let _job = obj.job.lock().await;
+        self.check_present(&obj, &cp.dom)?;
+        let metadata_only = flags & METADATA_ONLY != 0;
+        let vm = {
+            let st = obj.lock();
+            let vm = st.live.as_ref().map(|l| l.vm.clone());
+            if !metadata_only && vm.is_none() {
+                return Err(inactive("cannot delete checkpoint for inactive domain"));
+            }
+            if !st.checkpoints.contains(&cp.name) {
+                return Err(no_checkpoint(&cp.name));
+            }
+            vm.filter(|_| !metadata_only)
+        };
+        if flags & (CHILDREN | CHILDREN_ONLY) == 0 {
+            return self.discard(&obj, vm.as_ref(), &cp.name, true).await;
+        }
+        let (descendants, current_inside) = {
+            let st = obj.lock();
+            let descendants = st.checkpoints.descendants(Some(&cp.name));
+            let current = st.checkpoints.current();
+            let inside = current.is_some_and(|c| descendants.iter().any(|d| d == c));
+            (descendants, inside)
+        };
+        for name in &descendants {
+            self.discard(&obj, vm.as_ref(), name, false).await?;
+        }
+        if current_inside {
+            // As in libvirt: the subtree's root takes over as current
+            // (and hands it on to its parent if it goes too).
+            obj.lock().checkpoints.set_current(Some(&cp.name));
+        }
+        if flags & CHILDREN_ONLY == 0 {
+            self.discard(&obj, vm.as_ref(), &cp.name, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes one checkpoint: its bitmaps (when `vm` is given), then its
+    /// metadata, its children moving up to its parent. When it was current,
+    /// its parent becomes current if `update_parent`, else none is.
+    async fn discard(
+        &self,
+        obj: &Arc<DomainObj>,
+        vm: Option<&Arc<RunningVm>>,
+        name: &str,
+        update_parent: bool,
+    ) -> Result<(), DriverError> {
+        let uuid = obj.uuid;
+        if let Some(vm) = vm {
+            let bitmaps = {
+                let st = obj.lock();
+                let def = st
+                    .checkpoints
+                    .get(name)
+                    .ok_or_else(|| no_checkpoint(name))?;
+                let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
+                bitmap_nodes(&live.def, def)
+            };
+            let present = bitmap::query_bitmaps(vm.monitor()).await?;
+            if let Some((disk, _, bitmap)) = bitmaps
+                .iter()
+                .find(|(_, node, bitmap)| bitmap::find_bitmap(&present, node, bitmap).is_none())
+            {
+                return Err(DriverError::internal(format!(
+                    "bitmap '{bitmap}' not found in backing chain of '{disk}'"
+                )));
+            }
+            let intent = Intent {
+                checkpoint: name.to_string(),
+                action: IntentAction::Delete,
+                bitmaps: bitmaps
+                    .iter()
+                    .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
+                    .collect(),
+            };
+            self.store_io(move |s| s.save_intent(&uuid, &intent))
+                .await?;
+            let nodes = node_pairs(&bitmaps);
+            if !nodes.is_empty() {
+                if let Err(err) = bitmap::remove_bitmaps(vm.monitor(), &nodes).await {
+                    if qemu_refused(&err) {
+                        self.drop_intent(uuid, name).await;
+                    }
+                    return Err(err.into());
+                }
+            }
+        }
+        self.forget_checkpoint(obj, name, update_parent).await?;
+        self.drop_intent(uuid, name).await;
+        Ok(())
+    }
+
+    /// The metadata half of a delete: children re-parented on disk and in
+    /// memory, the checkpoint's file removed.
+    pub(super) async fn forget_checkpoint(
+        &self,
+        obj: &Arc<DomainObj>,
+        name: &str,
+        update_parent: bool,
+    ) -> Result<(), DriverError> {
+        let uuid = obj.uuid;
+        let (parent, children) = {
+            let st = obj.lock();
+            let parent = st.checkpoints.parent(name).map(str::to_string);
+            let children: Vec<(String, String)> = st
+                .checkpoints
+                .children(name)
+                .into_iter()
+                .filter_map(|child| {
+                    let mut def = st.checkpoints.get(&child)?.clone();
+                    def.set_parent(parent.clone());
+                    Some((child, metadata_xml(&def)))
+                })
+                .collect();
+            (parent, children)
+        };
+        let doomed = name.to_string();
+        self.store_io(move |s| {
+            for (child, xml) in &children {
+                s.save_checkpoint(&uuid, child, xml)?;
+            }
+            s.delete_checkpoint(&uuid, &doomed)
+        })
+        .await?;
+        let mut st = obj.lock();
+        let was_current = st.checkpoints.current() == Some(name);
+        for child in st.checkpoints.children(name) {
+            if let Some(def) = st.checkpoints.get_mut(&child) {
+                def.set_parent(parent.clone());
+            }
+        }
+        st.checkpoints.remove(name);
+        if was_current && update_parent {
+            st.checkpoints.set_current(parent.as_deref());
+        }
+        Ok(())
+    }
+
+    /// Runs a store operation off the async threads (it fsyncs).
+    pub(super) async fn store_io<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
+    ) -> Result<T, DriverError> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| DriverError::internal(format!("metadata task failed: {e}")))?
+    }
+
+    /// Removes an intent whose operation has settled; a failure only means
+    /// the next reconcile looks at it again, which is harmless.
+    pub(super) async fn drop_intent(&self, uuid: super::Uuid, name: &str) {
+        let name = name.to_string();
+        if let Err(err) = self.store_io(move |s| s.delete_intent(&uuid, &name)).await {
+            tracing::warn!(%err, "cannot remove a checkpoint intent record");
+        }
+    }
+}
+
+fn list_filter(flags: u32) -> ListFilter {
+    use list_flags::*;
+    ListFilter {
+        roots_or_descendants: flags & ROOTS != 0,
+        topological: flags & TOPOLOGICAL != 0,
+        leaves: flags & LEAVES != 0,
+        no_leaves: flags & NO_LEAVES != 0,
+    }
+}
+
+fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<CheckpointRef> {
+    names
+        .into_iter()
+        .map(|name| CheckpointRef {
+            name,
+            dom: dom.clone(),
+        })
+        .collect()
+}
+
+/// VIR_ERR_OPERATION_UNSUPPORTED from the QEMU driver.
+fn inactive(detail: &str) -> DriverError {
+    DriverError::new(ErrorKind::OperationUnsupported, detail)
+}
+
+/// virDomainObjCheckActive's error, which comes from libvirt's domain
+/// code rather than the QEMU driver.
+fn not_running_domain() -> DriverError {
+    DriverError::not_running().with_origin(ErrorOrigin::Domain)
+}

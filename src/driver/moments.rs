@@ -1,0 +1,319 @@
+//! The tree of a domain's checkpoints (and, later, snapshots): parents,
+//! children, the current moment, and libvirt's listing rules.
+//!
+//! Listing follows libvirt's virdomainmomentobjlist.c: children are visited
+//! newest first, descendants depth-first and parent before child, and the
+//! LEAVES / NO_LEAVES filters apply to whatever the walk yields. With no
+//! starting moment, ROOTS selects the top level and its absence means
+//! "every moment".
+
+use std::collections::BTreeMap;
+
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
+
+/// What to list (the bits shared by checkpoint and snapshot list flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// From the top: only the roots. From a moment: every descendant
+    /// rather than only its children (the same bit in libvirt's API).
+    pub roots_or_descendants: bool,
+    pub topological: bool,
+    pub leaves: bool,
+    pub no_leaves: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    def: T,
+    parent: Option<String>,
+    /// Oldest first; walks go newest first.
+    children: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MomentTree<T> {
+    entries: BTreeMap<String, Entry<T>>,
+    /// Top-level moments, oldest first.
+    roots: Vec<String>,
+    current: Option<String>,
+}
+
+impl<T> Default for MomentTree<T> {
+    fn default() -> Self {
+        MomentTree {
+            entries: BTreeMap::new(),
+            roots: Vec::new(),
+            current: None,
+        }
+    }
+}
+
+impl<T> MomentTree<T> {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.entries.get(name).map(|e| &e.def)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.entries.get_mut(name).map(|e| &mut e.def)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    pub fn parent(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).and_then(|e| e.parent.as_deref())
+    }
+
+    pub fn current(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
+    pub fn set_current(&mut self, name: Option<&str>) {
+        self.current = name
+            .filter(|n| self.entries.contains_key(*n))
+            .map(str::to_string);
+    }
+
+    fn siblings_mut(&mut self, parent: Option<&str>) -> Option<&mut Vec<String>> {
+        match parent {
+            Some(p) => self.entries.get_mut(p).map(|e| &mut e.children),
+            None => Some(&mut self.roots),
+        }
+    }
+
+    /// Adds `name` under `parent` (which must exist when given), or
+    /// replaces an existing moment's definition and parent while keeping
+    /// its children, as a redefine does.
+    pub fn insert(&mut self, name: &str, parent: Option<&str>, def: T) {
+        let parent = parent
+            .filter(|p| self.entries.contains_key(*p))
+            .map(str::to_string);
+        let children = match self.entries.remove(name) {
+            Some(old) => {
+                if let Some(list) = self.siblings_mut(old.parent.as_deref()) {
+                    list.retain(|n| n != name);
+                }
+                old.children
+            }
+            None => Vec::new(),
+        };
+        if let Some(list) = self.siblings_mut(parent.as_deref()) {
+            list.push(name.to_string());
+        }
+        self.entries.insert(
+            name.to_string(),
+            Entry {
+                def,
+                parent,
+                children,
+            },
+        );
+    }
+
+    /// Removes `name`; its children move up to its parent, keeping their
+    /// own subtrees.
+    pub fn remove(&mut self, name: &str) -> Option<T> {
+        let entry = self.entries.remove(name)?;
+        if let Some(list) = self.siblings_mut(entry.parent.as_deref()) {
+            list.retain(|n| n != name);
+        }
+        for child in &entry.children {
+            if let Some(c) = self.entries.get_mut(child) {
+                c.parent = entry.parent.clone();
+            }
+        }
+        if let Some(list) = self.siblings_mut(entry.parent.as_deref()) {
+            list.extend(entry.children.iter().cloned());
+        }
+        if self.current.as_deref() == Some(name) {
+            self.current = None;
+        }
+        Some(entry.def)
+    }
+
+    pub fn children(&self, name: &str) -> Vec<String> {
+        self.entries
+            .get(name)
+            .map(|e| e.children.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every descendant of `from` (or of the top), parent before child.
+    pub fn descendants(&self, from: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack: Vec<&str> = match from {
+            Some(name) => self.entries.get(name).map_or_else(Vec::new, |e| {
+                e.children.iter().map(String::as_str).collect()
+            }),
+            None => self.roots.iter().map(String::as_str).collect(),
+        };
+        // The stack pops the newest sibling first, as libvirt walks them.
+        while let Some(name) = stack.pop() {
+            out.push(name.to_string());
+            if let Some(e) = self.entries.get(name) {
+                stack.extend(e.children.iter().map(String::as_str));
+            }
+        }
+        out
+    }
+
+    fn is_leaf(&self, name: &str) -> bool {
+        self.entries
+            .get(name)
+            .is_some_and(|e| e.children.is_empty())
+    }
+
+    /// Names as virDomainListAllCheckpoints / ListAllChildren return them.
+    pub fn list(&self, from: Option<&str>, filter: ListFilter) -> Vec<String> {
+        let names = match (from, filter.roots_or_descendants) {
+            (None, true) => self.roots.iter().rev().cloned().collect(),
+            (None, false) => self.descendants(None),
+            (Some(name), true) => self.descendants(Some(name)),
+            (Some(name), false) => self.children(name),
+        };
+        names
+            .into_iter()
+            .filter(|n| !filter.leaves || self.is_leaf(n))
+            .filter(|n| !filter.no_leaves || !self.is_leaf(n))
+            .collect()
+    }
+
+    /// The one leaf of the tree, if it has exactly one: what libvirt makes
+    /// current when it loads moments from disk.
+    pub fn single_leaf(&self) -> Option<String> {
+        let mut leaves = self.entries.keys().filter(|n| self.is_leaf(n));
+        match (leaves.next(), leaves.next()) {
+            (Some(leaf), None) => Some(leaf.clone()),
+            _ => None,
+        }
+    }
+
+    /// The checks libvirt makes before a redefine links `name` under
+    /// `parent`: the parent exists, and is neither `name` itself nor one of
+    /// its descendants.
+    pub fn check_cycles(&self, name: &str, parent: Option<&str>) -> Result<(), DriverError> {
+        let Some(parent) = parent else {
+            return Ok(());
+        };
+        let invalid = |detail: String| {
+            Err(DriverError::new(ErrorKind::InvalidArg, detail).with_origin(ErrorOrigin::Domain))
+        };
+        if parent == name {
+            return invalid(format!("cannot set moment {name} as its own parent"));
+        }
+        if !self.contains(parent) {
+            return invalid(format!("parent {parent} for moment {name} not found"));
+        }
+        let mut other = parent;
+        while let Some(up) = self.parent(other) {
+            if up == name {
+                return invalid(format!("parent {other} would create cycle to {name}"));
+            }
+            other = up;
+        }
+        Ok(())
+    }
+
+    /// Definitions in an order where parents come before children, for
+    /// writing or reconciling everything.
+    pub fn iter_topological(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.descendants(None)
+            .into_iter()
+            .filter_map(|n| self.entries.get_key_value(&n))
+            .map(|(k, e)| (k.as_str(), &e.def))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// a → b → c, a → d (d newer than b).
+    fn tree() -> MomentTree<u32> {
+        let mut t = MomentTree::default();
+        t.insert("a", None, 1);
+        t.insert("b", Some("a"), 2);
+        t.insert("c", Some("b"), 3);
+        t.insert("d", Some("a"), 4);
+        t
+    }
+
+    fn f(roots_or_descendants: bool, leaves: bool, no_leaves: bool) -> ListFilter {
+        ListFilter {
+            roots_or_descendants,
+            topological: false,
+            leaves,
+            no_leaves,
+        }
+    }
+
+    #[test]
+    fn listing_follows_libvirts_walks() {
+        let t = tree();
+        assert_eq!(t.list(None, f(false, false, false)), ["a", "d", "b", "c"]);
+        assert_eq!(t.list(None, f(true, false, false)), ["a"]);
+        assert_eq!(t.list(None, f(false, true, false)), ["d", "c"]);
+        assert_eq!(t.list(None, f(false, false, true)), ["a", "b"]);
+        assert_eq!(t.list(Some("a"), f(false, false, false)), ["d", "b"]);
+        assert_eq!(t.list(Some("a"), f(true, false, false)), ["d", "b", "c"]);
+        assert_eq!(
+            t.list(Some("c"), f(true, false, false)),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn removing_a_middle_moment_reparents_its_children() {
+        let mut t = tree();
+        t.set_current(Some("b"));
+        assert_eq!(t.remove("b"), Some(2));
+        assert_eq!(t.parent("c"), Some("a"));
+        assert_eq!(t.current(), None);
+        assert_eq!(t.list(Some("a"), f(false, false, false)), ["c", "d"]);
+    }
+
+    #[test]
+    fn redefining_keeps_children_and_moves_the_moment() {
+        let mut t = tree();
+        t.insert("b", Some("d"), 20);
+        assert_eq!(t.get("b"), Some(&20));
+        assert_eq!(t.parent("b"), Some("d"));
+        assert_eq!(t.children("b"), ["c"]);
+        assert_eq!(t.children("a"), ["d"]);
+    }
+
+    #[test]
+    fn a_single_leaf_is_found_and_cycles_are_refused() {
+        let mut t = MomentTree::default();
+        t.insert("x", None, 0);
+        t.insert("y", Some("x"), 0);
+        assert_eq!(t.single_leaf().as_deref(), Some("y"));
+        let detail =
+            |r: Result<(), DriverError>| r.unwrap_err().detail().unwrap_or_default().to_string();
+        assert_eq!(
+            detail(t.check_cycles("x", Some("y"))),
+            "parent y would create cycle to x"
+        );
+        assert_eq!(
+            detail(t.check_cycles("x", Some("x"))),
+            "cannot set moment x as its own parent"
+        );
+        assert_eq!(
+            detail(t.check_cycles("z", Some("w"))),
+            "parent w for moment z not found"
+        );
+        assert!(t.check_cycles("y", Some("x")).is_ok());
+        assert_eq!(tree().single_leaf(), None);
+    }
+}

@@ -1,0 +1,263 @@
+//! Checkpoints across restarts and crashes: the metadata is read at
+//! start-up, and metadata and QEMU's bitmaps are brought into agreement
+//! whenever a QEMU comes up (start) or is taken back (reconnect).
+//!
+//! What can disagree, and what is done about it:
+//!
+//! - A create intent without metadata: the daemon died between adding the
+//!   bitmaps and writing the metadata. The bitmaps are removed, so that a
+//!   new checkpoint of that name does not trip on them.
+//! - A create intent with metadata: only the intent's removal was lost.
+//! - A delete intent: the daemon died while deleting. The metadata half is
+//!   finished at start-up, the bitmap half when QEMU is there.
+//! - A checkpoint whose bitmap is missing or broken (QEMU was killed before
+//!   it wrote the bitmaps into the image, or somebody removed them): kept,
+//!   logged, and reported in the domain's messages (`virsh dominfo`), never
+//!   dropped behind the user's back. Deleting it needs `--metadata`, as in
+//!   libvirt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
+use crate::qemu::bitmap;
+
+use super::checkpoint::format_node;
+use super::moments::MomentTree;
+use super::registry::DomainObj;
+use super::store::{Intent, IntentAction};
+use super::Driver;
+
+/// virDomainMessageType: what GET_MESSAGES may filter on.
+pub mod message_flags {
+    pub const TAINTING: u32 = 1;
+    pub const DEPRECATION: u32 = 2;
+}
+
+impl Driver {
+    /// Reads the checkpoints of every known domain.
+    pub(super) async fn load_checkpoints(&self) {
+        for obj in self.shared.domains.all() {
+            self.load_domain_checkpoints(&obj).await;
+        }
+    }
+
+    async fn load_domain_checkpoints(&self, obj: &Arc<DomainObj>) {
+        let uuid = obj.uuid;
+        let files = self.shared.store.load_checkpoints(&uuid);
+        let mut defs: BTreeMap<String, CheckpointDef> = BTreeMap::new();
+        for (path, xml) in files {
+            let parsed = xml.and_then(|xml| {
+                CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0).map_err(Into::into)
+            });
+            match parsed {
+                Ok(parsed) => {
+                    let def = parsed.loaded();
+                    defs.insert(def.name().to_string(), def);
+                }
+                Err(err) => {
+                    tracing::error!(file = %path.display(), %err, "cannot load checkpoint metadata; leaving the file");
+                }
+            }
+        }
+        let tree = build_tree(defs);
+        let loaded = tree.len();
+        obj.lock().checkpoints = tree;
+        if loaded > 0 {
+            tracing::info!(domain = %obj.reference().name, checkpoints = loaded, "checkpoints loaded");
+        }
+        // A delete that got past QEMU: its metadata goes now; the bitmap
+        // half waits for a QEMU if there is none.
+        for intent in self.intents(obj) {
+            let listed = obj.lock().checkpoints.contains(&intent.checkpoint);
+            match intent.action {
+                IntentAction::Delete if listed => {
+                    tracing::warn!(checkpoint = %intent.checkpoint, "finishing an interrupted checkpoint delete");
+                    if let Err(err) = self.forget_checkpoint(obj, &intent.checkpoint, true).await {
+                        tracing::error!(%err, "cannot finish the checkpoint delete");
+                    }
+                }
+                IntentAction::Create if listed => {
+                    self.drop_intent(uuid, &intent.checkpoint).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
+        self.shared
+            .store
+            .load_intents(&obj.uuid)
+            .into_iter()
+            .filter_map(|(path, intent)| match intent {
+                Ok(intent) => Some(intent),
+                Err(err) => {
+                    tracing::error!(file = %path.display(), %err, "unreadable checkpoint intent; leaving it");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Brings QEMU's bitmaps and the metadata of a domain whose QEMU just
+    /// came up into agreement; see the module documentation.
+    pub(super) async fn reconcile_checkpoints(&self, obj: &Arc<DomainObj>) {
+        let intents = self.intents(obj);
+        let (vm, domain) = {
+            let st = obj.lock();
+            let Some(live) = &st.live else { return };
+            if st.checkpoints.is_empty() && intents.is_empty() {
+                return;
+            }
+            (live.vm.clone(), live.def.clone())
+        };
+        let present = match bitmap::query_bitmaps(vm.monitor()).await {
+            Ok(present) => present,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the bitmaps; checkpoints not reconciled");
+                return;
+            }
+        };
+        // Bitmaps that some checkpoint claims are never stray.
+        let claimed: Vec<(String, String)> = {
+            let st = obj.lock();
+            st.checkpoints
+                .iter_topological()
+                .flat_map(|(_, def)| {
+                    def.bitmaps()
+                        .filter_map(|(disk, bitmap)| {
+                            Some((format_node(&domain, disk)?, bitmap.to_string()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut stray = Vec::new();
+        let mut settled = Vec::new();
+        for intent in intents {
+            if intent.action == IntentAction::Create
+                && obj.lock().checkpoints.contains(&intent.checkpoint)
+            {
+                settled.push(intent.checkpoint);
+                continue;
+            }
+            for (disk, bitmap) in &intent.bitmaps {
+                let Some(node) = format_node(&domain, disk) else {
+                    continue;
+                };
+                let pair = (node, bitmap.clone());
+                if bitmap::find_bitmap(&present, &pair.0, &pair.1).is_some()
+                    && !claimed.contains(&pair)
+                    && !stray.contains(&pair)
+                {
+                    stray.push(pair);
+                }
+            }
+            tracing::warn!(checkpoint = %intent.checkpoint, action = ?intent.action, "undoing what an interrupted checkpoint operation left in QEMU");
+            settled.push(intent.checkpoint);
+        }
+        let removed = if stray.is_empty() {
+            Ok(())
+        } else {
+            bitmap::remove_bitmaps(vm.monitor(), &stray).await
+        };
+        match removed {
+            Ok(()) => {
+                for name in settled {
+                    self.drop_intent(obj.uuid, &name).await;
+                }
+            }
+            Err(err) => tracing::error!(%err, "cannot remove stray checkpoint bitmaps"),
+        }
+        let messages = lost_bitmaps(obj, &domain, &present);
+        for message in &messages {
+            tracing::warn!(domain = %domain.name(), "{message}");
+        }
+        obj.lock().messages = messages;
+    }
+
+    /// virDomainGetMessages.
+    pub fn get_messages(
+        &self,
+        dom: &super::DomainRef,
+        flags: u32,
+    ) -> Result<Vec<String>, super::DriverError> {
+        use message_flags::*;
+        super::DriverError::check_flags(flags, TAINTING | DEPRECATION, "qemuDomainGetMessages")?;
+        let obj = self.domain(dom)?;
+        let st = obj.lock();
+        // Ours are neither taint nor deprecation: only "all" shows them.
+        Ok(if flags == 0 {
+            st.messages.clone()
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+/// One message per checkpoint bitmap QEMU does not have in a usable state.
+fn lost_bitmaps(
+    obj: &DomainObj,
+    domain: &crate::conf::DomainDef,
+    present: &[bitmap::NodeBitmaps],
+) -> Vec<String> {
+    let st = obj.lock();
+    let mut messages = Vec::new();
+    for (name, def) in st.checkpoints.iter_topological() {
+        for (disk, bitmap_name) in def.bitmaps() {
+            let Some(node) = format_node(domain, disk) else {
+                continue;
+            };
+            if let Err(problem) = bitmap::check_bitmap(present, &node, bitmap_name) {
+                messages.push(format!(
+                    "checkpoint '{name}': bitmap '{bitmap_name}' of disk '{disk}' is {problem}"
+                ));
+            }
+        }
+    }
+    messages
+}
+
+/// Links loaded checkpoints parent first. One whose parent is missing, or
+/// that sits in a cycle, becomes a root (libvirt reports "inconsistent
+/// relations" and goes on the same way). The single leaf, if there is one,
+/// is current, as libvirt decides when it loads.
+fn build_tree(mut defs: BTreeMap<String, CheckpointDef>) -> MomentTree<CheckpointDef> {
+    let mut tree = MomentTree::default();
+    while !defs.is_empty() {
+        let mut ready: Vec<CheckpointDef> = Vec::new();
+        defs.retain(|_, def| {
+            if def.parent().is_none_or(|p| tree.contains(p)) {
+                ready.push(def.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if ready.is_empty() {
+            // Nothing links up: the oldest remaining one becomes a root,
+            // and its descendants can follow it in.
+            let oldest = defs
+                .values()
+                .min_by_key(|def| def.creation_time())
+                .map(|def| def.name().to_string());
+            let Some(mut def) = oldest.and_then(|name| defs.remove(&name)) else {
+                break;
+            };
+            tracing::error!(checkpoint = %def.name(), parent = ?def.parent(), "checkpoint's parent is missing; made a root");
+            def.set_parent(None);
+            ready.push(def);
+        }
+        // Siblings in creation order, oldest first, as they were made.
+        ready.sort_by_key(CheckpointDef::creation_time);
+        for def in ready {
+            let name = def.name().to_string();
+            let parent = def.parent().map(str::to_string);
+            tree.insert(&name, parent.as_deref(), def);
+        }
+    }
+    let leaf = tree.single_leaf();
+    tree.set_current(leaf.as_deref());
+    tree
+}
