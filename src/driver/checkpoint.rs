@@ -554,15 +554,6 @@ impl Driver {
                 let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
                 bitmap_nodes(&live.def, def)
             };
-            let present = bitmap::query_bitmaps(vm.monitor()).await?;
-            if let Some((disk, _, bitmap)) = bitmaps
-                .iter()
-                .find(|(_, node, bitmap)| bitmap::find_bitmap(&present, node, bitmap).is_none())
-            {
-                return Err(DriverError::internal(format!(
-                    "bitmap '{bitmap}' not found in backing chain of '{disk}'"
-                )));
-            }
             let intent = Intent {
                 checkpoint: name.to_string(),
                 action: IntentAction::Delete,
@@ -574,12 +565,18 @@ impl Driver {
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;
             let nodes = node_pairs(&bitmaps);
+            // libvirt queries every node's bitmaps first to name a missing
+            // one; that reply grows with the number of checkpoints, so the
+            // query is made only when QEMU has refused the removal.
             if !nodes.is_empty() {
                 if let Err(err) = bitmap::remove_bitmaps(vm.monitor(), &nodes).await {
-                    if qemu_refused(&err) {
-                        self.drop_intent(uuid, name).await;
+                    if !qemu_refused(&err) {
+                        return Err(err.into());
                     }
-                    return Err(err.into());
+                    self.drop_intent(uuid, name).await;
+                    return Err(missing_bitmap(vm, &bitmaps)
+                        .await
+                        .unwrap_or_else(|| DriverError::from(err)));
                 }
             }
         }
@@ -653,6 +650,21 @@ impl Driver {
             tracing::warn!(%err, "cannot remove a checkpoint intent record");
         }
     }
+}
+
+/// libvirt's error for the first bitmap of `bitmaps` that QEMU does not
+/// have, if any.
+async fn missing_bitmap(
+    vm: &RunningVm,
+    bitmaps: &[(String, String, String)],
+) -> Option<DriverError> {
+    let present = bitmap::query_bitmaps(vm.monitor()).await.ok()?;
+    let (disk, _, bitmap) = bitmaps
+        .iter()
+        .find(|(_, node, bitmap)| bitmap::find_bitmap(&present, node, bitmap).is_none())?;
+    Some(DriverError::internal(format!(
+        "bitmap '{bitmap}' not found in backing chain of '{disk}'"
+    )))
 }
 
 fn list_filter(flags: u32) -> ListFilter {

@@ -261,3 +261,66 @@ fn build_tree(mut defs: BTreeMap<String, CheckpointDef>) -> MomentTree<Checkpoin
     tree.set_current(leaf.as_deref());
     tree
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, parent: Option<&str>, time: i64) -> CheckpointDef {
+        let parent = parent
+            .map(|p| format!("<parent><name>{p}</name></parent>"))
+            .unwrap_or_default();
+        let xml = format!(
+            "<domaincheckpoint><name>{name}</name>{parent}\
+             <creationTime>{time}</creationTime></domaincheckpoint>"
+        );
+        CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0)
+            .unwrap()
+            .loaded()
+    }
+
+    fn tree_of(defs: &[CheckpointDef]) -> MomentTree<CheckpointDef> {
+        build_tree(
+            defs.iter()
+                .map(|d| (d.name().to_string(), d.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn loaded_checkpoints_link_up_whatever_the_file_order() {
+        // Names sort opposite to the chain, as epoch names after "cp" do.
+        let tree = tree_of(&[
+            def("z", None, 1),
+            def("b", Some("z"), 2),
+            def("a", Some("b"), 3),
+        ]);
+        assert_eq!(tree.parent("a"), Some("b"));
+        assert_eq!(tree.parent("b"), Some("z"));
+        assert_eq!(tree.current(), Some("a"));
+        let order: Vec<&str> = tree.iter_topological().map(|(n, _)| n).collect();
+        assert_eq!(order, ["z", "b", "a"]);
+    }
+
+    #[test]
+    fn a_missing_parent_makes_a_root_and_its_subtree_follows() {
+        let tree = tree_of(&[
+            def("orphan", Some("gone"), 5),
+            def("child", Some("orphan"), 6),
+            def("root", None, 1),
+        ]);
+        assert_eq!(tree.parent("orphan"), None);
+        assert_eq!(tree.get("orphan").unwrap().parent(), None);
+        assert_eq!(tree.parent("child"), Some("orphan"));
+        // Two leaves (root, child): no current, as libvirt decides.
+        assert_eq!(tree.current(), None);
+    }
+
+    #[test]
+    fn a_cycle_is_broken_at_its_oldest_member() {
+        let tree = tree_of(&[def("p", Some("q"), 1), def("q", Some("p"), 2)]);
+        assert_eq!(tree.len(), 2);
+        assert_eq!(tree.parent("p"), None);
+        assert_eq!(tree.parent("q"), Some("p"));
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::{CheckpointDef, FormatFlags};
 use crate::conf::domain::FormatMode;
-use crate::conf::xml::{self, Element, Limits};
+use crate::conf::xml::Element;
 
 pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) -> String {
     let mut root =
@@ -41,41 +41,12 @@ pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) ->
         root = root.with_child(disks);
     }
 
-    let mut out = String::new();
-    match def.domain.as_ref().filter(|_| !flags.no_domain) {
-        None => root.write(&mut out, 0),
-        Some(domain) => {
-            let text = domain.format(FormatMode::Inactive);
-            // Read back as a tree so that the writer indents it one level
-            // deeper, as libvirt's buffer indentation does: element lines
-            // move, text content (a multi-line description) does not. The
-            // text is our own output, so only depth and node count need a
-            // bound; the model it came from had them.
-            let limits = Limits {
-                max_bytes: usize::MAX,
-                ..Limits::default()
-            };
-            match xml::parse(&text, "(domain_definition)", &limits) {
-                Ok(tree) => {
-                    root = root.with_child(tree);
-                    root.write(&mut out, 0);
-                }
-                Err(_) => {
-                    // Not expected; indent line by line rather than lose
-                    // it. The root always has <name>, so it has a closing
-                    // tag to put the domain in front of.
-                    root.write(&mut out, 0);
-                    let close = "</domaincheckpoint>\n";
-                    out.truncate(out.len().saturating_sub(close.len()));
-                    for line in text.lines() {
-                        out.push_str("  ");
-                        out.push_str(line);
-                        out.push('\n');
-                    }
-                    out.push_str(close);
-                }
-            }
-        }
+    if let Some(domain) = def.domain.as_ref().filter(|_| !flags.no_domain) {
+        // As an element, so that the writer indents it one level deeper,
+        // as libvirt's buffer indentation does.
+        root = root.with_child(domain.to_element(FormatMode::Inactive));
     }
+    let mut out = String::new();
+    root.write(&mut out, 0);
     out
 }

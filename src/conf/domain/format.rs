@@ -9,6 +9,14 @@ use super::{DomainDef, FormatMode};
 use crate::conf::xml::Element;
 
 pub(super) fn format_domain(def: &DomainDef, mode: FormatMode) -> String {
+    let mut out = String::new();
+    domain_element(def, mode).write(&mut out, 0);
+    out
+}
+
+/// The `<domain>` element, for writing alone or inside another document
+/// (a checkpoint embeds it).
+pub(super) fn domain_element(def: &DomainDef, mode: FormatMode) -> Element {
     let live = matches!(mode, FormatMode::Live { .. });
     let mut root = Element::new("domain").with_attr("type", def.virt_type.as_str());
     if let FormatMode::Live { id } = mode {
@@ -81,9 +89,7 @@ pub(super) fn format_domain(def: &DomainDef, mode: FormatMode) -> String {
     for (_, el) in parts {
         root = root.with_child(el);
     }
-    let mut out = String::new();
-    root.write(&mut out, 0);
-    out
+    root
 }
 
 fn os_element(def: &DomainDef) -> Element {

@@ -167,6 +167,11 @@ impl DomainDef {
         format::format_domain(self, mode)
     }
 
+    /// The element [`Self::format`] writes, to nest in another document.
+    pub(crate) fn to_element(&self, mode: FormatMode) -> crate::conf::xml::Element {
+        format::domain_element(self, mode)
+    }
+
     /// The accelerator requested.
     pub fn virt_type(&self) -> VirtType {
         self.virt_type

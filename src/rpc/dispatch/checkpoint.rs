@@ -84,3 +84,43 @@ fn results(
     };
     Ok((list, count))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::DomainRef;
+
+    fn refs(n: usize) -> Vec<CheckpointRef> {
+        let dom = DomainRef {
+            name: "vm".into(),
+            uuid: [0; 16],
+            id: -1,
+        };
+        (0..n)
+            .map(|i| CheckpointRef {
+                name: format!("cp{i}"),
+                dom: dom.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn need_results_zero_sends_only_the_count() {
+        let (list, count) = results(refs(3), 0).unwrap();
+        assert!(list.is_empty());
+        assert_eq!(count, 3);
+        let (list, count) = results(refs(3), 1).unwrap();
+        assert_eq!((list.len(), count), (3, 3));
+    }
+
+    #[test]
+    fn more_than_the_protocol_allows_is_refused_like_libvirtd() {
+        let max = wire::REMOTE_DOMAIN_CHECKPOINT_LIST_MAX as usize;
+        assert!(results(refs(max), 1).is_ok());
+        let err = results(refs(max + 1), 1).unwrap_err();
+        assert_eq!(
+            err.detail(),
+            Some("Too many domain_checkpoints '16385' for limit '16384'")
+        );
+    }
+}
