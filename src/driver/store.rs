@@ -12,7 +12,8 @@
 //!
 //! Files are named by UUID, never by domain name. A checkpoint name does
 //! become a file name, but only through [`encode_name`], which keeps it to
-//! one path component that cannot be `.`, `..` or hidden.
+//! one path component that cannot be `.`, `..` or hidden (and through a
+//! hash where that would be too long for a file name).
 
 use std::fs;
 use std::io::Write;
