@@ -278,9 +278,19 @@ fn create_list_inspect_like_libvirtd() {
         ),
         (&["--tree", "--name"], "list-tree-name"),
         (&["--leaves", "--no-leaves"], "list-leaves-noleaves"),
+        (&["--roots", "--leaves"], "list-roots-leaves"),
+        (&["--parent", "--name"], "list-parent-name"),
+        (&["--from", "cp2", "--tree"], "list-from-cp2-tree"),
+        (&["--topological", "--name"], "list-topological-name"),
+        (&["--from", C3], "list-from-c3"),
+        (&["--roots", "--from", "cp2"], "list-roots-from-cp2"),
+        (
+            &["--parent", "--roots", "--leaves"],
+            "list-parent-roots-leaves",
+        ),
     ] {
         let mut full = vec!["checkpoint-list", "cpvm"];
-        full.extend_from_slice(args);
+        full.extend(args.iter().map(|a| if *a == C3 { c3.as_str() } else { a }));
         same_as(&daemon.virsh_loud(&full), name, &ours);
     }
     same_as(
@@ -488,6 +498,10 @@ fn bad_input_gets_libvirts_errors_and_changes_nothing() {
         ("name-ctrl.xml", "(domain_checkpoint)"),
         (
             "name-1024.xml",
+            "Name length exceeds maximum (1023 characters)",
+        ),
+        (
+            "name-4k.xml",
             "Name length exceeds maximum (1023 characters)",
         ),
         (
