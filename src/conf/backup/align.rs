@@ -201,6 +201,15 @@ pub(super) fn prepare_disks(
             }
             disk.bitmap = Some(bitmap);
         }
+        if store.path.is_none() {
+            // What QEMU's blockdev properties builder says when a listed
+            // disk has no <target>: libvirt 9.0 makes up no name for it.
+            return Err(ConfError::new(
+                ConfErrorKind::InternalError,
+                ConfErrorDomain::None,
+                "argument key 'filename' must not have null value",
+            ));
+        }
         if pull && disk.export_name.is_none() {
             // libvirt names the export when it adds it, after the job has
             // started; nothing can fail in between that this model sees.

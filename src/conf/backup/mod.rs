@@ -24,7 +24,8 @@
 //!    disk): block jobs possible on the disk, the store's format (qcow2 by
 //!    default, required for pull), a storage id, the checkpoint and its
 //!    bitmaps (asked of the driver through [`BackupEnv`]), the bitmap
-//!    names; then "no disks selected for backup".
+//!    names, a path for the image (a listed disk without `<target>` fails
+//!    here, as in libvirt 9.0); then "no disks selected for backup".
 //! 7. The driver: existing target files, creating images, QEMU.
 //!
 //! [`BackupDef::format`] then gives what `virsh backup-dumpxml` shows for
@@ -193,8 +194,8 @@ impl BackupStore {
     }
 
     /// The path. `None` only for a disk the document names with a type
-    /// but without `<target>`/`<scratch>`: libvirt then makes up no name
-    /// either.
+    /// but without `<target>`/`<scratch>` (libvirt makes up no name for
+    /// it), which [`BackupDef::prepare_disks`] refuses.
     pub fn path(&self) -> Option<&str> {
         self.path.as_deref()
     }

@@ -113,7 +113,7 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
         .attrs
         .iter()
         .map(|(k, _)| k.as_str())
-        .find(|k| !is_ns_decl(k) && !(*k == "mode" && mode_taken));
+        .find(|k| !(is_ns_decl(k) || (*k == "mode" && mode_taken)));
     if let Some(attr) = left {
         return Err(invalid(&format!(
             "Invalid attribute {attr} for element domainbackup\n"
