@@ -34,10 +34,18 @@
 //! # Differences from libvirt
 //!
 //! - `<seclabel>` and `<encryption>` inside `<target>`/`<scratch>` pass
-//!   the schema but are then refused (VIR_ERR_CONFIG_UNSUPPORTED): this
-//!   daemon has no security driver and no secrets to open a LUKS image.
+//!   the schema but are then refused at parse (VIR_ERR_CONFIG_UNSUPPORTED
+//!   from the domain code): this daemon has no security driver and no
+//!   secrets. libvirtd takes them and fails later, when it looks the
+//!   secret up (`api-begin-encryption`: VIR_ERR_NO_SECRET from the secret
+//!   driver).
 //! - Malformed XML is reported with `xml::parse`'s words, which differ
-//!   from libxml2's in a few cases.
+//!   from libxml2's in a few cases (`api-begin-malformed`: libxml2 adds
+//!   " line 1" and prints "(null)" where no source line is shown).
+//!
+//! The reference is libvirtd 9.0's captures (`fixtures/backup/reference/`,
+//! replayed by `tests/reference.rs`) and, for the schema, `xmllint` on
+//! libvirt's own schema (`fixtures/backup/schema/`).
 //! - libvirt's status-XML form (per-disk `state=`, `<privateData>`) is not
 //!   modelled: the driver keeps job state its own way.
 
