@@ -18,7 +18,10 @@
 //! | `XmlDetail`         | 35   | `%s`                                      | `parser error` |
 //! | `ConfigUnsupported` | 67   | `unsupported configuration: %s`           | `unsupported configuration` |
 //! | `Overflow`          | 82   | `numerical overflow: %s`                  | `numerical overflow` |
+//! | `OperationUnsupported` | 84 | `Operation not supported: %s`            | `Operation not supported` |
 //! | `XmlInvalidSchema`  | 92   | `XML document failed to validate against schema: %s` | `XML document failed to validate against schema` |
+//! | `NoDomainCheckpoint` | 103 | `Domain checkpoint not found: %s`         | `Domain checkpoint not found` |
+//! | `CheckpointInconsistent` | 109 | `checkpoint inconsistent: %s`         | `checkpoint inconsistent` |
 
 use std::fmt;
 
@@ -45,9 +48,19 @@ pub enum ConfErrorKind {
     ConfigUnsupported,
     /// VIR_ERR_OVERFLOW (82).
     Overflow,
+    /// VIR_ERR_OPERATION_UNSUPPORTED (84): the QEMU driver's refusals of
+    /// backup setups it cannot run (a TCP export without a port, block
+    /// jobs on an `sd` disk).
+    OperationUnsupported,
     /// VIR_ERR_XML_INVALID_SCHEMA (92): the document does not match
     /// libvirt's RNG schema (checkpoint XML is validated against it).
     XmlInvalidSchema,
+    /// VIR_ERR_NO_DOMAIN_CHECKPOINT (103): an incremental backup names a
+    /// checkpoint the domain does not have.
+    NoDomainCheckpoint,
+    /// VIR_ERR_CHECKPOINT_INCONSISTENT (109): the checkpoint exists but a
+    /// disk's bitmap for it is missing or broken.
+    CheckpointInconsistent,
 }
 
 impl ConfErrorKind {
@@ -63,7 +76,10 @@ impl ConfErrorKind {
             Self::XmlDetail => 35,
             Self::ConfigUnsupported => 67,
             Self::Overflow => 82,
+            Self::OperationUnsupported => 84,
             Self::XmlInvalidSchema => 92,
+            Self::NoDomainCheckpoint => 103,
+            Self::CheckpointInconsistent => 109,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`error`]: [`ConfError`], whose kind, error domain and detail map
 //!   onto libvirt's error triple.
 
+pub mod backup;
 pub mod checkpoint;
 pub mod domain;
 pub mod error;

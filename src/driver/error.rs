@@ -187,6 +187,9 @@ impl From<crate::conf::ConfError> for DriverError {
             C::ConfigUnsupported => ErrorKind::ConfigUnsupported,
             C::Overflow => ErrorKind::Overflow,
             C::XmlInvalidSchema => ErrorKind::XmlInvalidSchema,
+            C::OperationUnsupported => ErrorKind::OperationUnsupported,
+            C::NoDomainCheckpoint => ErrorKind::NoDomainCheckpoint,
+            C::CheckpointInconsistent => ErrorKind::CheckpointInconsistent,
         };
         let origin = match err.domain() {
             D::None => ErrorOrigin::None,

@@ -51,6 +51,16 @@ pub(super) fn libvirt_message(e: &ConfError) -> String {
             "XML document failed to validate against schema",
             "XML document failed to validate against schema: %s",
         ),
+        ConfErrorKind::OperationUnsupported => {
+            ("Operation not supported", "Operation not supported: %s")
+        }
+        ConfErrorKind::NoDomainCheckpoint => (
+            "Domain checkpoint not found",
+            "Domain checkpoint not found: %s",
+        ),
+        ConfErrorKind::CheckpointInconsistent => {
+            ("checkpoint inconsistent", "checkpoint inconsistent: %s")
+        }
     };
     match e.detail() {
         Some(d) => with.replacen("%s", d, 1),

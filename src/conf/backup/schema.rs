@@ -1,0 +1,435 @@
+//! What libvirt's `domainbackup.rng` allows, checked the way libxml2's
+//! RelaxNG validator reports it.
+//!
+//! libvirt validates a backup document against its schema before reading
+//! it (backup-begin parses without the internal flag), so the schema is
+//! where bad modes, disks without a `type=`, `<server>` in push mode,
+//! export names in push mode and unknown elements are refused, with
+//! VIR_ERR_XML_INVALID_SCHEMA and libxml2's first complaint.
+//!
+//! The root is an `<interleave>` of two groups: an optional
+//! `<incremental>`, and a choice between push (optional `mode='push'`,
+//! optional `<disks>`) and pull (`mode='pull'`, `<server>` and optional
+//! `<disks>` in any order). libxml2 reports it like this (checked with
+//! `xmllint --relaxng` on the same schema and libxml2 2.9.14, which gives
+//! the texts libvirtd sends for checkpoints byte for byte):
+//!
+//! - children are sorted into the two groups until the first child that
+//!   fits neither (an unknown element, or text);
+//! - `<incremental>` twice, or with attributes or child elements:
+//!   "Extra element incremental in interleave";
+//! - the mode group: when pull does not accept the elements, the message
+//!   names the first element the *push* branch could not take (a leading
+//!   valid push `<disks>` is taken, whatever follows it is named), even
+//!   when the document says `mode='pull'`;
+//! - then the child that fitted no group ("has extra content");
+//! - then the first root attribute nobody took, `mode` included: a
+//!   `mode='pull'` document without `<server>` but with a valid push
+//!   `<disks>` is refused as "Invalid attribute mode".
+//!
+//! Inside a group nothing more precise surfaces: a bad `<disk>` makes its
+//! `<disks>` fail as a whole.
+
+use std::net::Ipv6Addr;
+
+use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::xml::{Element, Node};
+
+/// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
+const SCHEMA_FILE: &str = "/usr/share/libvirt/schemas/domainbackup.rng";
+
+fn invalid(lines: &str) -> ConfError {
+    ConfError::new(
+        ConfErrorKind::XmlInvalidSchema,
+        ConfErrorDomain::Xml,
+        format!("Unable to validate doc against {SCHEMA_FILE}\n{lines}"),
+    )
+}
+
+fn extra_in_interleave(name: &str) -> ConfError {
+    invalid(&format!(
+        "Extra element {name} in interleave\nElement domainbackup failed to validate content\n"
+    ))
+}
+
+/// Check `root` (already known to be `<domainbackup>`) against the schema.
+pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
+    if in_namespace(root) {
+        return Err(invalid("Expecting no namespace for element domainbackup\n"));
+    }
+
+    let mut incremental: Vec<&Element> = Vec::new();
+    let mut mode_group: Vec<&Element> = Vec::new();
+    let mut extra: Option<String> = None;
+    for node in &root.children {
+        match node {
+            Node::Text(t) if is_blank(t) => {}
+            Node::Text(_) => {
+                extra = Some("text".to_owned());
+                break;
+            }
+            Node::Element(e) if in_namespace(e) => {
+                extra = Some(local_name(&e.name).to_owned());
+                break;
+            }
+            Node::Element(e) => match e.name.as_str() {
+                "incremental" => incremental.push(e),
+                "disks" | "server" => mode_group.push(e),
+                other => {
+                    extra = Some(other.to_owned());
+                    break;
+                }
+            },
+        }
+    }
+
+    match incremental.as_slice() {
+        [] => {}
+        [one] if no_attrs(one) && !one.has_element_children() => {}
+        _ => return Err(extra_in_interleave("incremental")),
+    }
+
+    let mode = root.attr("mode");
+    let pull_ok = mode == Some("pull") && pull_accepts(&mode_group);
+    let mut mode_taken = pull_ok;
+    if !pull_ok {
+        let push_takes = usize::from(
+            mode_group
+                .first()
+                .is_some_and(|e| e.name == "disks" && disks_ok(e, Mode::Push)),
+        );
+        if let Some(first_left) = mode_group.get(push_takes) {
+            return Err(extra_in_interleave(&first_left.name));
+        }
+        mode_taken = mode == Some("push");
+    }
+
+    if let Some(what) = extra {
+        return Err(invalid(&format!(
+            "Element domainbackup has extra content: {what}\n"
+        )));
+    }
+    let left = root
+        .attrs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .find(|k| !(is_ns_decl(k) || (*k == "mode" && mode_taken)));
+    if let Some(attr) = left {
+        return Err(invalid(&format!(
+            "Invalid attribute {attr} for element domainbackup\n"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Push,
+    Pull,
+}
+
+/// The pull branch: exactly one valid `<server>`, at most one valid
+/// `<disks>`, in any order.
+fn pull_accepts(elements: &[&Element]) -> bool {
+    let servers: Vec<_> = elements.iter().filter(|e| e.name == "server").collect();
+    let disks: Vec<_> = elements.iter().filter(|e| e.name == "disks").collect();
+    matches!(servers.as_slice(), [s] if server_ok(s))
+        && match disks.as_slice() {
+            [] => true,
+            [d] => disks_ok(d, Mode::Pull),
+            _ => false,
+        }
+}
+
+/// `<server>`: a TCP host (`name`, optional `port`) or a unix socket, and
+/// an optional `tls`.
+fn server_ok(e: &Element) -> bool {
+    if e.has_element_children() || has_text(e) {
+        return false;
+    }
+    let (mut transport, mut name, mut port, mut socket) = (None, None, None, None);
+    for (k, v) in &e.attrs {
+        match k.as_str() {
+            "tls" if matches!(v.as_str(), "yes" | "no") => {}
+            "transport" => transport = Some(v.as_str()),
+            "name" => name = Some(v.as_str()),
+            "port" => port = Some(v.as_str()),
+            "socket" => socket = Some(v.as_str()),
+            k if is_ns_decl(k) => {}
+            _ => return false,
+        }
+    }
+    match transport {
+        None | Some("tcp") => {
+            socket.is_none()
+                && name.is_some_and(|n| is_dns_name(n) || n.parse::<Ipv6Addr>().is_ok())
+                && port.is_none_or(is_unsigned_int)
+        }
+        Some("unix") => name.is_none() && port.is_none() && socket.is_some_and(is_abs_path),
+        Some(_) => false,
+    }
+}
+
+/// `<disks>`: no attributes, one or more valid `<disk>`.
+fn disks_ok(e: &Element, mode: Mode) -> bool {
+    if !no_attrs(e) || has_text(e) {
+        return false;
+    }
+    let mut count = 0usize;
+    for disk in e.elements() {
+        if disk.name != "disk" || in_namespace(disk) || !disk_ok(disk, mode) {
+            return false;
+        }
+        count += 1;
+    }
+    count > 0
+}
+
+fn disk_ok(d: &Element, mode: Mode) -> bool {
+    let (mut name, mut backup, mut kind) = (None, None, None);
+    let (mut backupmode, mut incremental) = (None, None);
+    for (k, v) in &d.attrs {
+        match k.as_str() {
+            "name" => name = Some(v.as_str()),
+            "backup" => backup = Some(v.as_str()),
+            "type" => kind = Some(v.as_str()),
+            "backupmode" => backupmode = Some(v.as_str()),
+            "incremental" => incremental = Some(()),
+            "exportname" | "exportbitmap" if mode == Mode::Pull => {}
+            k if is_ns_decl(k) => {}
+            _ => return false,
+        }
+    }
+    if !name.is_some_and(is_disk_target) || has_text(d) {
+        return false;
+    }
+    let mode_ok = match backupmode {
+        None | Some("incremental") => true,
+        Some("full") => incremental.is_none(),
+        Some(_) => false,
+    };
+    if !mode_ok {
+        return false;
+    }
+    let children: Vec<&Element> = d.elements().collect();
+    match (backup, kind, mode) {
+        (Some("no"), None, _) => children.is_empty(),
+        (Some("no"), Some(_), _) => false,
+        (None | Some("yes"), Some("file"), Mode::Push) => {
+            store_children_ok(&children, "target", "file", Mode::Push, false)
+        }
+        (None | Some("yes"), Some("block"), Mode::Push) => {
+            store_children_ok(&children, "target", "dev", Mode::Push, false)
+        }
+        // In pull mode `backup='yes'` is only allowed together with a type.
+        (None, None, Mode::Pull) | (None | Some("yes"), Some("file"), Mode::Pull) => {
+            // The scratch is optional, but a driver needs one.
+            children.is_empty() || store_children_ok(&children, "scratch", "file", Mode::Pull, true)
+        }
+        (None | Some("yes"), Some("block"), Mode::Pull) => {
+            store_children_ok(&children, "scratch", "dev", Mode::Pull, true)
+        }
+        _ => false,
+    }
+}
+
+/// The children of a disk that is backed up: at most one store element
+/// (`target` or `scratch`, with the path attribute its type names) and at
+/// most one `<driver type=...>`, in any order; `store_required` when the
+/// schema wants the store element.
+fn store_children_ok(
+    children: &[&Element],
+    store: &str,
+    path_attr: &str,
+    mode: Mode,
+    store_required: bool,
+) -> bool {
+    let (mut stores, mut drivers) = (0usize, 0usize);
+    for c in children {
+        if in_namespace(c) {
+            return false;
+        }
+        if c.name == store {
+            stores += 1;
+            if !store_ok(c, path_attr) {
+                return false;
+            }
+        } else if c.name == "driver" {
+            drivers += 1;
+            if !driver_ok(c, mode) {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    stores <= 1 && drivers <= 1 && (stores == 1 || !store_required)
+}
+
+fn store_ok(e: &Element, path_attr: &str) -> bool {
+    let mut path = None;
+    for (k, v) in &e.attrs {
+        match k.as_str() {
+            k if k == path_attr => path = Some(v.as_str()),
+            k if is_ns_decl(k) => {}
+            _ => return false,
+        }
+    }
+    if !path.is_some_and(is_abs_path) || has_text(e) {
+        return false;
+    }
+    let mut encryptions = 0usize;
+    for c in e.elements() {
+        match c.name.as_str() {
+            "seclabel" if seclabel_ok(c) => {}
+            "encryption" if encryption_ok(c) => encryptions += 1,
+            _ => return false,
+        }
+    }
+    encryptions <= 1
+}
+
+/// `devSeclabel`: `relabel='no'`, or `labelskip='yes'`, or an optional
+/// `relabel='yes'` with one or more `<label>`; `model` optional.
+fn seclabel_ok(e: &Element) -> bool {
+    let (mut relabel, mut labelskip) = (None, None);
+    for (k, v) in &e.attrs {
+        match k.as_str() {
+            "model" => {}
+            "relabel" => relabel = Some(v.as_str()),
+            "labelskip" => labelskip = Some(v.as_str()),
+            k if is_ns_decl(k) => {}
+            _ => return false,
+        }
+    }
+    let labels = e.elements().count();
+    let only_labels = e
+        .elements()
+        .all(|l| l.name == "label" && no_attrs(l) && !l.has_element_children());
+    if has_text(e) || !only_labels {
+        return false;
+    }
+    match (relabel, labelskip) {
+        (Some("no"), None) | (None, Some("yes")) => labels == 0,
+        (None | Some("yes"), None) => labels > 0,
+        _ => false,
+    }
+}
+
+/// `backupEncryption`, loosely: `format='luks'`, optional `engine='qemu'`
+/// and a `<secret>` among `<secret>`, `<cipher>`, `<ivgen>`. The parser
+/// refuses encryption after the schema anyway (see the module docs of
+/// `backup`), so only which of two errors comes first depends on this.
+fn encryption_ok(e: &Element) -> bool {
+    let attrs_ok = e.attrs.iter().all(|(k, v)| match k.as_str() {
+        "format" => v == "luks",
+        "engine" => v == "qemu",
+        k => is_ns_decl(k),
+    });
+    attrs_ok
+        && e.attr("format").is_some()
+        && e.children_named("secret").count() == 1
+        && e.elements()
+            .all(|c| matches!(c.name.as_str(), "secret" | "cipher" | "ivgen"))
+}
+
+/// `<driver type=...>`: any `storageFormat` in push mode, only qcow2 for a
+/// pull scratch.
+fn driver_ok(e: &Element, mode: Mode) -> bool {
+    let only_type = e.attrs.iter().all(|(k, _)| k == "type" || is_ns_decl(k));
+    let type_ok = e.attr("type").is_some_and(|t| match mode {
+        Mode::Push => STORAGE_FORMATS.contains(&t),
+        Mode::Pull => t == "qcow2",
+    });
+    only_type && type_ok && !e.has_element_children() && !has_text(e)
+}
+
+/// `storageFormat` of storagecommon.rng (no "none", but luks).
+pub(super) const STORAGE_FORMATS: [&str; 17] = [
+    "raw", "dir", "bochs", "cloop", "dmg", "iso", "vpc", "vdi", "fat", "vhd", "ploop", "luks",
+    "cow", "qcow", "qcow2", "qed", "vmdk",
+];
+
+/// `diskTargetDev`: `(ioemu:)?(fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+`.
+fn is_disk_target(s: &str) -> bool {
+    let s = s.strip_prefix("ioemu:").unwrap_or(s);
+    ["fd", "hd", "sd", "vd", "xvd", "ubd"].iter().any(|p| {
+        s.strip_prefix(p).is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// `absFilePath`: `(/|[a-zA-Z]:\\).+` (XSD's `.` is anything but a line
+/// end).
+fn is_abs_path(s: &str) -> bool {
+    let rest = s.strip_prefix('/').or_else(|| {
+        let mut c = s.chars();
+        match (c.next(), c.next(), c.next()) {
+            (Some(d), Some(':'), Some('\\')) if d.is_ascii_alphabetic() => Some(&s[3..]),
+            _ => None,
+        }
+    });
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
+}
+
+/// `dnsName`: `[a-zA-Z0-9\.\-]+` (which also covers IPv4 addresses).
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+/// XSD `unsignedInt` with libvirt's `[0-9]+` pattern.
+fn is_unsigned_int(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok()
+}
+
+fn no_attrs(e: &Element) -> bool {
+    e.attrs.iter().all(|(k, _)| is_ns_decl(k))
+}
+
+fn has_text(e: &Element) -> bool {
+    e.children
+        .iter()
+        .any(|n| matches!(n, Node::Text(t) if !is_blank(t)))
+}
+
+fn is_blank(t: &str) -> bool {
+    t.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
+/// `xmlns` and `xmlns:p` declare namespaces; libxml2 does not count them
+/// as attributes.
+fn is_ns_decl(attr: &str) -> bool {
+    attr == "xmlns" || attr.starts_with("xmlns:")
+}
+
+/// A prefixed name or a default namespace puts an element in a namespace,
+/// where this schema has no elements.
+fn in_namespace(e: &Element) -> bool {
+    e.name.contains(':') || e.attr("xmlns").is_some_and(|ns| !ns.is_empty())
+}
+
+pub(super) fn local_name(name: &str) -> &str {
+    name.rsplit_once(':').map_or(name, |(_, local)| local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_patterns() {
+        for ok in ["vda", "ioemu:hdc", "sd_1", "xvdz9"] {
+            assert!(is_disk_target(ok), "{ok}");
+        }
+        for bad in ["vd", "/tmp/vda.qcow2", "nvme0n1", "vda-1", ""] {
+            assert!(!is_disk_target(bad), "{bad}");
+        }
+        assert!(is_unsigned_int("0010") && is_unsigned_int("4294967295"));
+        assert!(!is_unsigned_int("4294967296") && !is_unsigned_int("+1"));
+        assert!(is_dns_name("host-1.example") && !is_dns_name("a_b"));
+        assert!(is_abs_path("/s") && is_abs_path("C:\\x") && !is_abs_path("rel"));
+    }
+}
