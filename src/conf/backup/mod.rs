@@ -43,7 +43,7 @@
 //!   from libxml2's in a few cases (`api-begin-malformed`: libxml2 adds
 //!   " line 1" and prints "(null)" where no source line is shown).
 //!
-//! The reference is libvirtd 9.0's captures (`fixtures/backup/reference/`,
+//! The reference is libvirtd 9.0's captures (`fixtures/reference/backup/`,
 //! replayed by `tests/reference.rs`) and, for the schema, `xmllint` on
 //! libvirt's own schema (`fixtures/backup/schema/`).
 //! - libvirt's status-XML form (per-disk `state=`, `<privateData>`) is not

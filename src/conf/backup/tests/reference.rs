@@ -1,6 +1,5 @@
 //! Comparisons with what the real libvirtd 9.0 did
-//! (`fixtures/backup/reference/`, copies of the captures described in
-//! `fixtures/reference/backup/README.md` on the capture branch).
+//! (`fixtures/reference/backup/`, described in its README.md).
 //!
 //! - Every `api-begin-*` capture on `bkvm` is replayed: the same document
 //!   through parse → align → the QEMU driver's preparation, with the
@@ -69,7 +68,7 @@ fn capture(path: &std::path::Path) -> Capture {
 }
 
 fn reference_domain(file: &str) -> DomainDef {
-    DomainDef::parse(&read(&fixtures().join("backup/reference").join(file)))
+    DomainDef::parse(&read(&fixtures().join("reference/backup").join(file)))
         .unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
@@ -91,7 +90,7 @@ fn bkapi_error(stdout: &str) -> Option<String> {
 
 #[test]
 fn begin_errors_match_libvirtd() {
-    let dir = fixtures().join("backup/reference");
+    let dir = fixtures().join("reference/backup");
     let mut captures: Vec<_> = fs::read_dir(&dir)
         .expect("reference dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -162,7 +161,7 @@ fn running_dumpxml_matches_libvirtd() {
             3,
         ),
     ];
-    let dir = fixtures().join("backup/reference");
+    let dir = fixtures().join("reference/backup");
     let dom = reference_domain("bkbig.xml");
     for (name, doc, checkpoint, first_id) in cases {
         let cap = capture(&dir.join(format!("{name}.txt")));
