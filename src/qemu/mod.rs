@@ -5,6 +5,8 @@
 //! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
 //!
 //! - [`command`]: the command line, built by a pure function.
+//! - [`jobs`]: QEMU jobs followed to their end through events and
+//!   `query-jobs`, also across a reconnect.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
 //!   query, validate, dirty size), in libvirt 9.0's layout.
 //! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
@@ -18,6 +20,7 @@ pub mod bitmap;
 pub mod command;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod json;
 mod log;
 pub mod monitor;
