@@ -5,6 +5,8 @@
 //! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
 //!
 //! - [`command`]: the command line, built by a pure function.
+//! - [`blockdev`]: images added at run time (backup targets): created
+//!   through `blockdev-create`, attached, detached.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
 //!   `query-jobs`, also across a reconnect.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
@@ -17,6 +19,7 @@
 //! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
 
 pub mod bitmap;
+pub mod blockdev;
 pub mod command;
 pub mod error;
 pub mod events;
