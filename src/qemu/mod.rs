@@ -5,6 +5,8 @@
 //! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
 //!
 //! - [`command`]: the command line, built by a pure function.
+//! - [`backup`]: push-mode backups (targets, the starting transaction,
+//!   progress, cancel, cleanup), in libvirt 9.0's order.
 //! - [`blockdev`]: images added at run time (backup targets): created
 //!   through `blockdev-create`, attached, detached.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
@@ -18,6 +20,7 @@
 //! - [`events`]: QMP events and the typed [`VmEvent`]s derived from them.
 //! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
 
+pub mod backup;
 pub mod bitmap;
 pub mod blockdev;
 pub mod command;
@@ -28,6 +31,8 @@ pub mod json;
 mod log;
 pub mod monitor;
 pub mod process;
+#[cfg(test)]
+mod transcript;
 mod watch;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};
