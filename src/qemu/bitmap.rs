@@ -307,18 +307,7 @@ async fn dirty_size_with(
         // disabled so that it stays what the checkpoint held, transient.
         let granularity = (granularity > 0).then_some(granularity);
         merge.push(bitmap_add(node, TMP_SIZE_BITMAP, false, true, granularity));
-        merge.push(TransactionAction::block_dirty_bitmap_merge(
-            BlockDirtyBitmapMergeWrapper {
-                data: BlockDirtyBitmapMerge {
-                    node: node.to_owned(),
-                    target: TMP_SIZE_BITMAP.to_owned(),
-                    bitmaps: vec![BlockDirtyBitmapOrStr::external(BlockDirtyBitmap {
-                        node: node.to_owned(),
-                        name: name.to_owned(),
-                    })],
-                },
-            },
-        ));
+        merge.push(bitmap_merge(node, TMP_SIZE_BITMAP, name));
     }
     // Armed before the merge is sent: if this future is dropped while the
     // reply is outstanding, QEMU may still have done it.
@@ -408,7 +397,7 @@ async fn transaction(mon: &Monitor, actions: Vec<TransactionAction>) -> Result<(
     .map(drop)
 }
 
-fn bitmap_add(
+pub(super) fn bitmap_add(
     node: &str,
     name: &str,
     persistent: bool,
@@ -422,6 +411,21 @@ fn bitmap_add(
             persistent: Some(persistent),
             disabled: Some(disabled),
             granularity,
+        },
+    })
+}
+
+/// Merges bitmap `source` of `node` into `target` of the same node, in
+/// libvirt's spelling (the source as a `{node, name}` object).
+pub(super) fn bitmap_merge(node: &str, target: &str, source: &str) -> TransactionAction {
+    TransactionAction::block_dirty_bitmap_merge(BlockDirtyBitmapMergeWrapper {
+        data: BlockDirtyBitmapMerge {
+            node: node.to_owned(),
+            target: target.to_owned(),
+            bitmaps: vec![BlockDirtyBitmapOrStr::external(BlockDirtyBitmap {
+                node: node.to_owned(),
+                name: source.to_owned(),
+            })],
         },
     })
 }

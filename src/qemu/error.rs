@@ -32,6 +32,13 @@ pub enum QemuErrorKind {
     Protocol,
     /// A system call failed (files, sockets, processes).
     Io,
+    /// A QEMU job ended in failure, e.g. formatting a backup target
+    /// (VIR_ERR_OPERATION_FAILED).
+    JobFailed,
+    /// The job named is not active in QEMU (VIR_ERR_OPERATION_INVALID).
+    NoActiveJob,
+    /// A checkpoint's bitmap cannot be used (VIR_ERR_CHECKPOINT_INCONSISTENT).
+    BrokenBitmap,
 }
 
 /// Errors of the qemu layer. See the module documentation for the rule on
@@ -96,6 +103,26 @@ pub enum QemuError {
     #[error("{0}")]
     Protocol(String),
 
+    /// A QEMU job ended in failure; libvirt's words for it.
+    #[error("{0}")]
+    JobFailed(String),
+
+    /// QEMU refused a job command with DeviceNotActive.
+    #[error("No active block job '{id}'")]
+    NoActiveJob {
+        /// The job id.
+        id: String,
+    },
+
+    /// The bitmap an incremental backup needs is missing or unusable.
+    #[error("missing or broken bitmap '{bitmap}' for disk '{disk}'")]
+    BrokenBitmap {
+        /// The checkpoint's bitmap name.
+        bitmap: String,
+        /// The disk's target name, e.g. "vda".
+        disk: String,
+    },
+
     /// A system call failed; `context` says which, `source` says why.
     #[error("{context}")]
     Io {
@@ -122,6 +149,9 @@ impl QemuError {
             QemuError::Timeout(_) => QemuErrorKind::Timeout,
             QemuError::Protocol(_) => QemuErrorKind::Protocol,
             QemuError::Io { .. } => QemuErrorKind::Io,
+            QemuError::JobFailed(_) => QemuErrorKind::JobFailed,
+            QemuError::NoActiveJob { .. } => QemuErrorKind::NoActiveJob,
+            QemuError::BrokenBitmap { .. } => QemuErrorKind::BrokenBitmap,
         }
     }
 

@@ -5,6 +5,12 @@
 //! [`VmEvent`]s, and its end. No XDR and no libvirt XML are known here.
 //!
 //! - [`command`]: the command line, built by a pure function.
+//! - [`backup`]: push-mode backups (targets, the starting transaction,
+//!   progress, cancel, cleanup), in libvirt 9.0's order.
+//! - [`blockdev`]: images added at run time (backup targets): created
+//!   through `blockdev-create`, attached, detached.
+//! - [`jobs`]: QEMU jobs followed to their end through events and
+//!   `query-jobs`, also across a reconnect.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
 //!   query, validate, dirty size), in libvirt 9.0's layout.
 //! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
@@ -14,14 +20,19 @@
 //! - [`events`]: QMP events and the typed [`VmEvent`]s derived from them.
 //! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
 
+pub mod backup;
 pub mod bitmap;
+pub mod blockdev;
 pub mod command;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod json;
 mod log;
 pub mod monitor;
 pub mod process;
+#[cfg(test)]
+mod transcript;
 mod watch;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};

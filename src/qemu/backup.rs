@@ -1,0 +1,486 @@
+//! Push-mode backups: QEMU copies disks into target images.
+//!
+//! The driver owns the job (its XML, domjobinfo, events); this module only
+//! does what QEMU has to do, in the order and shape libvirt 9.0 does it,
+//! and hands back plain data ([`DiskBackup`]) that the driver can store
+//! and give back after a daemon restart.
+//!
+//! # What goes over QMP, and where libvirt 9.0 does the same
+//!
+//! 1. [`prepare`] (qemuBackupBegin up to the transaction):
+//!    `query-named-block-nodes {flat: true}` once, for the source's size,
+//!    cluster size and bitmaps (qemuBlockGetNamedNodeData). For an
+//!    incremental disk the checkpoint's bitmap must pass
+//!    [`bitmap::check_bitmap`] — all disks are checked before any target
+//!    is touched (qemuBackupDiskPrepareData before
+//!    qemuBackupDiskPrepareStorage). Then per disk, in order, the target is
+//!    created or attached ([`blockdev::create_image`] /
+//!    [`blockdev::attach_image`]) as node `libvirt-M-*`. The qcow2 target
+//!    of an incremental backup gets the source image as backing file and
+//!    the running disk as backing node; a full backup's has none
+//!    (qemuBackupDiskPrepareDataOne). If one disk fails, the targets of
+//!    the disks before it are detached and their files removed.
+//! 2. [`start`] (qemuBackupDiskPrepareDataOnePush, qemuMonitorTransaction):
+//!    one `transaction`, all or nothing: the caller's actions first (the
+//!    new checkpoint's `block-dirty-bitmap-add`s, as qemuCheckpointCreateCommon
+//!    adds them before the disks), then per disk: for an incremental one
+//!    `block-dirty-bitmap-add {node, name: "backup-<disk>", persistent:
+//!    false, disabled: true, granularity}` and `block-dirty-bitmap-merge`
+//!    of the checkpoint's bitmap into it (qemuBlockGetBitmapMergeActions;
+//!    every checkpoint bitmap records, so the named checkpoint's alone
+//!    covers everything since it); then `blockdev-backup {device, job-id:
+//!    "backup-<disk>-<source node>", target, sync: full | incremental,
+//!    bitmap, auto-finalize: true, auto-dismiss: false}`.
+//! 3. [`progress`] is `query-jobs`; libvirt's domjobinfo adds up
+//!    `current-progress` / `total-progress` of the running jobs
+//!    (qemuBackupGetJobInfoStats). The [`JobWatch`] that [`start`] returns
+//!    reports each job's end (see [`jobs`]).
+//! 4. [`cancel`] sends `block-job-cancel {device, force: true}` to every
+//!    job still running (qemuBackupJobCancelBlockjobs).
+//! 5. [`cleanup_disk`], once a disk's job has concluded
+//!    (qemuBlockJobEventProcessConcluded, then
+//!    qemuBlockJobProcessEventConcludedBackup): `job-dismiss`,
+//!    `blockdev-del` of the target's format node and then its storage node,
+//!    `block-dirty-bitmap-remove` of `backup-<disk>`. Best effort: every
+//!    step is tried, every failure reported.
+//! 6. [`remove_created_files`]: what qemuBackupJobTerminate does for a push
+//!    backup that did not complete (failed or cancelled) without
+//!    REUSE_EXTERNAL; a completed backup keeps its files.
+//!
+//! [`finish`] runs 3–6 as libvirt's event handling does: each job's
+//! cleanup when it concludes, the rest cancelled once one has failed or
+//! been cancelled (qemuBackupNotifyBlockjobEnd).
+
+use std::path::PathBuf;
+
+use qapi::qmp::{
+    BackupCommon, BlockdevBackup, BlockdevBackupWrapper, MirrorSyncMode, TransactionAction,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::warn;
+
+use super::bitmap;
+use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec};
+use super::command::{DiskFormat, DiskSpec};
+use super::error::QemuError;
+use super::jobs::{self, JobEnd, JobInfo, JobOutcome, JobWatch};
+use super::monitor::Monitor;
+
+/// One disk to back up, as the driver asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupDisk {
+    /// The running disk.
+    pub source: DiskSpec,
+    /// The target image's path.
+    pub store: PathBuf,
+    /// The target image's format.
+    pub store_format: DiskFormat,
+    /// M of the target's nodes `libvirt-M-storage` / `libvirt-M-format`: a
+    /// fresh number from the domain's node-name counter.
+    pub store_node_index: u32,
+    /// The checkpoint an incremental backup starts from; `None` for full.
+    pub incremental: Option<String>,
+}
+
+/// The temporary bitmap of an incremental backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TempBitmap {
+    /// Its name, `backup-<disk>`, on the source's format node.
+    pub name: String,
+    /// The checkpoint bitmap merged into it.
+    pub checkpoint: String,
+    /// The checkpoint bitmap's granularity (0 if QEMU did not say).
+    pub granularity: u32,
+}
+
+/// One disk of a backup once its target is attached: every name the
+/// later steps need. Plain data, for the driver to keep across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskBackup {
+    /// The guest disk, e.g. "vda".
+    pub disk: String,
+    /// The block job id, `backup-<disk>-<source node>`.
+    pub job_id: String,
+    /// The source's format node.
+    pub source_node: String,
+    /// Incremental only: the temporary bitmap the job copies by.
+    pub bitmap: Option<TempBitmap>,
+    /// The target.
+    pub target: AttachedImage,
+}
+
+/// The job id libvirt gives a disk's backup job (qemuBlockJobDiskNewBackup).
+pub fn job_id(disk: &str, source_node: &str) -> String {
+    format!("backup-{disk}-{source_node}")
+}
+
+/// The temporary bitmap of a push-mode incremental backup.
+pub fn temp_bitmap_name(disk: &str) -> String {
+    format!("backup-{disk}")
+}
+
+/// What `query-named-block-nodes` says about a source's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SourceImage {
+    size: u64,
+    cluster_size: Option<u64>,
+    extended_l2: bool,
+}
+
+/// Checks the incremental disks' bitmaps, then creates (or, with `reuse`,
+/// attaches) every target, in order. On failure, targets made so far are
+/// detached and their files removed, and the error is returned.
+///
+/// Errors: [`QemuError::BrokenBitmap`] for an unusable checkpoint bitmap;
+/// [`QemuError::Internal`] "failed to update capacity data for block node
+/// '%s'" if QEMU does not list the source; those of
+/// [`blockdev::create_image`] / [`blockdev::attach_image`].
+pub async fn prepare(
+    mon: &Monitor,
+    disks: &[BackupDisk],
+    reuse: bool,
+) -> Result<Vec<DiskBackup>, QemuError> {
+    let mut args = Map::new();
+    args.insert("flat".into(), Value::Bool(true));
+    let reply = mon
+        .execute_value("query-named-block-nodes", Value::Object(args))
+        .await?;
+    let nodes = bitmap::parse_named_nodes(&reply)?;
+
+    let mut bitmaps = Vec::with_capacity(disks.len());
+    for disk in disks {
+        let temp = match &disk.incremental {
+            None => None,
+            Some(checkpoint) => {
+                let node = disk.source.format_node();
+                let found = bitmap::check_bitmap(&nodes, &node, checkpoint).map_err(|_| {
+                    QemuError::BrokenBitmap {
+                        bitmap: checkpoint.clone(),
+                        disk: disk.source.target.clone(),
+                    }
+                })?;
+                Some(TempBitmap {
+                    name: temp_bitmap_name(&disk.source.target),
+                    checkpoint: checkpoint.clone(),
+                    granularity: found.granularity,
+                })
+            }
+        };
+        bitmaps.push(temp);
+    }
+
+    let mut done: Vec<DiskBackup> = Vec::with_capacity(disks.len());
+    for (disk, bitmap) in disks.iter().zip(bitmaps) {
+        let attached = match attach_target(mon, disk, &reply, reuse).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                for problem in discard(mon, &done).await {
+                    warn!("cleaning up after a failed backup start: {problem}");
+                }
+                return Err(e);
+            }
+        };
+        let source_node = disk.source.format_node();
+        done.push(DiskBackup {
+            disk: disk.source.target.clone(),
+            job_id: job_id(&disk.source.target, &source_node),
+            source_node,
+            bitmap,
+            target: attached,
+        });
+    }
+    Ok(done)
+}
+
+async fn attach_target(
+    mon: &Monitor,
+    disk: &BackupDisk,
+    named_nodes: &Value,
+    reuse: bool,
+) -> Result<AttachedImage, QemuError> {
+    let source_node = disk.source.format_node();
+    // Only a format that can have one gets a backing image, and only for
+    // an incremental backup: a full backup stands alone.
+    let backing =
+        (disk.incremental.is_some() && disk.store_format == DiskFormat::Qcow2).then(|| {
+            BackingImage {
+                path: disk.source.source.clone(),
+                format: disk.source.format,
+                node: source_node.clone(),
+            }
+        });
+    let mut spec = ImageSpec {
+        path: disk.store.clone(),
+        format: disk.store_format,
+        node_index: disk.store_node_index,
+        backing,
+        size: 0,
+        cluster_size: None,
+        extended_l2: false,
+        disk: disk.source.target.clone(),
+    };
+    if reuse {
+        return blockdev::attach_image(mon, &spec).await;
+    }
+    let source = source_image(named_nodes, &source_node).ok_or_else(|| {
+        QemuError::Internal(format!(
+            "failed to update capacity data for block node '{source_node}'"
+        ))
+    })?;
+    spec.size = source.size;
+    // qemuBlockStorageSourceCreateDetectSize: qcow2 properties carry over
+    // only from a qcow2 source to a qcow2 target.
+    if disk.source.format == DiskFormat::Qcow2 && disk.store_format == DiskFormat::Qcow2 {
+        spec.cluster_size = source.cluster_size;
+        spec.extended_l2 = source.extended_l2;
+    }
+    blockdev::create_image(mon, &spec).await
+}
+
+/// Size, cluster size and extended-L2 flag of `node`, as libvirt's
+/// qemuMonitorJSONBlockGetNamedNodeDataWorker reads them.
+fn source_image(reply: &Value, node: &str) -> Option<SourceImage> {
+    let entry = reply
+        .as_array()?
+        .iter()
+        .find(|entry| entry.get("node-name").and_then(Value::as_str) == Some(node))?;
+    let image = entry.get("image")?;
+    Some(SourceImage {
+        size: image.get("virtual-size")?.as_u64()?,
+        cluster_size: image.get("cluster-size").and_then(Value::as_u64),
+        extended_l2: image
+            .pointer("/format-specific/data/extended-l2")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// The transaction actions that start `disks`' jobs, in libvirt's order.
+pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
+    let mut actions = Vec::with_capacity(disks.len() * 3);
+    for disk in disks {
+        if let Some(temp) = &disk.bitmap {
+            let granularity = (temp.granularity > 0).then_some(temp.granularity);
+            actions.push(bitmap::bitmap_add(
+                &disk.source_node,
+                &temp.name,
+                false,
+                true,
+                granularity,
+            ));
+            actions.push(bitmap::bitmap_merge(
+                &disk.source_node,
+                &temp.name,
+                &temp.checkpoint,
+            ));
+        }
+        actions.push(TransactionAction::blockdev_backup(BlockdevBackupWrapper {
+            data: BlockdevBackup {
+                base: BackupCommon {
+                    auto_dismiss: Some(false),
+                    auto_finalize: Some(true),
+                    bitmap: disk.bitmap.as_ref().map(|temp| temp.name.clone()),
+                    bitmap_mode: None,
+                    compress: None,
+                    discard_source: None,
+                    filter_node_name: None,
+                    job_id: Some(disk.job_id.clone()),
+                    on_source_error: None,
+                    on_target_error: None,
+                    speed: None,
+                    x_perf: None,
+                    device: disk.source_node.clone(),
+                    sync: match disk.bitmap {
+                        Some(_) => MirrorSyncMode::incremental,
+                        None => MirrorSyncMode::full,
+                    },
+                },
+                target: disk.target.format_node.clone(),
+            },
+        }));
+    }
+    actions
+}
+
+/// Starts every disk's job in one `transaction`, after `extra` (the new
+/// checkpoint's bitmaps), all or nothing. The returned watch was
+/// subscribed before the transaction was sent.
+///
+/// On error nothing started and nothing was added; the targets are still
+/// attached: the caller undoes [`prepare`] with [`discard`].
+pub async fn start(
+    mon: &Monitor,
+    disks: &[DiskBackup],
+    extra: Vec<TransactionAction>,
+) -> Result<JobWatch, QemuError> {
+    let watch = JobWatch::new(mon, disks.iter().map(|d| d.job_id.clone()));
+    let mut all = extra;
+    all.extend(actions(disks));
+    mon.execute(qapi::qmp::transaction {
+        actions: all,
+        properties: None,
+    })
+    .await?;
+    Ok(watch)
+}
+
+/// Undoes [`prepare`] when the jobs never started: detaches every target
+/// and removes the files [`prepare`] created. Best effort; returns what
+/// failed.
+pub async fn discard(mon: &Monitor, disks: &[DiskBackup]) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    for disk in disks {
+        problems.extend(blockdev::detach_image(mon, &disk.target).await);
+        if let Err(e) = blockdev::remove_created(&disk.target).await {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+/// Each disk's job as `query-jobs` lists it now (`None` if QEMU does not
+/// list it), in the order of `disks`.
+pub async fn progress(
+    mon: &Monitor,
+    disks: &[DiskBackup],
+) -> Result<Vec<Option<JobInfo>>, QemuError> {
+    let jobs = jobs::query_jobs(mon).await?;
+    Ok(disks
+        .iter()
+        .map(|disk| jobs.iter().find(|job| job.id == disk.job_id).cloned())
+        .collect())
+}
+
+/// Asks QEMU to cancel every job `watch` still waits for and marks each
+/// as being cancelled. A job that concluded meanwhile refuses; that
+/// failure is returned with the others, and its end is still reported
+/// by the watch.
+pub async fn cancel(mon: &Monitor, watch: &mut JobWatch) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    for id in watch.pending().to_vec() {
+        if watch.is_cancelling(&id) {
+            continue;
+        }
+        match jobs::cancel(mon, &id).await {
+            Ok(()) => watch.mark_cancelling(&id),
+            Err(e) => problems.push(e),
+        }
+    }
+    problems
+}
+
+/// After `disk`'s job concluded: dismisses it, detaches the target (format
+/// node, then storage node) and removes the temporary bitmap. Every step
+/// is tried; returns what failed.
+pub async fn cleanup_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
+    cleanup(mon, disk, true).await
+}
+
+async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    if dismiss {
+        if let Err(e) = jobs::dismiss(mon, &disk.job_id).await {
+            problems.push(e);
+        }
+    }
+    problems.extend(blockdev::detach_image(mon, &disk.target).await);
+    if let Some(temp) = &disk.bitmap {
+        let removed = mon
+            .execute(qapi::qmp::block_dirty_bitmap_remove(
+                qapi::qmp::BlockDirtyBitmap {
+                    node: disk.source_node.clone(),
+                    name: temp.name.clone(),
+                },
+            ))
+            .await;
+        if let Err(e) = removed {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+/// Removes the target files [`prepare`] created (not reused ones).
+pub async fn remove_created_files(disks: &[DiskBackup]) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    for disk in disks {
+        if let Err(e) = blockdev::remove_created(&disk.target).await {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+/// How a whole backup ended.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// Each job's end, in the order they concluded.
+    pub ends: Vec<JobEnd>,
+    /// What went wrong in cancelling and cleaning up (nothing stops for it).
+    pub problems: Vec<QemuError>,
+}
+
+impl Finished {
+    /// The backup's result as libvirt sums it up: failed if any job
+    /// failed (its error text is the first failure's), otherwise cancelled
+    /// if any was cancelled, otherwise completed.
+    pub fn outcome(&self) -> JobOutcome {
+        let first_failure = self.ends.iter().find_map(|end| match &end.outcome {
+            JobOutcome::Failed(error) => Some(error.clone()),
+            _ => None,
+        });
+        if let Some(error) = first_failure {
+            JobOutcome::Failed(error)
+        } else if self
+            .ends
+            .iter()
+            .any(|end| end.outcome == JobOutcome::Cancelled)
+        {
+            JobOutcome::Cancelled
+        } else {
+            JobOutcome::Completed
+        }
+    }
+
+    /// Bytes copied and bytes in total, summed over the jobs as libvirt
+    /// sums them for the completed job's statistics.
+    pub fn totals(&self) -> (u64, u64) {
+        self.ends.iter().fold((0, 0), |(current, total), end| {
+            (current + end.current, total + end.total)
+        })
+    }
+}
+
+/// Waits for every job of `watch`, cleaning up each disk as its job
+/// concludes ([`cleanup_disk`]) and cancelling the others once one has
+/// failed or been cancelled. Files are not removed: see
+/// [`remove_created_files`].
+///
+/// Fails only if the monitor goes away (or `query-jobs` fails) before
+/// every job has been seen to end; what was learnt until then is lost to
+/// the caller, who can [`JobWatch::resume`] after reconnecting.
+pub async fn finish(
+    mon: &Monitor,
+    watch: &mut JobWatch,
+    disks: &[DiskBackup],
+) -> Result<Finished, QemuError> {
+    let mut finished = Finished::default();
+    while let Some(end) = watch.next().await? {
+        if let Some(disk) = disks.iter().find(|d| d.job_id == end.id) {
+            // A job QEMU no longer lists has nothing left to dismiss.
+            let dismiss = end.outcome != JobOutcome::Vanished;
+            finished.problems.extend(cleanup(mon, disk, dismiss).await);
+        }
+        let stops_the_rest = matches!(end.outcome, JobOutcome::Failed(_) | JobOutcome::Cancelled);
+        finished.ends.push(end);
+        if stops_the_rest {
+            finished.problems.extend(cancel(mon, watch).await);
+        }
+    }
+    Ok(finished)
+}
+
+#[cfg(test)]
+#[path = "backup_tests.rs"]
+mod tests;
