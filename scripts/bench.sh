@@ -26,3 +26,6 @@ fi
 cp_targets=()
 for t in "${targets[@]}"; do cp_targets+=("${t%,*}"); done
 /usr/bin/python3 scripts/bench_checkpoints.py "${cp_targets[@]}"
+
+# Push backups of 1 GiB (full, then incremental), with qemu-img convert as the floor.
+/usr/bin/python3 scripts/bench_backup.py "${cp_targets[@]}"

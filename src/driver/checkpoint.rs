@@ -116,7 +116,34 @@ fn node_pairs(bitmaps: &[(String, String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn now_secs() -> i64 {
+/// (disk target, format node, bitmap name) of one checkpoint bitmap.
+pub(super) type DiskBitmap = (String, String, String);
+
+/// A checkpoint about to be made, with the bitmaps to add for it.
+pub(super) type NewCheckpoint = (CheckpointDef, Vec<DiskBitmap>);
+
+/// A new checkpoint of the running domain `running`: checked as libvirt
+/// checks a plain create, its parent the current checkpoint. Returns it
+/// with the (disk, node, bitmap) triples its bitmaps need.
+pub(super) fn prepare_new(
+    tree: &super::moments::MomentTree<CheckpointDef>,
+    running: &DomainDef,
+    parsed: ParsedCheckpoint,
+) -> Result<NewCheckpoint, DriverError> {
+    let mut def = parsed.prepare_create(running)?;
+    def.set_parent(tree.current().map(str::to_string));
+    if tree.contains(def.name()) {
+        return Err(DriverError::new(
+            ErrorKind::OperationFailed,
+            format!("domain moment {} already exists", def.name()),
+        )
+        .with_origin(ErrorOrigin::Domain));
+    }
+    let bitmaps = bitmap_nodes(running, &def);
+    Ok((def, bitmaps))
+}
+
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -201,7 +228,11 @@ impl Driver {
 
     /// The domain may have been undefined (or a transient one stopped)
     /// while the caller waited for its job.
-    fn check_present(&self, obj: &DomainObj, dom: &DomainRef) -> Result<(), DriverError> {
+    pub(super) fn check_present(
+        &self,
+        obj: &DomainObj,
+        dom: &DomainRef,
+    ) -> Result<(), DriverError> {
         if obj.lock().removed {
             return Err(self
                 .domain(dom)
@@ -222,16 +253,7 @@ impl Driver {
                 .live
                 .as_ref()
                 .ok_or_else(|| inactive("cannot create checkpoint for inactive domain"))?;
-            let mut def = parsed.prepare_create(&live.def)?;
-            def.set_parent(st.checkpoints.current().map(str::to_string));
-            if st.checkpoints.contains(def.name()) {
-                return Err(DriverError::new(
-                    ErrorKind::OperationFailed,
-                    format!("domain moment {} already exists", def.name()),
-                )
-                .with_origin(ErrorOrigin::Domain));
-            }
-            let bitmaps = bitmap_nodes(&live.def, &def);
+            let (def, bitmaps) = prepare_new(&st.checkpoints, &live.def, parsed)?;
             (live.vm.clone(), def, bitmaps)
         };
         let name = def.name().to_string();

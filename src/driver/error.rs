@@ -211,9 +211,16 @@ impl From<crate::conf::ConfError> for DriverError {
 
 impl From<crate::qemu::QemuError> for DriverError {
     fn from(err: crate::qemu::QemuError) -> Self {
-        use crate::qemu::QemuErrorKind as Q;
+        use crate::qemu::{QemuError, QemuErrorKind as Q};
+        if let QemuError::Io { context, source } = err {
+            // libvirt's virReportSystemError: "<context>: <strerror>".
+            return DriverError::system(context, source);
+        }
         let kind = match err.kind() {
-            Q::NotRunning | Q::AlreadyRunning => ErrorKind::OperationInvalid,
+            Q::NotRunning | Q::AlreadyRunning | Q::NoActiveJob => ErrorKind::OperationInvalid,
+            Q::InvalidInput => ErrorKind::InvalidArg,
+            Q::BrokenBitmap => ErrorKind::CheckpointInconsistent,
+            Q::JobFailed => ErrorKind::OperationFailed,
             _ => ErrorKind::InternalError,
         };
         DriverError::new(kind, err.to_string()).with_source(err)

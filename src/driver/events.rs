@@ -3,6 +3,7 @@
 //! The numbers are libvirt's public API enums (virDomainEventType and its
 //! detail enums), which clients interpret; they are not XDR.
 
+use super::jobs::TypedParam;
 use super::DomainRef;
 
 /// virDomainEventType and its details.
@@ -44,16 +45,47 @@ impl Lifecycle {
     }
 }
 
+/// virConnectDomainEventBlockJobStatus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockJobStatus {
+    Completed = 0,
+    Failed = 1,
+    Cancelled = 2,
+}
+
+/// virDomainBlockJobType of a backup's block jobs.
+pub const BLOCK_JOB_TYPE_BACKUP: i32 = 5;
+
 /// One event, for every connection that registered for its kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
-    Lifecycle { dom: DomainRef, event: Lifecycle },
+    Lifecycle {
+        dom: DomainRef,
+        event: Lifecycle,
+    },
+    /// A job ended (VIR_DOMAIN_EVENT_ID_JOB_COMPLETED), with its final
+    /// statistics.
+    JobCompleted {
+        dom: DomainRef,
+        params: Vec<TypedParam>,
+    },
+    /// One disk's block job ended: BLOCK_JOB names the disk by its source
+    /// `path`, BLOCK_JOB_2 by its target `dst`.
+    BlockJob {
+        dom: DomainRef,
+        path: String,
+        dst: String,
+        job_type: i32,
+        status: BlockJobStatus,
+    },
 }
 
 impl DomainEvent {
     pub fn domain(&self) -> &DomainRef {
         match self {
-            DomainEvent::Lifecycle { dom, .. } => dom,
+            DomainEvent::Lifecycle { dom, .. }
+            | DomainEvent::JobCompleted { dom, .. }
+            | DomainEvent::BlockJob { dom, .. } => dom,
         }
     }
 }

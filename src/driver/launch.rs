@@ -26,6 +26,22 @@ pub fn spec(def: &DomainDef, run_dir: &Path) -> Result<LaunchSpec, DriverError> 
         VirtType::Qemu => Accel::Tcg,
         VirtType::Kvm => Accel::Kvm,
     };
+    Ok(LaunchSpec {
+        name: def.name().to_string(),
+        uuid: def.uuid(),
+        emulator: PathBuf::from(def.emulator()),
+        machine: def.machine().to_string(),
+        accel,
+        memory_kib: def.memory_kib(),
+        vcpus: def.vcpus(),
+        acpi: def.acpi(),
+        disks: disk_specs(def)?,
+        run_dir: run_dir.to_path_buf(),
+    })
+}
+
+/// The disks of `def` as the qemu layer names and opens them.
+pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
     let mut disks = Vec::with_capacity(def.disks().len());
     for (position, disk) in def.disks().iter().enumerate() {
         let source = disk
@@ -55,16 +71,5 @@ pub fn spec(def: &DomainDef, run_dir: &Path) -> Result<LaunchSpec, DriverError> 
             boot_index: (position == 0).then_some(1),
         });
     }
-    Ok(LaunchSpec {
-        name: def.name().to_string(),
-        uuid: def.uuid(),
-        emulator: PathBuf::from(def.emulator()),
-        machine: def.machine().to_string(),
-        accel,
-        memory_kib: def.memory_kib(),
-        vcpus: def.vcpus(),
-        acpi: def.acpi(),
-        disks,
-        run_dir: run_dir.to_path_buf(),
-    })
+    Ok(disks)
 }

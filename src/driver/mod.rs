@@ -6,10 +6,12 @@
 //! Flags are libvirt's public API flags and are checked here, so that an
 //! unknown bit is refused with libvirt's own "unsupported flags" error.
 
+mod backup;
 pub mod checkpoint;
 mod domain;
 pub mod error;
 pub mod events;
+pub mod jobs;
 mod launch;
 mod lifecycle;
 pub mod moments;

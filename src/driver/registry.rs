@@ -13,7 +13,9 @@ use crate::conf::checkpoint::CheckpointDef;
 use crate::conf::DomainDef;
 use crate::qemu::RunningVm;
 
+use super::backup::BackupRun;
 use super::error::{DriverError, ErrorKind};
+use super::jobs::Jobs;
 use super::moments::MomentTree;
 use super::store::uuid_string;
 use super::{DomainRef, Uuid};
@@ -61,6 +63,9 @@ pub struct DomainState {
     /// What virDomainGetMessages reports for the current run: problems
     /// found when QEMU came up, such as a checkpoint whose bitmap is gone.
     pub messages: Vec<String>,
+    pub jobs: Jobs,
+    /// The backup running in this domain's QEMU, if any.
+    pub backup: Option<BackupRun>,
 }
 
 pub struct Live {
@@ -72,6 +77,9 @@ pub struct Live {
     pub stopping: Option<StopCause>,
     /// QEMU announced a shutdown (guest or host initiated).
     pub shutdown_seen: bool,
+    /// The next free N for block nodes `libvirt-N-*` the daemon adds
+    /// (backup targets); the disks have 1..=their count.
+    pub next_node: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +99,8 @@ impl DomainState {
             removed: false,
             checkpoints: MomentTree::default(),
             messages: Vec::new(),
+            jobs: Jobs::default(),
+            backup: None,
         }
     }
 
@@ -102,12 +112,14 @@ impl DomainState {
         vm: Arc<RunningVm>,
         (run_state, reason): (i32, i32),
     ) {
+        let def_disks = def.disks().len();
         self.live = Some(Live {
             id,
             def,
             vm,
             stopping: None,
             shutdown_seen: false,
+            next_node: u32::try_from(def_disks + 1).unwrap_or(u32::MAX),
         });
         self.state = run_state;
         self.reason = reason;

@@ -10,6 +10,7 @@ mod checkpoint;
 mod connect;
 mod domain;
 mod events;
+mod jobs;
 mod qemu;
 
 use std::future::Future;
@@ -72,6 +73,9 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
         return reply;
     }
     if let Some(reply) = checkpoint::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = jobs::route(client, header.proc_, body).await {
         return reply;
     }
     Err(not_here(info))

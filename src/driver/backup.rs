@@ -1,0 +1,582 @@
+//! Push-mode backups as domain jobs: backup-begin, backup-dumpxml, the job
+//! statistics, abort, and the end of the job with its events.
+//!
+//! One backup per domain at a time. The domain's job lock is held only
+//! while the backup is set up; the copy itself runs in QEMU, followed by a
+//! task of its own, so every other call on the domain (list, dumpxml,
+//! checkpoints, domjobinfo, abort) answers while it runs. A second
+//! backup-begin is refused at once (libvirtd makes the caller wait 30 s
+//! for its job lock first).
+//!
+//! The end follows libvirt 9.0 (qemuBackupNotifyBlockjobEnd,
+//! qemuBackupJobTerminate): each disk's block job is cleaned up as it
+//! concludes; once one has failed or been cancelled the others are
+//! cancelled; when none runs any more the job is over — failed if any
+//! failed, cancelled if any was cancelled. The job-completed event comes
+//! before the block-job events of the disk that ended last. Targets the job
+//! created are removed unless it completed (never with REUSE_EXTERNAL).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode};
+use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
+use crate::conf::{DiskDef, DiskFormat as ConfFormat, DomainDef};
+use crate::qemu::backup as qbackup;
+use crate::qemu::command::DiskFormat;
+use crate::qemu::jobs::{self as qjobs, JobOutcome, JobWatch};
+use crate::qemu::{bitmap, RunningVm};
+
+use super::checkpoint::{metadata_xml, now_secs};
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::events::{BlockJobStatus, BLOCK_JOB_TYPE_BACKUP};
+use super::jobs::{now_ms, JobData, JobStatus};
+use super::launch;
+use super::registry::DomainObj;
+use super::store::{Intent, IntentAction};
+use super::{DomainEvent, DomainRef, Driver};
+
+/// virDomainBackupBeginFlags.
+pub const BEGIN_REUSE_EXTERNAL: u32 = 1;
+
+/// A backup that is running.
+pub struct BackupRun {
+    /// What backup-dumpxml shows.
+    def: BackupDef,
+    job: JobData,
+    reuse: bool,
+    disks: Vec<RunDisk>,
+    targets: Vec<qbackup::DiskBackup>,
+    /// Jobs a client asked to cancel: their end counts as cancelled.
+    cancel_requested: Arc<Mutex<HashSet<String>>>,
+    vm: Arc<RunningVm>,
+}
+
+struct RunDisk {
+    dst: String,
+    /// The disk's source path, which the BLOCK_JOB event names.
+    path: String,
+    job_id: String,
+    state: DiskState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DiskState {
+    Running,
+    Complete,
+    Failed,
+    Cancelled,
+}
+
+/// What the conf layer asks while it checks the disks.
+struct Env<'a> {
+    next_node: &'a mut u32,
+    checkpoints: &'a super::moments::MomentTree<CheckpointDef>,
+    nodes: &'a [bitmap::NodeBitmaps],
+}
+
+impl BackupEnv for Env<'_> {
+    fn new_storage_id(&mut self) -> u32 {
+        let id = *self.next_node;
+        *self.next_node += 1;
+        id
+    }
+
+    fn checkpoint_exists(&self, name: &str) -> bool {
+        self.checkpoints.contains(name)
+    }
+
+    fn bitmap_chain_valid(&self, disk: &DiskDef, checkpoint: &str) -> bool {
+        let node = format!("libvirt-{}-format", disk.node_index());
+        bitmap::check_bitmap(self.nodes, &node, checkpoint).is_ok()
+    }
+}
+
+fn inactive() -> DriverError {
+    DriverError::new(
+        ErrorKind::OperationUnsupported,
+        "cannot perform disk backup for inactive domain",
+    )
+}
+
+fn no_backup() -> DriverError {
+    DriverError::new(ErrorKind::NoDomainBackup, "no domain backup job present")
+}
+
+impl Driver {
+    /// virDomainBackupBegin (push mode).
+    pub async fn backup_begin(
+        &self,
+        dom: &DomainRef,
+        backup_xml: &str,
+        checkpoint_xml: Option<&str>,
+        flags: u32,
+    ) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, BEGIN_REUSE_EXTERNAL, "qemuBackupBegin")?;
+        let reuse = flags & BEGIN_REUSE_EXTERNAL != 0;
+        let obj = self.domain(dom)?;
+        let parsed = BackupDef::parse(backup_xml)?;
+        let now = now_secs();
+        let parsed_cp = checkpoint_xml
+            .map(|xml| CheckpointDef::parse(xml, ParseFlags::default(), now))
+            .transpose()?;
+        let suffix = default_suffix(parsed_cp.as_ref().map(|cp| cp.name()), now);
+        let _job = obj.job.lock().await;
+        self.check_present(&obj, dom)?;
+
+        let (vm, running) = {
+            let st = obj.lock();
+            let live = st.live.as_ref().ok_or_else(inactive)?;
+            (live.vm.clone(), live.def.clone())
+        };
+        let mut def = parsed.align(&running, &suffix)?;
+        if obj.lock().backup.is_some() {
+            return Err(DriverError::operation_invalid(
+                "another backup job is already running",
+            ));
+        }
+        def.prepare_server()?;
+        if def.mode() == BackupMode::Pull {
+            return Err(DriverError::new(
+                ErrorKind::OperationUnsupported,
+                "pull mode backup is not supported yet",
+            ));
+        }
+        let checkpoint = match parsed_cp {
+            Some(parsed) => Some(self.new_checkpoint(&obj, parsed)?),
+            None => None,
+        };
+        let nodes = bitmap::query_bitmaps(vm.monitor()).await?;
+        {
+            let mut st = obj.lock();
+            let st = &mut *st;
+            let live = st.live.as_mut().ok_or_else(inactive)?;
+            let mut env = Env {
+                next_node: &mut live.next_node,
+                checkpoints: &st.checkpoints,
+                nodes: &nodes,
+            };
+            def.prepare_disks(&running, &mut env)?;
+        }
+        let requests = backup_requests(&def, &running)?;
+        let targets = qbackup::prepare(vm.monitor(), &requests, reuse)
+            .await
+            .map_err(DriverError::from)?;
+
+        let uuid = obj.uuid;
+        let (cp_actions, cp_intent) = match &checkpoint {
+            Some((cp, bitmaps)) => {
+                let pairs: Vec<(String, String)> = bitmaps
+                    .iter()
+                    .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+                    .collect();
+                let intent = Intent {
+                    checkpoint: cp.name().to_string(),
+                    action: IntentAction::Create,
+                    bitmaps: bitmaps
+                        .iter()
+                        .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
+                        .collect(),
+                };
+                (bitmap::add_actions(&pairs, None), Some(intent))
+            }
+            None => (Vec::new(), None),
+        };
+        if let Some(intent) = cp_intent.clone() {
+            if let Err(err) = self.store_io(move |s| s.save_intent(&uuid, &intent)).await {
+                qbackup::discard(vm.monitor(), &targets).await;
+                return Err(err);
+            }
+        }
+        let watch = match qbackup::start(vm.monitor(), &targets, cp_actions).await {
+            Ok(watch) => watch,
+            Err(err) => {
+                for problem in qbackup::discard(vm.monitor(), &targets).await {
+                    tracing::warn!(%problem, "cannot undo a backup that did not start");
+                }
+                if let Some(intent) = &cp_intent {
+                    self.drop_intent(uuid, &intent.checkpoint).await;
+                }
+                return Err(err.into());
+            }
+        };
+        if let Some((cp, _)) = checkpoint {
+            self.commit_checkpoint(&obj, cp).await;
+        }
+
+        let disks = targets
+            .iter()
+            .map(|t| RunDisk {
+                dst: t.disk.clone(),
+                path: running
+                    .disk_by_target(&t.disk)
+                    .and_then(DiskDef::source)
+                    .unwrap_or_default()
+                    .to_string(),
+                job_id: t.job_id.clone(),
+                state: DiskState::Running,
+            })
+            .collect();
+        let cancel_requested = Arc::new(Mutex::new(HashSet::new()));
+        {
+            let mut st = obj.lock();
+            st.jobs.completed = None;
+            st.backup = Some(BackupRun {
+                def,
+                job: JobData::backup(now_ms()),
+                reuse,
+                disks,
+                targets: targets.clone(),
+                cancel_requested,
+                vm: vm.clone(),
+            });
+        }
+        let driver = self.clone();
+        let followed = obj.clone();
+        tokio::spawn(async move { driver.follow_backup(followed, vm, watch, targets).await });
+        Ok(())
+    }
+
+    /// The new checkpoint given with a backup: checked as a plain create,
+    /// its bitmaps added by the backup's transaction.
+    fn new_checkpoint(
+        &self,
+        obj: &DomainObj,
+        parsed: crate::conf::checkpoint::ParsedCheckpoint,
+    ) -> Result<super::checkpoint::NewCheckpoint, DriverError> {
+        let st = obj.lock();
+        let live = st.live.as_ref().ok_or_else(inactive)?;
+        super::checkpoint::prepare_new(&st.checkpoints, &live.def, parsed)
+    }
+
+    /// Writes a checkpoint whose bitmaps the backup's transaction made.
+    /// The backup runs already, so a failure here is only logged (libvirt
+    /// reports it but keeps the job).
+    async fn commit_checkpoint(&self, obj: &Arc<DomainObj>, def: CheckpointDef) {
+        let uuid = obj.uuid;
+        let name = def.name().to_string();
+        let xml = metadata_xml(&def);
+        let owned = name.clone();
+        match self
+            .store_io(move |s| s.save_checkpoint(&uuid, &owned, &xml))
+            .await
+        {
+            Ok(()) => {
+                {
+                    let mut st = obj.lock();
+                    let parent = def.parent().map(str::to_string);
+                    st.checkpoints.insert(&name, parent.as_deref(), def);
+                    st.checkpoints.set_current(Some(&name));
+                }
+                self.drop_intent(uuid, &name).await;
+            }
+            Err(err) => {
+                tracing::error!(checkpoint = %name, %err, "cannot save the metadata of the backup's checkpoint; its bitmaps are removed at the next reconcile");
+            }
+        }
+    }
+
+    /// Follows the block jobs of a backup to its end.
+    async fn follow_backup(
+        &self,
+        obj: Arc<DomainObj>,
+        vm: Arc<RunningVm>,
+        mut watch: JobWatch,
+        targets: Vec<qbackup::DiskBackup>,
+    ) {
+        let mon = vm.monitor();
+        loop {
+            let end = match watch.next().await {
+                Ok(Some(end)) => end,
+                Ok(None) => break,
+                Err(err) => {
+                    // QEMU went away: libvirt ends the job as cancelled,
+                    // without block-job events for the unfinished disks.
+                    tracing::info!(%err, "backup ended with its QEMU");
+                    self.terminate_backup(&obj, &vm, JobStatus::Cancelled, &targets)
+                        .await;
+                    return;
+                }
+            };
+            if let Some(disk) = targets.iter().find(|d| d.job_id == end.id) {
+                if end.outcome != JobOutcome::Vanished {
+                    for problem in qbackup::cleanup_disk(mon, disk).await {
+                        tracing::warn!(%problem, "backup cleanup");
+                    }
+                }
+            }
+            let (event, to_cancel, over) = {
+                let mut st = obj.lock();
+                let Some(run) = st.backup.as_mut().filter(|r| Arc::ptr_eq(&r.vm, &vm)) else {
+                    return;
+                };
+                let requested = run
+                    .cancel_requested
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&end.id);
+                let (state, status, errmsg) = match &end.outcome {
+                    JobOutcome::Completed => (DiskState::Complete, BlockJobStatus::Completed, None),
+                    JobOutcome::Cancelled => (
+                        DiskState::Cancelled,
+                        BlockJobStatus::Cancelled,
+                        Some("Operation canceled".to_string()),
+                    ),
+                    JobOutcome::Failed(msg) if requested => (
+                        DiskState::Cancelled,
+                        BlockJobStatus::Cancelled,
+                        Some(msg.clone()),
+                    ),
+                    JobOutcome::Failed(msg) => {
+                        (DiskState::Failed, BlockJobStatus::Failed, Some(msg.clone()))
+                    }
+                    JobOutcome::Vanished => (DiskState::Failed, BlockJobStatus::Failed, None),
+                };
+                run.job.stats.transferred += end.current;
+                run.job.stats.total += end.total;
+                if run.job.errmsg.is_none() {
+                    run.job.errmsg = errmsg;
+                }
+                let mut event = None;
+                if let Some(disk) = run.disks.iter_mut().find(|d| d.job_id == end.id) {
+                    disk.state = state;
+                    event = Some(DomainEvent::BlockJob {
+                        dom: DomainRef {
+                            name: String::new(),
+                            uuid: obj.uuid,
+                            id: -1,
+                        },
+                        path: disk.path.clone(),
+                        dst: disk.dst.clone(),
+                        job_type: BLOCK_JOB_TYPE_BACKUP,
+                        status,
+                    });
+                }
+                let running: Vec<String> = run
+                    .disks
+                    .iter()
+                    .filter(|d| d.state == DiskState::Running)
+                    .map(|d| d.job_id.clone())
+                    .collect();
+                let failed = run.disks.iter().any(|d| d.state == DiskState::Failed);
+                let cancelled = run.disks.iter().any(|d| d.state == DiskState::Cancelled);
+                let over = running.is_empty().then_some(if failed {
+                    JobStatus::Failed
+                } else if cancelled {
+                    JobStatus::Cancelled
+                } else {
+                    JobStatus::Completed
+                });
+                let to_cancel = if !running.is_empty() && (failed || cancelled) {
+                    running
+                } else {
+                    Vec::new()
+                };
+                (event, to_cancel, over)
+            };
+            for id in to_cancel {
+                if let Err(err) = qjobs::cancel(mon, &id).await {
+                    tracing::warn!(%err, job = %id, "cannot cancel the rest of a failed backup");
+                }
+            }
+            if let Some(status) = over {
+                self.terminate_backup(&obj, &vm, status, &targets).await;
+            }
+            if let Some(mut event) = event {
+                if let DomainEvent::BlockJob { dom, .. } = &mut event {
+                    *dom = obj.reference();
+                }
+                self.emit(event);
+            }
+            if over.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// The job is over: final statistics, files, event.
+    async fn terminate_backup(
+        &self,
+        obj: &Arc<DomainObj>,
+        vm: &Arc<RunningVm>,
+        status: JobStatus,
+        targets: &[qbackup::DiskBackup],
+    ) {
+        let (job, reuse) = {
+            let mut st = obj.lock();
+            if !st.backup.as_ref().is_some_and(|r| Arc::ptr_eq(&r.vm, vm)) {
+                return;
+            }
+            let Some(mut run) = st.backup.take() else {
+                return;
+            };
+            run.job.update_time();
+            run.job.status = status;
+            st.jobs.completed = Some(run.job.clone());
+            (run.job, run.reuse)
+        };
+        if status != JobStatus::Completed && !reuse {
+            for problem in qbackup::remove_created_files(targets).await {
+                tracing::warn!(%problem, "cannot remove a backup target");
+            }
+        }
+        self.emit(DomainEvent::JobCompleted {
+            dom: obj.reference(),
+            params: job.params(),
+        });
+    }
+
+    /// virDomainBackupGetXMLDesc.
+    pub fn backup_get_xml_desc(&self, dom: &DomainRef, flags: u32) -> Result<String, DriverError> {
+        let obj = self.domain(dom)?;
+        DriverError::check_flags(flags, 0, "qemuBackupGetXMLDesc")?;
+        let st = obj.lock();
+        st.backup
+            .as_ref()
+            .map(|run| run.def.format())
+            .ok_or_else(no_backup)
+    }
+
+    /// virDomainGetJobStats.
+    pub async fn get_job_stats(
+        &self,
+        dom: &DomainRef,
+        flags: u32,
+    ) -> Result<(i32, Vec<super::jobs::TypedParam>), DriverError> {
+        use super::jobs::stats_flags::*;
+        DriverError::check_flags(flags, COMPLETED | KEEP_COMPLETED, "qemuDomainGetJobStats")?;
+        let obj = self.domain(dom)?;
+        let job = if flags & COMPLETED != 0 {
+            let mut st = obj.lock();
+            let job = st.jobs.completed.clone().filter(|_| st.backup.is_none());
+            if job.is_some() && flags & KEEP_COMPLETED == 0 {
+                st.jobs.completed = None;
+            }
+            job
+        } else {
+            self.current_job(&obj).await?
+        };
+        Ok(match job {
+            Some(job) => (job.job_type(), job.params()),
+            None => (super::jobs::job_type::NONE, Vec::new()),
+        })
+    }
+
+    /// virDomainGetJobInfo.
+    pub async fn get_job_info(&self, dom: &DomainRef) -> Result<super::jobs::JobInfo, DriverError> {
+        let obj = self.domain(dom)?;
+        Ok(self
+            .current_job(&obj)
+            .await?
+            .map(|job| job.info())
+            .unwrap_or_default())
+    }
+
+    /// The running job with fresh figures: what the disks that ended
+    /// moved, plus QEMU's progress for the ones still copying.
+    async fn current_job(&self, obj: &DomainObj) -> Result<Option<JobData>, DriverError> {
+        let (vm, mut job, running) = {
+            let st = obj.lock();
+            if st.live.is_none() {
+                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+            }
+            let Some(run) = &st.backup else {
+                return Ok(None);
+            };
+            let running: Vec<qbackup::DiskBackup> = run
+                .targets
+                .iter()
+                .filter(|t| {
+                    run.disks
+                        .iter()
+                        .any(|d| d.job_id == t.job_id && d.state == DiskState::Running)
+                })
+                .cloned()
+                .collect();
+            (run.vm.clone(), run.job.clone(), running)
+        };
+        job.update_time();
+        job.status = JobStatus::Active;
+        let progress = qbackup::progress(vm.monitor(), &running).await?;
+        for info in progress.into_iter().flatten() {
+            job.stats.total += info.total;
+            job.stats.transferred += info.current;
+        }
+        Ok(Some(job))
+    }
+
+    /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
+    /// block jobs; the job ends (cancelled) when QEMU confirms.
+    pub async fn abort_job(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
+        DriverError::check_flags(
+            flags,
+            super::jobs::ABORT_JOB_POSTCOPY,
+            "qemuDomainAbortJobFlags",
+        )?;
+        let obj = self.domain(dom)?;
+        let (vm, running, requested) = {
+            let st = obj.lock();
+            if st.live.is_none() {
+                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+            }
+            let Some(run) = &st.backup else {
+                return Err(DriverError::operation_invalid(
+                    "no job is active on the domain",
+                ));
+            };
+            if flags & super::jobs::ABORT_JOB_POSTCOPY != 0 {
+                return Err(DriverError::operation_invalid(
+                    "current job is not outgoing migration in post-copy mode",
+                ));
+            }
+            let running: Vec<String> = run
+                .disks
+                .iter()
+                .filter(|d| d.state == DiskState::Running)
+                .map(|d| d.job_id.clone())
+                .collect();
+            (run.vm.clone(), running, run.cancel_requested.clone())
+        };
+        for id in running {
+            requested
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+            if let Err(err) = qjobs::cancel(vm.monitor(), &id).await {
+                tracing::warn!(%err, job = %id, "cannot cancel a backup job");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the qemu layer needs per backed-up disk.
+fn backup_requests(
+    def: &BackupDef,
+    running: &DomainDef,
+) -> Result<Vec<qbackup::BackupDisk>, DriverError> {
+    let specs = launch::disk_specs(running)?;
+    def.backed_up()
+        .map(|(disk, store)| {
+            let source = specs
+                .iter()
+                .find(|s| s.target == disk.name())
+                .cloned()
+                .ok_or_else(|| DriverError::internal(format!("no disk named '{}'", disk.name())))?;
+            let path = store
+                .path()
+                .ok_or_else(|| DriverError::internal("backup target has no path"))?;
+            let format = match store.format() {
+                Some(ConfFormat::Raw) => DiskFormat::Raw,
+                _ => DiskFormat::Qcow2,
+            };
+            Ok(qbackup::BackupDisk {
+                source,
+                store: path.into(),
+                store_format: format,
+                store_node_index: store.index().unwrap_or(0),
+                incremental: disk.incremental().map(str::to_string),
+            })
+        })
+        .collect()
+}

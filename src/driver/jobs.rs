@@ -1,0 +1,254 @@
+//! Domain jobs as libvirt reports them: the running job's statistics, the
+//! last finished job's, and their translation into virTypedParameters.
+//!
+//! Only backups are jobs here. The numbers follow libvirt 9.0's QEMU driver
+//! (qemu_domainjob.c, qemu_backup.c): a running backup reports the
+//! progress QEMU gives for its block jobs, added to what the disks whose
+//! copy already ended transferred; a finished one keeps the final figures
+//! until a client reads them with COMPLETED (and without KEEP_COMPLETED).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// virDomainJobType.
+pub mod job_type {
+    pub const NONE: i32 = 0;
+    pub const UNBOUNDED: i32 = 2;
+    pub const COMPLETED: i32 = 3;
+    pub const FAILED: i32 = 4;
+    pub const CANCELLED: i32 = 5;
+}
+
+/// virDomainJobOperation.
+pub const OPERATION_BACKUP: i32 = 9;
+
+/// virDomainGetJobStatsFlags.
+pub mod stats_flags {
+    pub const COMPLETED: u32 = 1;
+    pub const KEEP_COMPLETED: u32 = 2;
+}
+
+/// virDomainAbortJobFlagsValues.
+pub const ABORT_JOB_POSTCOPY: u32 = 1;
+
+/// One virTypedParameter, as the driver hands it to the wire layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedParam {
+    pub field: String,
+    pub value: ParamValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Int(i32),
+    ULLong(u64),
+    Boolean(bool),
+    String(String),
+}
+
+impl TypedParam {
+    fn new(field: &str, value: ParamValue) -> TypedParam {
+        TypedParam {
+            field: field.to_string(),
+            value,
+        }
+    }
+}
+
+/// virDomainJobStatus, the part a backup passes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Active,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// Bytes a backup has moved: `total`/`transferred` for push (target
+/// writes), `tmp_*` for pull (scratch use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackupStats {
+    pub total: u64,
+    pub transferred: u64,
+    pub tmp_used: u64,
+    pub tmp_total: u64,
+}
+
+impl std::ops::AddAssign for BackupStats {
+    fn add_assign(&mut self, other: BackupStats) {
+        self.total += other.total;
+        self.transferred += other.transferred;
+        self.tmp_used += other.tmp_used;
+        self.tmp_total += other.tmp_total;
+    }
+}
+
+/// What libvirt calls virDomainJobData, for a backup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobData {
+    pub operation: i32,
+    pub status: JobStatus,
+    /// Wall-clock start in ms since the epoch, for a restarted daemon.
+    pub started_ms: u64,
+    pub elapsed_ms: u64,
+    pub stats: BackupStats,
+    pub errmsg: Option<String>,
+}
+
+/// The legacy virDomainJobInfo (GET_JOB_INFO), in its own field order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobInfo {
+    pub job_type: i32,
+    pub time_elapsed: u64,
+    pub data_total: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    pub file_total: u64,
+    pub file_processed: u64,
+    pub file_remaining: u64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl JobData {
+    pub fn backup(started_ms: u64) -> JobData {
+        JobData {
+            operation: OPERATION_BACKUP,
+            status: JobStatus::Active,
+            started_ms,
+            elapsed_ms: 0,
+            stats: BackupStats::default(),
+            errmsg: None,
+        }
+    }
+
+    /// Elapsed time now, as qemuDomainJobDataUpdateTime computes it.
+    pub fn update_time(&mut self) {
+        self.elapsed_ms = now_ms().saturating_sub(self.started_ms);
+    }
+
+    pub fn job_type(&self) -> i32 {
+        match self.status {
+            JobStatus::Active => job_type::UNBOUNDED,
+            JobStatus::Completed => job_type::COMPLETED,
+            JobStatus::Failed => job_type::FAILED,
+            JobStatus::Cancelled => job_type::CANCELLED,
+        }
+    }
+
+    /// The parameters of GET_JOB_STATS and of the job-completed event, in
+    /// libvirt's order; zero counters are left out, as libvirt does.
+    pub fn params(&self) -> Vec<TypedParam> {
+        let s = &self.stats;
+        let mut out = vec![
+            TypedParam::new("operation", ParamValue::Int(self.operation)),
+            TypedParam::new("time_elapsed", ParamValue::ULLong(self.elapsed_ms)),
+        ];
+        if s.transferred > 0 || s.total > 0 {
+            out.push(TypedParam::new("disk_total", ParamValue::ULLong(s.total)));
+            out.push(TypedParam::new(
+                "disk_processed",
+                ParamValue::ULLong(s.transferred),
+            ));
+            out.push(TypedParam::new(
+                "disk_remaining",
+                ParamValue::ULLong(s.total.saturating_sub(s.transferred)),
+            ));
+        }
+        if s.tmp_used > 0 || s.tmp_total > 0 {
+            out.push(TypedParam::new(
+                "disk_temp_used",
+                ParamValue::ULLong(s.tmp_used),
+            ));
+            out.push(TypedParam::new(
+                "disk_temp_total",
+                ParamValue::ULLong(s.tmp_total),
+            ));
+        }
+        if self.status != JobStatus::Active {
+            out.push(TypedParam::new(
+                "success",
+                ParamValue::Boolean(self.status == JobStatus::Completed),
+            ));
+        }
+        if let Some(msg) = &self.errmsg {
+            out.push(TypedParam::new("errmsg", ParamValue::String(msg.clone())));
+        }
+        out
+    }
+
+    pub fn info(&self) -> JobInfo {
+        let s = &self.stats;
+        let remaining = s.total.saturating_sub(s.transferred);
+        JobInfo {
+            job_type: self.job_type(),
+            time_elapsed: self.elapsed_ms,
+            data_total: s.total,
+            data_processed: s.transferred,
+            data_remaining: remaining,
+            file_total: s.total,
+            file_processed: s.transferred,
+            file_remaining: remaining,
+        }
+    }
+}
+
+/// A domain's job bookkeeping.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    /// Statistics of the last job that ended, until read with COMPLETED.
+    pub completed: Option<JobData>,
+}
+
+/// Milliseconds between two instants, for jobs timed within one run.
+pub fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(params: &[TypedParam]) -> Vec<&str> {
+        params.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_running_backup_reports_progress_without_success() {
+        let mut job = JobData::backup(0);
+        assert_eq!(names(&job.params()), ["operation", "time_elapsed"]);
+        job.stats.total = 100;
+        job.stats.transferred = 40;
+        let params = job.params();
+        assert_eq!(
+            names(&params),
+            [
+                "operation",
+                "time_elapsed",
+                "disk_total",
+                "disk_processed",
+                "disk_remaining"
+            ]
+        );
+        assert_eq!(params[4].value, ParamValue::ULLong(60));
+        assert_eq!(job.job_type(), job_type::UNBOUNDED);
+    }
+
+    #[test]
+    fn a_finished_backup_says_whether_it_succeeded_and_why_not() {
+        let mut job = JobData::backup(0);
+        job.status = JobStatus::Cancelled;
+        job.errmsg = Some("Operation canceled".into());
+        let params = job.params();
+        assert_eq!(
+            names(&params),
+            ["operation", "time_elapsed", "success", "errmsg"]
+        );
+        assert_eq!(params[2].value, ParamValue::Boolean(false));
+        assert_eq!(job.job_type(), job_type::CANCELLED);
+        assert_eq!(job.info().job_type, job_type::CANCELLED);
+    }
+}
