@@ -17,7 +17,9 @@
 //! created are removed unless it completed (never with REUSE_EXTERNAL).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode};
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
@@ -39,19 +41,27 @@ use super::{DomainEvent, DomainRef, Driver};
 /// virDomainBackupBeginFlags.
 pub const BEGIN_REUSE_EXTERNAL: u32 = 1;
 
-/// A backup that is running.
+/// A backup that is running in `vm`.
 pub struct BackupRun {
+    record: BackupRecord,
+    vm: Arc<RunningVm>,
+}
+
+/// Everything about a running backup that a restarted daemon needs to
+/// follow it to its end; kept in the domain's run directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
     /// What backup-dumpxml shows.
-    def: BackupDef,
+    xml: String,
     job: JobData,
     reuse: bool,
     disks: Vec<RunDisk>,
     targets: Vec<qbackup::DiskBackup>,
     /// Jobs a client asked to cancel: their end counts as cancelled.
-    cancel_requested: Arc<Mutex<HashSet<String>>>,
-    vm: Arc<RunningVm>,
+    cancel_requested: HashSet<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunDisk {
     dst: String,
     /// The disk's source path, which the BLOCK_JOB event names.
@@ -60,7 +70,7 @@ struct RunDisk {
     state: DiskState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum DiskState {
     Running,
     Complete,
@@ -217,17 +227,20 @@ impl Driver {
                 state: DiskState::Running,
             })
             .collect();
-        let cancel_requested = Arc::new(Mutex::new(HashSet::new()));
+        let record = BackupRecord {
+            xml: def.format(),
+            job: JobData::backup(now_ms()),
+            reuse,
+            disks,
+            targets: targets.clone(),
+            cancel_requested: HashSet::new(),
+        };
+        self.save_backup(&obj, &record);
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
             st.backup = Some(BackupRun {
-                def,
-                job: JobData::backup(now_ms()),
-                reuse,
-                disks,
-                targets: targets.clone(),
-                cancel_requested,
+                record,
                 vm: vm.clone(),
             });
         }
@@ -305,16 +318,14 @@ impl Driver {
                     }
                 }
             }
+            let mut record = None;
             let (event, to_cancel, over) = {
                 let mut st = obj.lock();
                 let Some(run) = st.backup.as_mut().filter(|r| Arc::ptr_eq(&r.vm, &vm)) else {
                     return;
                 };
-                let requested = run
-                    .cancel_requested
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&end.id);
+                let run = &mut run.record;
+                let requested = run.cancel_requested.contains(&end.id);
                 let (state, status, errmsg) = match &end.outcome {
                     JobOutcome::Completed => (DiskState::Complete, BlockJobStatus::Completed, None),
                     JobOutcome::Cancelled => (
@@ -372,8 +383,14 @@ impl Driver {
                 } else {
                     Vec::new()
                 };
+                if over.is_none() {
+                    record = Some(run.clone());
+                }
                 (event, to_cancel, over)
             };
+            if let Some(record) = record.take() {
+                self.save_backup(&obj, &record);
+            }
             for id in to_cancel {
                 if let Err(err) = qjobs::cancel(mon, &id).await {
                     tracing::warn!(%err, job = %id, "cannot cancel the rest of a failed backup");
@@ -407,14 +424,16 @@ impl Driver {
             if !st.backup.as_ref().is_some_and(|r| Arc::ptr_eq(&r.vm, vm)) {
                 return;
             }
-            let Some(mut run) = st.backup.take() else {
+            let Some(run) = st.backup.take() else {
                 return;
             };
+            let mut run = run.record;
             run.job.update_time();
             run.job.status = status;
             st.jobs.completed = Some(run.job.clone());
             (run.job, run.reuse)
         };
+        self.shared.store.delete_backup(&obj.uuid);
         if status != JobStatus::Completed && !reuse {
             for problem in qbackup::remove_created_files(targets).await {
                 tracing::warn!(%problem, "cannot remove a backup target");
@@ -433,7 +452,7 @@ impl Driver {
         let st = obj.lock();
         st.backup
             .as_ref()
-            .map(|run| run.def.format())
+            .map(|run| run.record.xml.clone())
             .ok_or_else(no_backup)
     }
 
@@ -483,17 +502,19 @@ impl Driver {
             let Some(run) = &st.backup else {
                 return Ok(None);
             };
-            let running: Vec<qbackup::DiskBackup> = run
+            let record = &run.record;
+            let running: Vec<qbackup::DiskBackup> = record
                 .targets
                 .iter()
                 .filter(|t| {
-                    run.disks
+                    record
+                        .disks
                         .iter()
                         .any(|d| d.job_id == t.job_id && d.state == DiskState::Running)
                 })
                 .cloned()
                 .collect();
-            (run.vm.clone(), run.job.clone(), running)
+            (run.vm.clone(), record.job.clone(), running)
         };
         job.update_time();
         job.status = JobStatus::Active;
@@ -514,12 +535,12 @@ impl Driver {
             "qemuDomainAbortJobFlags",
         )?;
         let obj = self.domain(dom)?;
-        let (vm, running, requested) = {
-            let st = obj.lock();
+        let (vm, running, record) = {
+            let mut st = obj.lock();
             if st.live.is_none() {
                 return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
             }
-            let Some(run) = &st.backup else {
+            let Some(run) = st.backup.as_mut() else {
                 return Err(DriverError::operation_invalid(
                     "no job is active on the domain",
                 ));
@@ -530,23 +551,95 @@ impl Driver {
                 ));
             }
             let running: Vec<String> = run
+                .record
                 .disks
                 .iter()
                 .filter(|d| d.state == DiskState::Running)
                 .map(|d| d.job_id.clone())
                 .collect();
-            (run.vm.clone(), running, run.cancel_requested.clone())
+            // Recorded before QEMU is asked, so that the end counts as
+            // cancelled even when it comes before the answer.
+            run.record.cancel_requested.extend(running.iter().cloned());
+            (run.vm.clone(), running, run.record.clone())
         };
+        self.save_backup(&obj, &record);
         for id in running {
-            requested
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
             if let Err(err) = qjobs::cancel(vm.monitor(), &id).await {
                 tracing::warn!(%err, job = %id, "cannot cancel a backup job");
             }
         }
         Ok(())
+    }
+
+    /// Records the running backup, so that a restarted daemon can follow
+    /// it; failing that only costs the follow-up after a restart.
+    fn save_backup(&self, obj: &DomainObj, record: &BackupRecord) {
+        if let Err(err) = self.shared.store.save_backup(&obj.uuid, record) {
+            tracing::warn!(%err, "cannot record the running backup");
+        }
+    }
+
+    /// After a restart: follows the backup a previous run of the daemon
+    /// started in this (reconnected) QEMU. Events missed while no daemon
+    /// listened are made up for by asking QEMU for its jobs first.
+    pub(super) fn resume_backup(&self, obj: &Arc<DomainObj>) {
+        let Some(record) = self.shared.store.load_backup::<BackupRecord>(&obj.uuid) else {
+            return;
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::error!(%err, "unreadable backup record; the job is forgotten");
+                self.shared.store.delete_backup(&obj.uuid);
+                return;
+            }
+        };
+        let vm = {
+            let mut st = obj.lock();
+            let Some(live) = st.live.as_mut() else { return };
+            let highest = record
+                .targets
+                .iter()
+                .filter_map(|t| t.target.format_node.strip_prefix("libvirt-"))
+                .filter_map(|n| n.split('-').next()?.parse::<u32>().ok())
+                .max()
+                .unwrap_or(0);
+            live.next_node = live.next_node.max(highest + 1);
+            let vm = live.vm.clone();
+            st.backup = Some(BackupRun {
+                record: record.clone(),
+                vm: vm.clone(),
+            });
+            vm
+        };
+        let pending = record
+            .disks
+            .iter()
+            .filter(|d| d.state == DiskState::Running)
+            .map(|d| d.job_id.clone());
+        let watch = JobWatch::resume(vm.monitor(), pending, record.cancel_requested.clone());
+        tracing::info!(domain = %obj.reference().name, "following the backup a previous run started");
+        let driver = self.clone();
+        let obj = obj.clone();
+        tokio::spawn(async move { driver.follow_backup(obj, vm, watch, record.targets).await });
+    }
+
+    /// After a restart that found the domain's QEMU gone: the backup it
+    /// ran is over, cancelled, and its targets go as after any
+    /// unfinished push backup.
+    pub(super) async fn forget_backup(&self, obj: &DomainObj) {
+        let Some(Ok(mut record)) = self.shared.store.load_backup::<BackupRecord>(&obj.uuid) else {
+            return;
+        };
+        if !record.reuse {
+            for problem in qbackup::remove_created_files(&record.targets).await {
+                tracing::warn!(%problem, "cannot remove a backup target");
+            }
+        }
+        record.job.update_time();
+        record.job.status = JobStatus::Cancelled;
+        obj.lock().jobs.completed = Some(record.job);
+        self.shared.store.delete_backup(&obj.uuid);
     }
 }
 

@@ -9,6 +9,8 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
 /// virDomainJobType.
 pub mod job_type {
     pub const NONE: i32 = 0;
@@ -55,7 +57,7 @@ impl TypedParam {
 }
 
 /// virDomainJobStatus, the part a backup passes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobStatus {
     Active,
     Completed,
@@ -65,7 +67,7 @@ pub enum JobStatus {
 
 /// Bytes a backup has moved: `total`/`transferred` for push (target
 /// writes), `tmp_*` for pull (scratch use).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupStats {
     pub total: u64,
     pub transferred: u64,
@@ -83,7 +85,7 @@ impl std::ops::AddAssign for BackupStats {
 }
 
 /// What libvirt calls virDomainJobData, for a backup.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobData {
     pub operation: i32,
     pub status: JobStatus,

@@ -356,6 +356,7 @@ impl Driver {
                 (Arc::new(vm), events)
             }
             Err(err) => {
+                self.forget_backup(&obj).await;
                 self.shared.store.delete_live(&obj.uuid);
                 let transient = {
                     let mut st = obj.lock();
@@ -381,6 +382,7 @@ impl Driver {
         obj.lock()
             .set_live(record.id, def, vm.clone(), (run_state, reason));
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
+        self.resume_backup(&obj);
         self.watch(obj, vm, events);
         Ok(())
     }

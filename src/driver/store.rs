@@ -136,6 +136,42 @@ impl Store {
     }
 
     /// Forgets a domain's live state; QEMU's files go with it.
+    fn backup_path(&self, uuid: &Uuid) -> PathBuf {
+        self.domain_run_dir(uuid).join("backup.json")
+    }
+
+    /// The record of a running backup (see driver/backup.rs).
+    pub fn save_backup(&self, uuid: &Uuid, record: &impl Serialize) -> Result<(), DriverError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| DriverError::internal(format!("cannot serialize backup: {e}")))?;
+        write_atomic(&self.backup_path(uuid), &json)
+    }
+
+    pub fn load_backup<T: serde::de::DeserializeOwned>(
+        &self,
+        uuid: &Uuid,
+    ) -> Option<Result<T, DriverError>> {
+        let path = self.backup_path(uuid);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some(Err(DriverError::system(
+                    format_args!("cannot read '{}'", path.display()),
+                    e,
+                )))
+            }
+        };
+        Some(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DriverError::internal(format!("bad backup record: {e}"))),
+        )
+    }
+
+    pub fn delete_backup(&self, uuid: &Uuid) {
+        let _ = remove_file_if_exists(&self.backup_path(uuid));
+    }
+
     pub fn delete_live(&self, uuid: &Uuid) {
         let dir = self.domain_run_dir(uuid);
         if let Err(err) = fs::remove_dir_all(&dir) {
