@@ -42,7 +42,7 @@ def fresh_domain(conn):
         old = conn.lookupByName("bench-bk")
         if old.isActive():
             old.destroy()
-        old.undefine(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        old.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
     except libvirt.libvirtError:
         pass
     fresh_image()
@@ -80,7 +80,7 @@ def run(uri):
         libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
     inc = backup(dom, os.path.join(DIR, "inc.qcow2"), incremental="full")
     dom.destroy()
-    dom.undefine(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
     conn.close()
     return {"full": full, "incremental": inc}
 

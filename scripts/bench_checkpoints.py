@@ -27,7 +27,7 @@ def fresh_domain(conn):
         old = conn.lookupByName("bench-cp")
         if old.isActive():
             old.destroy()
-        old.undefine(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+        old.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
     except libvirt.libvirtError:
         pass
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", IMAGE, "64M"], check=True)
