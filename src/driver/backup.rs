@@ -156,7 +156,7 @@ impl Driver {
             Some(parsed) => Some(self.new_checkpoint(&obj, parsed)?),
             None => None,
         };
-        let nodes = bitmap::query_bitmaps(vm.monitor()).await?;
+        let graph = qbackup::query_graph(vm.monitor()).await?;
         {
             let mut st = obj.lock();
             let st = &mut *st;
@@ -164,12 +164,12 @@ impl Driver {
             let mut env = Env {
                 next_node: &mut live.next_node,
                 checkpoints: &st.checkpoints,
-                nodes: &nodes,
+                nodes: &graph.bitmaps,
             };
             def.prepare_disks(&running, &mut env)?;
         }
         let requests = backup_requests(&def, &running)?;
-        let targets = qbackup::prepare(vm.monitor(), &requests, reuse)
+        let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
             .await
             .map_err(DriverError::from)?;
 

@@ -141,12 +141,39 @@ pub async fn prepare(
     disks: &[BackupDisk],
     reuse: bool,
 ) -> Result<Vec<DiskBackup>, QemuError> {
+    let graph = query_graph(mon).await?;
+    prepare_in(mon, &graph, disks, reuse).await
+}
+
+/// `query-named-block-nodes` as a backup's preparation reads it: the
+/// sources' sizes and every node's bitmaps. Asked once per backup-begin,
+/// as libvirt does, and shared with the caller's own checks.
+#[derive(Debug, Clone)]
+pub struct BlockGraph {
+    reply: Value,
+    /// Every node's bitmaps.
+    pub bitmaps: Vec<bitmap::NodeBitmaps>,
+}
+
+/// Reads the block graph for [`prepare_in`].
+pub async fn query_graph(mon: &Monitor) -> Result<BlockGraph, QemuError> {
     let mut args = Map::new();
     args.insert("flat".into(), Value::Bool(true));
     let reply = mon
         .execute_value("query-named-block-nodes", Value::Object(args))
         .await?;
-    let nodes = bitmap::parse_named_nodes(&reply)?;
+    let bitmaps = bitmap::parse_named_nodes(&reply)?;
+    Ok(BlockGraph { reply, bitmaps })
+}
+
+/// [`prepare`] on a block graph the caller has read already.
+pub async fn prepare_in(
+    mon: &Monitor,
+    graph: &BlockGraph,
+    disks: &[BackupDisk],
+    reuse: bool,
+) -> Result<Vec<DiskBackup>, QemuError> {
+    let (reply, nodes) = (&graph.reply, &graph.bitmaps);
 
     let mut bitmaps = Vec::with_capacity(disks.len());
     for disk in disks {
@@ -154,7 +181,7 @@ pub async fn prepare(
             None => None,
             Some(checkpoint) => {
                 let node = disk.source.format_node();
-                let found = bitmap::check_bitmap(&nodes, &node, checkpoint).map_err(|_| {
+                let found = bitmap::check_bitmap(nodes, &node, checkpoint).map_err(|_| {
                     QemuError::BrokenBitmap {
                         bitmap: checkpoint.clone(),
                         disk: disk.source.target.clone(),
@@ -172,7 +199,7 @@ pub async fn prepare(
 
     let mut done: Vec<DiskBackup> = Vec::with_capacity(disks.len());
     for (disk, bitmap) in disks.iter().zip(bitmaps) {
-        let attached = match attach_target(mon, disk, &reply, reuse).await {
+        let attached = match attach_target(mon, disk, reply, reuse).await {
             Ok(attached) => attached,
             Err(e) => {
                 for problem in discard(mon, &done).await {
