@@ -1489,3 +1489,184 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
     reads(&raw, 0x79, "20M", "64K");
     reads(&raw, 0, "0", "4M");
 }
+
+// ---------------------------------------------------------------------------
+// Failing: differences from libvirtd 9.0 found by the tests above, each
+// pinned by what libvirtd did. They pass once src/ is fixed.
+
+/// libvirtd ends a backup whose QEMU died (qemuProcessStop →
+/// qemuBackupJobTerminate) before it reports the domain stopped:
+/// job-completed (cancelled, no errmsg), then "Stopped Failed"; the targets
+/// are gone and the domain can back up again once restarted. Here the job
+/// never ends: no job-completed, the targets stay, `domjobinfo --completed`
+/// says None and, after `start`, every `backup-begin` says "another backup
+/// job is already running".
+#[test]
+fn failing_kill9_of_qemu_ends_the_backup_job() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    events.wait_for("Backup for vdb completed");
+    let pids = bk.daemon.qemu_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let status = Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    events.wait_for("Stopped Failed");
+    // libvirtd emitted job-completed before "Stopped Failed": the job is
+    // over by now.
+    bk.replay("domjobinfo-completed-kill9");
+    bk.replay_api("api-jobstats-completed-kill9", &["time_elapsed"]);
+    bk.replay("domstate-after-kill9");
+    assert_eq!(bk.files("out"), Vec::<String>::new());
+    let raw = events.finish(&bk);
+    assert_eq!(
+        event_shape(&raw),
+        reference_events(&bk, "event-kill9-all"),
+        "{raw:#?}"
+    );
+    bk.virsh(&["start", "bkbig"]).ok();
+    bk.replay("backup-begin-big-natural");
+    bk.wait_idle("bkbig");
+}
+
+/// libvirtd's destroy ends the backup job before it returns (and before
+/// "Stopped Destroyed"): targets removed, completed stats there. Here
+/// job-completed comes after "Stopped Destroyed" and the targets are
+/// removed after destroy has returned (a finished disk's target was still
+/// there right after `virsh destroy` in 2 of 5 tries).
+#[test]
+fn failing_destroy_ends_the_backup_job_before_it_returns() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    events.wait_for("Backup for vdb completed");
+    let run = bk.virsh(&["destroy", "bkbig"]).ok();
+    let left = bk.files("out");
+    let completed = bk.virsh(&["domjobinfo", "bkbig", "--completed", "--keep-completed"]);
+    bk.same_as(&run, "destroy-during-backup");
+    events.wait_for("Stopped Destroyed");
+    events.wait_for("event 'job-completed'");
+    let raw = events.finish(&bk);
+    let mut problems = Vec::new();
+    if event_shape(&raw) != reference_events(&bk, "event-destroy-all") {
+        problems.push(format!("events: {raw:#?}"));
+    }
+    if !completed.stdout.starts_with("Job type:         Cancelled") {
+        problems.push(format!("domjobinfo --completed: {}", completed.stdout));
+    }
+    if !left.is_empty() {
+        problems.push(format!("targets left when destroy returned: {left:?}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `<driver type='vmdk'/>`: libvirtd creates a vmdk target
+/// (blockdev-create driver vmdk; img-ok-targets: format vmdk). Here the
+/// target is a qcow2 image named e.vmdk.
+#[test]
+fn failing_a_vmdk_target_is_a_vmdk_image() {
+    let bk = Bk::new();
+    bk.bkvm();
+    bk.replay_api("api-begin-ok-driver-vmdk", &[]);
+    bk.wait_idle("bkvm");
+    let target = bk.path("out/e.vmdk");
+    let info = image_info(&target);
+    assert_eq!(info["format"], "vmdk", "{info}");
+    assert_eq!(info["virtual-size"], 64 << 20);
+    assert_eq!(ls_mode(&target), "-rw-------");
+}
+
+/// A `type='block'` target that does not exist: libvirtd stats it and
+/// fails ("unable to stat", code 38, domain 24), creating nothing. Here a
+/// regular qcow2 file is created at that path and the backup runs (the
+/// reference's /dev/nosuchblock became a file in /dev; this test uses a
+/// path in its own directory).
+#[test]
+fn failing_a_missing_block_target_is_refused_not_created() {
+    let bk = Bk::new();
+    bk.bkvm();
+    let dev = bk.path("nosuchblock");
+    fs::write(
+        bk.path("xml/e-block-target-here.xml"),
+        bk.theirs(&reference_text("xml/e-block-target.xml"))
+            .replace("/dev/nosuchblock", dev.to_str().unwrap()),
+    )
+    .unwrap();
+    let run = bk.virsh(&["backup-begin", "bkvm", "xml/e-block-target-here.xml"]);
+    let exists = dev.exists();
+    bk.wait_idle("bkvm");
+    let (_, stdout, stderr, code) = capture("err-begin-block-target");
+    assert_eq!(
+        (run.stdout.as_str(), bk.theirs(&run.stderr), run.code),
+        (
+            stdout.as_str(),
+            stderr.replace("/dev/nosuchblock", &bk.theirs(dev.to_str().unwrap())),
+            code
+        )
+    );
+    assert!(!exists, "{} was created", dev.display());
+    let run = bk.api(&["begin", "bkvm", "xml/e-block-target-here.xml", "0"]);
+    assert!(
+        run.stdout.starts_with("code: 38 domain: 24 level: 2\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Two races, looked for repeatedly (5 aborted backups):
+/// - while one disk's finished job is being cleaned up (job-dismiss →
+///   blockdev-del), `domjobinfo`/jobStats leave that disk out: it is no
+///   longer in QEMU's query-jobs but not yet counted as ended (libvirtd
+///   does both under the domain lock). Seen as "File total: 1.000 GiB"
+///   instead of 1.062 GiB right after the begin. Printed: the wrong totals.
+/// - the job is over (jobStats type 0) before its targets are deleted
+///   (libvirtd's qemuBackupJobTerminate deletes them first). Printed: the
+///   attempts whose targets were still there.
+#[test]
+fn failing_job_stats_count_a_disk_while_its_job_is_cleaned_up() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let script = format!(
+        r#"
+import libvirt, libvirt_qemu, os
+c = libvirt.open(os.environ["URI"]); d = c.lookupByName("bkbig")
+xml = open("xml/big.xml").read()
+speed = '{{"execute":"block-job-set-speed","arguments":{{"device":"backup-vda-libvirt-2-format","speed":{SLOW}}}}}'
+wrong = set()
+left = set()
+for attempt in range(5):
+    d.backupBegin(xml, None, 0)
+    libvirt_qemu.qemuMonitorCommand(d, speed, 0)
+    for i in range(200):
+        s = d.jobStats(0)
+        if s.get("disk_total") != {BKBIG_TOTAL}:
+            wrong.add(s.get("disk_total"))
+    d.abortJob()
+    while d.jobStats(0)["type"] != 0:
+        pass
+    if os.listdir("out"):
+        left.add(attempt)
+    while os.listdir("out"):
+        pass
+print(sorted(wrong), sorted(left))
+"#
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&bk.dir)
+        .env("URI", bk.daemon.uri())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[] []",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
