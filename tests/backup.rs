@@ -1,0 +1,1672 @@
+#![allow(clippy::tests_outside_test_module)]
+//! Push-mode backups through the stock virsh and libvirt-python, against
+//! real QEMU, compared with what libvirtd 9.0 printed for the same commands
+//! (fixtures/reference/backup/, see its README), with the target images
+//! inspected with qemu-img and qemu-io and QEMU's own view of its nodes.
+//!
+//! Every test works in its own copy of the reference directory
+//! (`/tmp/bkref` in the captures): the reference domains with their images,
+//! and the backup documents of `xml/`. Commands the captures record are
+//! replayed from that directory with the same arguments, so that relative
+//! paths print the same; our directory's name is mapped back to
+//! `/tmp/bkref` before comparing.
+//!
+//! Jobs that must still run while they are looked at are slowed in QEMU
+//! (`block-job-set-speed`, as the reference session did by hand) in the
+//! same virsh invocation as the `backup-begin`, so that QEMU gets the new
+//! speed a few milliseconds after the job started.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{wait_until, words, Daemon, Run};
+use serde_json::Value;
+
+const REFERENCE: &str = "fixtures/reference/backup";
+/// How long a test waits for something that should happen before it gives
+/// up (a hang guard: nothing asserts on how long things take).
+const PATIENCE: Duration = Duration::from_secs(60);
+/// The speed jobs are slowed to: 20 MiB/s, many seconds for the 1 GiB disk.
+const SLOW: u64 = 20 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// The reference captures.
+
+fn reference(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(REFERENCE)
+        .join(name)
+}
+
+fn reference_text(name: &str) -> String {
+    fs::read_to_string(reference(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// What libvirtd printed: (command line, stdout, stderr, exit status).
+fn capture(name: &str) -> (String, String, String, i32) {
+    let text = reference_text(&format!("{name}.txt"));
+    let (command, rest) = text.split_once("\n--- stdout ---\n").expect("stdout");
+    let (stdout, rest) = rest.split_once("--- stderr ---\n").expect("stderr");
+    let (stderr, status) = rest.split_once("--- exit status: ").expect("status");
+    (
+        command.trim_start_matches("$ ").to_string(),
+        stdout.to_string(),
+        stderr.to_string(),
+        status.trim().parse().expect("status number"),
+    )
+}
+
+fn is_date(w: &str) -> bool {
+    w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-'
+}
+
+fn is_time(w: &str) -> bool {
+    w.len() == 8 && w.as_bytes()[2] == b':' && w.as_bytes()[5] == b':'
+}
+
+/// virsh's output with what differs from run to run made constant: dates,
+/// times and the elapsed milliseconds of `domjobinfo`. Every other line is
+/// kept byte for byte (virsh pads its values with trailing spaces).
+fn steady(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("Time elapsed:") {
+                "Time elapsed: N ms".to_string()
+            } else if line.split_whitespace().any(|w| is_date(w) || is_time(w)) {
+                line.split_whitespace()
+                    .map(|w| if is_date(w) || is_time(w) { "T" } else { w })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` with the number after each `'key': ` (a Python dict repr) or
+/// `key: ` (an event parameter) replaced by N.
+fn masked(text: &str, keys: &[&str]) -> String {
+    let mut out = text.to_string();
+    for key in keys {
+        for pattern in [format!("'{key}': "), format!("\t{key}: ")] {
+            let mut result = String::new();
+            let mut rest = out.as_str();
+            while let Some(at) = rest.find(&pattern) {
+                let end = at + pattern.len();
+                result.push_str(&rest[..end]);
+                rest = rest[end..].trim_start_matches(|c: char| c.is_ascii_digit());
+                result.push('N');
+            }
+            result.push_str(rest);
+            out = result;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A test's copy of the reference directory.
+
+struct Bk {
+    daemon: Daemon,
+    /// Our `/tmp/bkref`.
+    dir: PathBuf,
+}
+
+impl Bk {
+    /// A daemon and a reference directory with `xml/` and `out/`.
+    fn new() -> Bk {
+        let daemon = Daemon::start();
+        let dir = daemon.path("bkref");
+        fs::create_dir_all(dir.join("xml")).unwrap();
+        fs::create_dir_all(dir.join("out")).unwrap();
+        let bk = Bk { daemon, dir };
+        for entry in fs::read_dir(reference("xml")).unwrap().flatten() {
+            let text = fs::read_to_string(entry.path()).unwrap();
+            fs::write(bk.dir.join("xml").join(entry.file_name()), bk.ours(&text)).unwrap();
+        }
+        bk
+    }
+
+    fn dirname(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Reference text with `/tmp/bkref` made our directory.
+    fn ours(&self, text: &str) -> String {
+        text.replace("/tmp/bkref", self.dirname())
+    }
+
+    /// Our text with our directory made `/tmp/bkref`.
+    fn theirs(&self, text: &str) -> String {
+        text.replace(self.dirname(), "/tmp/bkref")
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The stock virsh, run in our reference directory (as the captures
+    /// were made in theirs), loud like the captures.
+    fn virsh(&self, args: &[&str]) -> Run {
+        let out = Command::new("virsh")
+            .args(["-c", &self.daemon.uri()])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .env_remove("LIBVIRT_DEFAULT_URI")
+            .output()
+            .expect("run virsh");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Asserts that `run` printed what libvirtd printed in capture `name`.
+    #[track_caller]
+    fn same_as(&self, run: &Run, name: &str) {
+        let (command, stdout, stderr, code) = capture(name);
+        assert_eq!(
+            steady(&self.theirs(&run.stdout)),
+            steady(&stdout),
+            "stdout differs from {name} ({command})"
+        );
+        assert_eq!(
+            self.theirs(&run.stderr),
+            stderr,
+            "stderr differs from {name} ({command})"
+        );
+        assert_eq!(
+            run.code, code,
+            "exit status differs from {name} ({command})"
+        );
+    }
+
+    /// Runs the virsh command of capture `name` (same arguments, on the
+    /// same domain) and asserts that it printed what libvirtd printed.
+    #[track_caller]
+    fn replay(&self, name: &str) -> Run {
+        let run = self.replay_only(name);
+        self.same_as(&run, name);
+        run
+    }
+
+    /// Runs the virsh command of capture `name` without comparing.
+    fn replay_only(&self, name: &str) -> Run {
+        let (command, ..) = capture(name);
+        let args = command
+            .strip_prefix("virsh -c qemu:///system ")
+            .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
+        assert!(!args.contains('\''), "{name}: quoted arguments: {args}");
+        self.virsh(&args.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// libvirt-python through the reference's own bkapi.py (pointed at our
+    /// daemon), run in our reference directory.
+    fn api(&self, args: &[&str]) -> Run {
+        let script = reference_text("bkapi.py").replace(
+            "libvirt.open(\"qemu:///system\")",
+            "libvirt.open(__import__('os').environ['URI'])",
+        );
+        let out = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("URI", self.daemon.uri())
+            .output()
+            .expect("run python3");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Runs the bkapi.py call of capture `name` and asserts the same
+    /// output, with the values of `masked_keys` not compared.
+    #[track_caller]
+    fn replay_api(&self, name: &str, masked_keys: &[&str]) -> Run {
+        let (command, stdout, stderr, code) = capture(name);
+        let args = command
+            .strip_prefix("./bkapi.py ")
+            .unwrap_or_else(|| panic!("{name} is not a bkapi.py call: {command}"));
+        let run = self.api(&args.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            masked(&self.theirs(&run.stdout), masked_keys),
+            masked(&stdout, masked_keys),
+            "{name} ({command}); stderr: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr, stderr, "{name}");
+        assert_eq!(run.code, code, "{name}");
+        run
+    }
+
+    /// Defines reference domain `name` with its images in our directory.
+    fn define(&self, name: &str) {
+        let xml = self.ours(&reference_text(&format!("{name}.xml")));
+        fs::write(self.path(&format!("{name}.xml")), xml).unwrap();
+        self.virsh(&["define", &format!("{name}.xml")]).ok();
+    }
+
+    /// bkvm, running: vda, vdb qcow2 64M, vdc raw 32M.
+    fn bkvm(&self) {
+        for (name, format, size) in [
+            ("vda.qcow2", "qcow2", "64M"),
+            ("vdb.qcow2", "qcow2", "64M"),
+            ("vdc.raw", "raw", "32M"),
+        ] {
+            self.daemon.image(&format!("bkref/{name}"), format, size);
+        }
+        self.define("bkvm");
+        self.virsh(&["start", "bkvm"]).ok();
+    }
+
+    /// bkbig, running: vda a 1 GiB qcow2 with its first 512 MiB written,
+    /// vdb a 64 MiB qcow2 with 8 MiB written (vda = libvirt-2-format).
+    fn bkbig(&self) {
+        let big = self.daemon.image("bkref/big.qcow2", "qcow2", "1G");
+        qemu_io(&big, "write -P 0x11 0 512M");
+        let small = self.daemon.image("bkref/small.qcow2", "qcow2", "64M");
+        qemu_io(&small, "write -P 0x22 0 8M");
+        self.define("bkbig");
+        self.virsh(&["start", "bkbig"]).ok();
+    }
+
+    /// Writes through the guest's view of disk `index` (0 = vda).
+    fn guest_write(&self, dom: &str, index: u32, what: &str) {
+        let cmd =
+            format!("qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{what}\"");
+        let run = self
+            .virsh(&["qemu-monitor-command", dom, "--hmp", &cmd])
+            .ok();
+        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
+    }
+
+    /// Replays the guest write of capture `name` (hmp-write-*).
+    fn replay_write(&self, name: &str) {
+        let (command, ..) = capture(name);
+        let (dom, rest) = command
+            .strip_prefix("virsh -c qemu:///system qemu-monitor-command ")
+            .and_then(|c| c.split_once(" --hmp "))
+            .expect("an HMP command");
+        let run = self
+            .virsh(&[
+                "qemu-monitor-command",
+                dom,
+                "--hmp",
+                rest.trim_matches('\''),
+            ])
+            .ok();
+        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
+    }
+
+    /// Waits until the domain has no job any more.
+    fn wait_idle(&self, dom: &str) {
+        wait_until(PATIENCE, || {
+            words(&self.virsh(&["domjobinfo", dom]).stdout) == "Job type: None"
+        })
+        .unwrap_or_else(|| panic!("the job of {dom} did not end"));
+    }
+
+    /// `backup-begin` and, in the same virsh, vda's QEMU job slowed down.
+    fn begin_slowed(&self, dom: &str, args: &str, vda_node: &str) {
+        let cmd = format!(
+            "backup-begin {dom} {args}; qemu-monitor-command {dom} \
+             '{{\"execute\":\"block-job-set-speed\",\"arguments\":{{\"device\":\"backup-vda-{vda_node}\",\"speed\":{SLOW}}}}}'"
+        );
+        let run = self.virsh(&["-q", &cmd]).ok();
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines[0], "Backup started", "{}", run.stdout);
+        assert!(
+            lines.iter().any(|l| l.starts_with("{\"return\":{},")),
+            "job not slowed: {}",
+            run.stdout
+        );
+    }
+
+    /// The files in `out/` (or another directory of ours).
+    fn files(&self, rel: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.path(rel))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// QEMU's nodes: name → the node's JSON.
+    fn nodes(&self, dom: &str) -> BTreeMap<String, Value> {
+        let run = self
+            .virsh(&[
+                "-q",
+                "qemu-monitor-command",
+                dom,
+                r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
+            ])
+            .ok();
+        let reply: Value = serde_json::from_str(&run.stdout).unwrap();
+        reply["return"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["node-name"].as_str().unwrap().to_string(), n.clone()))
+            .collect()
+    }
+
+    fn node_names(&self, dom: &str) -> Vec<String> {
+        self.nodes(dom).into_keys().collect()
+    }
+
+    /// The named dirty bitmaps of a node: (name, count), sorted.
+    fn bitmaps(&self, dom: &str, node: &str) -> Vec<(String, u64)> {
+        let nodes = self.nodes(dom);
+        let mut out: Vec<(String, u64)> = nodes[node]["dirty-bitmaps"]
+            .as_array()
+            .map(|list| {
+                // A running backup's filter has bitmaps without a name.
+                list.iter()
+                    .filter_map(|b| {
+                        Some((
+                            b["name"].as_str()?.to_string(),
+                            b["count"].as_u64().unwrap(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Asserts that our images look like the ones of capture `name`
+    /// (`img-*`): format, sizes, backing file, the allocation map (host
+    /// offsets aside) and the file mode. `ours` maps reference paths
+    /// (without /tmp/bkref/) to our files.
+    #[track_caller]
+    fn same_images(&self, name: &str, ours: &[(&str, &Path)]) {
+        let theirs = reference_images(name);
+        for (rel, path) in ours {
+            let key = format!("/tmp/bkref/{rel}");
+            let (mode, info, map) = theirs
+                .get(&key)
+                .unwrap_or_else(|| panic!("{name} has no {key}"));
+            assert_eq!(&ls_mode(path), mode, "mode of {}", path.display());
+            let our_info = image_info(path);
+            for field in [
+                "format",
+                "virtual-size",
+                "cluster-size",
+                "backing-filename",
+                "backing-filename-format",
+            ] {
+                let value = match &our_info[field] {
+                    Value::String(s) => Value::String(self.theirs(s)),
+                    v => v.clone(),
+                };
+                assert_eq!(&value, &info[field], "{field} of {}", path.display());
+            }
+            assert_eq!(&image_map(path), map, "map of {}", path.display());
+        }
+    }
+}
+
+/// `qemu-io -f qcow2 -c CMD IMAGE`, offline.
+fn qemu_io(image: &Path, cmd: &str) -> String {
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd])
+        .arg(image)
+        .output()
+        .expect("qemu-io");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && !stdout.contains("failed"),
+        "qemu-io {cmd}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts that `image` reads `pattern` at `offset`..+`len` (qemu-io's
+/// pattern check, read-only).
+#[track_caller]
+fn reads(image: &Path, pattern: u8, offset: &str, len: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-r", "-U", "-c"])
+        .arg(format!("read -P 0x{pattern:02x} {offset} {len}"))
+        .arg(image)
+        .output()
+        .expect("qemu-io");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("read ") && !stdout.contains("failed"),
+        "{} at {offset}: {stdout}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn qemu_img(args: &[&str]) -> (String, String, bool) {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.success(),
+    )
+}
+
+fn image_info(path: &Path) -> Value {
+    let (stdout, stderr, ok) = qemu_img(&["info", "-U", "--output=json", path.to_str().unwrap()]);
+    assert!(ok, "qemu-img info {}: {stderr}", path.display());
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// `qemu-img map` without the host offsets.
+fn image_map(path: &Path) -> Vec<Value> {
+    let (stdout, stderr, ok) = qemu_img(&["map", "-U", "--output=json", path.to_str().unwrap()]);
+    assert!(ok, "qemu-img map {}: {stderr}", path.display());
+    without_offsets(serde_json::from_str(&stdout).unwrap())
+}
+
+fn without_offsets(map: Value) -> Vec<Value> {
+    map.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.as_object_mut().unwrap().remove("offset");
+            e
+        })
+        .collect()
+}
+
+/// `qemu-img compare` of two stopped images.
+#[track_caller]
+fn identical(a: &Path, b: &Path) {
+    let (stdout, stderr, ok) = qemu_img(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(ok, "{} vs {}: {stdout}{stderr}", a.display(), b.display());
+    assert_eq!(stdout.trim(), "Images are identical.");
+}
+
+/// The permission string `ls -l` shows.
+fn ls_mode(path: &Path) -> String {
+    let mode = fs::metadata(path).unwrap().permissions().mode();
+    let mut s = String::from("-");
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// An `img-*` capture: path → (mode, qemu-img info, map without offsets).
+fn reference_images(name: &str) -> BTreeMap<String, (String, Value, Vec<Value>)> {
+    let (_, stdout, _, _) = capture(name);
+    let mut out = BTreeMap::new();
+    for section in stdout.split("== ").skip(1) {
+        let (path, rest) = section.split_once('\n').unwrap();
+        let (ls, rest) = rest.split_once('\n').unwrap();
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let info = values.next().unwrap().unwrap();
+        let map = values.next().unwrap().unwrap();
+        let mode = ls.split_whitespace().next().unwrap().to_string();
+        out.insert(path.to_string(), (mode, info, without_offsets(map)));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Events as `virsh event --all --loop` prints them.
+
+static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A `virsh event DOM --all --loop` writing to a file. Readiness and
+/// completeness are made certain with a probe: the domain is defined again
+/// (`Defined Updated`) until the probe's event shows.
+struct EventLog {
+    child: Child,
+    file: PathBuf,
+    dom: String,
+}
+
+impl EventLog {
+    fn start(bk: &Bk, dom: &str) -> EventLog {
+        let n = WATCHERS.fetch_add(1, Ordering::SeqCst);
+        let file = bk.daemon.path(&format!("events-{n}.txt"));
+        let child = Command::new("virsh")
+            .args(["-c", &bk.daemon.uri(), "event", dom, "--all", "--loop"])
+            .args(["--timeout", "600"])
+            .env("LC_ALL", "C")
+            .stdout(fs::File::create(&file).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("virsh event");
+        let log = EventLog {
+            child,
+            file,
+            dom: dom.to_string(),
+        };
+        log.probe(bk);
+        log
+    }
+
+    fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn probes(&self) -> usize {
+        self.lines()
+            .iter()
+            .filter(|l| l.ends_with(": Defined Updated"))
+            .count()
+    }
+
+    /// Every event emitted before this returns is in the file.
+    fn probe(&self, bk: &Bk) {
+        let before = self.probes();
+        let xml = format!("{}.xml", self.dom);
+        wait_until(PATIENCE, || {
+            bk.virsh(&["define", &xml]).ok();
+            wait_until(Duration::from_millis(500), || self.probes() > before).is_some()
+        })
+        .unwrap_or_else(|| panic!("virsh event never saw the probe: {:?}", self.lines()));
+    }
+
+    /// Waits for an event line containing `needle`.
+    fn wait_for(&self, needle: &str) {
+        wait_until(PATIENCE, || self.lines().iter().any(|l| l.contains(needle)))
+            .unwrap_or_else(|| panic!("no event {needle:?}: {:?}", self.lines()));
+    }
+
+    /// All events since the start, without the probes.
+    fn finish(mut self, bk: &Bk) -> Vec<String> {
+        self.probe(bk);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines()
+            .into_iter()
+            .filter(|l| !l.ends_with(": Defined Updated"))
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Event lines with their varying numbers masked and without timestamps.
+fn event_shape(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .take_while(|l| *l != "event loop timed out")
+        .map(|l| {
+            let l = match l.split_once("+0000: ") {
+                Some((stamp, rest)) if is_date(&stamp[..10.min(stamp.len())]) => rest,
+                _ => l.as_str(),
+            };
+            masked(
+                l,
+                &[
+                    "time_elapsed",
+                    "disk_total",
+                    "disk_processed",
+                    "disk_remaining",
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The events of capture `name`, shaped.
+fn reference_events(bk: &Bk, name: &str) -> Vec<String> {
+    let (_, stdout, _, _) = capture(name);
+    let lines: Vec<String> = stdout.lines().map(|l| bk.ours(l)).collect();
+    event_shape(&lines)
+}
+
+/// The parameters of the job-completed event in `lines`.
+fn job_completed(lines: &[String]) -> BTreeMap<String, String> {
+    let start = lines
+        .iter()
+        .position(|l| l.contains("event 'job-completed'"))
+        .unwrap_or_else(|| panic!("no job-completed event: {lines:?}"));
+    lines[start + 1..]
+        .iter()
+        .take_while(|l| l.starts_with('\t'))
+        .map(|l| {
+            let (k, v) = l.trim().split_once(": ").unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// A number in a Python dict repr: `'key': 123`.
+fn stat(repr: &str, key: &str) -> u64 {
+    let pattern = format!("'{key}': ");
+    let at = repr
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {key} in {repr}"))
+        + pattern.len();
+    repr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A small tmpfs, unmounted when dropped (also when the test fails).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The reference session's first backup: vda and vdb in full, to qcow2.
+#[test]
+fn full_push_backup_copies_the_disks_like_libvirtd() {
+    let bk = Bk::new();
+    bk.bkvm();
+    let before = bk.node_names("bkvm");
+    bk.replay_write("hmp-write-vda-1");
+    bk.replay_write("hmp-write-vdb-1");
+
+    bk.replay("backup-begin-push");
+    bk.wait_idle("bkvm");
+    bk.replay("domjobinfo-completed-push-keep");
+    bk.replay_api("api-jobstats-completed-keep-push", &["time_elapsed"]);
+    // Without --keep-completed the stats are read once.
+    bk.replay("domjobinfo-completed-push");
+    bk.replay("domjobinfo-completed-push-again");
+    bk.replay("domjobinfo-nojob");
+    bk.replay_api("api-jobinfo-nojob", &[]);
+    bk.replay_api("api-jobstats-nojob", &[]);
+    bk.replay("err-backup-dumpxml-nojob");
+    bk.replay_api("api-xml-nojob", &[]);
+    bk.replay("err-domjobabort-nojob");
+    bk.replay_api("api-abort-nojob", &[]);
+
+    // The targets: only the written clusters hold data, the rest reads as
+    // zeros; mode 0600. QEMU let go of them and has no bitmap left over.
+    bk.same_images(
+        "img-push-targets",
+        &[
+            ("out/full-vda.qcow2", &bk.path("out/full-vda.qcow2")),
+            ("out/full-vdb.qcow2", &bk.path("out/full-vdb.qcow2")),
+        ],
+    );
+    assert_eq!(bk.files("out"), ["full-vda.qcow2", "full-vdb.qcow2"]);
+    assert_eq!(bk.node_names("bkvm"), before);
+    for node in ["libvirt-1-format", "libvirt-2-format", "libvirt-3-format"] {
+        assert_eq!(bk.bitmaps("bkvm", node), [], "{node}");
+    }
+
+    // Byte for byte what the guest had, once QEMU has closed the sources.
+    bk.virsh(&["destroy", "bkvm"]).ok();
+    identical(&bk.path("vda.qcow2"), &bk.path("out/full-vda.qcow2"));
+    identical(&bk.path("vdb.qcow2"), &bk.path("out/full-vdb.qcow2"));
+    reads(&bk.path("out/full-vda.qcow2"), 0x5a, "0", "1M");
+    reads(&bk.path("out/full-vdb.qcow2"), 0x6b, "0", "512K");
+    reads(&bk.path("out/full-vda.qcow2"), 0, "1M", "63M");
+}
+
+/// cp1, writes at known offsets, an incremental backup from cp1, another
+/// write, and an incremental backup that creates cp2 in the same step.
+#[test]
+fn incremental_backups_copy_only_what_changed_since_the_checkpoint() {
+    let bk = Bk::new();
+    bk.bkvm();
+    bk.replay_write("hmp-write-vda-1");
+    bk.replay_write("hmp-write-vdb-1");
+    bk.replay("checkpoint-create-cp1");
+    bk.replay_write("hmp-write-vda-2");
+    bk.replay_write("hmp-write-vda-3");
+    bk.replay_write("hmp-write-vdb-2");
+
+    let events = EventLog::start(&bk, "bkvm");
+    bk.replay("backup-begin-incremental");
+    bk.wait_idle("bkvm");
+    events.wait_for("Backup for vda completed");
+    events.wait_for("Backup for vdb completed");
+    // Both disks are tiny: which one ends first varies. libvirt's shape
+    // does not: the first disk's two events, job-completed, the last
+    // disk's two.
+    let raw = events.finish(&bk);
+    let got = event_shape(&raw);
+    let want = reference_events(&bk, "event-incremental-all");
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    assert_eq!(got[2..9], want[2..9], "{got:#?}");
+    let disk_of = |line: &str| line.rsplit(' ').nth(1).map(str::to_string);
+    let mut seen = Vec::new();
+    for pair in [&got[0..2], &got[9..11]] {
+        let dst = disk_of(&pair[1]).unwrap();
+        let source = format!("{}/{dst}.qcow2", bk.dirname());
+        assert_eq!(
+            pair,
+            [
+                format!("event 'block-job' for domain 'bkvm': Backup for {source} completed"),
+                format!("event 'block-job-2' for domain 'bkvm': Backup for {dst} completed"),
+            ]
+        );
+        seen.push(dst);
+    }
+    seen.sort();
+    assert_eq!(seen, ["vda", "vdb"]);
+    // The dirty clusters: 320 KiB of vda, 128 KiB of vdb.
+    let params = job_completed(&raw);
+    assert_eq!(params["disk_total"], "458752");
+    assert_eq!(params["disk_processed"], "458752");
+    assert_eq!(params["disk_remaining"], "0");
+
+    bk.replay("domjobinfo-completed-incremental");
+    bk.replay_api("api-jobstats-completed-incremental", &["time_elapsed"]);
+    // Data only at the clusters written since cp1, the rest from the
+    // source as backing file.
+    bk.same_images(
+        "img-incremental-targets",
+        &[
+            ("out/inc-vda.qcow2", &bk.path("out/inc-vda.qcow2")),
+            ("out/inc-vdb.qcow2", &bk.path("out/inc-vdb.qcow2")),
+        ],
+    );
+
+    bk.replay_write("hmp-write-vda-4");
+    bk.replay("backup-begin-incremental-with-checkpoint");
+    bk.wait_idle("bkvm");
+    bk.replay_api("api-jobstats-completed-incremental-cp2", &["time_elapsed"]);
+    bk.replay("checkpoint-list-after-cp2");
+    let run = bk.virsh(&["checkpoint-dumpxml", "bkvm", "cp2", "--no-domain"]);
+    let (_, theirs, _, _) = capture("checkpoint-dumpxml-cp2");
+    let no_time = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.contains("creationTime"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(no_time(&run.ok().stdout), no_time(&theirs));
+    // cp2's bitmaps were made with the jobs: empty; cp1's still count
+    // everything since cp1. The backup's own bitmaps are gone.
+    assert_eq!(
+        bk.bitmaps("bkvm", "libvirt-3-format"),
+        [("cp1".to_string(), 393216), ("cp2".to_string(), 0)]
+    );
+    assert_eq!(
+        bk.bitmaps("bkvm", "libvirt-2-format"),
+        [("cp1".to_string(), 131072), ("cp2".to_string(), 0)]
+    );
+    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    bk.same_images(
+        "img-incremental-cp2-targets",
+        &[
+            ("out/inc2-vda.qcow2", &bk.path("out/inc2-vda.qcow2")),
+            ("out/inc2-vdb.qcow2", &bk.path("out/inc2-vdb.qcow2")),
+        ],
+    );
+
+    // Stopped: through their backing files the targets read as the disks
+    // did when each backup began.
+    bk.virsh(&["destroy", "bkvm"]).ok();
+    identical(&bk.path("out/inc2-vda.qcow2"), &bk.path("vda.qcow2"));
+    identical(&bk.path("out/inc2-vdb.qcow2"), &bk.path("vdb.qcow2"));
+    identical(&bk.path("out/inc-vdb.qcow2"), &bk.path("vdb.qcow2"));
+    let inc = bk.path("out/inc-vda.qcow2");
+    reads(&inc, 0x5a, "0", "1M");
+    reads(&inc, 0x77, "4M", "256K");
+    reads(&inc, 0x78, "10M", "64K");
+    reads(&bk.path("out/inc2-vda.qcow2"), 0x79, "20M", "64K");
+}
+
+/// Which disks are backed up and where when the XML says little: a raw
+/// target, `backup='no'`, no XML at all (default names, with the time or
+/// with the new checkpoint's name as suffix).
+#[test]
+fn default_targets_raw_targets_and_disks_left_out() {
+    let bk = Bk::new();
+    bk.bkvm();
+    bk.replay_write("hmp-write-vda-1");
+    bk.replay_write("hmp-write-vdb-1");
+
+    // A raw target: the whole disk, zeros included.
+    bk.replay("backup-begin-raw-target");
+    bk.wait_idle("bkvm");
+    bk.replay_api("api-jobstats-completed-raw", &["time_elapsed"]);
+    bk.same_images(
+        "img-raw-target",
+        &[("out/raw-vda.img", &bk.path("out/raw-vda.img"))],
+    );
+    assert_eq!(
+        fs::metadata(bk.path("out/raw-vda.img")).unwrap().len(),
+        64 << 20
+    );
+
+    // backup='no': vda is not touched, only vdb's target appears.
+    bk.replay("backup-begin-backup-no");
+    bk.wait_idle("bkvm");
+    assert_eq!(bk.files("out"), ["no-vdb.qcow2", "raw-vda.img"]);
+    let run = bk.virsh(&["-q", "domjobinfo", "bkvm", "--completed"]).ok();
+    assert!(
+        words(&run.stdout).contains("File total: 64.000 MiB"),
+        "{}",
+        run.stdout
+    );
+
+    // No XML: every disk, the raw one too, to <source>.<epoch>, qcow2.
+    let before_names = bk.files(".");
+    let start = epoch();
+    bk.replay("backup-begin-noxml");
+    let end = epoch();
+    bk.wait_idle("bkvm");
+    let new: Vec<String> = bk
+        .files(".")
+        .into_iter()
+        .filter(|f| !before_names.contains(f))
+        .collect();
+    assert_eq!(new.len(), 3, "{new:?}");
+    let suffix = new[0].rsplit('.').next().unwrap().to_string();
+    let when: u64 = suffix.parse().unwrap_or_else(|_| panic!("{new:?}"));
+    assert!(
+        (start..=end).contains(&when),
+        "{when} not in {start}..={end}"
+    );
+    assert_eq!(
+        new,
+        [
+            format!("vda.qcow2.{suffix}"),
+            format!("vdb.qcow2.{suffix}"),
+            format!("vdc.raw.{suffix}")
+        ]
+    );
+    let target = |disk: &str| bk.path(&format!("{disk}.{suffix}"));
+    bk.same_images(
+        "img-noxml-targets",
+        &[
+            ("vda.qcow2.1795339801", &target("vda.qcow2")),
+            ("vdb.qcow2.1795339801", &target("vdb.qcow2")),
+            ("vdc.raw.1795339801", &target("vdc.raw")),
+        ],
+    );
+
+    // Only a checkpoint XML: the suffix is its name; the checkpoint exists
+    // and its bitmaps are in QEMU, empty (made with the jobs); the raw disk
+    // has none.
+    bk.replay("backup-begin-checkpoint-only");
+    bk.wait_idle("bkvm");
+    for disk in ["vda.qcow2", "vdb.qcow2", "vdc.raw"] {
+        let target = bk.path(&format!("{disk}.cp3"));
+        assert_eq!(image_info(&target)["format"], "qcow2", "{disk}");
+    }
+    assert_eq!(
+        words(
+            &bk.virsh(&["-q", "checkpoint-list", "bkvm", "--name"])
+                .ok()
+                .stdout
+        ),
+        "cp3"
+    );
+    let run = bk.virsh(&["checkpoint-dumpxml", "bkvm", "cp3", "--no-domain"]);
+    let (_, theirs, _, _) = capture("checkpoint-dumpxml-cp3");
+    let essential = |s: &str| -> String {
+        // Their cp3 had a parent (cp2); ours is the first.
+        let s = s.replace("  <parent>\n    <name>cp2</name>\n  </parent>\n", "");
+        s.lines()
+            .filter(|l| !l.contains("creationTime"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(essential(&run.ok().stdout), essential(&theirs));
+    assert_eq!(
+        bk.bitmaps("bkvm", "libvirt-3-format"),
+        [("cp3".to_string(), 0)]
+    );
+    assert_eq!(
+        bk.bitmaps("bkvm", "libvirt-2-format"),
+        [("cp3".to_string(), 0)]
+    );
+    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    // vdc raw backed up in full to qcow2 as well.
+    let info = image_info(&bk.path("vdc.raw.cp3"));
+    assert_eq!(info["virtual-size"], 32 << 20);
+    assert_eq!(info["cluster-size"], 65536);
+}
+
+/// `index='N'` attributes made `index='#'`.
+fn unindexed(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("index='") {
+        out.push_str(&rest[..at + 7]);
+        rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('#');
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The `index='N'` values of a backup XML.
+fn indexes(text: &str) -> Vec<u32> {
+    text.split("index='")
+        .skip(1)
+        .map(|s| s.split('\'').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The label of each line of `domjobinfo` (what comes before the colon).
+fn labels(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect()
+}
+
+/// The first 1 GiB + 64 MiB backup of bkbig: a full backup counts the
+/// virtual sizes.
+const BKBIG_TOTAL: u64 = (1 << 30) + (64 << 20);
+
+/// A backup that lasts: what the client sees while it runs, then
+/// `domjobabort`.
+#[test]
+fn a_running_backup_answers_and_aborts_like_libvirtd() {
+    let bk = Bk::new();
+    bk.bkbig();
+    // A finished backup first: a new job drops its statistics.
+    fs::write(
+        bk.path("xml/vdb-only.xml"),
+        bk.ours(
+            "<domainbackup><disks><disk name='vdb' type='file'>\
+             <target file='/tmp/bkref/out/first-vdb.qcow2'/></disk></disks></domainbackup>",
+        ),
+    )
+    .unwrap();
+    bk.virsh(&["backup-begin", "bkbig", "xml/vdb-only.xml"])
+        .ok();
+    bk.wait_idle("bkbig");
+    fs::remove_file(bk.path("out/first-vdb.qcow2")).unwrap();
+
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    // vdb (8 MiB of data) ends at once; what follows sees vda alone
+    // running, as the reference's running captures did.
+    events.wait_for("Backup for vdb completed");
+
+    // domjobinfo: libvirt's lines; the figures are QEMU's progress plus
+    // what vdb moved.
+    let run = bk.virsh(&["domjobinfo", "bkbig"]).ok();
+    let (_, theirs, _, _) = capture("domjobinfo-running");
+    assert_eq!(labels(&run.stdout), labels(&theirs), "{}", run.stdout);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let their_lines: Vec<&str> = theirs.lines().collect();
+    assert_eq!(lines[..2], their_lines[..2]);
+    assert_eq!(lines[5], "File total:       1.062 GiB");
+    bk.replay("domjobinfo-completed-while-running");
+    bk.replay_api("api-jobstats-completed-while-running", &[]);
+    let progress = &[
+        "time_elapsed",
+        "disk_total",
+        "disk_processed",
+        "disk_remaining",
+    ];
+    let run = bk.replay_api("api-jobstats-running", progress);
+    let total = stat(&run.stdout, "disk_total");
+    let processed = stat(&run.stdout, "disk_processed");
+    assert_eq!(total, BKBIG_TOTAL);
+    assert!(processed < total, "{}", run.stdout);
+    assert_eq!(processed + stat(&run.stdout, "disk_remaining"), total);
+    let run = bk.api(&["jobinfo", "bkbig"]).ok();
+    let info: Vec<u64> = run.stdout["ok: [".len()..]
+        .trim()
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(info.len(), 12, "{}", run.stdout);
+    assert_eq!((info[0], info[2], info[3]), (2, 0, BKBIG_TOTAL));
+    assert_eq!(info[4] + info[5], info[3]);
+    assert_eq!(info[6..9], [0, 0, 0]);
+    assert_eq!(info[9..12], info[3..6]);
+
+    // backup-dumpxml: libvirt's document; index= is the target's node.
+    let run = bk.virsh(&["backup-dumpxml", "bkbig"]).ok();
+    let (_, theirs, _, _) = capture("backup-dumpxml-running");
+    assert_eq!(unindexed(&bk.theirs(&run.stdout)), unindexed(&theirs));
+    let index = indexes(&run.stdout);
+    assert_eq!(index.len(), 2);
+    assert_ne!(index[0], index[1]);
+    let nodes = bk.nodes("bkbig");
+    let vda_target = &nodes[&format!("libvirt-{}-format", index[0])];
+    assert_eq!(
+        vda_target["file"].as_str().unwrap(),
+        bk.path("out/big-vda.qcow2").to_str().unwrap()
+    );
+    let run = bk.api(&["xml", "bkbig", "0"]).ok();
+    let (_, theirs, _, _) = capture("api-xml-running");
+    assert_eq!(unindexed(&bk.theirs(&run.stdout)), unindexed(&theirs));
+
+    // A second backup is refused at once (libvirtd: after 30 s, "cannot
+    // acquire state change lock"); nothing of it is made.
+    let run = bk.virsh(&["backup-begin", "bkbig", "xml/big.xml"]);
+    assert_eq!(run.stdout, "\n");
+    assert_eq!(run.code, 1);
+    run.fails_with(
+        "error: Requested operation is not valid: another backup job is already running",
+    );
+    assert_eq!(bk.files("out"), ["big-vda.qcow2", "big-vdb.qcow2"]);
+    assert_eq!(nodes.len(), bk.nodes("bkbig").len());
+
+    // Everything else on the domain answers.
+    let run = bk.virsh(&["checkpoint-create-as", "bkbig", "cpr"]).ok();
+    assert_eq!(run.stdout.trim(), "Domain checkpoint cpr created");
+    for node in ["libvirt-1-format", "libvirt-2-format"] {
+        let names: Vec<String> = bk.bitmaps("bkbig", node).into_iter().map(|b| b.0).collect();
+        assert!(names.contains(&"cpr".to_string()), "{node}: {names:?}");
+    }
+    assert_eq!(
+        bk.virsh(&["-q", "list", "--name"]).ok().stdout.trim(),
+        "bkbig"
+    );
+    assert!(bk
+        .virsh(&["dumpxml", "bkbig"])
+        .ok()
+        .stdout
+        .contains("<name>bkbig</name>"));
+    assert_eq!(
+        bk.virsh(&["-q", "domstate", "bkbig"]).ok().stdout.trim(),
+        "running"
+    );
+
+    // Abort: vda's job is cancelled, the job ends cancelled.
+    let run = bk.virsh(&["-q", "domjobinfo", "bkbig"]).ok();
+    assert!(
+        run.stdout.starts_with("Job type:         Unbounded"),
+        "{}",
+        run.stdout
+    );
+    bk.replay("domjobabort-running");
+    // The targets are deleted before job-completed is sent.
+    events.wait_for("event 'job-completed'");
+    bk.wait_idle("bkbig");
+    bk.replay("domjobinfo-completed-abort");
+    let run = bk.replay_api("api-jobstats-completed-abort", progress);
+    assert_eq!(stat(&run.stdout, "disk_total"), BKBIG_TOTAL);
+    let run = bk
+        .daemon
+        .python(
+            r#"
+import libvirt, os
+d = libvirt.open(os.environ["URI"]).lookupByName("bkbig")
+s = d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+print(s["type"] == libvirt.VIR_DOMAIN_JOB_CANCELLED, s["success"], s["errmsg"])
+print(d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+"#,
+        )
+        .ok();
+    assert_eq!(run.stdout, "True False Operation canceled\n{'type': 0}\n");
+
+    // Every target is gone, the finished vdb's too; QEMU is back to its
+    // disks, with the checkpoint's bitmaps and no backup bitmap.
+    assert_eq!(bk.files("out"), Vec::<String>::new());
+    assert_eq!(
+        bk.node_names("bkbig"),
+        [
+            "libvirt-1-format",
+            "libvirt-1-storage",
+            "libvirt-2-format",
+            "libvirt-2-storage"
+        ]
+    );
+    for node in ["libvirt-1-format", "libvirt-2-format"] {
+        let names: Vec<String> = bk.bitmaps("bkbig", node).into_iter().map(|b| b.0).collect();
+        assert_eq!(names, ["cpr"], "{node}");
+    }
+
+    // The events: vdb's, job-completed (cancelled), vda's "canceled".
+    events.wait_for("Backup for vda canceled");
+    let raw = events.finish(&bk);
+    assert_eq!(
+        event_shape(&raw),
+        reference_events(&bk, "event-abort-all"),
+        "{raw:#?}"
+    );
+    let params = job_completed(&raw);
+    assert_eq!(params["disk_total"], BKBIG_TOTAL.to_string());
+    assert_eq!(params["success"], "0");
+    assert_eq!(params["errmsg"], "Operation canceled");
+}
+
+/// Backups that cannot start, or fail on the way, leave no file behind;
+/// --reuse-external uses and keeps the file it is given.
+#[test]
+fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
+    let bk = Bk::new();
+    bk.bkvm();
+    let nodes = bk.node_names("bkvm");
+    bk.replay_write("hmp-write-vda-1");
+
+    // The target exists: refused before QEMU hears of it.
+    let reuse = bk.path("out/reuse-vda.qcow2");
+    let (_, _, ok) = qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        reuse.to_str().unwrap(),
+        "64M",
+    ]);
+    assert!(ok);
+    // As the reference's was (umask 022).
+    fs::set_permissions(&reuse, fs::Permissions::from_mode(0o644)).unwrap();
+    let made = fs::metadata(&reuse).unwrap().modified().unwrap();
+    bk.replay("err-backup-begin-exists");
+    bk.replay_api("api-begin-exists", &[]);
+    assert_eq!(fs::metadata(&reuse).unwrap().modified().unwrap(), made);
+    // With --reuse-external it is written and kept, mode and all.
+    bk.replay("backup-begin-reuse-external");
+    bk.wait_idle("bkvm");
+    bk.same_images("img-reuse-target", &[("out/reuse-vda.qcow2", &reuse)]);
+    // Missing file with --reuse-external; missing directory without.
+    bk.replay("err-backup-begin-reuse-missing");
+    bk.replay("err-backup-begin-nodir");
+    bk.replay_api("api-begin-nodir", &[]);
+    assert!(!bk.path("nosuchdir").exists());
+    assert_eq!(bk.files("out"), ["reuse-vda.qcow2"]);
+    assert_eq!(bk.node_names("bkvm"), nodes);
+
+    // A full filesystem: the job starts, then fails; its target goes.
+    bk.guest_write("bkvm", 0, "write -P 0x22 0 8M");
+    let _full = Tmpfs::mount(bk.path("full"), "4M");
+    let events = EventLog::start(&bk, "bkvm");
+    bk.replay("backup-begin-full-fs");
+    events.wait_for("event 'job-completed'");
+    bk.wait_idle("bkvm");
+    bk.replay_api(
+        "api-jobstats-completed-failed",
+        &["time_elapsed", "disk_processed", "disk_remaining"],
+    );
+    bk.replay("domjobinfo-completed-failed");
+    bk.replay_api("api-jobinfo-after-failed", &[]);
+    assert_eq!(bk.files("full"), Vec::<String>::new());
+    events.wait_for("Backup for vda failed");
+    let raw = events.finish(&bk);
+    assert_eq!(
+        event_shape(&raw),
+        reference_events(&bk, "event-full-fs-all"),
+        "{raw:#?}"
+    );
+    let params = job_completed(&raw);
+    assert_eq!(params["disk_total"], "67108864");
+    assert_eq!(params["errmsg"], "No space left on device");
+    // The same with a qcow2 target on 1 MiB.
+    let _full1m = Tmpfs::mount(bk.path("full1m"), "1M");
+    let events = EventLog::start(&bk, "bkvm");
+    bk.replay("backup-begin-full-fs-qcow2");
+    events.wait_for("event 'job-completed'");
+    bk.wait_idle("bkvm");
+    bk.replay_api(
+        "api-jobstats-completed-failed-qcow2",
+        &["time_elapsed", "disk_processed", "disk_remaining"],
+    );
+    assert_eq!(bk.files("full1m"), Vec::<String>::new());
+    events.wait_for("Backup for vda failed");
+    let params = job_completed(&events.finish(&bk));
+    assert_eq!(params["success"], "0");
+    assert_eq!(params["errmsg"], "No space left on device");
+    assert_eq!(bk.node_names("bkvm"), nodes);
+    assert_eq!(bk.files("out"), ["reuse-vda.qcow2"]);
+}
+
+/// A backup ended from outside: aborted with --reuse-external (files
+/// kept), the domain destroyed (targets removed, the job cancelled).
+#[test]
+fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
+    let bk = Bk::new();
+    bk.bkbig();
+
+    // --reuse-external, aborted: the files given stay.
+    for (name, size) in [("out/big-vda.qcow2", "1G"), ("out/big-vdb.qcow2", "64M")] {
+        let (_, _, ok) = qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            bk.path(name).to_str().unwrap(),
+            size,
+        ]);
+        assert!(ok);
+    }
+    bk.begin_slowed("bkbig", "xml/big.xml --reuse-external", "libvirt-2-format");
+    let run = bk.virsh(&["-q", "domjobinfo", "bkbig"]).ok();
+    assert!(
+        run.stdout.starts_with("Job type:         Unbounded"),
+        "{}",
+        run.stdout
+    );
+    bk.virsh(&["domjobabort", "bkbig"]).ok();
+    bk.wait_idle("bkbig");
+    bk.replay("domjobinfo-completed-abort");
+    assert_eq!(bk.files("out"), ["big-vda.qcow2", "big-vdb.qcow2"]);
+    for name in ["out/big-vda.qcow2", "out/big-vdb.qcow2"] {
+        assert_eq!(image_info(&bk.path(name))["format"], "qcow2");
+        fs::remove_file(bk.path(name)).unwrap();
+    }
+
+    // destroy: the job ends cancelled with the domain, without errmsg and
+    // counting only the disk that had finished; every target goes.
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    events.wait_for("Backup for vdb completed");
+    bk.replay("destroy-during-backup");
+    // (libvirtd has ended the job when destroy returns; we end it a
+    // moment later: see the destroy test of the "failing" commit.)
+    events.wait_for("event 'job-completed'");
+    events.wait_for("Stopped Destroyed");
+    bk.replay("domjobinfo-completed-destroy");
+    bk.replay_api("api-jobstats-completed-destroy", &["time_elapsed"]);
+    bk.replay("domstate-after-destroy");
+    assert_eq!(bk.files("out"), Vec::<String>::new());
+    let raw = events.finish(&bk);
+    assert_eq!(job_completed(&raw)["disk_total"], "67108864");
+    // libvirtd: job-completed, then "Stopped Destroyed"; we emit them the
+    // other way round (also in the "failing" commit). The rest is the same.
+    let stopped = "event 'lifecycle' for domain 'bkbig': Stopped Destroyed";
+    let mut got = event_shape(&raw);
+    let mut want = reference_events(&bk, "event-destroy-all");
+    assert_eq!(got.iter().filter(|l| *l == stopped).count(), 1, "{raw:#?}");
+    got.retain(|l| l != stopped);
+    want.retain(|l| l != stopped);
+    assert_eq!(got, want, "{raw:#?}");
+
+    // Inactive now: what libvirtd said then.
+    bk.replay("domjobinfo-inactive");
+    bk.replay_api("api-jobstats-inactive", &[]);
+    bk.replay_api("api-xml-inactive", &[]);
+    bk.replay_api("api-begin-inactive", &[]);
+    // And the domain backs up again once started.
+    bk.virsh(&["start", "bkbig"]).ok();
+    bk.virsh(&["backup-begin", "bkbig", "xml/big.xml"]).ok();
+    bk.wait_idle("bkbig");
+    let run = bk.virsh(&["-q", "domjobinfo", "bkbig", "--completed"]).ok();
+    let info = words(&run.stdout);
+    assert!(info.starts_with("Job type: Completed"), "{info}");
+    assert!(info.ends_with("File total: 1.062 GiB"), "{info}");
+    assert_eq!(bk.files("out"), ["big-vda.qcow2", "big-vdb.qcow2"]);
+}
+
+/// Bad backup requests: libvirtd's errors, in libvirtd's order of checks,
+/// and nothing left behind (no file, no node, no bitmap, no checkpoint).
+#[test]
+fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
+    let bk = Bk::new();
+    bk.bkvm();
+    bk.replay("checkpoint-create-cp1");
+    let nodes = bk.node_names("bkvm");
+    let taken = bk.path("out/inc-vda.qcow2");
+    let (_, _, ok) = qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        taken.to_str().unwrap(),
+        "64M",
+    ]);
+    assert!(ok);
+
+    // The captures' order (SESSION.txt); schema errors first, then
+    // disk alignment, checkpoints, targets.
+    for name in [
+        "err-begin-all-no",
+        "err-begin-backup-yes-explicit-no-type",
+        "err-begin-backupmode-bogus",
+        "err-begin-backupmode-incr-noname",
+        "err-begin-disk-name-path",
+        "err-begin-driver-bogus",
+        "err-begin-dup-disk",
+        "err-begin-empty-disks",
+        "err-begin-exportname-push",
+        "err-begin-full-with-incremental-attr",
+        "err-begin-incremental-raw-disk",
+        "err-begin-incremental-unknown",
+        "err-begin-mode-bogus",
+        "err-begin-no-type",
+        "err-begin-root-wrong",
+        "err-begin-scratch-push",
+        "err-begin-server-push-mode",
+        "err-begin-server-push",
+        "err-begin-target-is-source",
+        "err-begin-target-relative",
+        "err-begin-type-bogus",
+        "err-begin-unknown-disk",
+        "err-begin-unknown-element",
+        "err-begin-no-target",
+        "err-begin-cp-dup",
+        "err-begin-cp-bad",
+        "err-begin-cp-default",
+        "err-begin-cp-dup-disks",
+        "err-begin-exists-with-checkpoint",
+    ] {
+        bk.replay(name);
+    }
+    // The same through libvirt-python: code and domain as libvirtd's.
+    for name in [
+        "api-begin-all-no",
+        "api-begin-backup-yes-explicit-no-type",
+        "api-begin-backupmode-bogus",
+        "api-begin-backupmode-incr-noname",
+        "api-begin-disk-name-path",
+        "api-begin-driver-bogus",
+        "api-begin-dup-disk",
+        "api-begin-empty-disks",
+        "api-begin-exportname-push",
+        "api-begin-full-with-incremental-attr",
+        "api-begin-incremental-raw-disk",
+        "api-begin-incremental-unknown",
+        "api-begin-mode-bogus",
+        "api-begin-no-type",
+        "api-begin-root-wrong",
+        "api-begin-scratch-push",
+        "api-begin-server-push-mode",
+        "api-begin-server-push",
+        "api-begin-target-is-source",
+        "api-begin-target-relative",
+        "api-begin-type-bogus",
+        "api-begin-unknown-disk",
+        "api-begin-unknown-element",
+        "api-begin-no-target",
+        "api-begin-cp-dup",
+        "api-begin-cp-bad",
+        "api-begin-cp-default",
+        "api-begin-cp-dup-disks",
+        "api-begin-bad-flag",
+        "api-xml-bad-flag",
+        "api-jobstats-bad-flag",
+    ] {
+        bk.replay_api(name, &[]);
+    }
+
+    // Different by design: libxml2's "line 1 / (null)" context lines of a
+    // malformed document; encryption of targets (libvirtd looks the
+    // secret up; we refuse encryption itself).
+    let run = bk.replay_only("err-begin-malformed");
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "error: (domain_backup):2: Premature end of data in tag disks\n\n^\n"
+    );
+    let run = bk.api(&["begin", "bkvm", "xml/e-malformed.xml", "0"]);
+    assert!(
+        run.stdout.starts_with("code: 35 domain: 20 level: 2\n"),
+        "{}",
+        run.stdout
+    );
+    let run = bk.replay_only("err-begin-encryption");
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "error: unsupported configuration: encryption of the backup image of disk 'vda' is not supported\n"
+    );
+
+    // Nothing stayed: the one file made beforehand, the disks' nodes,
+    // cp1 alone with its bitmaps, no job.
+    assert_eq!(bk.files("out"), ["inc-vda.qcow2"]);
+    assert_eq!(bk.node_names("bkvm"), nodes);
+    assert_eq!(
+        words(
+            &bk.virsh(&["-q", "checkpoint-list", "bkvm", "--name"])
+                .ok()
+                .stdout
+        ),
+        "cp1"
+    );
+    for node in ["libvirt-3-format", "libvirt-2-format"] {
+        let names: Vec<String> = bk.bitmaps("bkvm", node).into_iter().map(|b| b.0).collect();
+        assert_eq!(names, ["cp1"], "{node}");
+    }
+    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    bk.replay("domjobinfo-nojob");
+
+    // What libvirtd accepts of the odd ones: a vmdk target, a raw target
+    // for an incremental backup (dirty clusters only, no backing file).
+    // (The vmdk target's format: see the "failing" commit.)
+    bk.replay_api("api-begin-ok-driver-vmdk", &[]);
+    bk.wait_idle("bkvm");
+    fs::remove_file(bk.path("out/e.vmdk")).unwrap();
+    for name in ["hmp-write-vda-2", "hmp-write-vda-3", "hmp-write-vda-4"] {
+        bk.replay_write(name);
+    }
+    bk.replay_api("api-begin-ok-incremental-raw-target", &[]);
+    bk.wait_idle("bkvm");
+    let raw = bk.path("out/incraw-vda.img");
+    bk.same_images("img-ok-targets", &[("out/incraw-vda.img", &raw)]);
+    reads(&raw, 0x77, "4M", "256K");
+    reads(&raw, 0x78, "10M", "64K");
+    reads(&raw, 0x79, "20M", "64K");
+    reads(&raw, 0, "0", "4M");
+}
+
+// ---------------------------------------------------------------------------
+// Failing: differences from libvirtd 9.0 found by the tests above, each
+// pinned by what libvirtd did. They pass once src/ is fixed.
+
+/// libvirtd ends a backup whose QEMU died (qemuProcessStop →
+/// qemuBackupJobTerminate) before it reports the domain stopped:
+/// job-completed (cancelled, no errmsg), then "Stopped Failed"; the targets
+/// are gone and the domain can back up again once restarted. Here the job
+/// never ends: no job-completed, the targets stay, `domjobinfo --completed`
+/// says None and, after `start`, every `backup-begin` says "another backup
+/// job is already running".
+#[test]
+fn failing_kill9_of_qemu_ends_the_backup_job() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    events.wait_for("Backup for vdb completed");
+    let pids = bk.daemon.qemu_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let status = Command::new("kill")
+        .args(["-9", &pids[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    events.wait_for("Stopped Failed");
+    // libvirtd emitted job-completed before "Stopped Failed": the job is
+    // over by now.
+    bk.replay("domjobinfo-completed-kill9");
+    bk.replay_api("api-jobstats-completed-kill9", &["time_elapsed"]);
+    bk.replay("domstate-after-kill9");
+    assert_eq!(bk.files("out"), Vec::<String>::new());
+    let raw = events.finish(&bk);
+    assert_eq!(
+        event_shape(&raw),
+        reference_events(&bk, "event-kill9-all"),
+        "{raw:#?}"
+    );
+    bk.virsh(&["start", "bkbig"]).ok();
+    bk.replay("backup-begin-big-natural");
+    bk.wait_idle("bkbig");
+}
+
+/// libvirtd's destroy ends the backup job before it returns (and before
+/// "Stopped Destroyed"): targets removed, completed stats there. Here
+/// job-completed comes after "Stopped Destroyed" and the targets are
+/// removed after destroy has returned (a finished disk's target was still
+/// there right after `virsh destroy` in 2 of 5 tries).
+#[test]
+fn failing_destroy_ends_the_backup_job_before_it_returns() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let events = EventLog::start(&bk, "bkbig");
+    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    events.wait_for("Backup for vdb completed");
+    let run = bk.virsh(&["destroy", "bkbig"]).ok();
+    let left = bk.files("out");
+    let completed = bk.virsh(&["domjobinfo", "bkbig", "--completed", "--keep-completed"]);
+    bk.same_as(&run, "destroy-during-backup");
+    events.wait_for("Stopped Destroyed");
+    events.wait_for("event 'job-completed'");
+    let raw = events.finish(&bk);
+    let mut problems = Vec::new();
+    if event_shape(&raw) != reference_events(&bk, "event-destroy-all") {
+        problems.push(format!("events: {raw:#?}"));
+    }
+    if !completed.stdout.starts_with("Job type:         Cancelled") {
+        problems.push(format!("domjobinfo --completed: {}", completed.stdout));
+    }
+    if !left.is_empty() {
+        problems.push(format!("targets left when destroy returned: {left:?}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `<driver type='vmdk'/>`: libvirtd creates a vmdk target
+/// (blockdev-create driver vmdk; img-ok-targets: format vmdk). Here the
+/// target is a qcow2 image named e.vmdk.
+#[test]
+fn failing_a_vmdk_target_is_a_vmdk_image() {
+    let bk = Bk::new();
+    bk.bkvm();
+    bk.replay_api("api-begin-ok-driver-vmdk", &[]);
+    bk.wait_idle("bkvm");
+    let target = bk.path("out/e.vmdk");
+    let info = image_info(&target);
+    assert_eq!(info["format"], "vmdk", "{info}");
+    assert_eq!(info["virtual-size"], 64 << 20);
+    assert_eq!(ls_mode(&target), "-rw-------");
+}
+
+/// A `type='block'` target that does not exist: libvirtd stats it and
+/// fails ("unable to stat", code 38, domain 24), creating nothing. Here a
+/// regular qcow2 file is created at that path and the backup runs (the
+/// reference's /dev/nosuchblock became a file in /dev; this test uses a
+/// path in its own directory).
+#[test]
+fn failing_a_missing_block_target_is_refused_not_created() {
+    let bk = Bk::new();
+    bk.bkvm();
+    let dev = bk.path("nosuchblock");
+    fs::write(
+        bk.path("xml/e-block-target-here.xml"),
+        bk.theirs(&reference_text("xml/e-block-target.xml"))
+            .replace("/dev/nosuchblock", dev.to_str().unwrap()),
+    )
+    .unwrap();
+    let run = bk.virsh(&["backup-begin", "bkvm", "xml/e-block-target-here.xml"]);
+    let exists = dev.exists();
+    bk.wait_idle("bkvm");
+    let (_, stdout, stderr, code) = capture("err-begin-block-target");
+    assert_eq!(
+        (run.stdout.as_str(), bk.theirs(&run.stderr), run.code),
+        (
+            stdout.as_str(),
+            stderr.replace("/dev/nosuchblock", &bk.theirs(dev.to_str().unwrap())),
+            code
+        )
+    );
+    assert!(!exists, "{} was created", dev.display());
+    let run = bk.api(&["begin", "bkvm", "xml/e-block-target-here.xml", "0"]);
+    assert!(
+        run.stdout.starts_with("code: 38 domain: 24 level: 2\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Two races, looked for repeatedly (5 aborted backups):
+/// - while one disk's finished job is being cleaned up (job-dismiss →
+///   blockdev-del), `domjobinfo`/jobStats leave that disk out: it is no
+///   longer in QEMU's query-jobs but not yet counted as ended (libvirtd
+///   does both under the domain lock). Seen as "File total: 1.000 GiB"
+///   instead of 1.062 GiB right after the begin. Printed: the wrong totals.
+/// - the job is over (jobStats type 0) before its targets are deleted
+///   (libvirtd's qemuBackupJobTerminate deletes them first). Printed: the
+///   attempts whose targets were still there.
+#[test]
+fn failing_job_stats_count_a_disk_while_its_job_is_cleaned_up() {
+    let bk = Bk::new();
+    bk.bkbig();
+    let script = format!(
+        r#"
+import libvirt, libvirt_qemu, os
+c = libvirt.open(os.environ["URI"]); d = c.lookupByName("bkbig")
+xml = open("xml/big.xml").read()
+speed = '{{"execute":"block-job-set-speed","arguments":{{"device":"backup-vda-libvirt-2-format","speed":{SLOW}}}}}'
+wrong = set()
+left = set()
+for attempt in range(5):
+    d.backupBegin(xml, None, 0)
+    libvirt_qemu.qemuMonitorCommand(d, speed, 0)
+    for i in range(200):
+        s = d.jobStats(0)
+        if s.get("disk_total") != {BKBIG_TOTAL}:
+            wrong.add(s.get("disk_total"))
+    d.abortJob()
+    while d.jobStats(0)["type"] != 0:
+        pass
+    if os.listdir("out"):
+        left.add(attempt)
+    while os.listdir("out"):
+        pass
+print(sorted(wrong), sorted(left))
+"#
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&bk.dir)
+        .env("URI", bk.daemon.uri())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[] []",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
