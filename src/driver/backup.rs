@@ -168,7 +168,7 @@ impl Driver {
             };
             def.prepare_disks(&running, &mut env)?;
         }
-        let requests = backup_requests(&def, &running)?;
+        let requests = backup_requests(&def, &running, reuse)?;
         let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
             .await
             .map_err(DriverError::from)?;
@@ -306,18 +306,10 @@ impl Driver {
                     // QEMU went away: libvirt ends the job as cancelled,
                     // without block-job events for the unfinished disks.
                     tracing::info!(%err, "backup ended with its QEMU");
-                    self.terminate_backup(&obj, &vm, JobStatus::Cancelled, &targets)
-                        .await;
+                    self.terminate_backup(&obj, &vm, JobStatus::Cancelled).await;
                     return;
                 }
             };
-            if let Some(disk) = targets.iter().find(|d| d.job_id == end.id) {
-                if end.outcome != JobOutcome::Vanished {
-                    for problem in qbackup::cleanup_disk(mon, disk).await {
-                        tracing::warn!(%problem, "backup cleanup");
-                    }
-                }
-            }
             let mut record = None;
             let (event, to_cancel, over) = {
                 let mut st = obj.lock();
@@ -391,13 +383,22 @@ impl Driver {
             if let Some(record) = record.take() {
                 self.save_backup(&obj, &record);
             }
+            // The end is recorded first: job statistics read meanwhile
+            // count this disk as done rather than lose it.
+            if let Some(disk) = targets.iter().find(|d| d.job_id == end.id) {
+                if end.outcome != JobOutcome::Vanished {
+                    for problem in qbackup::cleanup_disk(mon, disk).await {
+                        tracing::warn!(%problem, "backup cleanup");
+                    }
+                }
+            }
             for id in to_cancel {
                 if let Err(err) = qjobs::cancel(mon, &id).await {
                     tracing::warn!(%err, job = %id, "cannot cancel the rest of a failed backup");
                 }
             }
             if let Some(status) = over {
-                self.terminate_backup(&obj, &vm, status, &targets).await;
+                self.terminate_backup(&obj, &vm, status).await;
             }
             if let Some(mut event) = event {
                 if let DomainEvent::BlockJob { dom, .. } = &mut event {
@@ -411,15 +412,27 @@ impl Driver {
         }
     }
 
-    /// The job is over: final statistics, files, event.
-    async fn terminate_backup(
+    /// The job is over: files, final statistics, event — in that order, so
+    /// that nobody sees the job ended while its unwanted targets remain.
+    pub(super) async fn terminate_backup(
         &self,
         obj: &Arc<DomainObj>,
         vm: &Arc<RunningVm>,
         status: JobStatus,
-        targets: &[qbackup::DiskBackup],
     ) {
-        let (job, reuse) = {
+        let (targets, reuse) = {
+            let st = obj.lock();
+            match st.backup.as_ref().filter(|r| Arc::ptr_eq(&r.vm, vm)) {
+                Some(run) => (run.record.targets.clone(), run.record.reuse),
+                None => return,
+            }
+        };
+        if status != JobStatus::Completed && !reuse {
+            for problem in qbackup::remove_created_files(&targets).await {
+                tracing::warn!(%problem, "cannot remove a backup target");
+            }
+        }
+        let job = {
             let mut st = obj.lock();
             if !st.backup.as_ref().is_some_and(|r| Arc::ptr_eq(&r.vm, vm)) {
                 return;
@@ -427,18 +440,13 @@ impl Driver {
             let Some(run) = st.backup.take() else {
                 return;
             };
-            let mut run = run.record;
-            run.job.update_time();
-            run.job.status = status;
-            st.jobs.completed = Some(run.job.clone());
-            (run.job, run.reuse)
+            let mut job = run.record.job;
+            job.update_time();
+            job.status = status;
+            st.jobs.completed = Some(job.clone());
+            job
         };
         self.shared.store.delete_backup(&obj.uuid);
-        if status != JobStatus::Completed && !reuse {
-            for problem in qbackup::remove_created_files(targets).await {
-                tracing::warn!(%problem, "cannot remove a backup target");
-            }
-        }
         self.emit(DomainEvent::JobCompleted {
             dom: obj.reference(),
             params: job.params(),
@@ -647,6 +655,7 @@ impl Driver {
 fn backup_requests(
     def: &BackupDef,
     running: &DomainDef,
+    reuse: bool,
 ) -> Result<Vec<qbackup::BackupDisk>, DriverError> {
     let specs = launch::disk_specs(running)?;
     def.backed_up()
@@ -661,8 +670,35 @@ fn backup_requests(
                 .ok_or_else(|| DriverError::internal("backup target has no path"))?;
             let format = match store.format() {
                 Some(ConfFormat::Raw) => DiskFormat::Raw,
-                _ => DiskFormat::Qcow2,
+                None | Some(ConfFormat::Qcow2) => DiskFormat::Qcow2,
+                // libvirt formats other types too (vmdk, ...); silently
+                // writing qcow2 instead would betray the request.
+                Some(other) => {
+                    return Err(DriverError::new(
+                        ErrorKind::ConfigUnsupported,
+                        format!(
+                            "backup target format '{}' of disk '{}' is not supported",
+                            other.as_str(),
+                            disk.name()
+                        ),
+                    ))
+                }
             };
+            if store.is_block() {
+                // A block device is never created, only used (libvirt
+                // stats it first).
+                std::fs::metadata(path)
+                    .map_err(|e| DriverError::system(format_args!("unable to stat: {path}"), e))?;
+                if !reuse {
+                    return Err(DriverError::new(
+                        ErrorKind::ConfigUnsupported,
+                        format!(
+                            "backup to block device '{path}' of disk '{}' needs --reuse-external",
+                            disk.name()
+                        ),
+                    ));
+                }
+            }
             Ok(qbackup::BackupDisk {
                 source,
                 store: path.into(),

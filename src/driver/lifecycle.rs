@@ -9,6 +9,7 @@ use crate::conf::{DomainDef, FormatMode};
 use crate::qemu::{self, RunningVm, VmEvent};
 
 use super::error::DriverError;
+use super::jobs::JobStatus;
 use super::registry::{state, DomainObj, DomainState, StopCause};
 use super::store::LiveRecord;
 use super::{launch, DomainEvent, DomainRef, Driver, Lifecycle};
@@ -163,7 +164,7 @@ impl Driver {
             live.vm.clone()
         };
         vm.destroy().await.map_err(DriverError::from)?;
-        self.on_exit(&obj, &vm);
+        self.on_exit(&obj, &vm).await;
         Ok(())
     }
 
@@ -224,7 +225,7 @@ impl Driver {
                 }
             }
             vm.exited().await;
-            driver.on_exit(&obj, &vm);
+            driver.on_exit(&obj, &vm).await;
         });
     }
 
@@ -270,7 +271,7 @@ impl Driver {
     }
 
     /// QEMU is gone: the domain is shut off, or forgotten if transient.
-    fn on_exit(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>) {
+    async fn on_exit(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>) {
         let (dom, event, transient) = {
             let mut st = obj.lock();
             let Some(live) = st.live.take_if(|l| Arc::ptr_eq(&l.vm, vm)) else {
@@ -290,6 +291,9 @@ impl Driver {
             };
             (dom, event, st.config.is_none())
         };
+        // A backup ends with its QEMU, before the domain is reported
+        // stopped, as libvirt orders it.
+        self.terminate_backup(obj, vm, JobStatus::Cancelled).await;
         self.shared.store.delete_live(&obj.uuid);
         if transient {
             // A transient domain's checkpoints end with it, as in libvirt.

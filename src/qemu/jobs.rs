@@ -229,7 +229,15 @@ impl JobWatch {
                 }
                 continue;
             }
-            let event = match self.events.recv().await {
+            // The watch's own monitor handle keeps the event channel open,
+            // so a QEMU that dies shows only as the monitor closing. Events
+            // already queued come first (`biased`).
+            let received = tokio::select! {
+                biased;
+                received = self.events.recv() => received,
+                () = self.mon.closed() => return Err(QemuError::NotRunning),
+            };
+            let event = match received {
                 Ok(event) => event,
                 Err(RecvError::Lagged(lost)) => {
                     debug!(lost, "job events lost; asking query-jobs");
