@@ -8,13 +8,14 @@
 //! that is "absolute" only in the Windows sense of the schema, and — ours —
 //! security labels or encryption on the store.
 
-use super::schema::{self, local_name, STORAGE_FORMATS};
+use super::schema::{self, STORAGE_FORMATS};
 use super::{
     BackupDef, BackupDisk, BackupMode, BackupServer, BackupStore, DiskBackupMode, StoreType,
     Transport,
 };
 use crate::conf::domain::DiskFormat;
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::xml::rng::local_name;
 use crate::conf::xml::{self, Element, Limits};
 
 /// The label libvirt gives backup documents in parser errors.

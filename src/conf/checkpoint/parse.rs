@@ -3,10 +3,11 @@
 //! (checkpoint_conf.c, virDomainCheckpointDefParse, and the moment
 //! post-parse that names a new checkpoint after its creation time).
 
-use super::schema::{self, local_name};
+use super::schema;
 use super::{DiskRequest, ParseFlags, ParsedCheckpoint};
 use crate::conf::domain::DomainDef;
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::xml::rng::local_name;
 use crate::conf::xml::{self, Element, Limits};
 
 /// The label libvirt gives checkpoint documents in parser errors.

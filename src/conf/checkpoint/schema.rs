@@ -22,6 +22,7 @@
 //! `checkpoint`).
 
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::xml::rng::{has_text, in_namespace, is_blank, is_ns_decl, local_name};
 use crate::conf::xml::{Element, Node};
 
 /// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
@@ -210,32 +211,6 @@ fn is_abs_path(s: &str) -> bool {
         }
     });
     rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
-}
-
-fn has_text(e: &Element) -> bool {
-    e.children
-        .iter()
-        .any(|n| matches!(n, Node::Text(t) if !is_blank(t)))
-}
-
-fn is_blank(t: &str) -> bool {
-    t.chars().all(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
-}
-
-/// `xmlns` and `xmlns:p` declare namespaces; libxml2 does not count them
-/// as attributes.
-fn is_ns_decl(attr: &str) -> bool {
-    attr == "xmlns" || attr.starts_with("xmlns:")
-}
-
-/// A prefixed name or a default namespace puts an element in a namespace,
-/// where this schema has no elements.
-fn in_namespace(e: &Element) -> bool {
-    e.name.contains(':') || e.attr("xmlns").is_some_and(|ns| !ns.is_empty())
-}
-
-pub(super) fn local_name(name: &str) -> &str {
-    name.rsplit_once(':').map_or(name, |(_, local)| local)
 }
 
 #[cfg(test)]

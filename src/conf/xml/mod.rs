@@ -9,6 +9,7 @@
 //! Writing recurses, which is fine only because parsing bounded the depth.
 
 mod parse;
+pub(crate) mod rng;
 mod write;
 
 pub(crate) use parse::detail_error;
