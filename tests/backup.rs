@@ -1297,10 +1297,31 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
         fs::remove_file(bk.path(name)).unwrap();
     }
 
+    // A checkpoint made with a backup that is aborted marks a point no
+    // backup holds: it goes with the job, bitmaps and all (libvirt 9.0
+    // keeps it).
+    fs::write(
+        bk.path("cpab.xml"),
+        "<domaincheckpoint><name>cpab</name></domaincheckpoint>",
+    )
+    .unwrap();
+    bk.begin_slowed("bkbig", "xml/big.xml cpab.xml", "libvirt-2-format");
+    let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
+    assert_eq!(run.stdout.trim(), "cpab");
+    bk.virsh(&["domjobabort", "bkbig"]).ok();
+    bk.wait_idle("bkbig");
+    let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
+    assert_eq!(run.stdout.trim(), "");
+    for node in ["libvirt-1-format", "libvirt-2-format"] {
+        assert_eq!(bk.bitmaps("bkbig", node), Vec::new(), "{node}");
+    }
+    assert_eq!(bk.files("out"), Vec::<String>::new());
+
     // destroy: the job ends cancelled with the domain, without errmsg and
-    // counting only the disk that had finished; every target goes.
+    // counting only the disk that had finished; every target goes, and so
+    // does the checkpoint made with it.
     let events = EventLog::start(&bk, "bkbig");
-    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    bk.begin_slowed("bkbig", "xml/big.xml cpab.xml", "libvirt-2-format");
     events.wait_for("Backup for vdb completed");
     bk.replay("destroy-during-backup");
     events.wait_for("event 'job-completed'");
@@ -1323,8 +1344,14 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
     bk.replay_api("api-jobstats-inactive", &[]);
     bk.replay_api("api-xml-inactive", &[]);
     bk.replay_api("api-begin-inactive", &[]);
-    // And the domain backs up again once started.
+    let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
+    assert_eq!(run.stdout.trim(), "");
+    // And the domain backs up again once started, without the bitmaps of
+    // the discarded checkpoint.
     bk.virsh(&["start", "bkbig"]).ok();
+    for node in ["libvirt-1-format", "libvirt-2-format"] {
+        assert_eq!(bk.bitmaps("bkbig", node), Vec::new(), "{node}");
+    }
     bk.virsh(&["backup-begin", "bkbig", "xml/big.xml"]).ok();
     bk.wait_idle("bkbig");
     let run = bk.virsh(&["-q", "domjobinfo", "bkbig", "--completed"]).ok();

@@ -59,6 +59,9 @@ pub struct BackupRecord {
     targets: Vec<qbackup::DiskBackup>,
     /// Jobs a client asked to cancel: their end counts as cancelled.
     cancel_requested: HashSet<String>,
+    /// The checkpoint created with the backup, if any.
+    #[serde(default)]
+    checkpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +213,7 @@ impl Driver {
                 return Err(err.into());
             }
         };
+        let checkpoint_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
         if let Some((cp, _)) = checkpoint {
             self.commit_checkpoint(&obj, cp).await;
         }
@@ -234,6 +238,7 @@ impl Driver {
             disks,
             targets: targets.clone(),
             cancel_requested: HashSet::new(),
+            checkpoint: checkpoint_name,
         };
         self.save_backup(&obj, &record);
         {
@@ -420,16 +425,25 @@ impl Driver {
         vm: &Arc<RunningVm>,
         status: JobStatus,
     ) {
-        let (targets, reuse) = {
+        let (targets, reuse, checkpoint) = {
             let st = obj.lock();
             match st.backup.as_ref().filter(|r| Arc::ptr_eq(&r.vm, vm)) {
-                Some(run) => (run.record.targets.clone(), run.record.reuse),
+                Some(run) => (
+                    run.record.targets.clone(),
+                    run.record.reuse,
+                    run.record.checkpoint.clone(),
+                ),
                 None => return,
             }
         };
-        if status != JobStatus::Completed && !reuse {
-            for problem in qbackup::remove_created_files(&targets).await {
-                tracing::warn!(%problem, "cannot remove a backup target");
+        if status != JobStatus::Completed {
+            if !reuse {
+                for problem in qbackup::remove_created_files(&targets).await {
+                    tracing::warn!(%problem, "cannot remove a backup target");
+                }
+            }
+            if let Some(name) = checkpoint {
+                self.drop_unbacked_checkpoint(obj, Some(vm), &name).await;
             }
         }
         let job = {
@@ -635,7 +649,7 @@ impl Driver {
     /// After a restart that found the domain's QEMU gone: the backup it
     /// ran is over, cancelled, and its targets go as after any
     /// unfinished push backup.
-    pub(super) async fn forget_backup(&self, obj: &DomainObj) {
+    pub(super) async fn forget_backup(&self, obj: &Arc<DomainObj>) {
         let Some(Ok(mut record)) = self.shared.store.load_backup::<BackupRecord>(&obj.uuid) else {
             return;
         };
@@ -643,6 +657,9 @@ impl Driver {
             for problem in qbackup::remove_created_files(&record.targets).await {
                 tracing::warn!(%problem, "cannot remove a backup target");
             }
+        }
+        if let Some(name) = &record.checkpoint {
+            self.drop_unbacked_checkpoint(obj, None, name).await;
         }
         record.job.update_time();
         record.job.status = JobStatus::Cancelled;

@@ -653,6 +653,69 @@ impl Driver {
         Ok(())
     }
 
+    /// A checkpoint created with a push backup that did not complete marks
+    /// a point no backup holds: an incremental backup from it would miss
+    /// what the failed copy never wrote. It goes, bitmaps and metadata
+    /// (libvirt 9.0 keeps it). With QEMU gone, the metadata goes now and a
+    /// delete intent has the bitmaps removed when the domain next runs.
+    pub(super) async fn drop_unbacked_checkpoint(
+        &self,
+        obj: &Arc<DomainObj>,
+        vm: Option<&Arc<RunningVm>>,
+        name: &str,
+    ) {
+        let alive = vm.filter(|vm| {
+            obj.lock()
+                .live
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(&l.vm, vm))
+        });
+        if let Some(vm) = alive {
+            let _job = obj.job.lock().await;
+            if !obj.lock().checkpoints.contains(name) {
+                return;
+            }
+            match self.discard(obj, Some(vm), name, true).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(checkpoint = %name, %err, "cannot remove the bitmaps of a failed backup's checkpoint now");
+                }
+            }
+        }
+        let uuid = obj.uuid;
+        let listed = obj.lock().checkpoints.get(name).cloned();
+        // Before start-up has loaded the metadata (a restart that found
+        // QEMU gone), the checkpoint is only in the store.
+        let def = listed.clone().or_else(|| {
+            let xml = self.shared.store.load_checkpoint(&uuid, name)?;
+            let parsed = CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0).ok()?;
+            Some(parsed.loaded())
+        });
+        let Some(def) = def else { return };
+        let intent = Intent {
+            checkpoint: name.to_string(),
+            action: IntentAction::Delete,
+            bitmaps: def
+                .bitmaps()
+                .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
+                .collect(),
+        };
+        let owned = name.to_string();
+        let forgotten = async {
+            self.store_io(move |s| s.save_intent(&uuid, &intent))
+                .await?;
+            if listed.is_some() {
+                self.forget_checkpoint(obj, name, true).await
+            } else {
+                self.store_io(move |s| s.delete_checkpoint(&uuid, &owned))
+                    .await
+            }
+        };
+        if let Err(err) = forgotten.await {
+            tracing::error!(checkpoint = %name, %err, "cannot discard a failed backup's checkpoint");
+        }
+    }
+
     /// Runs a store operation off the async threads (it fsyncs).
     pub(super) async fn store_io<T: Send + 'static>(
         &self,

@@ -219,6 +219,11 @@ impl Store {
         remove_file_if_exists(&self.checkpoint_path(uuid, name, "xml"))
     }
 
+    /// One stored checkpoint's XML, if there is one.
+    pub fn load_checkpoint(&self, uuid: &Uuid, name: &str) -> Option<String> {
+        fs::read_to_string(self.checkpoint_path(uuid, name, "xml")).ok()
+    }
+
     /// Every stored checkpoint of a domain, as XML, in no particular order.
     pub fn load_checkpoints(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<String, DriverError>)> {
         self.read_dir_with(uuid, "xml", |path| {
