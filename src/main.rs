@@ -37,6 +37,33 @@ struct Args {
     /// Unanswered pings after which such a client is disconnected.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     keepalive_count: u32,
+    /// Ports for a pull backup's TCP NBD server that names none: MIN-MAX.
+    #[arg(long, default_value = "10809-10872", value_parser = parse_port_range)]
+    nbd_port_range: std::ops::RangeInclusive<u16>,
+    /// Octal mode of a pull backup's unix NBD socket (0600: only the
+    /// daemon's user can connect; 0660 lets its group in too).
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    nbd_socket_mode: u32,
+}
+
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("'{text}' is not MIN-MAX"))?;
+    let min: u16 = min.trim().parse().map_err(|e| format!("{min}: {e}"))?;
+    let max: u16 = max.trim().parse().map_err(|e| format!("{max}: {e}"))?;
+    if min == 0 || min > max {
+        return Err(format!("'{text}' is not a range of ports"));
+    }
+    Ok(min..=max)
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let mode = u32::from_str_radix(text, 8).map_err(|e| format!("{text}: {e}"))?;
+    if mode > 0o777 {
+        return Err(format!("'{text}' is not a file mode"));
+    }
+    Ok(mode)
 }
 
 #[tokio::main]
@@ -51,9 +78,9 @@ async fn main() -> anyhow::Result<()> {
     let state_dir = absolute(&args.state_dir)?;
     let run_dir = absolute(&args.run_dir)?;
     let driver = Driver::open(DriverConfig {
-        state_dir,
-        run_dir,
-        qemu: args.qemu,
+        nbd_ports: args.nbd_port_range,
+        nbd_socket_mode: args.nbd_socket_mode,
+        ..DriverConfig::new(state_dir, run_dir, args.qemu)
     })
     .await
     .context("cannot start the driver")?;

@@ -1,5 +1,5 @@
-//! Push-mode backups as domain jobs: backup-begin, backup-dumpxml, the job
-//! statistics, abort, and the end of the job with its events.
+//! Backups as domain jobs, push and pull: backup-begin, backup-dumpxml,
+//! the job statistics, abort, and the end of the job with its events.
 //!
 //! One backup per domain at a time. The domain's job lock is held only
 //! while the backup is set up; the copy itself runs in QEMU, followed by a
@@ -15,18 +15,29 @@
 //! failed, cancelled if any was cancelled. The job-completed event comes
 //! before the block-job events of the disk that ended last. Targets the job
 //! created are removed unless it completed (never with REUSE_EXTERNAL).
+//!
+//! A pull backup runs until the client aborts it: that stops the NBD
+//! server first (no client reads a view that is going away), then cancels
+//! the jobs, and the job ends as libvirt 9.0 ends it, completed with
+//! errmsg "Operation canceled". Its scratch images always go; its figures
+//! are the scratch usage (disk_temp_used / disk_temp_total). A TCP server
+//! without a port gets one from the configured range (libvirt 9.0 refuses
+//! it); a unix socket gets the configured mode (0600: only this daemon's
+//! user can connect) and must not exist beforehand, since QEMU would
+//! unlink whatever is there.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode};
+use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode, Transport};
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
 use crate::conf::{DiskDef, DiskFormat as ConfFormat, DomainDef};
 use crate::qemu::backup as qbackup;
 use crate::qemu::command::DiskFormat;
 use crate::qemu::jobs::{self as qjobs, JobOutcome, JobWatch};
+use crate::qemu::nbd::{self, NbdAddress, NbdExport};
 use crate::qemu::{bitmap, RunningVm};
 
 use super::checkpoint::{metadata_xml, now_secs};
@@ -40,6 +51,20 @@ use super::{DomainEvent, DomainRef, Driver};
 
 /// virDomainBackupBeginFlags.
 pub const BEGIN_REUSE_EXTERNAL: u32 = 1;
+
+/// virDomainBlockJobInfoFlags: bandwidth in bytes (the only one).
+const BLOCK_JOB_INFO_BANDWIDTH_BYTES: u32 = 1;
+
+/// A disk's block job as virDomainGetBlockJobInfo reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockJobInfo {
+    /// virDomainBlockJobType.
+    pub job_type: i32,
+    /// Bytes done.
+    pub cur: u64,
+    /// Bytes in all.
+    pub end: u64,
+}
 
 /// A backup that is running in `vm`.
 pub struct BackupRun {
@@ -62,6 +87,16 @@ pub struct BackupRecord {
     /// The checkpoint created with the backup, if any.
     #[serde(default)]
     checkpoint: Option<String>,
+    /// Pull mode: the NBD server the disks are exported on.
+    #[serde(default)]
+    pull: Option<PullServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PullServer {
+    addr: NbdAddress,
+    /// Whether the server has been stopped (abort, or a disk's end).
+    stopped: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,13 +183,15 @@ impl Driver {
                 "another backup job is already running",
             ));
         }
-        def.prepare_server()?;
-        if def.mode() == BackupMode::Pull {
-            return Err(DriverError::new(
-                ErrorKind::OperationUnsupported,
-                "pull mode backup is not supported yet",
-            ));
+        if def.needs_port() {
+            let port = self.allocate_port(&def)?;
+            def.assign_port(port);
         }
+        def.prepare_server()?;
+        let pull = match def.mode() {
+            BackupMode::Pull => Some(pull_address(&def)?),
+            BackupMode::Push => None,
+        };
         let checkpoint = match parsed_cp {
             Some(parsed) => Some(self.new_checkpoint(&obj, parsed)?),
             None => None,
@@ -171,18 +208,20 @@ impl Driver {
             };
             def.prepare_disks(&running, &mut env)?;
         }
-        let requests = backup_requests(&def, &running, reuse)?;
+        let requests = backup_requests(&def, &running, reuse, pull.is_some())?;
         let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
             .await
             .map_err(DriverError::from)?;
 
         let uuid = obj.uuid;
+        let cp_pairs: Vec<(String, String)> = checkpoint
+            .iter()
+            .flat_map(|(_, bitmaps)| bitmaps.iter())
+            .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+            .collect();
         let (cp_actions, cp_intent) = match &checkpoint {
             Some((cp, bitmaps)) => {
-                let pairs: Vec<(String, String)> = bitmaps
-                    .iter()
-                    .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
-                    .collect();
+                let pairs = &cp_pairs;
                 let intent = Intent {
                     checkpoint: cp.name().to_string(),
                     action: IntentAction::Create,
@@ -191,7 +230,7 @@ impl Driver {
                         .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
                         .collect(),
                 };
-                (bitmap::add_actions(&pairs, None), Some(intent))
+                (bitmap::add_actions(pairs, None), Some(intent))
             }
             None => (Vec::new(), None),
         };
@@ -201,7 +240,7 @@ impl Driver {
                 return Err(err);
             }
         }
-        let watch = match qbackup::start(vm.monitor(), &targets, cp_actions).await {
+        let mut watch = match qbackup::start(vm.monitor(), &targets, cp_actions).await {
             Ok(watch) => watch,
             Err(err) => {
                 for problem in qbackup::discard(vm.monitor(), &targets).await {
@@ -213,6 +252,27 @@ impl Driver {
                 return Err(err.into());
             }
         };
+        if let Some(addr) = &pull {
+            let exports = exports(&def, &targets);
+            let mode = self.shared.config.nbd_socket_mode;
+            let mon = vm.monitor();
+            if let Err(err) = qbackup::export(mon, &targets, &exports, addr, mode).await {
+                let mut problems = qbackup::abandon(mon, &mut watch, &targets).await;
+                problems.extend(qbackup::remove_created_files(&targets).await);
+                if !cp_pairs.is_empty() {
+                    if let Err(e) = bitmap::remove_bitmaps(mon, &cp_pairs).await {
+                        problems.push(e);
+                    }
+                }
+                for problem in problems {
+                    tracing::warn!(%problem, "cannot undo a pull backup whose export failed");
+                }
+                if let Some(intent) = &cp_intent {
+                    self.drop_intent(uuid, &intent.checkpoint).await;
+                }
+                return Err(err.into());
+            }
+        }
         let checkpoint_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
         if let Some((cp, _)) = checkpoint {
             self.commit_checkpoint(&obj, cp).await;
@@ -239,6 +299,10 @@ impl Driver {
             targets: targets.clone(),
             cancel_requested: HashSet::new(),
             checkpoint: checkpoint_name,
+            pull: pull.map(|addr| PullServer {
+                addr,
+                stopped: false,
+            }),
         };
         self.save_backup(&obj, &record);
         {
@@ -340,8 +404,14 @@ impl Driver {
                     }
                     JobOutcome::Vanished => (DiskState::Failed, BlockJobStatus::Failed, None),
                 };
-                run.job.stats.transferred += end.current;
-                run.job.stats.total += end.total;
+                let pull = run.pull.is_some();
+                if pull {
+                    run.job.stats.tmp_used += end.current;
+                    run.job.stats.tmp_total += end.total;
+                } else {
+                    run.job.stats.transferred += end.current;
+                    run.job.stats.total += end.total;
+                }
                 if run.job.errmsg.is_none() {
                     run.job.errmsg = errmsg;
                 }
@@ -368,9 +438,11 @@ impl Driver {
                     .collect();
                 let failed = run.disks.iter().any(|d| d.state == DiskState::Failed);
                 let cancelled = run.disks.iter().any(|d| d.state == DiskState::Cancelled);
+                // A pull backup's disks are cancelled to end it: that is its
+                // normal end, reported completed (with libvirt's errmsg).
                 let over = running.is_empty().then_some(if failed {
                     JobStatus::Failed
-                } else if cancelled {
+                } else if cancelled && !pull {
                     JobStatus::Cancelled
                 } else {
                     JobStatus::Completed
@@ -389,7 +461,9 @@ impl Driver {
                 self.save_backup(&obj, &record);
             }
             // The end is recorded first: job statistics read meanwhile
-            // count this disk as done rather than lose it.
+            // count this disk as done rather than lose it. A scratch node
+            // can go only once nothing exports it.
+            self.stop_pull_server(&obj, &vm).await;
             if let Some(disk) = targets.iter().find(|d| d.job_id == end.id) {
                 if end.outcome != JobOutcome::Vanished {
                     for problem in qbackup::cleanup_disk(mon, disk).await {
@@ -425,23 +499,29 @@ impl Driver {
         vm: &Arc<RunningVm>,
         status: JobStatus,
     ) {
-        let (targets, reuse, checkpoint) = {
+        let (targets, reuse, checkpoint, pull) = {
             let st = obj.lock();
             match st.backup.as_ref().filter(|r| Arc::ptr_eq(&r.vm, vm)) {
                 Some(run) => (
                     run.record.targets.clone(),
                     run.record.reuse,
                     run.record.checkpoint.clone(),
+                    run.record.pull.clone(),
                 ),
                 None => return,
             }
         };
-        if status != JobStatus::Completed {
-            if !reuse {
-                for problem in qbackup::remove_created_files(&targets).await {
-                    tracing::warn!(%problem, "cannot remove a backup target");
-                }
+        if let Some(server) = &pull {
+            self.stop_pull_server(obj, vm).await;
+            nbd::remove_socket(&server.addr).await;
+        }
+        // Scratch images are never kept; targets only when complete.
+        if (pull.is_some() || status != JobStatus::Completed) && !reuse {
+            for problem in qbackup::remove_created_files(&targets).await {
+                tracing::warn!(%problem, "cannot remove a backup target");
             }
+        }
+        if status != JobStatus::Completed && pull.is_none() {
             if let Some(name) = checkpoint {
                 self.drop_unbacked_checkpoint(obj, Some(vm), &name).await;
             }
@@ -541,11 +621,75 @@ impl Driver {
         job.update_time();
         job.status = JobStatus::Active;
         let progress = qbackup::progress(vm.monitor(), &running).await?;
+        let pull = running.iter().any(|d| d.fleece);
         for info in progress.into_iter().flatten() {
-            job.stats.total += info.total;
-            job.stats.transferred += info.current;
+            if pull {
+                job.stats.tmp_total += info.total;
+                job.stats.tmp_used += info.current;
+            } else {
+                job.stats.total += info.total;
+                job.stats.transferred += info.current;
+            }
         }
         Ok(Some(job))
+    }
+
+    /// virDomainGetBlockJobInfo: a disk (by target or source path) has a
+    /// job while a backup copies (push) or fleeces (pull) it; its type is
+    /// BACKUP and its figures are QEMU's.
+    pub async fn get_block_job_info(
+        &self,
+        dom: &DomainRef,
+        path: &str,
+        flags: u32,
+    ) -> Result<Option<BlockJobInfo>, DriverError> {
+        DriverError::check_flags(
+            flags,
+            BLOCK_JOB_INFO_BANDWIDTH_BYTES,
+            "qemuDomainGetBlockJobInfo",
+        )?;
+        let obj = self.domain(dom)?;
+        let (vm, target) = {
+            let st = obj.lock();
+            let live = st
+                .live
+                .as_ref()
+                .ok_or_else(|| DriverError::not_running().with_origin(ErrorOrigin::Domain))?;
+            let disk = live
+                .def
+                .disks()
+                .iter()
+                .find(|d| d.target() == path || d.source() == Some(path))
+                .ok_or_else(|| {
+                    DriverError::new(
+                        ErrorKind::InvalidArg,
+                        format!("disk '{path}' not found in domain"),
+                    )
+                })?;
+            let target = st.backup.as_ref().and_then(|run| {
+                let record = &run.record;
+                let running = record
+                    .disks
+                    .iter()
+                    .any(|d| d.dst == disk.target() && d.state == DiskState::Running);
+                let job = record.targets.iter().find(|t| t.disk == disk.target())?;
+                running.then(|| job.clone())
+            });
+            (live.vm.clone(), target)
+        };
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let progress = qbackup::progress(vm.monitor(), std::slice::from_ref(&target)).await?;
+        Ok(progress
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|job| BlockJobInfo {
+                job_type: BLOCK_JOB_TYPE_BACKUP,
+                cur: job.current,
+                end: job.total,
+            }))
     }
 
     /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
@@ -585,12 +729,62 @@ impl Driver {
             (run.vm.clone(), running, run.record.clone())
         };
         self.save_backup(&obj, &record);
+        // libvirt's order: no client reads any more, then the jobs stop.
+        self.stop_pull_server(&obj, &vm).await;
         for id in running {
             if let Err(err) = qjobs::cancel(vm.monitor(), &id).await {
                 tracing::warn!(%err, job = %id, "cannot cancel a backup job");
             }
         }
         Ok(())
+    }
+
+    /// Stops a pull backup's NBD server, once: abort, the first disk's
+    /// end, or the job's end, whichever comes first.
+    async fn stop_pull_server(&self, obj: &DomainObj, vm: &Arc<RunningVm>) {
+        let record = {
+            let mut st = obj.lock();
+            let Some(run) = st.backup.as_mut().filter(|r| Arc::ptr_eq(&r.vm, vm)) else {
+                return;
+            };
+            match run.record.pull.as_mut() {
+                Some(server) if !server.stopped => server.stopped = true,
+                _ => return,
+            }
+            run.record.clone()
+        };
+        nbd::stop_server(vm.monitor()).await;
+        self.save_backup(obj, &record);
+    }
+
+    /// A free port of the configured range for a pull backup's TCP
+    /// server: one no other backup of this daemon holds and that binds on
+    /// the address asked for now.
+    fn allocate_port(&self, def: &BackupDef) -> Result<u16, DriverError> {
+        let host = def.server().and_then(|s| s.name()).unwrap_or("localhost");
+        let taken: HashSet<u16> = self
+            .shared
+            .domains
+            .all()
+            .iter()
+            .filter_map(|obj| {
+                let st = obj.lock();
+                match st.backup.as_ref()?.record.pull.as_ref()?.addr {
+                    NbdAddress::Tcp { port, .. } => Some(port),
+                    NbdAddress::Unix(_) => None,
+                }
+            })
+            .collect();
+        let range = self.shared.config.nbd_ports.clone();
+        let (min, max) = (*range.start(), *range.end());
+        range
+            .filter(|port| !taken.contains(port))
+            .find(|port| std::net::TcpListener::bind((host, *port)).is_ok())
+            .ok_or_else(|| {
+                DriverError::internal(format!(
+                    "Unable to find an unused port in range 'nbd' ({min}-{max})"
+                ))
+            })
     }
 
     /// Records the running backup, so that a restarted daemon can follow
@@ -658,7 +852,9 @@ impl Driver {
                 tracing::warn!(%problem, "cannot remove a backup target");
             }
         }
-        if let Some(name) = &record.checkpoint {
+        if let Some(server) = &record.pull {
+            nbd::remove_socket(&server.addr).await;
+        } else if let Some(name) = &record.checkpoint {
             self.drop_unbacked_checkpoint(obj, None, name).await;
         }
         record.job.update_time();
@@ -668,11 +864,64 @@ impl Driver {
     }
 }
 
+/// Where a pull backup's NBD server listens, once the definition has a
+/// server with a port.
+fn pull_address(def: &BackupDef) -> Result<NbdAddress, DriverError> {
+    let server = def
+        .server()
+        .ok_or_else(|| DriverError::internal("pull backup without a server"))?;
+    if server.tls() == Some(true) {
+        return Err(DriverError::operation_invalid(
+            "backup TLS directory not configured",
+        ));
+    }
+    match server.transport() {
+        Transport::Unix => {
+            let path = server
+                .socket()
+                .ok_or_else(|| DriverError::internal("unix server without a socket"))?;
+            // QEMU unlinks whatever is at the path before it binds: never
+            // let it take a file somebody else owns.
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(DriverError::operation_invalid(format!(
+                    "NBD socket '{path}' already exists"
+                )));
+            }
+            Ok(NbdAddress::Unix(path.into()))
+        }
+        Transport::Tcp => Ok(NbdAddress::Tcp {
+            host: server.name().unwrap_or("localhost").to_string(),
+            port: server
+                .port()
+                .ok_or_else(|| DriverError::internal("TCP server without a port"))?,
+        }),
+    }
+}
+
+/// One export per backed-up disk, named as the definition says.
+fn exports(def: &BackupDef, targets: &[qbackup::DiskBackup]) -> Vec<NbdExport> {
+    targets
+        .iter()
+        .map(|t| {
+            let disk = def.disk(&t.disk);
+            NbdExport {
+                node: t.target.format_node.clone(),
+                name: disk
+                    .and_then(|d| d.export_name())
+                    .unwrap_or(&t.disk)
+                    .to_string(),
+                bitmap: t.bitmap.as_ref().map(|b| b.name.clone()),
+            }
+        })
+        .collect()
+}
+
 /// What the qemu layer needs per backed-up disk.
 fn backup_requests(
     def: &BackupDef,
     running: &DomainDef,
     reuse: bool,
+    pull: bool,
 ) -> Result<Vec<qbackup::BackupDisk>, DriverError> {
     let specs = launch::disk_specs(running)?;
     def.backed_up()
@@ -722,6 +971,8 @@ fn backup_requests(
                 store_format: format,
                 store_node_index: store.index().unwrap_or(0),
                 incremental: disk.incremental().map(str::to_string),
+                fleece: pull,
+                bitmap: disk.bitmap().map(str::to_string),
             })
         })
         .collect()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::conf::{DomainDef, FormatMode};
 
-use super::error::{DriverError, ErrorKind};
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::registry::{state, DomainObj, DomainState};
 use super::{DomainEvent, DomainRef, Driver, Lifecycle};
 
@@ -316,6 +316,27 @@ impl Driver {
 
     pub fn is_persistent(&self, dom: &DomainRef) -> Result<bool, DriverError> {
         Ok(self.domain(dom)?.lock().config.is_some())
+    }
+
+    /// virDomainFSFreeze / virDomainFSThaw: there is no guest agent
+    /// channel, so after libvirt's own checks this always fails the way
+    /// libvirtd does for a domain without one (backup tools ask, and go on
+    /// without freezing).
+    pub fn fs_freeze_thaw(
+        &self,
+        dom: &DomainRef,
+        flags: u32,
+        api: &str,
+    ) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, 0, api)?;
+        let obj = self.domain(dom)?;
+        if obj.lock().live.is_none() {
+            return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+        }
+        Err(DriverError::new(
+            ErrorKind::ArgumentUnsupported,
+            "QEMU guest agent is not configured",
+        ))
     }
 
     pub fn get_autostart(&self, dom: &DomainRef) -> Result<bool, DriverError> {

@@ -55,6 +55,24 @@ pub struct DriverConfig {
     /// The emulator whose version virConnectGetVersion reports (domains
     /// name their own; conf fills in this same default).
     pub qemu: PathBuf,
+    /// Ports a pull backup's TCP NBD server gets when it names none.
+    pub nbd_ports: std::ops::RangeInclusive<u16>,
+    /// The mode of a pull backup's unix NBD socket: by default only the
+    /// daemon's own user can connect.
+    pub nbd_socket_mode: u32,
+}
+
+impl DriverConfig {
+    /// The defaults for everything but the directories and the emulator.
+    pub fn new(state_dir: PathBuf, run_dir: PathBuf, qemu: PathBuf) -> DriverConfig {
+        DriverConfig {
+            state_dir,
+            run_dir,
+            qemu,
+            nbd_ports: 10809..=10872,
+            nbd_socket_mode: 0o600,
+        }
+    }
 }
 
 /// The libvirt release whose API and behaviour we mirror (9.0.0).

@@ -1,4 +1,5 @@
-//! Push-mode backups: QEMU copies disks into target images.
+//! Backups: QEMU copies disks into target images (push), or keeps a
+//! frozen view of each in a scratch image and exports it over NBD (pull).
 //!
 //! The driver owns the job (its XML, domjobinfo, events); this module only
 //! does what QEMU has to do, in the order and shape libvirt 9.0 does it,
@@ -47,6 +48,16 @@
 //!    backup that did not complete (failed or cancelled) without
 //!    REUSE_EXTERNAL; a completed backup keeps its files.
 //!
+//! Pull mode differs in three places: the store is a scratch image whose
+//! backing node is the running disk (always, not only for incremental
+//! backups); the job is `blockdev-backup` with `sync: none`, which in QEMU
+//! 7.2 puts a copy-before-write filter over the disk, so the scratch
+//! receives each cluster just before the guest overwrites it; and after
+//! the transaction [`export`] starts the NBD server and exports each
+//! scratch node with the temporary bitmap (see [`nbd`]). The job never
+//! ends by itself: the client's abort stops the server, then cancels the
+//! jobs (qemuBackupJobCancelBlockjobs).
+//!
 //! [`finish`] runs 3–6 as libvirt's event handling does: each job's
 //! cleanup when it concludes, the rest cancelled once one has failed or
 //! been cancelled (qemuBackupNotifyBlockjobEnd).
@@ -66,6 +77,7 @@ use super::command::{DiskFormat, DiskSpec};
 use super::error::QemuError;
 use super::jobs::{self, JobEnd, JobInfo, JobOutcome, JobWatch};
 use super::monitor::Monitor;
+use super::nbd::{self, NbdAddress, NbdExport};
 
 /// One disk to back up, as the driver asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +93,13 @@ pub struct BackupDisk {
     pub store_node_index: u32,
     /// The checkpoint an incremental backup starts from; `None` for full.
     pub incremental: Option<String>,
+    /// Pull mode: the store is a scratch image that keeps the disk's
+    /// frozen view (its backing node is the running disk, and the job
+    /// copies only what the guest is about to overwrite: sync none).
+    pub fleece: bool,
+    /// The temporary bitmap's name when not `backup-<disk>` (a pull
+    /// backup's `exportbitmap`).
+    pub bitmap: Option<String>,
 }
 
 /// The temporary bitmap of an incremental backup.
@@ -104,8 +123,12 @@ pub struct DiskBackup {
     pub job_id: String,
     /// The source's format node.
     pub source_node: String,
-    /// Incremental only: the temporary bitmap the job copies by.
+    /// Incremental only: the temporary bitmap the job copies by (push) or
+    /// the export offers (pull).
     pub bitmap: Option<TempBitmap>,
+    /// Pull only: the job keeps a frozen view in the target (scratch).
+    #[serde(default)]
+    pub fleece: bool,
     /// The target.
     pub target: AttachedImage,
 }
@@ -188,7 +211,10 @@ pub async fn prepare_in(
                     }
                 })?;
                 Some(TempBitmap {
-                    name: temp_bitmap_name(&disk.source.target),
+                    name: disk
+                        .bitmap
+                        .clone()
+                        .unwrap_or_else(|| temp_bitmap_name(&disk.source.target)),
                     checkpoint: checkpoint.clone(),
                     granularity: found.granularity,
                 })
@@ -214,6 +240,7 @@ pub async fn prepare_in(
             job_id: job_id(&disk.source.target, &source_node),
             source_node,
             bitmap,
+            fleece: disk.fleece,
             target: attached,
         });
     }
@@ -228,14 +255,15 @@ async fn attach_target(
 ) -> Result<AttachedImage, QemuError> {
     let source_node = disk.source.format_node();
     // Only a format that can have one gets a backing image, and only for
-    // an incremental backup: a full backup stands alone.
-    let backing =
-        (disk.incremental.is_some() && disk.store_format == DiskFormat::Qcow2).then(|| {
-            BackingImage {
-                path: disk.source.source.clone(),
-                format: disk.source.format,
-                node: source_node.clone(),
-            }
+    // an incremental backup (a full backup stands alone) or a scratch
+    // image, which reads through to the disk where the guest has not
+    // written since the start.
+    let backing = (disk.fleece
+        || (disk.incremental.is_some() && disk.store_format == DiskFormat::Qcow2))
+        .then(|| BackingImage {
+            path: disk.source.source.clone(),
+            format: disk.source.format,
+            node: source_node.clone(),
         });
     let mut spec = ImageSpec {
         path: disk.store.clone(),
@@ -307,7 +335,11 @@ pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
                 base: BackupCommon {
                     auto_dismiss: Some(false),
                     auto_finalize: Some(true),
-                    bitmap: disk.bitmap.as_ref().map(|temp| temp.name.clone()),
+                    bitmap: disk
+                        .bitmap
+                        .as_ref()
+                        .filter(|_| !disk.fleece)
+                        .map(|temp| temp.name.clone()),
                     bitmap_mode: None,
                     compress: None,
                     discard_source: None,
@@ -318,9 +350,10 @@ pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
                     speed: None,
                     x_perf: None,
                     device: disk.source_node.clone(),
-                    sync: match disk.bitmap {
-                        Some(_) => MirrorSyncMode::incremental,
-                        None => MirrorSyncMode::full,
+                    sync: match (&disk.bitmap, disk.fleece) {
+                        (_, true) => MirrorSyncMode::none,
+                        (Some(_), false) => MirrorSyncMode::incremental,
+                        (None, false) => MirrorSyncMode::full,
                     },
                 },
                 target: disk.target.format_node.clone(),
@@ -350,6 +383,45 @@ pub async fn start(
     })
     .await?;
     Ok(watch)
+}
+
+/// Pull mode, once [`start`] has frozen every disk's view: the NBD server
+/// on `addr`, then one read-only export per disk (the scratch image's
+/// format node, with its bitmap). Nothing is exported before the
+/// transaction has run, so no client can read a disk that is not frozen.
+///
+/// On error the server is stopped and its socket removed; the jobs still
+/// run: the caller ends them with [`abandon`].
+pub async fn export(
+    mon: &Monitor,
+    disks: &[DiskBackup],
+    exports: &[NbdExport],
+    addr: &NbdAddress,
+    socket_mode: u32,
+) -> Result<(), QemuError> {
+    nbd::start_server(mon, addr, socket_mode).await?;
+    for export in exports {
+        debug_assert!(disks.iter().any(|d| d.target.format_node == export.node));
+        if let Err(e) = nbd::add_export(mon, export).await {
+            nbd::stop_server(mon).await;
+            nbd::remove_socket(addr).await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Ends jobs that started but must not stay (a pull backup whose exports
+/// failed): cancels them, waits for their end and cleans up each disk as
+/// [`finish`] does. The target files stay for
+/// [`remove_created_files`]. Returns what failed.
+pub async fn abandon(mon: &Monitor, watch: &mut JobWatch, disks: &[DiskBackup]) -> Vec<QemuError> {
+    let mut problems = cancel(mon, watch).await;
+    match finish(mon, watch, disks).await {
+        Ok(finished) => problems.extend(finished.problems),
+        Err(e) => problems.push(e),
+    }
+    problems
 }
 
 /// Undoes [`prepare`] when the jobs never started: detaches every target

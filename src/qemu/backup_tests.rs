@@ -59,6 +59,8 @@ impl Ctx {
             store_format: format,
             store_node_index: node,
             incremental: incremental.map(str::to_owned),
+            fleece: false,
+            bitmap: None,
         }
     }
 
@@ -242,6 +244,7 @@ async fn full(ctx: Ctx) {
             job_id: "backup-vda-libvirt-2-format".into(),
             source_node: VDA.into(),
             bitmap: None,
+            fleece: false,
             target: AttachedImage {
                 path: ctx.path("vda.full.qcow2"),
                 storage_node: "libvirt-3-storage".into(),
@@ -636,6 +639,7 @@ fn the_transaction_is_libvirts() {
             checkpoint: "cp1".into(),
             granularity: 65536,
         }),
+        fleece: false,
         target: AttachedImage {
             path: format!("/tmp/bkref/out/inc2-{name}.qcow2").into(),
             storage_node: format!("libvirt-{target}-storage"),
@@ -673,5 +677,21 @@ fn the_transaction_is_libvirts() {
         json!({"type":"blockdev-backup","data":{"device":"libvirt-3-format",
             "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
             "sync":"full","auto-finalize":true,"auto-dismiss":false}})
+    );
+
+    // Pull: the exported bitmap is made the same way, but the job only
+    // fleeces (sync none, no bitmap of its own).
+    let pull = DiskBackup {
+        fleece: true,
+        ..disks[0].clone()
+    };
+    let pulled = serde_json::to_value(actions(&[pull])).unwrap();
+    assert_eq!(pulled[0], expected[2]);
+    assert_eq!(pulled[1], expected[3]);
+    assert_eq!(
+        pulled[2],
+        json!({"type":"blockdev-backup","data":{"device":"libvirt-3-format",
+            "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
+            "sync":"none","auto-finalize":true,"auto-dismiss":false}})
     );
 }

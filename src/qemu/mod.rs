@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod json;
 mod log;
 pub mod monitor;
+pub mod nbd;
 pub mod process;
 #[cfg(test)]
 mod transcript;

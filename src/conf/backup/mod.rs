@@ -370,6 +370,26 @@ impl BackupDef {
             .filter_map(|d| Some((d, d.store.as_ref()?)))
     }
 
+    /// Whether this is a pull backup over TCP whose port was not given.
+    pub fn needs_port(&self) -> bool {
+        self.mode == BackupMode::Pull
+            && self
+                .server
+                .as_ref()
+                .is_some_and(|s| s.transport == Transport::Tcp && s.port == 0)
+    }
+
+    /// Gives a TCP server without a port the one the driver allocated
+    /// (libvirt 9.0 has no port range for backups and refuses instead,
+    /// see [`Self::prepare_server`]); backup-dumpxml then shows it.
+    pub fn assign_port(&mut self, port: u16) {
+        if let Some(server) = self.server.as_mut() {
+            if server.transport == Transport::Tcp && server.port == 0 {
+                server.port = port;
+            }
+        }
+    }
+
     /// qemuBackupPrepare: a pull backup's TCP server must have a port
     /// (VIR_ERR_OPERATION_UNSUPPORTED from the QEMU driver).
     pub fn prepare_server(&mut self) -> Result<(), ConfError> {

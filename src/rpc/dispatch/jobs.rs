@@ -40,6 +40,33 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
                 fileRemaining: info.file_remaining,
             })
         },
+        rp::DomainGetBlockJobInfo => |a: wire::remote_domain_get_block_job_info_args| async move {
+            let info = driver.get_block_job_info(&dom_ref(a.dom), &a.path, a.flags).await?;
+            Ok(match info {
+                Some(info) => wire::remote_domain_get_block_job_info_ret {
+                    found: 1,
+                    r#type: info.job_type,
+                    bandwidth: 0,
+                    cur: info.cur,
+                    end: info.end,
+                },
+                None => wire::remote_domain_get_block_job_info_ret {
+                    found: 0,
+                    r#type: 0,
+                    bandwidth: 0,
+                    cur: 0,
+                    end: 0,
+                },
+            })
+        },
+        rp::DomainFsfreeze => |a: wire::remote_domain_fsfreeze_args| async move {
+            driver.fs_freeze_thaw(&dom_ref(a.dom), a.flags, "qemuDomainFSFreeze")?;
+            Ok(wire::remote_domain_fsfreeze_ret { filesystems: 0 })
+        },
+        rp::DomainFsthaw => |a: wire::remote_domain_fsthaw_args| async move {
+            driver.fs_freeze_thaw(&dom_ref(a.dom), a.flags, "qemuDomainFSThaw")?;
+            Ok(wire::remote_domain_fsthaw_ret { filesystems: 0 })
+        },
         rp::DomainAbortJob => |a: wire::remote_domain_abort_job_args| async move {
             driver.abort_job(&dom_ref(a.dom), 0).await
         },

@@ -1,0 +1,600 @@
+#![allow(clippy::tests_outside_test_module)]
+//! Pull-mode backups: QEMU exports a frozen view of each disk over NBD and
+//! a third party reads it. Driven by the stock virsh, libvirt-python,
+//! python3-libnbd and Debian's virtnbdbackup/virtnbdrestore, unmodified,
+//! against real QEMU.
+//!
+//! Guest writes go through HMP `qemu-io` on the guest's device, so QEMU
+//! itself records them in its dirty bitmaps; images are compared only once
+//! the domain is shut off (until then QEMU's caches hold the newest qcow2
+//! metadata and another reader sees stale tables).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{wait_until, words, Daemon, Run};
+
+/// A hang guard, not a timing assert.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running domain `name` with vda (qcow2, 64 MiB, 1 MiB written before
+/// start) and vdb (qcow2, 32 MiB).
+fn running_domain(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
+    let vda = d.image(&format!("{name}-vda.qcow2"), "qcow2", "64M");
+    let vdb = d.image(&format!("{name}-vdb.qcow2"), "qcow2", "32M");
+    qemu_io(&vda, "write -P 0x11 0 1M");
+    let xml = d.domain_xml(name, &[("vda", &vda, "qcow2"), ("vdb", &vdb, "qcow2")]);
+    d.define(name, &xml);
+    d.virsh(&["start", name]).ok();
+    (vda, vdb)
+}
+
+/// Writes through the guest's view of disk `index` (0 = vda).
+fn guest_write(d: &Daemon, dom: &str, index: u32, what: &str) {
+    let cmd =
+        format!("qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{what}\"");
+    let run = d.virsh(&["qemu-monitor-command", dom, "--hmp", &cmd]).ok();
+    assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
+}
+
+fn qemu_io(image: &Path, cmd: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", cmd])
+        .arg(image)
+        .output()
+        .expect("qemu-io");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn command(cmd: &str, args: &[&str]) -> Run {
+    let out = Command::new(cmd)
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+fn identical(a: &Path, b: &Path) {
+    let out = command(
+        "qemu-img",
+        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(
+        (out.code, out.stdout.trim()),
+        (0, "Images are identical."),
+        "{} vs {}: {}",
+        a.display(),
+        b.display(),
+        out.stderr
+    );
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn wait_idle(d: &Daemon, dom: &str) {
+    wait_until(PATIENCE, || {
+        words(&d.virsh(&["domjobinfo", dom]).stdout) == "Job type: None"
+    })
+    .unwrap_or_else(|| panic!("the job of {dom} did not end"));
+}
+
+/// The node names QEMU has for the domain.
+fn node_names(d: &Daemon, dom: &str) -> Vec<String> {
+    let run = d
+        .virsh(&[
+            "qemu-monitor-command",
+            dom,
+            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
+        ])
+        .ok();
+    let reply: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let mut names: Vec<String> = reply["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node-name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn virtnbdbackup(d: &Daemon, dom: &str, level: &str, out: &Path, scratch: &Path) {
+    let uri = d.uri();
+    let run = command(
+        "virtnbdbackup",
+        &[
+            "-d",
+            dom,
+            "-l",
+            level,
+            "-o",
+            out.to_str().unwrap(),
+            "-U",
+            &uri,
+            // Demanded with any qemu+ URI; any value does on a unix socket.
+            "--user",
+            "x",
+            "--password",
+            "x",
+            "--scratchdir",
+            scratch.to_str().unwrap(),
+            "--noprogress",
+        ],
+    );
+    assert_eq!(
+        run.code, 0,
+        "virtnbdbackup -l {level}:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr.contains("Finished successfully"),
+        "virtnbdbackup -l {level}:\n{}",
+        run.stderr
+    );
+}
+
+/// virtnbdbackup full, guest writes, incremental twice; virtnbdrestore
+/// gives back what the disks held at the last backup.
+#[test]
+fn virtnbdbackup_backs_up_and_virtnbdrestore_restores() {
+    let d = Daemon::start();
+    let (vda, vdb) = running_domain(&d, "vnb");
+    let out = d.path("vnb-backup");
+    let scratch = d.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+
+    virtnbdbackup(&d, "vnb", "full", &out, &scratch);
+    guest_write(&d, "vnb", 0, "write -P 0x22 2M 128k");
+    guest_write(&d, "vnb", 1, "write -P 0x33 4M 192k");
+    virtnbdbackup(&d, "vnb", "inc", &out, &scratch);
+    guest_write(&d, "vnb", 0, "write -P 0x44 10M 64k");
+    guest_write(&d, "vnb", 0, "write -P 0x55 0 4k");
+    virtnbdbackup(&d, "vnb", "inc", &out, &scratch);
+
+    // Every job ended and took its scratch files and socket with it.
+    assert_eq!(
+        words(&d.virsh(&["domjobinfo", "vnb"]).stdout),
+        "Job type: None"
+    );
+    assert_eq!(files(&scratch), Vec::<String>::new());
+    assert_eq!(
+        node_names(&d, "vnb"),
+        [
+            "libvirt-1-format",
+            "libvirt-1-storage",
+            "libvirt-2-format",
+            "libvirt-2-storage"
+        ]
+    );
+    let run = d
+        .virsh(&["checkpoint-list", "vnb", "--name", "--topological"])
+        .ok();
+    assert_eq!(
+        run.stdout.trim(),
+        "virtnbdbackup.0\nvirtnbdbackup.1\nvirtnbdbackup.2"
+    );
+    // The incrementals hold only what was written in between.
+    let listing = files(&out);
+    for name in [
+        "vda.full.data",
+        "vda.inc.virtnbdbackup.1.data",
+        "vda.inc.virtnbdbackup.2.data",
+        "vdb.full.data",
+        "vdb.inc.virtnbdbackup.1.data",
+        "vdb.inc.virtnbdbackup.2.data",
+    ] {
+        assert!(listing.iter().any(|f| f == name), "{name} in {listing:?}");
+    }
+    let size = |f: &str| fs::metadata(out.join(f)).unwrap().len();
+    assert!(size("vda.full.data") >= 1 << 20);
+    assert!(size("vda.inc.virtnbdbackup.1.data") < (128 << 10) + 4096);
+    assert!(size("vdb.inc.virtnbdbackup.1.data") >= 192 << 10);
+    assert!(size("vdb.inc.virtnbdbackup.2.data") < 4096);
+
+    // Shut off, the images are what QEMU wrote; the restore equals them.
+    d.virsh(&["destroy", "vnb"]).ok();
+    let restored = d.path("restored");
+    let run = command(
+        "virtnbdrestore",
+        &[
+            "-i",
+            out.to_str().unwrap(),
+            "-o",
+            restored.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        run.code, 0,
+        "virtnbdrestore:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    // virtnbdrestore names each image after the disk's source file.
+    for image in [&vda, &vdb] {
+        identical(image, &restored.join(image.file_name().unwrap()));
+    }
+}
+
+/// Reads an export's meta contexts and the dirty extents of
+/// `qemu:dirty-bitmap:<bitmap>`, and checks the frozen view, with
+/// python3-libnbd. Prints `contexts: ...` and `dirty: off+len ...`.
+const NBD_PROBE: &str = r#"
+import nbd, os, sys
+sock, export, bitmap = os.environ["SOCK"], os.environ["EXPORT"], os.environ["BITMAP"]
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.connect_unix(sock)
+h.set_export_name(export)
+names = []
+h.opt_list_meta_context(lambda name: names.append(name) or 0)
+print("contexts:", " ".join(sorted(names)))
+ctx = "qemu:dirty-bitmap:" + bitmap
+h.add_meta_context(ctx)
+h.opt_go()
+size = h.get_size()
+dirty, offset = [], 0
+while offset < size:
+    got = []
+    def extent(meta, off, entries, err):
+        if meta == ctx:
+            got.extend(entries)
+        return 0
+    h.block_status(min(size - offset, 1 << 30), offset, extent)
+    for i in range(0, len(got), 2):
+        length, flags = got[i], got[i + 1]
+        if flags & 1:
+            if dirty and dirty[-1][0] + dirty[-1][1] == offset:
+                dirty[-1][1] += length
+            else:
+                dirty.append([offset, length])
+        offset += length
+print("dirty:", " ".join("%d+%d" % (o, l) for o, l in dirty))
+pattern = os.environ.get("PATTERN")
+if pattern:
+    off, byte = pattern.split(":")
+    data = h.pread(4096, int(off))
+    print("frozen:", all(b == int(byte, 16) for b in data))
+"#;
+
+fn nbd_probe(d: &Daemon, sock: &Path, export: &str, bitmap: &str, pattern: &str) -> Run {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(NBD_PROBE)
+        .env("SOCK", sock)
+        .env("EXPORT", export)
+        .env("BITMAP", bitmap)
+        .env("PATTERN", pattern)
+        .output()
+        .expect("python3");
+    let run = Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    };
+    assert_eq!(run.code, 0, "{}\n{}\n{}", run.stdout, run.stderr, d.log());
+    run
+}
+
+/// An incremental pull backup exports exactly the clusters written since
+/// the checkpoint, and a frozen view: writes after the start do not show.
+/// Aborting while a client reads ends the export and leaves nothing.
+#[test]
+fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
+    let d = Daemon::start();
+    running_domain(&d, "inc");
+    d.virsh(&["checkpoint-create-as", "inc", "cp1"]).ok();
+    // 64 KiB clusters: 1M+64k, 5M+64k..+192k (two clusters), 20M+4k
+    // (one cluster, 20M+64k..+128k).
+    guest_write(&d, "inc", 0, "write -P 0x61 1M 64k");
+    guest_write(&d, "inc", 0, "write -P 0x62 5184k 128k");
+    guest_write(&d, "inc", 0, "write -P 0x63 20544k 4k");
+
+    let sock = d.path("nbd.sock");
+    let backup = format!(
+        "<domainbackup mode='pull'><incremental>cp1</incremental>\
+         <server transport='unix' socket='{}'/>\
+         <disks><disk name='vda' type='file'><scratch file='{}'/></disk>\
+         <disk name='vdb' backup='no'/></disks></domainbackup>",
+        sock.display(),
+        d.path("vda.scratch").display()
+    );
+    fs::write(d.path("pull.xml"), backup).unwrap();
+    fs::write(
+        d.path("cp2.xml"),
+        "<domaincheckpoint><name>cp2</name></domaincheckpoint>",
+    )
+    .unwrap();
+    let pull = d.path("pull.xml");
+    let cp2 = d.path("cp2.xml");
+    let run = d
+        .virsh(&[
+            "backup-begin",
+            "inc",
+            pull.to_str().unwrap(),
+            cp2.to_str().unwrap(),
+        ])
+        .ok();
+    assert_eq!(run.stdout.trim(), "Backup started");
+
+    // Only the daemon's user may connect to the socket.
+    let meta = fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let run = d.virsh(&["backup-dumpxml", "inc"]).ok();
+    let xml = words(&run.stdout);
+    assert!(
+        xml.contains(&format!(
+            "<server transport='unix' socket='{}'/>",
+            sock.display()
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<disk name='vda' backup='yes' type='file' backupmode='incremental' incremental='cp1' exportname='vda' exportbitmap='backup-vda' index='"),
+        "{xml}"
+    );
+    let run = d.virsh(&["domjobinfo", "inc"]).ok();
+    let info = words(&run.stdout);
+    assert!(
+        info.starts_with("Job type: Unbounded Operation: Backup"),
+        "{info}"
+    );
+    assert!(
+        info.contains("Temporary disk space total: 64.000 MiB"),
+        "{info}"
+    );
+
+    // A write after the start goes to the disk; the export keeps the old
+    // data (the scratch image receives it first).
+    guest_write(&d, "inc", 0, "write -P 0x77 1M 64k");
+    let probe = nbd_probe(&d, &sock, "vda", "backup-vda", "1048576:61");
+    let lines: Vec<&str> = probe.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "contexts: base:allocation qemu:dirty-bitmap:backup-vda",
+            "dirty: 1048576+65536 5308416+131072 21037056+65536",
+            "frozen: True",
+        ],
+        "{}",
+        probe.stderr
+    );
+    let run = d.virsh(&["domjobinfo", "inc"]).ok();
+    assert!(
+        words(&run.stdout).contains("Temporary disk space use: 64.000 KiB"),
+        "{}",
+        run.stdout
+    );
+
+    // Abort while a client is connected: its reads end, and the scratch
+    // file, the socket, the temporary bitmap and the nodes go.
+    let reader = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import nbd, os, sys, time\n\
+             h = nbd.NBD(); h.set_export_name('vda'); h.connect_unix(os.environ['SOCK'])\n\
+             h.pread(65536, 0); print('connected', flush=True)\n\
+             for i in range(600):\n\
+             \x20   try:\n\
+             \x20       h.pread(65536, 0)\n\
+             \x20   except nbd.Error as e:\n\
+             \x20       print('ended'); sys.exit(0)\n\
+             \x20   time.sleep(0.05)\n\
+             print('still reading')\n",
+        )
+        .env("SOCK", &sock)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give the reader time to connect (its first read proves it).
+    std::thread::sleep(Duration::from_millis(500));
+    d.virsh(&["domjobabort", "inc"]).ok();
+    let out = reader.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "connected\nended\n");
+    wait_idle(&d, "inc");
+    assert!(!sock.exists());
+    assert!(!d.path("vda.scratch").exists());
+    let run = d.virsh(&["domjobinfo", "inc", "--completed"]).ok();
+    let info = words(&run.stdout);
+    assert!(
+        info.starts_with("Job type: Completed Operation: Backup"),
+        "{info}"
+    );
+    assert!(
+        info.ends_with("Error message: Operation canceled"),
+        "{info}"
+    );
+    assert_eq!(
+        node_names(&d, "inc"),
+        [
+            "libvirt-1-format",
+            "libvirt-1-storage",
+            "libvirt-2-format",
+            "libvirt-2-storage"
+        ]
+    );
+    // The abort is a pull backup's normal end: the checkpoint stays.
+    let run = d
+        .virsh(&["checkpoint-list", "inc", "--name", "--topological"])
+        .ok();
+    assert_eq!(run.stdout.trim(), "cp1\ncp2");
+    let run = d
+        .virsh(&[
+            "qemu-monitor-command",
+            "inc",
+            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
+        ])
+        .ok();
+    assert!(!run.stdout.contains("backup-vda"), "{}", run.stdout);
+}
+
+/// TCP: a port from the configured range when none is given, shown by
+/// backup-dumpxml; requests the daemon cannot serve fail and leave
+/// nothing; a restarted daemon keeps the export and can still abort it.
+#[test]
+fn tcp_ports_refusals_and_a_restart() {
+    let mut d = Daemon::start_with(&["--nbd-port-range", "20809-20819"]);
+    running_domain(&d, "tcp");
+    let dir = d.dir.path().to_path_buf();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let tcp = write(
+        "tcp.xml",
+        "<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1'/></domainbackup>"
+            .to_string(),
+    );
+    d.virsh(&["backup-begin", "tcp", &tcp]).ok();
+    let run = d.virsh(&["backup-dumpxml", "tcp"]).ok();
+    let xml = words(&run.stdout);
+    let port: u16 = xml
+        .split(" port='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {xml}"));
+    assert!((20809..=20819).contains(&port), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<server transport='tcp' name='127.0.0.1' port='{port}'/>"
+        )),
+        "{xml}"
+    );
+
+    // A restart keeps the export readable and the job abortable.
+    d.restart();
+    let read = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import nbd\nh = nbd.NBD(); h.set_export_name('vda'); h.connect_tcp('127.0.0.1', '{port}')\n\
+             print(h.get_size(), h.pread(4, 0))"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        "67108864 bytearray(b'\\x11\\x11\\x11\\x11')\n",
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let run = d.virsh(&["backup-dumpxml", "tcp"]).ok();
+    assert!(words(&run.stdout).contains(&format!("port='{port}'")));
+    d.virsh(&["domjobabort", "tcp"]).ok();
+    wait_idle(&d, "tcp");
+    // The default scratch files (next to the disks, named by the epoch)
+    // went with the job.
+    let leftovers: Vec<String> = files(d.dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("tcp-vda.qcow2.") || f.starts_with("tcp-vdb.qcow2."))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+
+    // Refused before anything is made.
+    let tls = write(
+        "tls.xml",
+        "<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1' port='20810' tls='yes'/>\
+         <disks><disk name='vda' type='file'/></disks></domainbackup>"
+            .to_string(),
+    );
+    d.virsh(&["backup-begin", "tcp", &tls])
+        .fails_with("error: Requested operation is not valid: backup TLS directory not configured");
+    let taken = d.path("taken.sock");
+    fs::write(&taken, "not a socket").unwrap();
+    let exists = write(
+        "exists.xml",
+        format!(
+            "<domainbackup mode='pull'><server transport='unix' socket='{}'/>\
+             <disks><disk name='vda' type='file'/></disks></domainbackup>",
+            taken.display()
+        ),
+    );
+    d.virsh(&["backup-begin", "tcp", &exists])
+        .fails_with(&format!(
+            "error: Requested operation is not valid: NBD socket '{}' already exists",
+            taken.display()
+        ));
+    assert_eq!(fs::read_to_string(&taken).unwrap(), "not a socket");
+    let raw = write(
+        "raw.xml",
+        format!(
+            "<domainbackup mode='pull'><server transport='unix' socket='{}'/>\
+             <disks><disk name='vda' type='file'><driver type='raw'/><scratch file='{}'/></disk></disks></domainbackup>",
+            d.path("raw.sock").display(),
+            d.path("raw.scratch").display()
+        ),
+    );
+    // libvirt's pull schema takes only qcow2 scratch images.
+    d.virsh(&["backup-begin", "tcp", &raw]).fails_with(
+        "error: XML document failed to validate against schema: Unable to validate doc against /usr/share/libvirt/schemas/domainbackup.rng",
+    );
+    // A socket whose directory does not exist: QEMU's error, and the
+    // scratch file, nodes and checkpoint made for it are gone again.
+    let nodir = write(
+        "nodir.xml",
+        format!(
+            "<domainbackup mode='pull'><server transport='unix' socket='{}'/>\
+             <disks><disk name='vda' type='file'><scratch file='{}'/></disk></disks></domainbackup>",
+            d.path("missing/x.sock").display(),
+            d.path("nodir.scratch").display()
+        ),
+    );
+    let cp = write(
+        "cpx.xml",
+        "<domaincheckpoint><name>cpx</name></domaincheckpoint>".to_string(),
+    );
+    let run = d.virsh(&["backup-begin", "tcp", &nodir, &cp]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("x.sock"), "{}", run.stderr);
+    assert!(!d.path("nodir.scratch").exists());
+    assert!(!d.path("raw.scratch").exists());
+    let run = d.virsh(&["checkpoint-list", "tcp", "--name"]).ok();
+    assert_eq!(run.stdout.trim(), "");
+    let run = d
+        .virsh(&[
+            "qemu-monitor-command",
+            "tcp",
+            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
+        ])
+        .ok();
+    assert!(!run.stdout.contains("cpx"), "{}", run.stdout);
+    assert_eq!(
+        node_names(&d, "tcp"),
+        [
+            "libvirt-1-format",
+            "libvirt-1-storage",
+            "libvirt-2-format",
+            "libvirt-2-storage"
+        ]
+    );
+    assert_eq!(
+        words(&d.virsh(&["domjobinfo", "tcp"]).stdout),
+        "Job type: None"
+    );
+}
