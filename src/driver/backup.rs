@@ -681,15 +681,18 @@ impl Driver {
             return Ok(None);
         };
         let progress = qbackup::progress(vm.monitor(), std::slice::from_ref(&target)).await?;
-        Ok(progress
+        // A job QEMU no longer lists but whose end is not processed yet
+        // shows as incomplete, as libvirt fakes it.
+        let (cur, end) = progress
             .into_iter()
             .flatten()
             .next()
-            .map(|job| BlockJobInfo {
-                job_type: BLOCK_JOB_TYPE_BACKUP,
-                cur: job.current,
-                end: job.total,
-            }))
+            .map_or((0, 1), |job| (job.current, job.total));
+        Ok(Some(BlockJobInfo {
+            job_type: BLOCK_JOB_TYPE_BACKUP,
+            cur,
+            end,
+        }))
     }
 
     /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
