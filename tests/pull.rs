@@ -369,6 +369,13 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
         "{info}"
     );
 
+    // The disk has a backup block job while it is exported; vdb none.
+    let run = d.virsh_loud(&["blockjob", "inc", "vda", "--info"]).ok();
+    // virsh draws it as a progress bar on stderr.
+    assert!(run.stderr.starts_with("\rBackup: ["), "{run:?}");
+    let run = d.virsh_loud(&["blockjob", "inc", "vdb", "--info"]).ok();
+    assert_eq!(run.stdout.trim(), "No current block job for vdb");
+
     // A write after the start goes to the disk; the export keeps the old
     // data (the scratch image receives it first).
     guest_write(&d, "inc", 0, "write -P 0x77 1M 64k");
