@@ -44,6 +44,10 @@ struct Args {
     /// daemon's user can connect; 0660 lets its group in too).
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     nbd_socket_mode: u32,
+    /// Directory with ca-cert.pem, server-cert.pem and server-key.pem for
+    /// pull backups asking for tls='yes'.
+    #[arg(long, default_value = "/etc/pki/qemu")]
+    backup_tls_dir: PathBuf,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -80,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let driver = Driver::open(DriverConfig {
         nbd_ports: args.nbd_port_range,
         nbd_socket_mode: args.nbd_socket_mode,
+        backup_tls_dir: args.backup_tls_dir,
         ..DriverConfig::new(state_dir, run_dir, args.qemu)
     })
     .await

@@ -95,6 +95,9 @@ pub struct BackupRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PullServer {
     addr: NbdAddress,
+    /// Whether the server has TLS credentials to remove at the end.
+    #[serde(default)]
+    tls: bool,
     /// Whether the server has been stopped (abort, or a disk's end).
     stopped: bool,
 }
@@ -240,9 +243,28 @@ impl Driver {
                 return Err(err);
             }
         }
+        // libvirt's order: the server listens before the disks freeze, the
+        // exports come only after.
+        let tls = def.server().and_then(|s| s.tls()) == Some(true);
+        if let Some(addr) = &pull {
+            let tls_dir = tls.then_some(self.shared.config.backup_tls_dir.as_path());
+            let mode = self.shared.config.nbd_socket_mode;
+            if let Err(err) = nbd::serve(vm.monitor(), addr, mode, tls_dir).await {
+                for problem in qbackup::discard(vm.monitor(), &targets).await {
+                    tracing::warn!(%problem, "cannot undo a backup that did not start");
+                }
+                if let Some(intent) = &cp_intent {
+                    self.drop_intent(uuid, &intent.checkpoint).await;
+                }
+                return Err(err.into());
+            }
+        }
         let mut watch = match qbackup::start(vm.monitor(), &targets, cp_actions).await {
             Ok(watch) => watch,
             Err(err) => {
+                if let Some(addr) = &pull {
+                    nbd::shutdown(vm.monitor(), addr, tls).await;
+                }
                 for problem in qbackup::discard(vm.monitor(), &targets).await {
                     tracing::warn!(%problem, "cannot undo a backup that did not start");
                 }
@@ -254,9 +276,9 @@ impl Driver {
         };
         if let Some(addr) = &pull {
             let exports = exports(&def, &targets);
-            let mode = self.shared.config.nbd_socket_mode;
             let mon = vm.monitor();
-            if let Err(err) = qbackup::export(mon, &targets, &exports, addr, mode).await {
+            if let Err(err) = qbackup::export(mon, &exports).await {
+                nbd::shutdown(mon, addr, tls).await;
                 let mut problems = qbackup::abandon(mon, &mut watch, &targets).await;
                 problems.extend(qbackup::remove_created_files(&targets).await);
                 if !cp_pairs.is_empty() {
@@ -301,6 +323,7 @@ impl Driver {
             checkpoint: checkpoint_name,
             pull: pull.map(|addr| PullServer {
                 addr,
+                tls,
                 stopped: false,
             }),
         };
@@ -513,6 +536,9 @@ impl Driver {
         };
         if let Some(server) = &pull {
             self.stop_pull_server(obj, vm).await;
+            if server.tls {
+                nbd::del_tls_creds(vm.monitor()).await;
+            }
             nbd::remove_socket(&server.addr).await;
         }
         // Scratch images are never kept; targets only when complete.
@@ -873,11 +899,6 @@ fn pull_address(def: &BackupDef) -> Result<NbdAddress, DriverError> {
     let server = def
         .server()
         .ok_or_else(|| DriverError::internal("pull backup without a server"))?;
-    if server.tls() == Some(true) {
-        return Err(DriverError::operation_invalid(
-            "backup TLS directory not configured",
-        ));
-    }
     match server.transport() {
         Transport::Unix => {
             let path = server

@@ -60,6 +60,9 @@ pub struct DriverConfig {
     /// The mode of a pull backup's unix NBD socket: by default only the
     /// daemon's own user can connect.
     pub nbd_socket_mode: u32,
+    /// Where QEMU reads the x509 credentials of a pull backup's server
+    /// asked for with `tls='yes'` (libvirt's backup_tls_x509_cert_dir).
+    pub backup_tls_dir: PathBuf,
 }
 
 impl DriverConfig {
@@ -71,6 +74,7 @@ impl DriverConfig {
             qemu,
             nbd_ports: 10809..=10872,
             nbd_socket_mode: 0o600,
+            backup_tls_dir: PathBuf::from("/etc/pki/qemu"),
         }
     }
 }

@@ -53,8 +53,9 @@
 //! backups); the job is `blockdev-backup` with `sync: none`, which in QEMU
 //! 7.2 puts a copy-before-write filter over the disk, so the scratch
 //! receives each cluster just before the guest overwrites it; and after
-//! the transaction [`export`] starts the NBD server and exports each
-//! scratch node with the temporary bitmap (see [`nbd`]). The job never
+//! the transaction [`export`] exports each scratch node with the temporary
+//! bitmap, which lives on the scratch node and goes with it (see [`nbd`];
+//! the server itself starts before the transaction, as libvirt does it). The job never
 //! ends by itself: the client's abort stops the server, then cancels the
 //! jobs (qemuBackupJobCancelBlockjobs).
 //!
@@ -77,7 +78,7 @@ use super::command::{DiskFormat, DiskSpec};
 use super::error::QemuError;
 use super::jobs::{self, JobEnd, JobInfo, JobOutcome, JobWatch};
 use super::monitor::Monitor;
-use super::nbd::{self, NbdAddress, NbdExport};
+use super::nbd::{self, NbdExport};
 
 /// One disk to back up, as the driver asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +132,19 @@ pub struct DiskBackup {
     pub fleece: bool,
     /// The target.
     pub target: AttachedImage,
+}
+
+impl DiskBackup {
+    /// Where the temporary bitmap lives: on the source for a push backup;
+    /// on the scratch node for a pull backup, whose export finds it there
+    /// and with which it goes.
+    pub fn bitmap_node(&self) -> &str {
+        if self.fleece {
+            &self.target.format_node
+        } else {
+            &self.source_node
+        }
+    }
 }
 
 /// The job id libvirt gives a disk's backup job (qemuBlockJobDiskNewBackup).
@@ -317,16 +331,18 @@ pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
     for disk in disks {
         if let Some(temp) = &disk.bitmap {
             let granularity = (temp.granularity > 0).then_some(temp.granularity);
+            let node = disk.bitmap_node();
             actions.push(bitmap::bitmap_add(
-                &disk.source_node,
+                node,
                 &temp.name,
                 false,
                 true,
                 granularity,
             ));
-            actions.push(bitmap::bitmap_merge(
-                &disk.source_node,
+            actions.push(bitmap::bitmap_merge_from(
+                node,
                 &temp.name,
+                &disk.source_node,
                 &temp.checkpoint,
             ));
         }
@@ -385,28 +401,17 @@ pub async fn start(
     Ok(watch)
 }
 
-/// Pull mode, once [`start`] has frozen every disk's view: the NBD server
-/// on `addr`, then one read-only export per disk (the scratch image's
-/// format node, with its bitmap). Nothing is exported before the
-/// transaction has run, so no client can read a disk that is not frozen.
+/// Pull mode, once [`start`] has frozen every disk's view: one read-only
+/// export per disk (the scratch image's format node, with its bitmap) on
+/// the server [`nbd::start_server`] started before the transaction, as
+/// libvirt orders it. Nothing is exported before the transaction has run,
+/// so no client can read a disk that is not frozen.
 ///
-/// On error the server is stopped and its socket removed; the jobs still
-/// run: the caller ends them with [`abandon`].
-pub async fn export(
-    mon: &Monitor,
-    disks: &[DiskBackup],
-    exports: &[NbdExport],
-    addr: &NbdAddress,
-    socket_mode: u32,
-) -> Result<(), QemuError> {
-    nbd::start_server(mon, addr, socket_mode).await?;
+/// On error the jobs still run: the caller stops the server and ends
+/// them with [`abandon`].
+pub async fn export(mon: &Monitor, exports: &[NbdExport]) -> Result<(), QemuError> {
     for export in exports {
-        debug_assert!(disks.iter().any(|d| d.target.format_node == export.node));
-        if let Err(e) = nbd::add_export(mon, export).await {
-            nbd::stop_server(mon).await;
-            nbd::remove_socket(addr).await;
-            return Err(e);
-        }
+        nbd::add_export(mon, export).await?;
     }
     Ok(())
 }
@@ -484,7 +489,7 @@ async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuErr
         }
     }
     problems.extend(blockdev::detach_image(mon, &disk.target).await);
-    if let Some(temp) = &disk.bitmap {
+    if let Some(temp) = disk.bitmap.as_ref().filter(|_| !disk.fleece) {
         let removed = mon
             .execute(qapi::qmp::block_dirty_bitmap_remove(
                 qapi::qmp::BlockDirtyBitmap {

@@ -418,12 +418,22 @@ pub(super) fn bitmap_add(
 /// Merges bitmap `source` of `node` into `target` of the same node, in
 /// libvirt's spelling (the source as a `{node, name}` object).
 pub(super) fn bitmap_merge(node: &str, target: &str, source: &str) -> TransactionAction {
+    bitmap_merge_from(node, target, node, source)
+}
+
+/// Merges bitmap `source` of `source_node` into `target` of `node`.
+pub(super) fn bitmap_merge_from(
+    node: &str,
+    target: &str,
+    source_node: &str,
+    source: &str,
+) -> TransactionAction {
     TransactionAction::block_dirty_bitmap_merge(BlockDirtyBitmapMergeWrapper {
         data: BlockDirtyBitmapMerge {
             node: node.to_owned(),
             target: target.to_owned(),
             bitmaps: vec![BlockDirtyBitmapOrStr::external(BlockDirtyBitmap {
-                node: node.to_owned(),
+                node: source_node.to_owned(),
                 name: source.to_owned(),
             })],
         },

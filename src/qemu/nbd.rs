@@ -3,6 +3,8 @@
 //!
 //! What goes over QMP, as libvirt 9.0 sends it with QEMU 7.2:
 //!
+//! - with TLS, first `object-add` of x509 server credentials
+//!   ([`add_tls_creds`]), which `nbd-server-start` names in `tls-creds`;
 //! - `nbd-server-start {addr}` with the legacy socket address form
 //!   (`{"type": "unix", "data": {"path"}}` or `{"type": "inet", "data":
 //!   {"host", "port": "<port as a string>"}}`);
@@ -15,8 +17,8 @@
 //!
 //! QEMU creates a unix socket with its own umask; [`start_server`] sets
 //! the mode the daemon is configured with before any client is told the
-//! path, and [`remove_socket`] takes the socket away after the server has
-//! stopped (QEMU leaves it behind).
+//! path. QEMU removes the socket when the server stops, but not when it is
+//! killed: [`remove_socket`] covers that.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -75,15 +77,51 @@ impl NbdExport {
     }
 }
 
-/// Starts the server. A unix socket gets `socket_mode` before this
-/// returns; if that fails the server is stopped again.
+/// The id of the TLS credentials object of a pull backup's server.
+pub const TLS_CREDS_ID: &str = "objlibvirt_backup_tls0";
+
+/// Adds the x509 server credentials the NBD server uses for TLS, read by
+/// QEMU from `dir` (`ca-cert.pem`, `server-cert.pem`, `server-key.pem`);
+/// clients must present a certificate the CA signed.
+pub async fn add_tls_creds(mon: &Monitor, dir: &Path) -> Result<(), QemuError> {
+    mon.execute_value(
+        "object-add",
+        json!({
+            "qom-type": "tls-creds-x509",
+            "id": TLS_CREDS_ID,
+            "dir": dir.to_string_lossy(),
+            "endpoint": "server",
+            "verify-peer": true,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes the credentials of [`add_tls_creds`]; best effort.
+pub async fn del_tls_creds(mon: &Monitor) {
+    if let Err(e) = mon
+        .execute_value("object-del", json!({ "id": TLS_CREDS_ID }))
+        .await
+    {
+        tracing::debug!(%e, "object-del of the backup TLS credentials");
+    }
+}
+
+/// Starts the server, with TLS when `tls` (after [`add_tls_creds`]). A
+/// unix socket gets `socket_mode` before this returns; if that fails the
+/// server is stopped again.
 pub async fn start_server(
     mon: &Monitor,
     addr: &NbdAddress,
     socket_mode: u32,
+    tls: bool,
 ) -> Result<(), QemuError> {
-    mon.execute_value("nbd-server-start", json!({ "addr": addr.to_qmp() }))
-        .await?;
+    let mut args = json!({ "addr": addr.to_qmp() });
+    if tls {
+        args["tls-creds"] = json!(TLS_CREDS_ID);
+    }
+    mon.execute_value("nbd-server-start", args).await?;
     if let NbdAddress::Unix(path) = addr {
         let perms = std::fs::Permissions::from_mode(socket_mode);
         if let Err(e) = tokio::fs::set_permissions(path, perms).await {
@@ -96,6 +134,34 @@ pub async fn start_server(
         }
     }
     Ok(())
+}
+
+/// Starts a pull backup's server: its TLS credentials from `tls_dir`
+/// when given, then the server. On error nothing of it is left.
+pub async fn serve(
+    mon: &Monitor,
+    addr: &NbdAddress,
+    socket_mode: u32,
+    tls_dir: Option<&Path>,
+) -> Result<(), QemuError> {
+    if let Some(dir) = tls_dir {
+        add_tls_creds(mon, dir).await?;
+    }
+    let started = start_server(mon, addr, socket_mode, tls_dir.is_some()).await;
+    if started.is_err() && tls_dir.is_some() {
+        del_tls_creds(mon).await;
+    }
+    started
+}
+
+/// Undoes [`serve`]: the server with its exports, the credentials, the
+/// socket. Best effort, for a QEMU that may be gone.
+pub async fn shutdown(mon: &Monitor, addr: &NbdAddress, tls: bool) {
+    stop_server(mon).await;
+    if tls {
+        del_tls_creds(mon).await;
+    }
+    remove_socket(addr).await;
 }
 
 /// Adds one read-only export.

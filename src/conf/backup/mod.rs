@@ -154,9 +154,8 @@ impl BackupServer {
         self.transport
     }
 
-    /// `tls=` as written: `Some(true)` asks for TLS, which the driver must
-    /// refuse unless it has a backup TLS directory configured (libvirt:
-    /// VIR_ERR_OPERATION_INVALID "backup TLS directory not configured").
+    /// `tls=` as written: `Some(true)` asks for TLS, for which the driver
+    /// gives QEMU the x509 credentials of its backup TLS directory.
     pub fn tls(&self) -> Option<bool> {
         self.tls
     }
