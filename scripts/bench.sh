@@ -29,3 +29,9 @@ for t in "${targets[@]}"; do cp_targets+=("${t%,*}"); done
 
 # Push backups of 1 GiB (full, then incremental), with qemu-img convert as the floor.
 /usr/bin/python3 scripts/bench_backup.py "${cp_targets[@]}"
+
+# Pull backups with virtnbdbackup (1 GiB full, then incremental), both daemons.
+lib_uri=""
+[ "${#targets[@]}" = 2 ] && lib_uri="qemu:///system"
+LIBVIRTD_URI=${lib_uri:-none:///} VIRTBACKUPD_URI="qemu+unix:///system?socket=$dir/sock" \
+  scripts/bench_pull.sh
