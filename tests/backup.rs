@@ -26,7 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{wait_until, words, Daemon, Run};
+use common::reference::{is_date, masked, Area, Session};
+use common::{wait_until, words, Daemon};
 use serde_json::Value;
 
 const REFERENCE: &str = "fixtures/reference/backup";
@@ -39,226 +40,28 @@ const SLOW: u64 = 20 * 1024 * 1024;
 // ---------------------------------------------------------------------------
 // The reference captures.
 
-fn reference(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(REFERENCE)
-        .join(name)
-}
+const AREA: Area = Area {
+    root: REFERENCE,
+    tmp: "/tmp/bkref",
+};
 
 fn reference_text(name: &str) -> String {
-    fs::read_to_string(reference(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    AREA.text(name)
 }
 
-/// What libvirtd printed: (command line, stdout, stderr, exit status).
 fn capture(name: &str) -> (String, String, String, i32) {
-    let text = reference_text(&format!("{name}.txt"));
-    let (command, rest) = text.split_once("\n--- stdout ---\n").expect("stdout");
-    let (stdout, rest) = rest.split_once("--- stderr ---\n").expect("stderr");
-    let (stderr, status) = rest.split_once("--- exit status: ").expect("status");
-    (
-        command.trim_start_matches("$ ").to_string(),
-        stdout.to_string(),
-        stderr.to_string(),
-        status.trim().parse().expect("status number"),
-    )
-}
-
-fn is_date(w: &str) -> bool {
-    w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-'
-}
-
-fn is_time(w: &str) -> bool {
-    w.len() == 8 && w.as_bytes()[2] == b':' && w.as_bytes()[5] == b':'
-}
-
-/// virsh's output with what differs from run to run made constant: dates,
-/// times and the elapsed milliseconds of `domjobinfo`. Every other line is
-/// kept byte for byte (virsh pads its values with trailing spaces).
-fn steady(text: &str) -> String {
-    text.lines()
-        .map(|line| {
-            if line.starts_with("Time elapsed:") {
-                "Time elapsed: N ms".to_string()
-            } else if line.split_whitespace().any(|w| is_date(w) || is_time(w)) {
-                line.split_whitespace()
-                    .map(|w| if is_date(w) || is_time(w) { "T" } else { w })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            } else {
-                line.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// `text` with the number after each `'key': ` (a Python dict repr) or
-/// `key: ` (an event parameter) replaced by N.
-fn masked(text: &str, keys: &[&str]) -> String {
-    let mut out = text.to_string();
-    for key in keys {
-        for pattern in [format!("'{key}': "), format!("\t{key}: ")] {
-            let mut result = String::new();
-            let mut rest = out.as_str();
-            while let Some(at) = rest.find(&pattern) {
-                let end = at + pattern.len();
-                result.push_str(&rest[..end]);
-                rest = rest[end..].trim_start_matches(|c: char| c.is_ascii_digit());
-                result.push('N');
-            }
-            result.push_str(rest);
-            out = result;
-        }
-    }
-    out
+    AREA.capture(name)
 }
 
 // ---------------------------------------------------------------------------
 // A test's copy of the reference directory.
 
-struct Bk {
-    daemon: Daemon,
-    /// Our `/tmp/bkref`.
-    dir: PathBuf,
-}
+type Bk = Session;
 
 impl Bk {
     /// A daemon and a reference directory with `xml/` and `out/`.
     fn new() -> Bk {
-        let daemon = Daemon::start();
-        let dir = daemon.path("bkref");
-        fs::create_dir_all(dir.join("xml")).unwrap();
-        fs::create_dir_all(dir.join("out")).unwrap();
-        let bk = Bk { daemon, dir };
-        for entry in fs::read_dir(reference("xml")).unwrap().flatten() {
-            let text = fs::read_to_string(entry.path()).unwrap();
-            fs::write(bk.dir.join("xml").join(entry.file_name()), bk.ours(&text)).unwrap();
-        }
-        bk
-    }
-
-    fn dirname(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-
-    /// Reference text with `/tmp/bkref` made our directory.
-    fn ours(&self, text: &str) -> String {
-        text.replace("/tmp/bkref", self.dirname())
-    }
-
-    /// Our text with our directory made `/tmp/bkref`.
-    fn theirs(&self, text: &str) -> String {
-        text.replace(self.dirname(), "/tmp/bkref")
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    /// The stock virsh, run in our reference directory (as the captures
-    /// were made in theirs), loud like the captures.
-    fn virsh(&self, args: &[&str]) -> Run {
-        let out = Command::new("virsh")
-            .args(["-c", &self.daemon.uri()])
-            .args(args)
-            .current_dir(&self.dir)
-            .env("LC_ALL", "C")
-            .env_remove("LIBVIRT_DEFAULT_URI")
-            .output()
-            .expect("run virsh");
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
-    }
-
-    /// Asserts that `run` printed what libvirtd printed in capture `name`.
-    #[track_caller]
-    fn same_as(&self, run: &Run, name: &str) {
-        let (command, stdout, stderr, code) = capture(name);
-        assert_eq!(
-            steady(&self.theirs(&run.stdout)),
-            steady(&stdout),
-            "stdout differs from {name} ({command})"
-        );
-        assert_eq!(
-            self.theirs(&run.stderr),
-            stderr,
-            "stderr differs from {name} ({command})"
-        );
-        assert_eq!(
-            run.code, code,
-            "exit status differs from {name} ({command})"
-        );
-    }
-
-    /// Runs the virsh command of capture `name` (same arguments, on the
-    /// same domain) and asserts that it printed what libvirtd printed.
-    #[track_caller]
-    fn replay(&self, name: &str) -> Run {
-        let run = self.replay_only(name);
-        self.same_as(&run, name);
-        run
-    }
-
-    /// Runs the virsh command of capture `name` without comparing.
-    fn replay_only(&self, name: &str) -> Run {
-        let (command, ..) = capture(name);
-        let args = command
-            .strip_prefix("virsh -c qemu:///system ")
-            .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
-        assert!(!args.contains('\''), "{name}: quoted arguments: {args}");
-        self.virsh(&args.split_whitespace().collect::<Vec<_>>())
-    }
-
-    /// libvirt-python through the reference's own bkapi.py (pointed at our
-    /// daemon), run in our reference directory.
-    fn api(&self, args: &[&str]) -> Run {
-        let script = reference_text("bkapi.py").replace(
-            "libvirt.open(\"qemu:///system\")",
-            "libvirt.open(__import__('os').environ['URI'])",
-        );
-        let out = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("URI", self.daemon.uri())
-            .output()
-            .expect("run python3");
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
-    }
-
-    /// Runs the bkapi.py call of capture `name` and asserts the same
-    /// output, with the values of `masked_keys` not compared.
-    #[track_caller]
-    fn replay_api(&self, name: &str, masked_keys: &[&str]) -> Run {
-        let (command, stdout, stderr, code) = capture(name);
-        let args = command
-            .strip_prefix("./bkapi.py ")
-            .unwrap_or_else(|| panic!("{name} is not a bkapi.py call: {command}"));
-        let run = self.api(&args.split_whitespace().collect::<Vec<_>>());
-        assert_eq!(
-            masked(&self.theirs(&run.stdout), masked_keys),
-            masked(&stdout, masked_keys),
-            "{name} ({command}); stderr: {}",
-            run.stderr
-        );
-        assert_eq!(run.stderr, stderr, "{name}");
-        assert_eq!(run.code, code, "{name}");
-        run
-    }
-
-    /// Defines reference domain `name` with its images in our directory.
-    fn define(&self, name: &str) {
-        let xml = self.ours(&reference_text(&format!("{name}.xml")));
-        fs::write(self.path(&format!("{name}.xml")), xml).unwrap();
-        self.virsh(&["define", &format!("{name}.xml")]).ok();
+        Session::start(&AREA, Daemon::start())
     }
 
     /// bkvm, running: vda, vdb qcow2 64M, vdc raw 32M.

@@ -1,0 +1,249 @@
+//! Replaying libvirtd 9.0's reference captures (`fixtures/reference/*/`)
+//! against virtbackupd: each capture records a command (a virsh line or a
+//! call of the folder's `bkapi.py`), what it printed and its exit status,
+//! made in a directory such as `/tmp/bkref`; a [`Session`] runs the same
+//! command in its own copy of that directory and compares, with the
+//! directory's name mapped back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Daemon, Run};
+
+/// One folder of captures.
+pub struct Area {
+    /// The folder, from the crate root: `fixtures/reference/backup`.
+    pub root: &'static str,
+    /// The directory the captures were made in: `/tmp/bkref`.
+    pub tmp: &'static str,
+}
+
+impl Area {
+    /// A file of the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(self.root)
+            .join(name)
+    }
+
+    pub fn text(&self, name: &str) -> String {
+        fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// What libvirtd printed: (command line, stdout, stderr, exit status).
+    pub fn capture(&self, name: &str) -> (String, String, String, i32) {
+        let text = self.text(&format!("{name}.txt"));
+        let (command, rest) = text.split_once("\n--- stdout ---\n").expect("stdout");
+        let (stdout, rest) = rest.split_once("--- stderr ---\n").expect("stderr");
+        let (stderr, status) = rest.split_once("--- exit status: ").expect("status");
+        (
+            command.trim_start_matches("$ ").to_string(),
+            stdout.to_string(),
+            stderr.to_string(),
+            status.trim().parse().expect("status number"),
+        )
+    }
+}
+
+pub fn is_date(w: &str) -> bool {
+    w.len() == 10 && w.as_bytes()[4] == b'-' && w.as_bytes()[7] == b'-'
+}
+
+fn is_time(w: &str) -> bool {
+    w.len() == 8 && w.as_bytes()[2] == b':' && w.as_bytes()[5] == b':'
+}
+
+/// virsh's output with what differs from run to run made constant: dates,
+/// times and the elapsed milliseconds of `domjobinfo`. Every other line is
+/// kept byte for byte (virsh pads its values with trailing spaces).
+pub fn steady(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("Time elapsed:") {
+                "Time elapsed: N ms".to_string()
+            } else if line.split_whitespace().any(|w| is_date(w) || is_time(w)) {
+                line.split_whitespace()
+                    .map(|w| if is_date(w) || is_time(w) { "T" } else { w })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `text` with the number after each `'key': ` (a Python dict repr) or
+/// `key: ` (an event parameter) replaced by N.
+pub fn masked(text: &str, keys: &[&str]) -> String {
+    let mut out = text.to_string();
+    for key in keys {
+        for pattern in [format!("'{key}': "), format!("\t{key}: ")] {
+            let mut result = String::new();
+            let mut rest = out.as_str();
+            while let Some(at) = rest.find(&pattern) {
+                let end = at + pattern.len();
+                result.push_str(&rest[..end]);
+                rest = rest[end..].trim_start_matches(|c: char| c.is_ascii_digit());
+                result.push('N');
+            }
+            result.push_str(rest);
+            out = result;
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// A test's copy of the reference directory.
+
+pub struct Session {
+    pub daemon: Daemon,
+    /// Our copy of the capture directory.
+    pub dir: PathBuf,
+    pub area: &'static Area,
+}
+
+impl Session {
+    /// A daemon and a copy of the capture directory with `xml/` (the
+    /// reference's documents, paths made ours) and `out/`.
+    pub fn start(area: &'static Area, daemon: Daemon) -> Session {
+        let base = Path::new(area.tmp).file_name().expect("a directory name");
+        let dir = daemon.path(base.to_str().expect("utf-8"));
+        fs::create_dir_all(dir.join("xml")).unwrap();
+        fs::create_dir_all(dir.join("out")).unwrap();
+        let session = Session { daemon, dir, area };
+        for entry in fs::read_dir(area.path("xml")).unwrap().flatten() {
+            let text = fs::read_to_string(entry.path()).unwrap();
+            let copy = session.dir.join("xml").join(entry.file_name());
+            fs::write(copy, session.ours(&text)).unwrap();
+        }
+        session
+    }
+
+    pub fn dirname(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Reference text with the capture directory made ours.
+    pub fn ours(&self, text: &str) -> String {
+        text.replace(self.area.tmp, self.dirname())
+    }
+
+    /// Our text with our directory made the capture directory.
+    pub fn theirs(&self, text: &str) -> String {
+        text.replace(self.dirname(), self.area.tmp)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The stock virsh, run in our reference directory (as the captures
+    /// were made in theirs), loud like the captures.
+    pub fn virsh(&self, args: &[&str]) -> Run {
+        let out = Command::new("virsh")
+            .args(["-c", &self.daemon.uri()])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .env_remove("LIBVIRT_DEFAULT_URI")
+            .output()
+            .expect("run virsh");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Asserts that `run` printed what libvirtd printed in capture `name`.
+    #[track_caller]
+    pub fn same_as(&self, run: &Run, name: &str) {
+        let (command, stdout, stderr, code) = self.area.capture(name);
+        assert_eq!(
+            steady(&self.theirs(&run.stdout)),
+            steady(&stdout),
+            "stdout differs from {name} ({command})"
+        );
+        assert_eq!(
+            self.theirs(&run.stderr),
+            stderr,
+            "stderr differs from {name} ({command})"
+        );
+        assert_eq!(
+            run.code, code,
+            "exit status differs from {name} ({command})"
+        );
+    }
+
+    /// Runs the virsh command of capture `name` (same arguments, on the
+    /// same domain) and asserts that it printed what libvirtd printed.
+    #[track_caller]
+    pub fn replay(&self, name: &str) -> Run {
+        let run = self.replay_only(name);
+        self.same_as(&run, name);
+        run
+    }
+
+    /// Runs the virsh command of capture `name` without comparing.
+    pub fn replay_only(&self, name: &str) -> Run {
+        let (command, ..) = self.area.capture(name);
+        let args = command
+            .strip_prefix("virsh -c qemu:///system ")
+            .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
+        assert!(!args.contains('\''), "{name}: quoted arguments: {args}");
+        self.virsh(&args.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// libvirt-python through the reference's own bkapi.py (pointed at our
+    /// daemon), run in our reference directory.
+    pub fn api(&self, args: &[&str]) -> Run {
+        let script = self.area.text("bkapi.py").replace(
+            "libvirt.open(\"qemu:///system\")",
+            "libvirt.open(__import__('os').environ['URI'])",
+        );
+        let out = Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("URI", self.daemon.uri())
+            .output()
+            .expect("run python3");
+        Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Runs the bkapi.py call of capture `name` and asserts the same
+    /// output, with the values of `masked_keys` not compared.
+    #[track_caller]
+    pub fn replay_api(&self, name: &str, masked_keys: &[&str]) -> Run {
+        let (command, stdout, stderr, code) = self.area.capture(name);
+        let args = command
+            .strip_prefix("./bkapi.py ")
+            .unwrap_or_else(|| panic!("{name} is not a bkapi.py call: {command}"));
+        let run = self.api(&args.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            masked(&self.theirs(&run.stdout), masked_keys),
+            masked(&stdout, masked_keys),
+            "{name} ({command}); stderr: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr, stderr, "{name}");
+        assert_eq!(run.code, code, "{name}");
+        run
+    }
+
+    /// Defines reference domain `name` with its images in our directory.
+    pub fn define(&self, name: &str) {
+        let xml = self.ours(&self.area.text(&format!("{name}.xml")));
+        fs::write(self.path(&format!("{name}.xml")), xml).unwrap();
+        self.virsh(&["define", &format!("{name}.xml")]).ok();
+    }
+}
