@@ -22,11 +22,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::reference::{is_date, masked, Area, Session};
+use common::reference::{event_shape, job_completed, reference_events, Area, EventLog, Session};
 use common::{wait_until, words, Daemon};
 use serde_json::Value;
 
@@ -338,135 +337,6 @@ fn reference_images(name: &str) -> BTreeMap<String, (String, Value, Vec<Value>)>
 
 // ---------------------------------------------------------------------------
 // Events as `virsh event --all --loop` prints them.
-
-static WATCHERS: AtomicUsize = AtomicUsize::new(0);
-
-/// A `virsh event DOM --all --loop` writing to a file. Readiness and
-/// completeness are made certain with a probe: the domain is defined again
-/// (`Defined Updated`) until the probe's event shows.
-struct EventLog {
-    child: Child,
-    file: PathBuf,
-    dom: String,
-}
-
-impl EventLog {
-    fn start(bk: &Bk, dom: &str) -> EventLog {
-        let n = WATCHERS.fetch_add(1, Ordering::SeqCst);
-        let file = bk.daemon.path(&format!("events-{n}.txt"));
-        let child = Command::new("virsh")
-            .args(["-c", &bk.daemon.uri(), "event", dom, "--all", "--loop"])
-            .args(["--timeout", "600"])
-            .env("LC_ALL", "C")
-            .stdout(fs::File::create(&file).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("virsh event");
-        let log = EventLog {
-            child,
-            file,
-            dom: dom.to_string(),
-        };
-        log.probe(bk);
-        log
-    }
-
-    fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn probes(&self) -> usize {
-        self.lines()
-            .iter()
-            .filter(|l| l.ends_with(": Defined Updated"))
-            .count()
-    }
-
-    /// Every event emitted before this returns is in the file.
-    fn probe(&self, bk: &Bk) {
-        let before = self.probes();
-        let xml = format!("{}.xml", self.dom);
-        wait_until(PATIENCE, || {
-            bk.virsh(&["define", &xml]).ok();
-            wait_until(Duration::from_millis(500), || self.probes() > before).is_some()
-        })
-        .unwrap_or_else(|| panic!("virsh event never saw the probe: {:?}", self.lines()));
-    }
-
-    /// Waits for an event line containing `needle`.
-    fn wait_for(&self, needle: &str) {
-        wait_until(PATIENCE, || self.lines().iter().any(|l| l.contains(needle)))
-            .unwrap_or_else(|| panic!("no event {needle:?}: {:?}", self.lines()));
-    }
-
-    /// All events since the start, without the probes.
-    fn finish(mut self, bk: &Bk) -> Vec<String> {
-        self.probe(bk);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.lines()
-            .into_iter()
-            .filter(|l| !l.ends_with(": Defined Updated"))
-            .collect()
-    }
-}
-
-impl Drop for EventLog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Event lines with their varying numbers masked and without timestamps.
-fn event_shape(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .take_while(|l| *l != "event loop timed out")
-        .map(|l| {
-            let l = match l.split_once("+0000: ") {
-                Some((stamp, rest)) if is_date(&stamp[..10.min(stamp.len())]) => rest,
-                _ => l.as_str(),
-            };
-            masked(
-                l,
-                &[
-                    "time_elapsed",
-                    "disk_total",
-                    "disk_processed",
-                    "disk_remaining",
-                ],
-            )
-        })
-        .collect()
-}
-
-/// The events of capture `name`, shaped.
-fn reference_events(bk: &Bk, name: &str) -> Vec<String> {
-    let (_, stdout, _, _) = capture(name);
-    let lines: Vec<String> = stdout.lines().map(|l| bk.ours(l)).collect();
-    event_shape(&lines)
-}
-
-/// The parameters of the job-completed event in `lines`.
-fn job_completed(lines: &[String]) -> BTreeMap<String, String> {
-    let start = lines
-        .iter()
-        .position(|l| l.contains("event 'job-completed'"))
-        .unwrap_or_else(|| panic!("no job-completed event: {lines:?}"));
-    lines[start + 1..]
-        .iter()
-        .take_while(|l| l.starts_with('\t'))
-        .map(|l| {
-            let (k, v) = l.trim().split_once(": ").unwrap();
-            (k.to_string(), v.to_string())
-        })
-        .collect()
-}
 
 /// A number in a Python dict repr: `'key': 123`.
 fn stat(repr: &str, key: &str) -> u64 {
