@@ -17,10 +17,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::reference::{event_shape, job_completed, reference_events, Area, EventLog, Session};
 use common::{wait_until, words, Daemon, Run};
 
 /// A hang guard, not a timing assert.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// libvirtd 9.0's pull-mode captures (see their README).
+const AREA: Area = Area {
+    root: "fixtures/reference/pull",
+    tmp: "/tmp/prref",
+};
 
 /// A running domain `name` with vda (qcow2, 64 MiB, 1 MiB written before
 /// start) and vdb (qcow2, 32 MiB).
@@ -621,4 +628,159 @@ fn tcp_ports_refusals_and_a_restart() {
         words(&d.virsh(&["domjobinfo", "tcp"]).stdout),
         "Job type: None"
     );
+}
+
+impl Session {
+    /// Runs the reference's `nbdread.py` call of capture `name` against our
+    /// server and asserts it read what it read from libvirtd's.
+    #[track_caller]
+    fn replay_nbd(&self, name: &str) {
+        let (command, stdout, stderr, code) = self.area.capture(name);
+        let args: Vec<String> = command
+            .strip_prefix("./nbdread.py ")
+            .unwrap_or_else(|| panic!("{name} is not an nbdread.py call: {command}"))
+            .split_whitespace()
+            .map(|a| self.ours(a.trim_matches('\'')))
+            .collect();
+        let out = Command::new("/usr/bin/python3")
+            .arg(self.area.path("nbdread.py"))
+            .args(&args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("python3");
+        let run = Run {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        };
+        assert_eq!(self.theirs(&run.stdout), stdout, "{name}: {}", run.stderr);
+        // A traceback names the script's path: only its last line counts.
+        assert_eq!(
+            (run.stderr.lines().last(), run.code),
+            (stderr.lines().last(), code),
+            "{name}"
+        );
+    }
+
+    /// Replays a guest write capture (`hmp-write-*`).
+    fn replay_write(&self, name: &str) {
+        let (command, ..) = self.area.capture(name);
+        let (dom, hmp) = command
+            .strip_prefix("virsh -c qemu:///system qemu-monitor-command ")
+            .and_then(|c| c.split_once(" --hmp "))
+            .expect("an HMP command");
+        let run = self
+            .virsh(&["qemu-monitor-command", dom, "--hmp", hmp.trim_matches('\'')])
+            .ok();
+        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
+    }
+}
+
+/// The pull session libvirtd 9.0 was recorded in, replayed command by
+/// command: what virsh, libvirt-python and an NBD client (the reference's
+/// own nbdread.py, down to the sha256 of each frozen view) see is what
+/// they saw with libvirtd. The socket's mode is the one deliberate
+/// difference (0600 here), so its `ls` is not compared.
+#[test]
+fn a_pull_session_sees_what_it_saw_with_libvirtd() {
+    let s = Session::start(&AREA, Daemon::start());
+    for (name, format, size) in [
+        ("vda.qcow2", "qcow2", "64M"),
+        ("vdb.qcow2", "qcow2", "64M"),
+        ("vdc.raw", "raw", "32M"),
+    ] {
+        s.daemon.image(&format!("prref/{name}"), format, size);
+    }
+    s.define("prvm");
+    s.virsh(&["start", "prvm"]).ok();
+    s.replay_write("hmp-write-vda-1");
+    s.replay_write("hmp-write-vdb-1");
+
+    // Full, over a unix socket; a write while it runs.
+    let events = EventLog::start(&s, "prvm");
+    s.replay("backup-begin-unix");
+    s.replay("backup-dumpxml-unix");
+    s.replay("domjobinfo-unix");
+    s.replay_api("api-jobstats-unix", &["time_elapsed"]);
+    s.replay_nbd("nbd-unix-full");
+    s.replay_nbd("nbd-unix-full-vdb");
+    s.replay_nbd("nbd-unix-vdc");
+    s.replay_write("hmp-write-vda-during-pull");
+    s.replay("domjobinfo-unix-after-write");
+    s.replay_api("api-jobstats-unix-after-write", &["time_elapsed"]);
+    s.replay_nbd("nbd-unix-full-after-write");
+    s.replay("domjobabort-unix");
+    events.wait_for("Backup for vdb canceled");
+    let raw = events.finish(&s);
+    let want: Vec<String> = reference_events(&s, "event-unix-abort-all");
+    assert_eq!(event_shape(&raw), want[..11], "{raw:#?}");
+    assert_eq!(job_completed(&raw)["success"], "1");
+    wait_idle(&s.daemon, "prvm");
+    assert_eq!(
+        files(&s.dir),
+        [
+            "out",
+            "prvm.xml",
+            "vda.qcow2",
+            "vdb.qcow2",
+            "vdc.raw",
+            "xml"
+        ]
+    );
+    s.replay_api("api-jobstats-completed-unix-abort", &["time_elapsed"]);
+    s.replay("domjobinfo-completed-unix-abort");
+    s.replay("domjobinfo-completed-unix-abort-again");
+
+    // A listed disk without a scratch file: libvirt 9.0 makes up no name.
+    s.replay("err-begin-noscratch");
+    s.replay("err-begin-notype");
+
+    // Incremental since cp1, with cp2 made in the same transaction.
+    s.replay("checkpoint-create-cp1");
+    for write in ["hmp-write-vda-2", "hmp-write-vda-3", "hmp-write-vdb-2"] {
+        s.replay_write(write);
+    }
+    s.replay("backup-begin-incremental");
+    let run = s.virsh(&["backup-dumpxml", "prvm"]).ok();
+    let (_, theirs, _, _) = AREA.capture("backup-dumpxml-incremental");
+    assert_eq!(unindexed(&s.theirs(&run.stdout)), unindexed(&theirs));
+    s.replay_nbd("nbd-incremental-vda");
+    s.replay_nbd("nbd-incremental-vdb");
+    s.replay_api("api-jobstats-incremental", &["time_elapsed"]);
+    s.replay("domjobabort-incremental");
+    wait_idle(&s.daemon, "prvm");
+    s.replay_api(
+        "api-jobstats-completed-incremental-abort",
+        &["time_elapsed"],
+    );
+    s.replay("checkpoint-list-after-incremental");
+
+    // What cannot start, as libvirtd refuses it.
+    for name in [
+        "err-begin-tcp-noname",
+        "err-begin-unix-nosocket",
+        "err-begin-unix-relative",
+        "err-begin-noserver",
+        "err-begin-scratch-raw",
+    ] {
+        s.replay(name);
+    }
+    assert_eq!(
+        words(&s.virsh(&["domjobinfo", "prvm"]).stdout),
+        "Job type: None"
+    );
+}
+
+/// `index='N'` attributes made `index='I'`: libvirt's counter and ours
+/// start from the same place but the reference session made more nodes.
+fn unindexed(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("index='") {
+        out.push_str(&rest[..at + 7]);
+        rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('I');
+    }
+    out.push_str(rest);
+    out
 }
