@@ -4,7 +4,7 @@
 //! creation time (unless 0), memory, disks, the domain (or just its uuid),
 //! the inactive domain, the cookie, and `<active>` in the metadata form.
 
-use super::{FormatFlags, SnapshotDef, SnapshotDisk};
+use super::{FormatFlags, SnapshotDef, SnapshotDisk, SnapshotDiskType};
 use crate::conf::domain::FormatMode;
 use crate::conf::xml::Element;
 
@@ -93,12 +93,13 @@ fn disk_element(disk: &SnapshotDisk) -> Element {
     }
 
     let mut source = Element::new("source");
-    if let Some(path) = &disk.path {
-        let attr = if disk.disk_type == super::SnapshotDiskType::Block {
-            "dev"
-        } else {
-            "file"
-        };
+    let path_attr = match disk.disk_type {
+        SnapshotDiskType::File => Some("file"),
+        SnapshotDiskType::Block => Some("dev"),
+        // Kept whole in `disk.source`.
+        _ => None,
+    };
+    if let (Some(attr), Some(path)) = (path_attr, &disk.path) {
         source = source.with_attr(attr, path);
     }
     if let Some(rest) = &disk.source {

@@ -35,9 +35,10 @@
 //! Before parsing (qemuSnapshotCreateXML), all VIR_FROM_QEMU (10) unless
 //! noted:
 //! - unknown flags: 8 `unsupported flags (0x400) in function
-//!   qemuDomainSnapshotCreateXML`;
-//! - QUIESCE without DISK_ONLY: 8 (domain 35... see the captures) `Flag
-//!   'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE' is required by flag ...`;
+//!   qemuSnapshotCreateXML`;
+//! - QUIESCE without DISK_ONLY: 8 `Flag
+//!   'VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY' is required by flag
+//!   'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE'`;
 //! - LIVE with REDEFINE: 8 `Flags 'VIR_DOMAIN_SNAPSHOT_CREATE_LIVE' and
 //!   'VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE' are mutually exclusive`;
 //! - HALT on a transient domain: 55 `cannot halt after transient domain
@@ -412,6 +413,17 @@ impl SnapshotDef {
     /// Seconds since the epoch.
     pub fn creation_time(&self) -> i64 {
         self.creation_time
+    }
+
+    /// QEMU's save cookie (`<cookie>`: the guest CPU libvirt started it
+    /// with), which libvirt records with a snapshot of a running domain.
+    pub fn cookie(&self) -> Option<&Element> {
+        self.cookie.as_ref()
+    }
+
+    /// Record the save cookie of a new snapshot of a running domain.
+    pub fn set_cookie(&mut self, cookie: Option<Element>) {
+        self.cookie = cookie;
     }
 
     /// Where the memory went (`None` only for a definition that was never

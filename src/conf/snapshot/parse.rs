@@ -325,6 +325,12 @@ fn split_source(src: &Element, disk_type: SnapshotDiskType) -> (Option<String>, 
     let attr = match disk_type {
         SnapshotDiskType::File => "file",
         SnapshotDiskType::Block => "dev",
+        // The image's name on the server stands for the path (libvirt
+        // keeps it there too); the element is written back as it is.
+        SnapshotDiskType::Network => {
+            let name = rest.attr("name").map(str::to_owned);
+            return (name, Some(rest));
+        }
         _ => return (None, Some(rest)),
     };
     let path = rest.remove_attr(attr);

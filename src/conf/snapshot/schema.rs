@@ -366,7 +366,7 @@ mod tests {
             "<domainsnapshot><memory file='m'/></domainsnapshot>",
             "<domainsnapshot><disks><disk name='vda' snapshot='no' type='file'/></disks></domainsnapshot>",
             "<domainsnapshot><disks><disk name='vda'><source file='rel'/></disk></disks></domainsnapshot>",
-            "<domainsnapshot><disks><disk name='vda' type='block'/></disks></domainsnapshot>",
+            "<domainsnapshot><disks><disk name='vda' type='block'><source/></disk></disks></domainsnapshot>",
             "<domainsnapshot><disks><disk name='vda'><driver type='x'/></disk></disks></domainsnapshot>",
             "<domainsnapshot><disks><disk name='nvme0'/></disks></domainsnapshot>",
             "<domainsnapshot><disks><disk name='vda'><snapshotDeleteInProgress/></disk></disks></domainsnapshot>",
