@@ -53,7 +53,7 @@
 //! file '%s'`), and a non-empty existing file without REUSE_EXT (67
 //! `external snapshot file for disk %s already exists and is not a block
 //! device: %s`). Then `domain moment NAME already exists` (9, from
-//! VIR_FROM_DOMAIN_SNAPSHOT). Saving the metadata fails with 1 `unable to
+//! VIR_FROM_DOMAIN). Saving the metadata fails with 1 `unable to
 //! save metadata for snapshot %s`.
 //!
 //! The metadata file libvirtd keeps per snapshot is the format with
