@@ -69,10 +69,10 @@
 //!   `<backingStore/>`, differ). `<domain>` with only a `<uuid>` (very old
 //!   snapshots) is dropped, as libvirt drops it.
 //! - A disk's `<source>` of type file or block is kept as its path plus
-//!   its other attributes and children verbatim; the source of other
-//!   storage types (network, nvme, vhostuser) is kept verbatim. libvirt
-//!   reads them into its storage model and writes them back in its own
-//!   order.
+//!   its children verbatim (its other attributes are dropped, as libvirt
+//!   drops them); the source of other storage types (network, nvme,
+//!   vhostuser) is kept verbatim. libvirt reads them into its storage
+//!   model and writes them back in its own order.
 //! - `<cookie>` is kept verbatim (libvirt's QEMU driver reads the CPU and
 //!   two flags from it).
 //! - The RNG schema check is that of `schema.rs`, which models the parts
@@ -462,8 +462,10 @@ impl SnapshotDef {
                 .any(|d| d.snapshot == Some(SnapshotLocation::External))
     }
 
-    /// Whether some disk went internal (`snapshot-list --internal` is
-    /// "not external").
+    /// Whether this is a disk-only snapshot of a running domain (state
+    /// `disk-snapshot`), what `snapshot-list --disk-only` selects.
+    /// (`--internal` selects the snapshots that are not
+    /// [`Self::is_external`].)
     pub fn is_disk_only(&self) -> bool {
         self.state == Some(SnapshotState::DiskSnapshot)
     }

@@ -334,6 +334,10 @@ fn split_source(src: &Element, disk_type: SnapshotDiskType) -> (Option<String>, 
         _ => return (None, Some(rest)),
     };
     let path = rest.remove_attr(attr);
+    // libvirt writes no other attribute of a snapshot's <source> (not
+    // even startupPolicy, which belongs to the domain's disk); children
+    // such as <seclabel> it keeps.
+    rest.attrs.clear();
     (path, Some(rest))
 }
 
