@@ -89,7 +89,8 @@ impl ConfErrorKind {
 /// libvirt reports the same kind from different places: a bad attribute
 /// value comes from the XML helpers (5), a failed capability check from the
 /// QEMU driver (10), most structural problems from the domain config
-/// code (20), checkpoint problems from the checkpoint code (69). virsh
+/// code (20), snapshot problems from the snapshot code (35), checkpoint
+/// problems from the checkpoint code (69). virsh
 /// does not print it, but libvirt-python shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -102,6 +103,8 @@ pub enum ConfErrorDomain {
     Qemu,
     /// VIR_FROM_DOMAIN (20): the domain configuration code.
     Domain,
+    /// VIR_FROM_DOMAIN_SNAPSHOT (35): the snapshot configuration code.
+    DomainSnapshot,
     /// VIR_FROM_DOMAIN_CHECKPOINT (69): the checkpoint configuration code.
     DomainCheckpoint,
 }
@@ -114,6 +117,7 @@ impl ConfErrorDomain {
             Self::Xml => 5,
             Self::Qemu => 10,
             Self::Domain => 20,
+            Self::DomainSnapshot => 35,
             Self::DomainCheckpoint => 69,
         }
     }

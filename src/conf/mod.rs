@@ -10,6 +10,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod domain;
 pub mod error;
+pub mod snapshot;
 pub mod xml;
 
 pub use domain::{
