@@ -349,7 +349,7 @@ impl Driver {
         dir: &std::path::Path,
         record: LiveRecord,
     ) -> Result<(), DriverError> {
-        let def = DomainDef::parse(&record.xml)?;
+        let def = DomainDef::parse_live(&record.xml)?;
         let (obj, _) = self
             .shared
             .domains

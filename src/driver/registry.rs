@@ -112,14 +112,16 @@ impl DomainState {
         vm: Arc<RunningVm>,
         (run_state, reason): (i32, i32),
     ) {
-        let def_disks = def.disks().len();
+        // Past every node the disks use (an external snapshot's overlays
+        // take numbers beyond the disk count).
+        let highest = def.disks().iter().map(|d| d.node_index()).max();
         self.live = Some(Live {
             id,
             def,
             vm,
             stopping: None,
             shutdown_seen: false,
-            next_node: u32::try_from(def_disks + 1).unwrap_or(u32::MAX),
+            next_node: highest.unwrap_or(0).saturating_add(1),
         });
         self.state = run_state;
         self.reason = reason;

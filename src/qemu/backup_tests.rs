@@ -97,6 +97,7 @@ fn disk_specs(dir: &Path) -> Vec<DiskSpec> {
                 format: DiskFormat::Qcow2,
                 readonly: false,
                 boot_index: None,
+                has_backing: false,
             }
         })
         .collect()

@@ -230,6 +230,7 @@ async fn domain() -> (tempfile::TempDir, crate::qemu::LaunchSpec) {
             format: DiskFormat::Qcow2,
             readonly: false,
             boot_index: None,
+            has_backing: false,
         })
         .collect();
     for disk in &disks {

@@ -72,6 +72,9 @@ pub struct DiskSpec {
     pub readonly: bool,
     /// `bootindex` of the device, if any.
     pub boot_index: Option<u32>,
+    /// Whether the qcow2 image names a backing file (an external
+    /// snapshot's overlay): QEMU then opens the chain the header names.
+    pub has_backing: bool,
 }
 
 impl DiskSpec {
@@ -313,7 +316,11 @@ fn disk_args(argv: &mut Argv, disk: &DiskSpec) -> Result<(), QemuError> {
         .bool("read-only", disk.readonly);
     let format_node = match disk.format {
         // No backing chain: say so, or QEMU would open the one named in the
-        // image header behind our back.
+        // image header behind our back. An overlay's chain is opened from
+        // its header (the daemon read it there first).
+        DiskFormat::Qcow2 if disk.has_backing => {
+            format_node.str("driver", "qcow2").str("file", &storage)
+        }
         DiskFormat::Qcow2 => format_node
             .str("driver", "qcow2")
             .str("file", &storage)
@@ -379,6 +386,7 @@ mod tests {
             format,
             readonly: false,
             boot_index: (i == 0).then_some(1),
+            has_backing: false,
         };
         LaunchSpec {
             name: "vm1".into(),

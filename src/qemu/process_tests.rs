@@ -83,6 +83,7 @@ fn spec_in(dir: &Path) -> LaunchSpec {
         format,
         readonly: false,
         boot_index: (index == 0).then_some(1),
+        has_backing: false,
     };
     LaunchSpec {
         name: "test-vm".into(),

@@ -172,6 +172,9 @@ pub struct DiskDef {
     /// Position in the domain's list, counted by libvirt from the end: the
     /// K of `libvirt-K-format` and of `<source index='K'/>`.
     pub(super) node_index: u32,
+    /// `<source index=...>` of a live definition, applied only by
+    /// [`super::DomainDef::parse_live`] (and then cleared).
+    pub(super) live_index: Option<u32>,
     /// Attributes of `<disk>` other than type and device, kept verbatim.
     pub(super) extra_attrs: Vec<(String, String)>,
     /// `<driver>` minus name and type: its other attributes and children.
@@ -248,6 +251,15 @@ impl DiskDef {
         format!("{}-disk{idx}", self.bus.as_str())
     }
 
+    /// Points the disk at a new top image (an external snapshot's overlay,
+    /// a qcow2 file) whose block nodes are `libvirt-<node_index>-*`.
+    pub fn set_overlay(&mut self, path: &str, node_index: u32) {
+        self.disk_type = DiskType::File;
+        self.source = Some(Element::new("source").with_attr("file", path));
+        self.format = Some(DiskFormat::Qcow2);
+        self.node_index = node_index;
+    }
+
     /// Whether the disk carries a per-device `<boot order=...>`.
     pub(super) fn has_boot_order(&self) -> bool {
         self.others.iter().any(|(_, e)| e.name == "boot")
@@ -278,6 +290,7 @@ impl DiskDef {
             readonly: false,
             user_alias: None,
             node_index: 0,
+            live_index: None,
             extra_attrs: el
                 .attrs
                 .iter()
@@ -300,6 +313,7 @@ impl DiskDef {
                 "source" if !seen_source => {
                     seen_source = true;
                     let mut src = child.clone();
+                    disk.live_index = src.attr("index").and_then(|i| i.parse().ok());
                     src.remove_attr("index");
                     disk.source = Some(src);
                 }

@@ -152,7 +152,29 @@ impl DomainDef {
 
     /// Parse and validate with explicit limits on the document.
     pub fn parse_with_limits(xml: &str, limits: &Limits) -> Result<Self, ConfError> {
-        parse::parse_domain(xml, limits)
+        let mut def = parse::parse_domain(xml, limits)?;
+        for disk in &mut def.disks {
+            disk.live_index = None;
+        }
+        Ok(def)
+    }
+
+    /// Parse the live definition of a running domain, as the daemon wrote
+    /// it: each disk keeps the node number of its `<source index=...>`
+    /// (which an external snapshot moves on from the defaults).
+    pub fn parse_live(xml: &str) -> Result<Self, ConfError> {
+        let mut def = parse::parse_domain(xml, &Limits::default())?;
+        for disk in &mut def.disks {
+            if let Some(index) = disk.live_index.take() {
+                disk.node_index = index;
+            }
+        }
+        Ok(def)
+    }
+
+    /// The disk with target `target`, to change it.
+    pub fn disk_by_target_mut(&mut self, target: &str) -> Option<&mut DiskDef> {
+        self.disks.iter_mut().find(|d| d.target() == target)
     }
 
     /// Parse a document given as bytes (the wire carries bytes): invalid
