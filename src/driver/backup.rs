@@ -174,6 +174,9 @@ impl Driver {
         let suffix = default_suffix(parsed_cp.as_ref().map(|cp| cp.name()), now);
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;
+        if parsed_cp.is_some() {
+            super::rules::checkpoint_allowed(&obj.lock())?;
+        }
 
         let (vm, running) = {
             let st = obj.lock();

@@ -214,6 +214,7 @@ impl Driver {
         let parsed = CheckpointDef::parse(xml, ParseFlags { redefine }, now_secs())?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;
+        super::rules::checkpoint_allowed(&obj.lock())?;
         let name = if redefine {
             self.redefine_checkpoint(&obj, parsed, flags & REDEFINE_VALIDATE != 0)
                 .await?

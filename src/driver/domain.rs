@@ -235,6 +235,12 @@ impl Driver {
                     "cannot undefine transient domain",
                 ));
             }
+            let snapshots = st.snapshots.len();
+            if !st.is_active() && snapshots > 0 && flags & SNAPSHOTS_METADATA == 0 {
+                return Err(DriverError::operation_invalid(format!(
+                    "cannot delete inactive domain with {snapshots} snapshots"
+                )));
+            }
             let checkpoints = st.checkpoints.len();
             if !st.is_active() && checkpoints > 0 && flags & CHECKPOINTS_METADATA == 0 {
                 return Err(DriverError::operation_invalid(format!(
@@ -246,9 +252,11 @@ impl Driver {
         let store = self.shared.store.clone();
         let uuid = obj.uuid;
         tokio::task::spawn_blocking(move || {
-            // A running domain keeps its checkpoints until it stops.
+            // A running domain keeps its checkpoints and snapshots until
+            // it stops.
             if !active {
                 store.delete_all_checkpoints(&uuid)?;
+                store.delete_all_snapshots(&uuid)?;
             }
             store.delete_config(&uuid)
         })

@@ -196,6 +196,7 @@ impl From<crate::conf::ConfError> for DriverError {
             D::Xml => ErrorOrigin::Xml,
             D::Qemu => ErrorOrigin::Qemu,
             D::DomainCheckpoint => ErrorOrigin::DomainCheckpoint,
+            D::DomainSnapshot => ErrorOrigin::DomainSnapshot,
             _ => ErrorOrigin::Domain,
         };
         let detail = err.detail().map(str::to_string);

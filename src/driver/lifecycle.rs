@@ -67,7 +67,7 @@ impl Driver {
         Ok(obj.reference())
     }
 
-    async fn start_def(
+    pub(super) async fn start_def(
         &self,
         obj: &Arc<DomainObj>,
         def: DomainDef,
@@ -91,6 +91,7 @@ impl Driver {
             state: run_state,
             reason,
             xml: def.format(FormatMode::Inactive),
+            nodes: Vec::new(),
         };
         self.shared.store.save_live(&obj.uuid, &record)?;
         let started = match qemu::start(&spec).await {
@@ -135,7 +136,7 @@ impl Driver {
 
     /// Rewrites the live record after a state change, so that a restarted
     /// daemon reports what QEMU is doing.
-    fn save_live(&self, obj: &DomainObj) {
+    pub(super) fn save_live(&self, obj: &DomainObj) {
         let record = {
             let st = obj.lock();
             let Some(live) = &st.live else { return };
@@ -145,6 +146,7 @@ impl Driver {
                 state: st.state,
                 reason: st.reason,
                 xml: live.def.format(FormatMode::Inactive),
+                nodes: LiveRecord::nodes_of(&live.def),
             }
         };
         if let Err(err) = self.shared.store.save_live(&obj.uuid, &record) {
@@ -157,6 +159,11 @@ impl Driver {
         DriverError::check_flags(flags, DESTROY_GRACEFUL, "qemuDomainDestroyFlags")?;
         let obj = self.domain(dom)?;
         let _job = obj.job.lock().await;
+        self.destroy_locked(&obj).await
+    }
+
+    /// Stops QEMU at once; the caller holds the domain's job.
+    pub(super) async fn destroy_locked(&self, obj: &Arc<DomainObj>) -> Result<(), DriverError> {
         let vm = {
             let mut st = obj.lock();
             let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
@@ -164,7 +171,7 @@ impl Driver {
             live.vm.clone()
         };
         vm.destroy().await.map_err(DriverError::from)?;
-        self.on_exit(&obj, &vm).await;
+        self.on_exit(obj, &vm).await;
         Ok(())
     }
 
@@ -300,6 +307,9 @@ impl Driver {
             if let Err(err) = self.shared.store.delete_all_checkpoints(&obj.uuid) {
                 tracing::warn!(%err, "cannot remove the checkpoints of a transient domain");
             }
+            if let Err(err) = self.shared.store.delete_all_snapshots(&obj.uuid) {
+                tracing::warn!(%err, "cannot remove the snapshots of a transient domain");
+            }
             self.shared.domains.remove(&obj.uuid);
         }
         self.emit(DomainEvent::Lifecycle { dom, event });
@@ -349,7 +359,8 @@ impl Driver {
         dir: &std::path::Path,
         record: LiveRecord,
     ) -> Result<(), DriverError> {
-        let def = DomainDef::parse_live(&record.xml)?;
+        let mut def = DomainDef::parse(&record.xml)?;
+        record.apply_nodes(&mut def);
         let (obj, _) = self
             .shared
             .domains

@@ -17,6 +17,8 @@ mod lifecycle;
 pub mod moments;
 mod reconcile;
 mod registry;
+mod rules;
+pub mod snapshot;
 pub mod store;
 
 use std::path::PathBuf;
@@ -120,6 +122,7 @@ impl Driver {
         driver.load_configs()?;
         driver.reconnect_all().await;
         driver.load_checkpoints().await;
+        driver.load_snapshots();
         for obj in driver.shared.domains.all() {
             driver.reconcile_checkpoints(&obj).await;
         }

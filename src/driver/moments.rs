@@ -22,6 +22,89 @@ pub struct ListFilter {
     pub no_leaves: bool,
 }
 
+/// What the tree needs of a stored moment to rebuild itself.
+pub trait Moment: Clone {
+    fn name(&self) -> &str;
+    fn parent(&self) -> Option<&str>;
+    fn set_parent(&mut self, parent: Option<String>);
+    /// Seconds since the epoch.
+    fn creation_time(&self) -> i64;
+}
+
+impl Moment for crate::conf::checkpoint::CheckpointDef {
+    fn name(&self) -> &str {
+        self.name()
+    }
+    fn parent(&self) -> Option<&str> {
+        self.parent()
+    }
+    fn set_parent(&mut self, parent: Option<String>) {
+        self.set_parent(parent);
+    }
+    fn creation_time(&self) -> i64 {
+        self.creation_time()
+    }
+}
+
+impl Moment for crate::conf::snapshot::SnapshotDef {
+    fn name(&self) -> &str {
+        self.name()
+    }
+    fn parent(&self) -> Option<&str> {
+        self.parent()
+    }
+    fn set_parent(&mut self, parent: Option<String>) {
+        self.set_parent(parent);
+    }
+    fn creation_time(&self) -> i64 {
+        self.creation_time()
+    }
+}
+
+impl<T: Moment> MomentTree<T> {
+    /// The tree of moments read back from their files: parents before
+    /// children, siblings oldest first; a moment whose parent is missing
+    /// (or that sits in a cycle) becomes a root. The current moment is the
+    /// one leaf, if there is exactly one, as libvirt decides when it loads.
+    pub fn build(mut defs: BTreeMap<String, T>) -> MomentTree<T> {
+        let mut tree = MomentTree::default();
+        while !defs.is_empty() {
+            let mut ready: Vec<T> = Vec::new();
+            defs.retain(|_, def| {
+                if def.parent().is_none_or(|p| tree.contains(p)) {
+                    ready.push(def.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            if ready.is_empty() {
+                // Nothing links up: the oldest remaining one becomes a
+                // root, and its descendants can follow it in.
+                let oldest = defs
+                    .values()
+                    .min_by_key(|def| def.creation_time())
+                    .map(|def| def.name().to_string());
+                let Some(mut def) = oldest.and_then(|name| defs.remove(&name)) else {
+                    break;
+                };
+                tracing::error!(moment = %def.name(), parent = ?def.parent(), "parent is missing; made a root");
+                def.set_parent(None);
+                ready.push(def);
+            }
+            ready.sort_by_key(Moment::creation_time);
+            for def in ready {
+                let name = def.name().to_string();
+                let parent = def.parent().map(str::to_string);
+                tree.insert(&name, parent.as_deref(), def);
+            }
+        }
+        let leaf = tree.single_leaf();
+        tree.set_current(leaf.as_deref());
+        tree
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry<T> {
     def: T,

@@ -60,7 +60,7 @@ impl Driver {
                 }
             }
         }
-        let tree = build_tree(defs);
+        let tree = MomentTree::build(defs);
         let loaded = tree.len();
         obj.lock().checkpoints = tree;
         if loaded > 0 {
@@ -223,45 +223,6 @@ fn lost_bitmaps(
 /// that sits in a cycle, becomes a root (libvirt reports "inconsistent
 /// relations" and goes on the same way). The single leaf, if there is one,
 /// is current, as libvirt decides when it loads.
-fn build_tree(mut defs: BTreeMap<String, CheckpointDef>) -> MomentTree<CheckpointDef> {
-    let mut tree = MomentTree::default();
-    while !defs.is_empty() {
-        let mut ready: Vec<CheckpointDef> = Vec::new();
-        defs.retain(|_, def| {
-            if def.parent().is_none_or(|p| tree.contains(p)) {
-                ready.push(def.clone());
-                false
-            } else {
-                true
-            }
-        });
-        if ready.is_empty() {
-            // Nothing links up: the oldest remaining one becomes a root,
-            // and its descendants can follow it in.
-            let oldest = defs
-                .values()
-                .min_by_key(|def| def.creation_time())
-                .map(|def| def.name().to_string());
-            let Some(mut def) = oldest.and_then(|name| defs.remove(&name)) else {
-                break;
-            };
-            tracing::error!(checkpoint = %def.name(), parent = ?def.parent(), "checkpoint's parent is missing; made a root");
-            def.set_parent(None);
-            ready.push(def);
-        }
-        // Siblings in creation order, oldest first, as they were made.
-        ready.sort_by_key(CheckpointDef::creation_time);
-        for def in ready {
-            let name = def.name().to_string();
-            let parent = def.parent().map(str::to_string);
-            tree.insert(&name, parent.as_deref(), def);
-        }
-    }
-    let leaf = tree.single_leaf();
-    tree.set_current(leaf.as_deref());
-    tree
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +241,7 @@ mod tests {
     }
 
     fn tree_of(defs: &[CheckpointDef]) -> MomentTree<CheckpointDef> {
-        build_tree(
+        MomentTree::build(
             defs.iter()
                 .map(|d| (d.name().to_string(), d.clone()))
                 .collect(),

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::conf::checkpoint::CheckpointDef;
+use crate::conf::snapshot::SnapshotDef;
 use crate::conf::DomainDef;
 use crate::qemu::RunningVm;
 
@@ -60,6 +61,9 @@ pub struct DomainState {
     /// Checkpoints outlive QEMU runs and follow the domain while it exists
     /// (a running domain made transient keeps them until it stops).
     pub checkpoints: MomentTree<CheckpointDef>,
+    /// Snapshot metadata, kept like the checkpoints'. A domain never has
+    /// both (see `rules.rs`).
+    pub snapshots: MomentTree<SnapshotDef>,
     /// What virDomainGetMessages reports for the current run: problems
     /// found when QEMU came up, such as a checkpoint whose bitmap is gone.
     pub messages: Vec<String>,
@@ -98,6 +102,7 @@ impl DomainState {
             autostart: false,
             removed: false,
             checkpoints: MomentTree::default(),
+            snapshots: MomentTree::default(),
             messages: Vec::new(),
             jobs: Jobs::default(),
             backup: None,

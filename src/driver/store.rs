@@ -6,6 +6,7 @@
 //! STATE/domains/<uuid>.xml      persistent definition (inactive XML)
 //! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
+//! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
 //! ```
@@ -42,6 +43,33 @@ pub struct LiveRecord {
     pub reason: i32,
     /// The live definition (what dumpxml shows while running).
     pub xml: String,
+    /// (disk target, K of its nodes `libvirt-K-*`) where an external
+    /// snapshot moved the disk to a new top node.
+    #[serde(default)]
+    pub nodes: Vec<(String, u32)>,
+}
+
+impl LiveRecord {
+    /// The node numbers the live definition had.
+    pub fn apply_nodes(&self, def: &mut crate::conf::DomainDef) {
+        for (target, index) in &self.nodes {
+            if let Some(disk) = def.disk_by_target_mut(target) {
+                disk.set_node_index(*index);
+            }
+        }
+    }
+
+    /// What [`Self::apply_nodes`] gives back: every disk whose number is
+    /// not the one its position gives it.
+    pub fn nodes_of(def: &crate::conf::DomainDef) -> Vec<(String, u32)> {
+        let count = def.disks().len();
+        def.disks()
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| usize::try_from(d.node_index()).ok() != Some(count - i))
+            .map(|(_, d)| (d.target().to_string(), d.node_index()))
+            .collect()
+    }
 }
 
 impl Store {
@@ -203,12 +231,46 @@ pub enum IntentAction {
 
 impl Store {
     fn checkpoint_dir(&self, uuid: &Uuid) -> PathBuf {
-        self.state_dir.join("checkpoints").join(uuid_string(uuid))
+        self.moment_dir(Moment::Checkpoint, uuid)
+    }
+
+    fn moment_dir(&self, kind: Moment, uuid: &Uuid) -> PathBuf {
+        let dir = match kind {
+            Moment::Checkpoint => "checkpoints",
+            Moment::Snapshot => "snapshots",
+        };
+        self.state_dir.join(dir).join(uuid_string(uuid))
     }
 
     fn checkpoint_path(&self, uuid: &Uuid, name: &str, ext: &str) -> PathBuf {
-        self.checkpoint_dir(uuid)
+        self.moment_path(Moment::Checkpoint, uuid, name, ext)
+    }
+
+    fn moment_path(&self, kind: Moment, uuid: &Uuid, name: &str, ext: &str) -> PathBuf {
+        self.moment_dir(kind, uuid)
             .join(format!("{}.{ext}", file_stem(name)))
+    }
+
+    pub fn save_snapshot(&self, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        write_atomic(
+            &self.moment_path(Moment::Snapshot, uuid, name, "xml"),
+            xml.as_bytes(),
+        )
+    }
+
+    pub fn delete_snapshot(&self, uuid: &Uuid, name: &str) -> Result<(), DriverError> {
+        remove_file_if_exists(&self.moment_path(Moment::Snapshot, uuid, name, "xml"))
+    }
+
+    /// Every stored snapshot of a domain, as XML, in no particular order.
+    pub fn load_snapshots(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<String, DriverError>)> {
+        read_dir_with(&self.moment_dir(Moment::Snapshot, uuid), "xml", read_text)
+    }
+
+    /// Forgets every snapshot of a domain (undefine with
+    /// SNAPSHOTS_METADATA, or a transient domain that stopped).
+    pub fn delete_all_snapshots(&self, uuid: &Uuid) -> Result<(), DriverError> {
+        remove_dir_if_exists(&self.moment_dir(Moment::Snapshot, uuid))
     }
 
     pub fn save_checkpoint(&self, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
@@ -226,11 +288,7 @@ impl Store {
 
     /// Every stored checkpoint of a domain, as XML, in no particular order.
     pub fn load_checkpoints(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<String, DriverError>)> {
-        self.read_dir_with(uuid, "xml", |path| {
-            fs::read_to_string(path).map_err(|e| {
-                DriverError::system(format_args!("cannot read '{}'", path.display()), e)
-            })
-        })
+        read_dir_with(&self.checkpoint_dir(uuid), "xml", read_text)
     }
 
     pub fn save_intent(&self, uuid: &Uuid, intent: &Intent) -> Result<(), DriverError> {
@@ -247,7 +305,7 @@ impl Store {
     }
 
     pub fn load_intents(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<Intent, DriverError>)> {
-        self.read_dir_with(uuid, "intent", |path| {
+        read_dir_with(&self.checkpoint_dir(uuid), "intent", |path| {
             let bytes = fs::read(path).map_err(|e| {
                 DriverError::system(format_args!("cannot read '{}'", path.display()), e)
             })?;
@@ -259,37 +317,52 @@ impl Store {
     /// Forgets every checkpoint of a domain (undefine with
     /// CHECKPOINTS_METADATA, or a transient domain that stopped).
     pub fn delete_all_checkpoints(&self, uuid: &Uuid) -> Result<(), DriverError> {
-        let dir = self.checkpoint_dir(uuid);
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::system(
-                format_args!("cannot remove '{}'", dir.display()),
-                e,
-            )),
-            _ => Ok(()),
-        }
+        remove_dir_if_exists(&self.checkpoint_dir(uuid))
     }
+}
 
-    fn read_dir_with<T>(
-        &self,
-        uuid: &Uuid,
-        ext: &str,
-        read: impl Fn(&Path) -> Result<T, DriverError>,
-    ) -> Vec<(PathBuf, Result<T, DriverError>)> {
-        let Ok(entries) = fs::read_dir(self.checkpoint_dir(uuid)) else {
-            return Vec::new();
-        };
-        let mut out: Vec<_> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
-            .map(|p| {
-                let value = read(&p);
-                (p, value)
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+/// Which kind of moment a metadata directory holds.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    Checkpoint,
+    Snapshot,
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), DriverError> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::system(
+            format_args!("cannot remove '{}'", dir.display()),
+            e,
+        )),
+        _ => Ok(()),
     }
+}
+
+fn read_text(path: &Path) -> Result<String, DriverError> {
+    fs::read_to_string(path)
+        .map_err(|e| DriverError::system(format_args!("cannot read '{}'", path.display()), e))
+}
+
+/// The files of `dir` ending in `.ext`, read, sorted by path.
+fn read_dir_with<T>(
+    dir: &Path,
+    ext: &str,
+    read: impl Fn(&Path) -> Result<T, DriverError>,
+) -> Vec<(PathBuf, Result<T, DriverError>)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some(ext))
+        .map(|p| {
+            let value = read(&p);
+            (p, value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// Longest encoded name used as it is. With the extension this stays well
@@ -447,6 +520,7 @@ mod tests {
             state: 1,
             reason: 1,
             xml: "<domain/>".into(),
+            nodes: Vec::new(),
         };
         store.save_live(&uuid, &record).unwrap();
         let loaded = store.load_live();

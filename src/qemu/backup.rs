@@ -192,6 +192,13 @@ pub struct BlockGraph {
     pub bitmaps: Vec<bitmap::NodeBitmaps>,
 }
 
+impl BlockGraph {
+    /// The virtual size of `node`'s image, if QEMU lists it.
+    pub fn virtual_size(&self, node: &str) -> Option<u64> {
+        source_image(&self.reply, node).map(|image| image.size)
+    }
+}
+
 /// Reads the block graph for [`prepare_in`].
 pub async fn query_graph(mon: &Monitor) -> Result<BlockGraph, QemuError> {
     let mut args = Map::new();
@@ -277,7 +284,7 @@ async fn attach_target(
         .then(|| BackingImage {
             path: disk.source.source.clone(),
             format: disk.source.format,
-            node: source_node.clone(),
+            node: Some(source_node.clone()),
         });
     let mut spec = ImageSpec {
         path: disk.store.clone(),

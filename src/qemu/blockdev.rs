@@ -57,15 +57,18 @@ use super::error::QemuError;
 use super::jobs::{self, JobOutcome, JobWatch};
 use super::monitor::Monitor;
 
-/// The image a new one is layered on (incremental push backups to qcow2).
+/// The image a new one is layered on (incremental push backups to qcow2,
+/// scratch images, snapshot overlays).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingImage {
     /// Written into the new image's header as its backing file.
     pub path: PathBuf,
     /// Written into the header as the backing format.
     pub format: DiskFormat,
-    /// The running node that stands for it in QEMU, e.g. "libvirt-2-format".
-    pub node: String,
+    /// The running node that stands for it in QEMU, e.g. "libvirt-2-format",
+    /// linked in when the new image is attached; `None` attaches it without
+    /// one (an overlay, which `blockdev-snapshot` links).
+    pub node: Option<String>,
 }
 
 /// An image to create or attach.
@@ -329,7 +332,10 @@ async fn add_format(mon: &Monitor, spec: &ImageSpec, added: &mut Added) -> Resul
         "file": spec.storage_node(),
     });
     if spec.format == DiskFormat::Qcow2 {
-        let backing = spec.backing().map(|b| Value::String(b.node.clone()));
+        let backing = spec
+            .backing()
+            .and_then(|b| b.node.clone())
+            .map(Value::String);
         props["backing"] = backing.unwrap_or(Value::Null);
     }
     mon.execute_value("blockdev-add", props).await?;

@@ -32,6 +32,7 @@ mod log;
 pub mod monitor;
 pub mod nbd;
 pub mod process;
+pub mod snapshot;
 #[cfg(test)]
 mod transcript;
 mod watch;

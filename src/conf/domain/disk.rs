@@ -172,9 +172,6 @@ pub struct DiskDef {
     /// Position in the domain's list, counted by libvirt from the end: the
     /// K of `libvirt-K-format` and of `<source index='K'/>`.
     pub(super) node_index: u32,
-    /// `<source index=...>` of a live definition, applied only by
-    /// [`super::DomainDef::parse_live`] (and then cleared).
-    pub(super) live_index: Option<u32>,
     /// Attributes of `<disk>` other than type and device, kept verbatim.
     pub(super) extra_attrs: Vec<(String, String)>,
     /// `<driver>` minus name and type: its other attributes and children.
@@ -260,6 +257,12 @@ impl DiskDef {
         self.node_index = node_index;
     }
 
+    /// Sets the K of the disk's node names (a live definition read back
+    /// after an external snapshot moved it on).
+    pub fn set_node_index(&mut self, node_index: u32) {
+        self.node_index = node_index;
+    }
+
     /// Whether the disk carries a per-device `<boot order=...>`.
     pub(super) fn has_boot_order(&self) -> bool {
         self.others.iter().any(|(_, e)| e.name == "boot")
@@ -290,7 +293,6 @@ impl DiskDef {
             readonly: false,
             user_alias: None,
             node_index: 0,
-            live_index: None,
             extra_attrs: el
                 .attrs
                 .iter()
@@ -313,7 +315,6 @@ impl DiskDef {
                 "source" if !seen_source => {
                     seen_source = true;
                     let mut src = child.clone();
-                    disk.live_index = src.attr("index").and_then(|i| i.parse().ok());
                     src.remove_attr("index");
                     disk.source = Some(src);
                 }

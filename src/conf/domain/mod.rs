@@ -152,24 +152,7 @@ impl DomainDef {
 
     /// Parse and validate with explicit limits on the document.
     pub fn parse_with_limits(xml: &str, limits: &Limits) -> Result<Self, ConfError> {
-        let mut def = parse::parse_domain(xml, limits)?;
-        for disk in &mut def.disks {
-            disk.live_index = None;
-        }
-        Ok(def)
-    }
-
-    /// Parse the live definition of a running domain, as the daemon wrote
-    /// it: each disk keeps the node number of its `<source index=...>`
-    /// (which an external snapshot moves on from the defaults).
-    pub fn parse_live(xml: &str) -> Result<Self, ConfError> {
-        let mut def = parse::parse_domain(xml, &Limits::default())?;
-        for disk in &mut def.disks {
-            if let Some(index) = disk.live_index.take() {
-                disk.node_index = index;
-            }
-        }
-        Ok(def)
+        parse::parse_domain(xml, limits)
     }
 
     /// The disk with target `target`, to change it.

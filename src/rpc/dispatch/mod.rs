@@ -12,6 +12,7 @@ mod domain;
 mod events;
 mod jobs;
 mod qemu;
+mod snapshot;
 
 use std::future::Future;
 
@@ -73,6 +74,9 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
         return reply;
     }
     if let Some(reply) = checkpoint::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = snapshot::route(client, header.proc_, body).await {
         return reply;
     }
     if let Some(reply) = jobs::route(client, header.proc_, body).await {

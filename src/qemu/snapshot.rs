@@ -1,0 +1,245 @@
+//! Snapshots as QEMU 7.2 and its tools make them, the way libvirt 9.0
+//! drives them (fixtures/reference/snapshot/README.md):
+//!
+//! - internal, running: `stop`, HMP `savevm "NAME"`, `cont` (every qcow2
+//!   image of the VM gets a snapshot of that name, with the VM state in
+//!   the first); revert is HMP `loadvm`, delete HMP `delvm`. HMP answers
+//!   errors as text, so any text back is a failure;
+//! - internal, shut off: `qemu-img snapshot -c / -a / -d` per image;
+//! - external disk-only, running: per disk a qcow2 overlay created by
+//!   `blockdev-create` whose header names the current image as backing
+//!   file, attached without a backing node, then one `transaction` of
+//!   `blockdev-snapshot`s, so that every disk moves to its overlay at the
+//!   same instant or none does;
+//! - external disk-only, shut off: `qemu-img create -b` per disk.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec};
+use super::command::DiskFormat;
+use super::error::QemuError;
+use super::monitor::Monitor;
+
+/// HMP takes the name as a quoted string; quotes and backslashes inside
+/// are escaped the way its parser reads them.
+fn hmp_quote(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+async fn hmp_silent(mon: &Monitor, command: &str, what: &str) -> Result<(), QemuError> {
+    let reply = mon.hmp(command).await?;
+    let reply = reply.trim();
+    if reply.is_empty() {
+        return Ok(());
+    }
+    Err(QemuError::JobFailed(format!("{what}: {reply}")))
+}
+
+/// A snapshot of the whole VM inside its qcow2 images, taken with the
+/// guest stopped; the guest runs again afterwards if it ran before.
+pub async fn save_internal(mon: &Monitor, name: &str, was_running: bool) -> Result<(), QemuError> {
+    if was_running {
+        mon.execute_value("stop", json!({})).await?;
+    }
+    let saved = hmp_silent(
+        mon,
+        &format!("savevm {}", hmp_quote(name)),
+        "Failed to take snapshot",
+    )
+    .await;
+    if was_running {
+        mon.execute_value("cont", json!({})).await?;
+    }
+    saved
+}
+
+/// Loads an internal snapshot into the running (stopped) VM.
+pub async fn load_internal(mon: &Monitor, name: &str) -> Result<(), QemuError> {
+    hmp_silent(
+        mon,
+        &format!("loadvm {}", hmp_quote(name)),
+        "Failed to restore snapshot",
+    )
+    .await
+}
+
+/// Deletes an internal snapshot from every image of the running VM.
+pub async fn delete_internal(mon: &Monitor, name: &str) -> Result<(), QemuError> {
+    hmp_silent(
+        mon,
+        &format!("delvm {}", hmp_quote(name)),
+        "Failed to delete snapshot",
+    )
+    .await
+}
+
+/// `qemu-img snapshot OP NAME IMAGE` on a shut-off domain's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineOp {
+    /// `-c`: create.
+    Create,
+    /// `-a`: apply (revert).
+    Apply,
+    /// `-d`: delete.
+    Delete,
+}
+
+/// Runs `qemu-img snapshot` on `image`.
+pub async fn offline(
+    qemu_img: &Path,
+    op: OfflineOp,
+    name: &str,
+    image: &Path,
+) -> Result<(), QemuError> {
+    let flag = match op {
+        OfflineOp::Create => "-c",
+        OfflineOp::Apply => "-a",
+        OfflineOp::Delete => "-d",
+    };
+    run_tool(
+        tokio::process::Command::new(qemu_img)
+            .args(["snapshot", "-q", flag, name])
+            .arg(image),
+    )
+    .await
+}
+
+/// Creates a qcow2 overlay of a shut-off domain's image.
+pub async fn offline_overlay(
+    qemu_img: &Path,
+    overlay: &Path,
+    backing: &Path,
+    backing_format: DiskFormat,
+) -> Result<(), QemuError> {
+    run_tool(
+        tokio::process::Command::new(qemu_img)
+            .args(["create", "-q", "-f", "qcow2", "-b"])
+            .arg(backing)
+            .args(["-F", format_name(backing_format)])
+            .arg(overlay),
+    )
+    .await
+}
+
+fn format_name(format: DiskFormat) -> &'static str {
+    match format {
+        DiskFormat::Qcow2 => "qcow2",
+        DiskFormat::Raw => "raw",
+    }
+}
+
+async fn run_tool(command: &mut tokio::process::Command) -> Result<(), QemuError> {
+    let out = command
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| QemuError::io("cannot run qemu-img", e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    Err(QemuError::JobFailed(text.trim().to_string()))
+}
+
+/// One disk of an external snapshot of a running VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// The guest disk (for messages).
+    pub disk: String,
+    /// The new image.
+    pub path: PathBuf,
+    /// N of its nodes `libvirt-N-storage` / `libvirt-N-format`.
+    pub node_index: u32,
+    /// The disk's current image and format, named in the overlay's header.
+    pub backing: PathBuf,
+    pub backing_format: DiskFormat,
+    /// The disk's current top node, which the overlay goes over.
+    pub top_node: String,
+}
+
+/// Creates every overlay and moves every disk onto its overlay in one
+/// transaction. On failure nothing moved and the overlays made so far are
+/// detached and removed.
+pub async fn external(
+    mon: &Monitor,
+    overlays: &[Overlay],
+) -> Result<Vec<AttachedImage>, QemuError> {
+    let graph = super::backup::query_graph(mon).await?;
+    let mut made: Vec<AttachedImage> = Vec::with_capacity(overlays.len());
+    let result = async {
+        for overlay in overlays {
+            let size = graph.virtual_size(&overlay.top_node).ok_or_else(|| {
+                QemuError::Internal(format!(
+                    "failed to update capacity data for block node '{}'",
+                    overlay.top_node
+                ))
+            })?;
+            let spec = ImageSpec {
+                path: overlay.path.clone(),
+                format: DiskFormat::Qcow2,
+                node_index: overlay.node_index,
+                backing: Some(BackingImage {
+                    path: overlay.backing.clone(),
+                    format: overlay.backing_format,
+                    node: None,
+                }),
+                size,
+                cluster_size: None,
+                extended_l2: false,
+                disk: overlay.disk.clone(),
+            };
+            made.push(blockdev::create_image(mon, &spec).await?);
+        }
+        let actions: Vec<Value> = overlays
+            .iter()
+            .zip(&made)
+            .map(|(overlay, image)| {
+                json!({
+                    "type": "blockdev-snapshot",
+                    "data": {"node": overlay.top_node, "overlay": image.format_node},
+                })
+            })
+            .collect();
+        mon.execute_value("transaction", json!({ "actions": actions }))
+            .await
+            .map(drop)
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(made),
+        Err(e) => {
+            for image in &made {
+                for problem in blockdev::detach_image(mon, image).await {
+                    tracing::warn!(%problem, "cannot detach an unused snapshot overlay");
+                }
+                if let Err(problem) = blockdev::remove_created(image).await {
+                    tracing::warn!(%problem, "cannot remove an unused snapshot overlay");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmp_names_are_quoted() {
+        assert_eq!(hmp_quote("s1"), "\"s1\"");
+        assert_eq!(hmp_quote("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
+    }
+}
