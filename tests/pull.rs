@@ -27,6 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const AREA: Area = Area {
     root: "fixtures/reference/pull",
     tmp: "/tmp/prref",
+    api_script: "bkapi.py",
 };
 
 /// A running domain `name` with vda (qcow2, 64 MiB, 1 MiB written before

@@ -25,6 +25,8 @@ pub struct Area {
     pub root: &'static str,
     /// The directory the captures were made in: `/tmp/bkref`.
     pub tmp: &'static str,
+    /// The folder's libvirt-python script (`bkapi.py`, `snapi.py`).
+    pub api_script: &'static str,
 }
 
 impl Area {
@@ -202,14 +204,14 @@ impl Session {
         let args = command
             .strip_prefix("virsh -c qemu:///system ")
             .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
-        assert!(!args.contains('\''), "{name}: quoted arguments: {args}");
-        self.virsh(&args.split_whitespace().collect::<Vec<_>>())
+        let args = shell_words(args);
+        self.virsh(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// libvirt-python through the reference's own bkapi.py (pointed at our
     /// daemon), run in our reference directory.
     pub fn api(&self, args: &[&str]) -> Run {
-        let script = self.area.text("bkapi.py").replace(
+        let script = self.area.text(self.area.api_script).replace(
             "libvirt.open(\"qemu:///system\")",
             "libvirt.open(__import__('os').environ['URI'])",
         );
@@ -233,10 +235,12 @@ impl Session {
     #[track_caller]
     pub fn replay_api(&self, name: &str, masked_keys: &[&str]) -> Run {
         let (command, stdout, stderr, code) = self.area.capture(name);
+        let prefix = format!("./{} ", self.area.api_script);
         let args = command
-            .strip_prefix("./bkapi.py ")
-            .unwrap_or_else(|| panic!("{name} is not a bkapi.py call: {command}"));
-        let run = self.api(&args.split_whitespace().collect::<Vec<_>>());
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{name} is not a {prefix}call: {command}"));
+        let args = shell_words(args);
+        let run = self.api(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(
             masked(&self.theirs(&run.stdout), masked_keys),
             masked(&stdout, masked_keys),
@@ -384,4 +388,34 @@ pub fn job_completed(lines: &[String]) -> BTreeMap<String, String> {
             (k.to_string(), v.to_string())
         })
         .collect()
+}
+
+/// A command line split as the shell splits it, for the captures' simple
+/// quoting: single quotes group, and are removed.
+pub fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
 }

@@ -39,9 +39,6 @@
 //!   secrets. libvirtd takes them and fails later, when it looks the
 //!   secret up (`api-begin-encryption`: VIR_ERR_NO_SECRET from the secret
 //!   driver).
-//! - Malformed XML is reported with `xml::parse`'s words, which differ
-//!   from libxml2's in a few cases (`api-begin-malformed`: libxml2 adds
-//!   " line 1" and prints "(null)" where no source line is shown).
 //!
 //! The reference is libvirtd 9.0's captures (`fixtures/reference/backup/`,
 //! replayed by `tests/reference.rs`) and, for the schema, `xmllint` on

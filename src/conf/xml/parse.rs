@@ -65,11 +65,21 @@ pub fn parse(input: &str, doc_name: &str, limits: &Limits) -> Result<Element, Co
         ));
     }
     if input.trim_matches(is_xml_space).is_empty() {
-        // libxml2's words; its context line comes out as "(null)".
+        // libxml2's words; its context line comes out as "(null)". Only a
+        // document without a single byte is "empty": after white space it
+        // expects a start tag, on the line where the space ends.
+        let (line, what) = if input.is_empty() {
+            (1, "Document is empty")
+        } else {
+            (
+                1 + input.matches('\n').count(),
+                "Start tag expected, '<' not found",
+            )
+        };
         return Err(ConfError::new(
             ConfErrorKind::XmlDetail,
             ConfErrorDomain::Domain,
-            format!("{doc_name}:1: Document is empty\n(null)\n^"),
+            format!("{doc_name}:{line}: {what}\n(null)\n^"),
         ));
     }
 
@@ -84,6 +94,8 @@ pub fn parse(input: &str, doc_name: &str, limits: &Limits) -> Result<Element, Co
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut nodes = 0usize;
+    // Where each open element started, for libxml2's "line N".
+    let mut opened_at: Vec<usize> = Vec::new();
 
     loop {
         let before = to_usize(reader.buffer_position());
@@ -106,6 +118,7 @@ pub fn parse(input: &str, doc_name: &str, limits: &Limits) -> Result<Element, Co
                 }
                 count_node(&mut nodes, limits).map_err(|m| err(before, &m))?;
                 stack.push(start_element(&start).map_err(|m| err(before, &m))?);
+                opened_at.push(before);
             }
             Event::Empty(start) => {
                 count_node(&mut nodes, limits).map_err(|m| err(before, &m))?;
@@ -120,6 +133,7 @@ pub fn parse(input: &str, doc_name: &str, limits: &Limits) -> Result<Element, Co
                 let Some(el) = stack.pop() else {
                     return Err(err(before, "unexpected end tag"));
                 };
+                opened_at.pop();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(Node::Element(el)),
                     None => root = Some(el),
@@ -152,7 +166,12 @@ pub fn parse(input: &str, doc_name: &str, limits: &Limits) -> Result<Element, Co
     }
 
     if let Some(open) = stack.last() {
-        let msg = format!("Premature end of data in tag {}", open.name);
+        let at = opened_at.last().copied().unwrap_or(0).min(input.len());
+        let line = 1 + input.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        let msg = format!("Premature end of data in tag {} line {line}", open.name);
         return Err(err(input.len(), &msg));
     }
     root.ok_or_else(|| err(input.len(), "Start tag expected, '<' not found"))
@@ -277,6 +296,14 @@ fn to_usize(pos: u64) -> usize {
 pub(crate) fn detail_error(bytes: &[u8], doc_name: &str, pos: usize, msg: &str) -> ConfError {
     let pos = pos.min(bytes.len());
     let line = 1 + bytes[..pos].iter().filter(|&&b| b == b'\n').count();
+    if pos == bytes.len() && bytes.last() == Some(&b'\n') {
+        // Past the last line end libxml2 has no context line to show.
+        return ConfError::new(
+            ConfErrorKind::XmlDetail,
+            ConfErrorDomain::Domain,
+            format!("{doc_name}:{line}: {msg}\n(null)\n^"),
+        );
+    }
 
     // Like libvirt: step back over line ends, then to the start of the line.
     let mut cur = pos;
@@ -358,7 +385,10 @@ mod tests {
             detail(p("")),
             "(domain_definition):1: Document is empty\n(null)\n^"
         );
-        assert!(detail(p("  \n ")).contains("Document is empty"));
+        assert_eq!(
+            detail(p("  \n ")),
+            "(domain_definition):2: Start tag expected, '<' not found\n(null)\n^"
+        );
     }
 
     #[test]

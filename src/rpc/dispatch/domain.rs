@@ -98,11 +98,6 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
             let msgs = driver.get_messages(&dom_ref(a.dom), a.flags)?;
             Ok(wire::remote_domain_get_messages_ret { msgs })
         },
-        rp::DomainSnapshotNum => |a: wire::remote_domain_snapshot_num_args| async move {
-            existing(driver, &dom_ref(a.dom))?;
-            let _ = a.flags;
-            Ok(wire::remote_domain_snapshot_num_ret { num: 0 })
-        },
     })
 }
 

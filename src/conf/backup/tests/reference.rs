@@ -38,10 +38,6 @@ const NOT_CONF: &[(&str, &str)] = &[
         "api-begin-encryption",
         "libvirt looks up the secret; this model refuses encryption at parse",
     ),
-    (
-        "api-begin-malformed",
-        "xml::parse words libxml2's premature-end message differently",
-    ),
     ("api-begin-ok-driver-vmdk", "succeeded: QEMU did the rest"),
     (
         "api-begin-ok-incremental-raw-target",
