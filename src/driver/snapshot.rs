@@ -23,8 +23,10 @@
 //! - External snapshots are deleted only with `--metadata`: libvirt 9.0
 //!   commits the overlays into their backing images; here the refusal
 //!   names what to do instead.
-//! - External memory (`--memspec`, and so `--live`) and `snapshot='manual'`
-//!   disks are refused; `--quiesce` fails as without a guest agent.
+//! - External memory (`--memspec`) holds QEMU's migration stream alone;
+//!   libvirt puts its own header (with the domain XML) before it. Neither
+//!   daemon can revert to it. `snapshot='manual'` disks are refused;
+//!   `--quiesce` fails as without a guest agent.
 //! - `<cookie>` (the guest CPU QEMU was started with) is not recorded.
 
 use std::collections::BTreeMap;
@@ -297,14 +299,31 @@ impl Driver {
                 "manual disk snapshots are not supported",
             ));
         }
-        if def.memory() == Some(SnapshotLocation::External) {
-            return Err(DriverError::new(
-                ErrorKind::ConfigUnsupported,
-                "external memory snapshots are not supported",
-            ));
-        }
         let name = def.name().to_string();
-        if def.is_external() {
+        if def.memory() == Some(SnapshotLocation::External) {
+            // A full-system external snapshot: memory first (the guest
+            // stops at its end, or before it without --live), then the
+            // disks, then the guest runs again.
+            let vm = live_vm
+                .as_ref()
+                .ok_or_else(|| DriverError::internal("memory snapshot of an inactive domain"))?;
+            let file = def
+                .memory_file()
+                .ok_or_else(|| DriverError::internal("external memory snapshot without a file"))?;
+            let mon = vm.monitor();
+            if running && flags & LIVE == 0 {
+                mon.execute_value("stop", serde_json::json!({})).await?;
+            }
+            let saved = async {
+                qsnap::save_memory(mon, std::path::Path::new(file)).await?;
+                self.external_snapshot(obj, &def, Some(vm), flags).await
+            }
+            .await;
+            if running && flags & HALT == 0 {
+                vm.cont().await?;
+            }
+            saved?;
+        } else if def.is_external() {
             self.external_snapshot(obj, &def, live_vm.as_ref(), flags)
                 .await?;
         } else {

@@ -11,7 +11,9 @@
 //!   file, attached without a backing node, then one `transaction` of
 //!   `blockdev-snapshot`s, so that every disk moves to its overlay at the
 //!   same instant or none does;
-//! - external disk-only, shut off: `qemu-img create -b` per disk.
+//! - external disk-only, shut off: `qemu-img create -b` per disk;
+//! - external memory: the migration stream written to a file
+//!   ([`save_memory`]), before the disks move to their overlays.
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +84,51 @@ pub async fn delete_internal(mon: &Monitor, name: &str) -> Result<(), QemuError>
         "Failed to delete snapshot",
     )
     .await
+}
+
+/// Writes the VM's memory and device state to `path` by migrating to a
+/// process that writes the stream to the file (QEMU 7.2 has no file
+/// migration; libvirt passes a descriptor instead). The guest ends up
+/// stopped, as after any completed outgoing migration; a guest that was
+/// running keeps running while its memory is copied (`--live`).
+///
+/// On failure the file is removed.
+pub async fn save_memory(mon: &Monitor, path: &Path) -> Result<(), QemuError> {
+    let target = path.to_str().ok_or_else(|| {
+        QemuError::InvalidInput(format!("path '{}' is not valid UTF-8", path.display()))
+    })?;
+    if tokio::fs::symlink_metadata(path).await.is_ok() {
+        return Err(QemuError::InvalidInput(format!(
+            "memory snapshot file '{target}' already exists"
+        )));
+    }
+    let quoted = format!("'{}'", target.replace('\'', "'\\''"));
+    let result = async {
+        mon.execute_value(
+            "migrate",
+            json!({ "uri": format!("exec:umask 077 && cat > {quoted}") }),
+        )
+        .await?;
+        loop {
+            let reply = mon.execute_value("query-migrate", json!({})).await?;
+            match reply.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    let desc = reply
+                        .get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("migration failed");
+                    return Err(QemuError::JobFailed(format!("snapshot job: {desc}")));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result
 }
 
 /// `qemu-img snapshot OP NAME IMAGE` on a shut-off domain's image.
