@@ -92,6 +92,7 @@ impl Driver {
             reason,
             xml: def.format(FormatMode::Inactive),
             nodes: Vec::new(),
+            overlays: Vec::new(),
         };
         self.shared.store.save_live(&obj.uuid, &record)?;
         let started = match qemu::start(&spec).await {
@@ -147,6 +148,7 @@ impl Driver {
                 reason: st.reason,
                 xml: live.def.format(FormatMode::Inactive),
                 nodes: LiveRecord::nodes_of(&live.def),
+                overlays: live.overlays.clone(),
             }
         };
         if let Err(err) = self.shared.store.save_live(&obj.uuid, &record) {
@@ -394,8 +396,15 @@ impl Driver {
             Ok(false) => (state::PAUSED, state::PAUSED_UNKNOWN),
             Err(_) => (record.state, record.reason),
         };
-        obj.lock()
-            .set_live(record.id, def, vm.clone(), (run_state, reason));
+        {
+            let mut st = obj.lock();
+            st.set_live(record.id, def, vm.clone(), (run_state, reason));
+            if let Some(live) = st.live.as_mut() {
+                live.overlays = record.overlays.clone();
+                let highest = record.overlays.iter().map(|o| o.overlay).max();
+                live.next_node = live.next_node.max(highest.unwrap_or(0) + 1);
+            }
+        }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
         self.resume_backup(&obj);
         self.watch(obj, vm, events);

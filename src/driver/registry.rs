@@ -84,6 +84,10 @@ pub struct Live {
     /// The next free N for block nodes `libvirt-N-*` the daemon adds
     /// (backup targets); the disks have 1..=their count.
     pub next_node: u32,
+    /// The external-snapshot overlays this QEMU put on top of its disks,
+    /// with the nodes below them, so that deleting the snapshot can commit
+    /// an overlay back.
+    pub overlays: Vec<super::store::OverlayBase>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +131,7 @@ impl DomainState {
             stopping: None,
             shutdown_seen: false,
             next_node: highest.unwrap_or(0).saturating_add(1),
+            overlays: Vec::new(),
         });
         self.state = run_state;
         self.reason = reason;

@@ -20,9 +20,10 @@
 //! - Reverting a running snapshot loads it into the running QEMU
 //!   (`stop`, `loadvm`, `cont`); libvirt starts a new QEMU with `-loadvm`.
 //!   The guest sees the same.
-//! - External snapshots are deleted only with `--metadata`: libvirt 9.0
-//!   commits the overlays into their backing images; here the refusal
-//!   names what to do instead.
+//! - An external snapshot is deleted (its overlays committed into the
+//!   images below) only while its overlays are the disks' active layers,
+//!   made in this QEMU run (or, shut off, the disks' images); libvirt 9.0
+//!   also commits overlays deeper in a chain.
 //! - External memory (`--memspec`) holds QEMU's migration stream alone;
 //!   libvirt puts its own header (with the domain XML) before it. Neither
 //!   daemon can revert to it. `snapshot='manual'` disks are refused;
@@ -45,6 +46,7 @@ use super::checkpoint::now_secs;
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::moments::{ListFilter, MomentTree};
 use super::registry::{state, DomainObj};
+use super::store::OverlayBase;
 use super::{DomainRef, Driver};
 
 /// virDomainSnapshotCreateFlags.
@@ -424,10 +426,16 @@ impl Driver {
                 {
                     let mut st = obj.lock();
                     if let Some(live) = st.live.as_mut() {
-                        for o in &overlays {
+                        for (o, (.., base)) in overlays.iter().zip(&plans) {
                             if let Some(d) = live.def.disk_by_target_mut(&o.disk) {
                                 d.set_overlay(&o.path.to_string_lossy(), o.node_index);
                             }
+                            live.overlays.push(OverlayBase {
+                                disk: o.disk.clone(),
+                                overlay: o.node_index,
+                                base: *base,
+                                path: o.path.to_string_lossy().into_owned(),
+                            });
                         }
                     }
                 }
@@ -811,15 +819,41 @@ impl Driver {
             )
         };
         if flags & METADATA_ONLY == 0 {
-            let external = doomed.iter().filter(|d| d.is_external()).count();
-            if external > 0 {
-                return Err(DriverError::new(
-                    ErrorKind::ConfigUnsupported,
-                    format!(
-                        "deletion of {external} external disk snapshots not supported; \
-                         delete the metadata with --metadata and remove the overlays by hand"
-                    ),
-                ));
+            let target = obj
+                .lock()
+                .snapshots
+                .get(&snap.name)
+                .cloned()
+                .ok_or_else(|| no_snapshot(&snap.name))?;
+            // libvirt's order of checks (qemuSnapshotDeleteValidate).
+            if let (false, Some(live)) = (target.is_external(), &live_def) {
+                same_images(&target, live)?;
+            }
+            if flags & (CHILDREN | CHILDREN_ONLY) != 0 {
+                let below: Vec<&SnapshotDef> =
+                    doomed.iter().filter(|d| d.name() != snap.name).collect();
+                let external = below.iter().filter(|d| d.is_external()).count();
+                let unsupported =
+                    |what: &str| Err(DriverError::new(ErrorKind::ConfigUnsupported, what));
+                if external > 0 && external < below.len() {
+                    return unsupported(
+                        "deletion of external and internal children disk snapshots not supported",
+                    );
+                }
+                if external > 0 {
+                    return unsupported(
+                        "deletion of external children disk snapshots not supported",
+                    );
+                }
+                if target.is_external() && flags & CHILDREN != 0 {
+                    return unsupported(
+                        "deletion of external disk snapshots with children not supported",
+                    );
+                }
+            }
+            if target.is_external() && flags & (CHILDREN | CHILDREN_ONLY) == 0 {
+                self.commit_external(&obj, &target, vm.as_ref()).await?;
+                return self.forget_snapshot(&obj, &snap.name).await;
             }
             if let Some(live) = &live_def {
                 for def in &doomed {
@@ -840,6 +874,137 @@ impl Driver {
         }
         for def in &doomed {
             self.forget_snapshot(&obj, def.name()).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an external snapshot's overlays by committing each into the
+    /// image below it, as libvirt 9.0 does; here only where the overlay is
+    /// the disk's active layer (the newest snapshot of the disk). The
+    /// definitions then name the images from before the snapshot again; the
+    /// overlay files stay, as with libvirt.
+    async fn commit_external(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: &SnapshotDef,
+        vm: Option<&Arc<crate::qemu::RunningVm>>,
+    ) -> Result<(), DriverError> {
+        let before = def
+            .domain()
+            .ok_or_else(|| DriverError::internal("snapshot without its domain"))?;
+        let disks: Vec<(&str, &str)> = def
+            .disks()
+            .iter()
+            .filter(|d| d.snapshot() == Some(SnapshotLocation::External))
+            .filter_map(|d| Some((d.name(), d.path()?)))
+            .collect();
+        let not_top = || {
+            DriverError::new(
+                ErrorKind::OperationUnsupported,
+                format!(
+                    "deleting external snapshot '{}' whose overlays are not the active layer is not supported",
+                    def.name()
+                ),
+            )
+        };
+        match vm {
+            Some(vm) => {
+                // Per disk: the active layer's K and the snapshot's overlay
+                // layer, found by walking down from the active layer; all
+                // checked before anything is committed.
+                let commits: Vec<(String, u32, OverlayBase)> = {
+                    let st = obj.lock();
+                    let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
+                    disks
+                        .iter()
+                        .map(|(disk, path)| {
+                            let current = live.def.disk_by_target(disk).ok_or_else(not_top)?;
+                            let active = current.node_index();
+                            let mut node = active;
+                            // Each step goes one layer down; there are no
+                            // more steps than layers.
+                            for _ in 0..=live.overlays.len() {
+                                let layer = live
+                                    .overlays
+                                    .iter()
+                                    .find(|o| o.disk == *disk && o.overlay == node)
+                                    .ok_or_else(not_top)?;
+                                if layer.path == *path {
+                                    return Ok((disk.to_string(), active, layer.clone()));
+                                }
+                                node = layer.base;
+                            }
+                            Err(not_top())
+                        })
+                        .collect::<Result<_, _>>()?
+                };
+                for (disk, active, layer) in &commits {
+                    let old = before.disk_by_target(disk).cloned();
+                    if *active == layer.overlay {
+                        qsnap::commit_active(vm.monitor(), disk, layer.overlay, layer.base).await?;
+                    } else {
+                        let backing = old.as_ref().and_then(|d| d.source()).unwrap_or_default();
+                        qsnap::commit_intermediate(
+                            vm.monitor(),
+                            disk,
+                            *active,
+                            layer.overlay,
+                            layer.base,
+                            backing,
+                        )
+                        .await?;
+                    }
+                    let mut st = obj.lock();
+                    if let Some(live) = st.live.as_mut() {
+                        if *active == layer.overlay {
+                            if let Some(mut old) = old {
+                                old.set_node_index(layer.base);
+                                live.def.replace_disk(old);
+                            }
+                        }
+                        // The layer above now sits on the base.
+                        for o in &mut live.overlays {
+                            if o.disk == layer.disk && o.base == layer.overlay {
+                                o.base = layer.base;
+                            }
+                        }
+                        live.overlays.retain(|o| o.overlay != layer.overlay);
+                    }
+                }
+                self.save_live(obj);
+            }
+            None => {
+                let config = obj.lock().config.clone();
+                let config =
+                    config.ok_or_else(|| DriverError::internal("domain has no definition"))?;
+                for (disk, path) in &disks {
+                    let current = config.disk_by_target(disk).and_then(|d| d.source());
+                    if current != Some(*path) {
+                        return Err(not_top());
+                    }
+                }
+                for (_, path) in &disks {
+                    qsnap::offline_commit(&qemu_img(), std::path::Path::new(path)).await?;
+                }
+            }
+        }
+        let config = {
+            let mut st = obj.lock();
+            st.config.as_mut().map(|config| {
+                for (disk, _) in &disks {
+                    if let Some(old) = before.disk_by_target(disk) {
+                        let mut old = old.clone();
+                        let index = config.disk_by_target(disk).map_or(0, |d| d.node_index());
+                        old.set_node_index(index);
+                        config.replace_disk(old);
+                    }
+                }
+                config.format(FormatMode::Inactive)
+            })
+        };
+        if let Some(xml) = config {
+            let uuid = obj.uuid;
+            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
         }
         Ok(())
     }

@@ -47,6 +47,23 @@ pub struct LiveRecord {
     /// snapshot moved the disk to a new top node.
     #[serde(default)]
     pub nodes: Vec<(String, u32)>,
+    /// The overlays external snapshots put on the disks in this run.
+    #[serde(default)]
+    pub overlays: Vec<OverlayBase>,
+}
+
+/// An overlay an external snapshot put on a running disk, and the node it
+/// went over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayBase {
+    pub disk: String,
+    /// K of the overlay's nodes `libvirt-K-*`.
+    pub overlay: u32,
+    /// K of the nodes below it.
+    pub base: u32,
+    /// The overlay's file.
+    #[serde(default)]
+    pub path: String,
 }
 
 impl LiveRecord {
@@ -521,6 +538,7 @@ mod tests {
             reason: 1,
             xml: "<domain/>".into(),
             nodes: Vec::new(),
+            overlays: Vec::new(),
         };
         store.save_live(&uuid, &record).unwrap();
         let loaded = store.load_live();

@@ -179,6 +179,16 @@ pub async fn offline_overlay(
     .await
 }
 
+/// Commits a shut-off domain's overlay into its backing file.
+pub async fn offline_commit(qemu_img: &Path, overlay: &Path) -> Result<(), QemuError> {
+    run_tool(
+        tokio::process::Command::new(qemu_img)
+            .args(["commit", "-q"])
+            .arg(overlay),
+    )
+    .await
+}
+
 fn format_name(format: DiskFormat) -> &'static str {
     match format {
         DiskFormat::Qcow2 => "qcow2",
@@ -278,6 +288,123 @@ pub async fn external(
             Err(e)
         }
     }
+}
+
+/// Merges the active layer of a disk (an external snapshot's overlay,
+/// node `libvirt-<top>-format`) into the image below it (`base`) and makes
+/// that the active layer again, as libvirt deletes the newest external
+/// snapshot: `block-commit`, wait until the job is ready, `job-complete`,
+/// wait for its end, `job-dismiss`, then `blockdev-del` of the overlay's
+/// nodes. The overlay file stays.
+pub async fn commit_active(
+    mon: &Monitor,
+    disk: &str,
+    top: u32,
+    base: u32,
+) -> Result<(), QemuError> {
+    let top_node = format!("libvirt-{top}-format");
+    let id = format!("commit-{disk}-{top_node}");
+    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
+    mon.execute_value(
+        "block-commit",
+        json!({
+            "device": top_node,
+            "job-id": id,
+            "top-node": top_node,
+            "base-node": format!("libvirt-{base}-format"),
+            "auto-finalize": true,
+            "auto-dismiss": false,
+        }),
+    )
+    .await?;
+    // An active commit keeps mirroring until told to complete.
+    wait_for_status(mon, &id, super::events::JobStatus::ready).await?;
+    mon.execute_value("job-complete", json!({ "id": id }))
+        .await?;
+    finish_commit(mon, &mut watch, &id, top).await
+}
+
+/// Merges an overlay below the active layer (node `libvirt-<top>`) into
+/// the image below it (`base`, whose file is `backing_file`); the layer
+/// above it then names that file as its backing file. The job finalizes
+/// on request, as libvirt runs it; then the overlay's nodes go.
+pub async fn commit_intermediate(
+    mon: &Monitor,
+    disk: &str,
+    active: u32,
+    top: u32,
+    base: u32,
+    backing_file: &str,
+) -> Result<(), QemuError> {
+    let top_node = format!("libvirt-{top}-format");
+    let id = format!("commit-{disk}-{top_node}");
+    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
+    mon.execute_value(
+        "block-commit",
+        json!({
+            "device": format!("libvirt-{active}-format"),
+            "job-id": id,
+            "top-node": top_node,
+            "base-node": format!("libvirt-{base}-format"),
+            "backing-file": backing_file,
+            "auto-finalize": false,
+            "auto-dismiss": false,
+        }),
+    )
+    .await?;
+    wait_for_status(mon, &id, super::events::JobStatus::pending).await?;
+    mon.execute_value("job-finalize", json!({ "id": id }))
+        .await?;
+    finish_commit(mon, &mut watch, &id, top).await
+}
+
+/// Polls `query-jobs` until job `id` reaches `status` (or concludes, or
+/// is gone: the watch reports how it ended).
+async fn wait_for_status(
+    mon: &Monitor,
+    id: &str,
+    status: super::events::JobStatus,
+) -> Result<(), QemuError> {
+    use super::events::JobStatus;
+    loop {
+        let jobs = super::jobs::query_jobs(mon).await?;
+        match jobs.iter().find(|j| j.id == id).and_then(|j| j.status) {
+            Some(s) if s == status => return Ok(()),
+            Some(JobStatus::concluded) | None => return Ok(()),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The end of a commit job: dismissed, its outcome checked, the
+/// committed overlay's nodes removed.
+async fn finish_commit(
+    mon: &Monitor,
+    watch: &mut super::jobs::JobWatch,
+    id: &str,
+    top: u32,
+) -> Result<(), QemuError> {
+    let end = watch.next().await?;
+    if let Err(e) = super::jobs::dismiss(mon, id).await {
+        tracing::warn!(%e, id, "cannot dismiss the commit job");
+    }
+    match end.map(|e| e.outcome) {
+        Some(super::jobs::JobOutcome::Completed) => {}
+        Some(super::jobs::JobOutcome::Failed(error)) => {
+            return Err(QemuError::JobFailed(format!(
+                "block commit failed: {error}"
+            )))
+        }
+        _ => return Err(QemuError::JobFailed("block commit did not complete".into())),
+    }
+    for node in [
+        format!("libvirt-{top}-format"),
+        format!("libvirt-{top}-storage"),
+    ] {
+        mon.execute_value("blockdev-del", json!({ "node-name": node }))
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl Session {
         let args = command
             .strip_prefix("virsh -c qemu:///system ")
             .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
-        let args = shell_words(args);
+        let args: Vec<String> = shell_words(args).iter().map(|a| self.ours(a)).collect();
         self.virsh(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
@@ -239,7 +239,7 @@ impl Session {
         let args = command
             .strip_prefix(&prefix)
             .unwrap_or_else(|| panic!("{name} is not a {prefix}call: {command}"));
-        let args = shell_words(args);
+        let args: Vec<String> = shell_words(args).iter().map(|a| self.ours(a)).collect();
         let run = self.api(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(
             masked(&self.theirs(&run.stdout), masked_keys),

@@ -155,6 +155,14 @@ impl DomainDef {
         parse::parse_domain(xml, limits)
     }
 
+    /// Puts `disk` in place of the disk with the same target (a deleted
+    /// external snapshot gives the disk back its image from before).
+    pub fn replace_disk(&mut self, disk: DiskDef) {
+        if let Some(slot) = self.disks.iter_mut().find(|d| d.target() == disk.target()) {
+            *slot = disk;
+        }
+    }
+
     /// The disk with target `target`, to change it.
     pub fn disk_by_target_mut(&mut self, target: &str) -> Option<&mut DiskDef> {
         self.disks.iter_mut().find(|d| d.target() == target)
