@@ -466,7 +466,25 @@ fn metadata_survives_restarts_and_undefine_asks_for_it() {
     assert_eq!(words(&d.virsh(&["snapshot-parent", "md", "b"]).stdout), "a");
     let info = d.virsh(&["snapshot-info", "md", "a"]).ok();
     assert!(words(&info.stdout).contains("Current: yes"));
-    // snapshot-edit's path: dumpxml, then redefine.
+    // snapshot-edit itself, with sed as the editor.
+    let editor = d.path("editor.sh");
+    fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's#</name>#</name><description>via-edit</description>#' \"$1\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sed = editor.to_str().unwrap();
+    let edit = Command::new("virsh")
+        .args(["-q", "-c", &d.uri(), "snapshot-edit", "md", "b"])
+        .env("EDITOR", sed)
+        .env("VISUAL", sed)
+        .output()
+        .unwrap();
+    assert!(edit.status.success(), "{edit:?}");
+    let dump = d.virsh(&["snapshot-dumpxml", "md", "b"]).ok();
+    assert!(dump.stdout.contains("<description>via-edit</description>"));
+    // Its path by hand: dumpxml, then redefine.
     let dump = d
         .virsh(&["snapshot-dumpxml", "md", "a", "--security-info"])
         .ok();
