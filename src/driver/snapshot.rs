@@ -4,10 +4,10 @@
 //!
 //! What is made, as libvirt 9.0 makes it with QEMU 7.2:
 //!
-//! - internal snapshots (the default): `savevm` in a running domain,
-//!   `qemu-img snapshot -c` in a shut-off one; revert with `loadvm` (or
-//!   `qemu-img snapshot -a`), delete with `delvm` (or `qemu-img snapshot
-//!   -d`);
+//! - internal snapshots (the default): QEMU's `snapshot-save` job in a
+//!   running domain (libvirt 9.0: HMP `savevm`), `qemu-img snapshot -c` in
+//!   a shut-off one; revert with `snapshot-load` (or `qemu-img snapshot
+//!   -a`), delete with `snapshot-delete` (or `qemu-img snapshot -d`);
 //! - external disk-only snapshots: a qcow2 overlay per disk, the disks
 //!   switched to them in one `blockdev-snapshot` transaction (or, shut
 //!   off, `qemu-img create -b`); the live and persistent definitions then
@@ -17,9 +17,11 @@
 //!
 //! # Differences from libvirt 9.0
 //!
-//! - Reverting a running snapshot loads it into the running QEMU
-//!   (`stop`, `loadvm`, `cont`); libvirt starts a new QEMU with `-loadvm`.
-//!   The guest sees the same.
+//! - Internal snapshots go through QEMU's snapshot jobs rather than HMP
+//!   `savevm` / `delvm`, and reverting a running snapshot loads it into
+//!   the running QEMU (`stop`, `snapshot-load`, `cont`) where libvirt
+//!   starts a new QEMU with `-loadvm`. The images and the guest end up the
+//!   same.
 //! - An external snapshot is deleted (its overlays committed into the
 //!   images below) only while its overlays are the disks' active layers,
 //!   made in this QEMU run (or, shut off, the disks' images); libvirt 9.0
@@ -331,7 +333,10 @@ impl Driver {
         } else {
             let internal: Vec<PathBuf> = internal_images(&def);
             match &live_vm {
-                Some(vm) => qsnap::save_internal(vm.monitor(), &name, running).await?,
+                Some(vm) => {
+                    let nodes = self.internal_nodes(obj, &def)?;
+                    qsnap::save_internal(vm.monitor(), &name, &nodes, running).await?;
+                }
                 None => {
                     for image in &internal {
                         qsnap::offline(&qemu_img(), OfflineOp::Create, &name, image).await?;
@@ -721,7 +726,8 @@ impl Driver {
             if obj.lock().state == state::RUNNING {
                 mon.execute_value("stop", serde_json::json!({})).await?;
             }
-            qsnap::load_internal(mon, &snap.name).await?;
+            let nodes = self.internal_nodes(&obj, &def)?;
+            qsnap::load_internal(mon, &snap.name, &nodes).await?;
             let run = flags & RUNNING != 0
                 || (flags & PAUSED == 0 && def.state() == Some(SnapshotState::Running));
             if run {
@@ -744,6 +750,25 @@ impl Driver {
             }
         }
         self.set_current_snapshot(&obj, &snap.name).await
+    }
+
+    /// The running disks that hold `def`'s internal snapshot, by their
+    /// format nodes.
+    fn internal_nodes(
+        &self,
+        obj: &DomainObj,
+        def: &SnapshotDef,
+    ) -> Result<qsnap::InternalNodes, DriverError> {
+        let st = obj.lock();
+        let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
+        let devices = def
+            .disks()
+            .iter()
+            .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
+            .filter_map(|d| live.def.disk_by_target(d.name()))
+            .map(|d| format!("libvirt-{}-format", d.node_index()))
+            .collect();
+        Ok(qsnap::InternalNodes { devices })
     }
 
     /// Makes `name` the current snapshot, on disk and in memory.
@@ -862,7 +887,10 @@ impl Driver {
             }
             for def in &doomed {
                 match &vm {
-                    Some(vm) => qsnap::delete_internal(vm.monitor(), def.name()).await?,
+                    Some(vm) => {
+                        let nodes = self.internal_nodes(&obj, def)?;
+                        qsnap::delete_internal(vm.monitor(), def.name(), &nodes).await?;
+                    }
                     None => {
                         for image in internal_images(def) {
                             qsnap::offline(&qemu_img(), OfflineOp::Delete, def.name(), &image)

@@ -1,10 +1,12 @@
 //! Snapshots as QEMU 7.2 and its tools make them, the way libvirt 9.0
 //! drives them (fixtures/reference/snapshot/README.md):
 //!
-//! - internal, running: `stop`, HMP `savevm "NAME"`, `cont` (every qcow2
-//!   image of the VM gets a snapshot of that name, with the VM state in
-//!   the first); revert is HMP `loadvm`, delete HMP `delvm`. HMP answers
-//!   errors as text, so any text back is a failure;
+//! - internal, running: `stop`, QEMU's `snapshot-save` job over the
+//!   covered disks' format nodes (the VM state in the first), `cont`;
+//!   revert is `snapshot-load`, delete `snapshot-delete`. libvirt 9.0 uses
+//!   the HMP commands `savevm` / `delvm` (and a new QEMU with `-loadvm`),
+//!   which hold QEMU's main loop for the whole save; the jobs leave the
+//!   monitor answering, and the images end up the same;
 //! - internal, shut off: `qemu-img snapshot -c / -a / -d` per image;
 //! - external disk-only, running: per disk a qcow2 overlay created by
 //!   `blockdev-create` whose header names the current image as backing
@@ -24,39 +26,66 @@ use super::command::DiskFormat;
 use super::error::QemuError;
 use super::monitor::Monitor;
 
-/// HMP takes the name as a quoted string; quotes and backslashes inside
-/// are escaped the way its parser reads them.
-fn hmp_quote(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        if matches!(c, '"' | '\\') {
-            out.push('\\');
+/// Where an internal snapshot lives: the format nodes of the disks it
+/// covers, the first of which also takes the VM state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalNodes {
+    /// Format nodes, in the domain's disk order.
+    pub devices: Vec<String>,
+}
+
+impl InternalNodes {
+    fn vmstate(&self) -> Result<&str, QemuError> {
+        self.devices
+            .first()
+            .map(String::as_str)
+            .ok_or_else(|| QemuError::InvalidInput("no disk for the snapshot".into()))
+    }
+}
+
+/// Runs one of QEMU's snapshot jobs (`snapshot-save`, `-load`, `-delete`)
+/// to its end and dismisses it; `what` prefixes its error.
+async fn snapshot_job(
+    mon: &Monitor,
+    command: &str,
+    mut args: Value,
+    what: &str,
+) -> Result<(), QemuError> {
+    let id = command.to_string();
+    args["job-id"] = json!(id);
+    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
+    mon.execute_value(command, args).await?;
+    let end = watch.next().await?;
+    if let Err(e) = super::jobs::dismiss(mon, &id).await {
+        tracing::warn!(%e, id, "cannot dismiss the snapshot job");
+    }
+    match end.map(|e| e.outcome) {
+        Some(super::jobs::JobOutcome::Completed) => Ok(()),
+        Some(super::jobs::JobOutcome::Failed(error)) => {
+            Err(QemuError::JobFailed(format!("{what}: {error}")))
         }
-        out.push(c);
+        _ => Err(QemuError::JobFailed(format!(
+            "{what}: job did not complete"
+        ))),
     }
-    out.push('"');
-    out
 }
 
-async fn hmp_silent(mon: &Monitor, command: &str, what: &str) -> Result<(), QemuError> {
-    let reply = mon.hmp(command).await?;
-    let reply = reply.trim();
-    if reply.is_empty() {
-        return Ok(());
-    }
-    Err(QemuError::JobFailed(format!("{what}: {reply}")))
-}
-
-/// A snapshot of the whole VM inside its qcow2 images, taken with the
-/// guest stopped; the guest runs again afterwards if it ran before.
-pub async fn save_internal(mon: &Monitor, name: &str, was_running: bool) -> Result<(), QemuError> {
+/// A snapshot of the whole VM inside its qcow2 images (QEMU's
+/// `snapshot-save` job), taken with the guest stopped; the guest runs
+/// again afterwards if it ran before.
+pub async fn save_internal(
+    mon: &Monitor,
+    name: &str,
+    nodes: &InternalNodes,
+    was_running: bool,
+) -> Result<(), QemuError> {
     if was_running {
         mon.execute_value("stop", json!({})).await?;
     }
-    let saved = hmp_silent(
+    let saved = snapshot_job(
         mon,
-        &format!("savevm {}", hmp_quote(name)),
+        "snapshot-save",
+        json!({ "tag": name, "vmstate": nodes.vmstate()?, "devices": nodes.devices }),
         "Failed to take snapshot",
     )
     .await;
@@ -66,21 +95,33 @@ pub async fn save_internal(mon: &Monitor, name: &str, was_running: bool) -> Resu
     saved
 }
 
-/// Loads an internal snapshot into the running (stopped) VM.
-pub async fn load_internal(mon: &Monitor, name: &str) -> Result<(), QemuError> {
-    hmp_silent(
+/// Loads an internal snapshot into the running, stopped VM
+/// (`snapshot-load`).
+pub async fn load_internal(
+    mon: &Monitor,
+    name: &str,
+    nodes: &InternalNodes,
+) -> Result<(), QemuError> {
+    snapshot_job(
         mon,
-        &format!("loadvm {}", hmp_quote(name)),
+        "snapshot-load",
+        json!({ "tag": name, "vmstate": nodes.vmstate()?, "devices": nodes.devices }),
         "Failed to restore snapshot",
     )
     .await
 }
 
-/// Deletes an internal snapshot from every image of the running VM.
-pub async fn delete_internal(mon: &Monitor, name: &str) -> Result<(), QemuError> {
-    hmp_silent(
+/// Deletes an internal snapshot from the running VM's images
+/// (`snapshot-delete`).
+pub async fn delete_internal(
+    mon: &Monitor,
+    name: &str,
+    nodes: &InternalNodes,
+) -> Result<(), QemuError> {
+    snapshot_job(
         mon,
-        &format!("delvm {}", hmp_quote(name)),
+        "snapshot-delete",
+        json!({ "tag": name, "devices": nodes.devices }),
         "Failed to delete snapshot",
     )
     .await
@@ -405,15 +446,4 @@ async fn finish_commit(
             .await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hmp_names_are_quoted() {
-        assert_eq!(hmp_quote("s1"), "\"s1\"");
-        assert_eq!(hmp_quote("a \"b\" \\c"), "\"a \\\"b\\\" \\\\c\"");
-    }
 }
