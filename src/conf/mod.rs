@@ -13,6 +13,9 @@ pub mod error;
 pub mod snapshot;
 pub mod xml;
 
+#[cfg(test)]
+mod test_support;
+
 pub use domain::{
     DiskBus, DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, VirtType,
 };

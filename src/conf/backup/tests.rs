@@ -25,59 +25,11 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::conf::error::ConfErrorKind;
+use crate::conf::test_support::{fixtures, libvirt_message, read, NOW};
 use crate::conf::xml::{self, Limits};
 
-/// The clock the fixtures run at.
-const NOW: i64 = 1_700_000_000;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
-}
-
-fn read(p: &Path) -> String {
-    fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 fn domain(file: &str) -> DomainDef {
-    let path = fixtures().join("backup").join(file);
-    DomainDef::parse(&read(&path)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// The message libvirt would send: virerror.c's per-code format applied to
-/// the detail, for the kinds this module produces. (The rpc layer owns the
-/// real table; this copy lets the tests compare with what virsh printed.)
-fn libvirt_message(e: &ConfError) -> String {
-    let (bare, with) = match e.kind() {
-        ConfErrorKind::InternalError => ("internal error", "internal error: %s"),
-        ConfErrorKind::InvalidArg => ("invalid argument", "invalid argument: %s"),
-        ConfErrorKind::XmlError => (
-            "XML description is invalid or not well formed",
-            "XML error: %s",
-        ),
-        ConfErrorKind::XmlDetail => ("parser error", "%s"),
-        ConfErrorKind::ConfigUnsupported => {
-            ("unsupported configuration", "unsupported configuration: %s")
-        }
-        ConfErrorKind::OperationUnsupported => {
-            ("Operation not supported", "Operation not supported: %s")
-        }
-        ConfErrorKind::XmlInvalidSchema => (
-            "XML document failed to validate against schema",
-            "XML document failed to validate against schema: %s",
-        ),
-        ConfErrorKind::NoDomainCheckpoint => (
-            "Domain checkpoint not found",
-            "Domain checkpoint not found: %s",
-        ),
-        ConfErrorKind::CheckpointInconsistent => {
-            ("checkpoint inconsistent", "checkpoint inconsistent: %s")
-        }
-        other => panic!("unexpected kind {other:?}"),
-    };
-    match e.detail() {
-        Some(d) => with.replacen("%s", d, 1),
-        None => bare.to_owned(),
-    }
+    crate::conf::test_support::domain("backup", file)
 }
 
 fn describe(e: &ConfError) -> String {

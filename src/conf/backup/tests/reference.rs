@@ -11,6 +11,7 @@
 //!   documents that started those jobs byte for byte, with the storage
 //!   ids the daemon had reached.
 
+use crate::conf::test_support::Capture;
 use std::fs;
 
 use super::{describe, fixtures, read, FakeEnv};
@@ -45,22 +46,8 @@ const NOT_CONF: &[(&str, &str)] = &[
     ),
 ];
 
-struct Capture {
-    command: String,
-    stdout: String,
-}
-
 fn capture(path: &std::path::Path) -> Capture {
-    let text = read(path);
-    let (command, rest) = text.split_once('\n').expect("command line");
-    let rest = rest
-        .strip_prefix("--- stdout ---\n")
-        .expect("stdout marker");
-    let (stdout, _) = rest.split_once("--- stderr ---\n").expect("stderr marker");
-    Capture {
-        command: command.to_owned(),
-        stdout: stdout.to_owned(),
-    }
+    crate::conf::test_support::capture_file(path)
 }
 
 fn reference_domain(file: &str) -> DomainDef {

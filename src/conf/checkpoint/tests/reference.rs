@@ -17,31 +17,14 @@ use std::fs;
 use super::{describe, fixtures, read};
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags};
 use crate::conf::domain::DomainDef;
-
-/// One capture: the command line and stdout.
-struct Capture {
-    command: String,
-    stdout: String,
-}
+use crate::conf::test_support::{self, Capture};
 
 fn capture(name: &str) -> Capture {
-    let path = fixtures().join(format!("reference/checkpoint/{name}.txt"));
-    let text = read(&path);
-    let (command, rest) = text.split_once('\n').expect("command line");
-    let rest = rest
-        .strip_prefix("--- stdout ---\n")
-        .expect("stdout marker");
-    let (stdout, _) = rest.split_once("--- stderr ---\n").expect("stderr marker");
-    Capture {
-        command: command.to_owned(),
-        stdout: stdout.to_owned(),
-    }
+    test_support::capture("checkpoint", name)
 }
 
-/// The document of a dumpxml capture (virsh adds a newline after it).
 fn dumpxml(name: &str) -> String {
-    let out = capture(name).stdout;
-    out.strip_suffix('\n').unwrap_or(&out).to_owned()
+    test_support::dumpxml("checkpoint", name)
 }
 
 fn reference_domain(file: &str) -> DomainDef {

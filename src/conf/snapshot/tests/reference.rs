@@ -23,32 +23,15 @@ use crate::conf::domain::DomainDef;
 use crate::conf::snapshot::{
     CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotState,
 };
+use crate::conf::test_support::{self, Capture};
 use crate::conf::xml::{self, Limits};
 
-/// One capture: the command line and stdout.
-struct Capture {
-    command: String,
-    stdout: String,
-}
-
 fn capture(name: &str) -> Capture {
-    let path = fixtures().join(format!("reference/snapshot/{name}.txt"));
-    let text = read(&path);
-    let (command, rest) = text.split_once('\n').expect("command line");
-    let rest = rest
-        .strip_prefix("--- stdout ---\n")
-        .expect("stdout marker");
-    let (stdout, _) = rest.split_once("--- stderr ---\n").expect("stderr marker");
-    Capture {
-        command: command.to_owned(),
-        stdout: stdout.to_owned(),
-    }
+    test_support::capture("snapshot", name)
 }
 
-/// The document of a dumpxml capture (virsh adds a newline after it).
 fn dumpxml(name: &str) -> String {
-    let out = capture(name).stdout;
-    out.strip_suffix('\n').unwrap_or(&out).to_owned()
+    test_support::dumpxml("snapshot", name)
 }
 
 fn snvm() -> DomainDef {
