@@ -32,19 +32,17 @@
 
 use std::net::Ipv6Addr;
 
-use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
-use crate::conf::xml::rng::{has_text, in_namespace, is_blank, is_ns_decl, local_name};
+use crate::conf::error::ConfError;
+use crate::conf::xml::rng::{
+    self, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name,
+};
 use crate::conf::xml::{Element, Node};
 
 /// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
 const SCHEMA_FILE: &str = "/usr/share/libvirt/schemas/domainbackup.rng";
 
 fn invalid(lines: &str) -> ConfError {
-    ConfError::new(
-        ConfErrorKind::XmlInvalidSchema,
-        ConfErrorDomain::Xml,
-        format!("Unable to validate doc against {SCHEMA_FILE}\n{lines}"),
-    )
+    rng::invalid(SCHEMA_FILE, lines)
 }
 
 fn extra_in_interleave(name: &str) -> ConfError {
@@ -350,29 +348,6 @@ pub(super) const STORAGE_FORMATS: [&str; 17] = [
     "raw", "dir", "bochs", "cloop", "dmg", "iso", "vpc", "vdi", "fat", "vhd", "ploop", "luks",
     "cow", "qcow", "qcow2", "qed", "vmdk",
 ];
-
-/// `diskTargetDev`: `(ioemu:)?(fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+`.
-fn is_disk_target(s: &str) -> bool {
-    let s = s.strip_prefix("ioemu:").unwrap_or(s);
-    ["fd", "hd", "sd", "vd", "xvd", "ubd"].iter().any(|p| {
-        s.strip_prefix(p).is_some_and(|rest| {
-            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-    })
-}
-
-/// `absFilePath`: `(/|[a-zA-Z]:\\).+` (XSD's `.` is anything but a line
-/// end).
-fn is_abs_path(s: &str) -> bool {
-    let rest = s.strip_prefix('/').or_else(|| {
-        let mut c = s.chars();
-        match (c.next(), c.next(), c.next()) {
-            (Some(d), Some(':'), Some('\\')) if d.is_ascii_alphabetic() => Some(&s[3..]),
-            _ => None,
-        }
-    });
-    rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
-}
 
 /// `dnsName`: `[a-zA-Z0-9\.\-]+` (which also covers IPv4 addresses).
 fn is_dns_name(s: &str) -> bool {

@@ -17,8 +17,11 @@
 //! `<cookie>`, a network disk's `<source>`, and the security labels and
 //! encryption a `<source>` may hold.
 
-use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
-use crate::conf::xml::rng::{has_text, in_namespace, is_blank, is_ns_decl, local_name};
+use crate::conf::error::ConfError;
+use crate::conf::xml::rng::{
+    self, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name,
+    plain,
+};
 use crate::conf::xml::{Element, Node};
 
 /// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
@@ -56,11 +59,7 @@ const BACKING_FORMATS: [&str; 16] = [
 ];
 
 fn invalid(lines: &str) -> ConfError {
-    ConfError::new(
-        ConfErrorKind::XmlInvalidSchema,
-        ConfErrorDomain::Xml,
-        format!("Unable to validate doc against {SCHEMA_FILE}\n{lines}"),
-    )
+    rng::invalid(SCHEMA_FILE, lines)
 }
 
 /// Check `root` (already known to be `<domainsnapshot>`) against the
@@ -124,13 +123,6 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
         )));
     }
     Ok(())
-}
-
-/// The text of an element that may hold only text.
-fn plain(e: &Element) -> Option<String> {
-    let bare = e.attrs.iter().all(|(k, _)| is_ns_decl(k))
-        && e.children.iter().all(|n| matches!(n, Node::Text(_)));
-    bare.then(|| e.text())
 }
 
 /// A `<value>` compares as a token: white space collapsed and trimmed.
@@ -308,28 +300,6 @@ fn parent_ok(e: &Element) -> bool {
         (Some(name), None) => name.name == "name" && plain(name).is_some(),
         _ => false,
     }
-}
-
-/// `diskTargetDev`: `(ioemu:)?(fd|hd|sd|vd|xvd|ubd)[a-zA-Z0-9_]+`.
-fn is_disk_target(s: &str) -> bool {
-    let s = s.strip_prefix("ioemu:").unwrap_or(s);
-    ["fd", "hd", "sd", "vd", "xvd", "ubd"].iter().any(|p| {
-        s.strip_prefix(p).is_some_and(|rest| {
-            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-    })
-}
-
-/// `absFilePath`: `(/|[a-zA-Z]:\\).+`.
-fn is_abs_path(s: &str) -> bool {
-    let rest = s.strip_prefix('/').or_else(|| {
-        let mut c = s.chars();
-        match (c.next(), c.next(), c.next()) {
-            (Some(d), Some(':'), Some('\\')) if d.is_ascii_alphabetic() => Some(&s[3..]),
-            _ => None,
-        }
-    });
-    rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! an attribute, as a namespace.
 
 use super::{Element, Node};
+use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
 
 /// Whether `e` holds text other than white space.
 pub(crate) fn has_text(e: &Element) -> bool {
@@ -31,4 +32,44 @@ pub(crate) fn in_namespace(e: &Element) -> bool {
 /// The name without its namespace prefix.
 pub(crate) fn local_name(name: &str) -> &str {
     name.rsplit_once(':').map_or(name, |(_, local)| local)
+}
+
+/// libvirt's error for a document its RNG schema (`schema_file`) refuses,
+/// with libxml2's lines.
+pub(crate) fn invalid(schema_file: &str, lines: &str) -> ConfError {
+    ConfError::new(
+        ConfErrorKind::XmlInvalidSchema,
+        ConfErrorDomain::Xml,
+        format!("Unable to validate doc against {schema_file}\n{lines}"),
+    )
+}
+
+/// The text of an element that may hold only text: no attributes, no
+/// child elements.
+pub(crate) fn plain(e: &Element) -> Option<String> {
+    let bare = e.attrs.iter().all(|(k, _)| is_ns_decl(k))
+        && e.children.iter().all(|n| matches!(n, Node::Text(_)));
+    bare.then(|| e.text())
+}
+
+/// `diskTarget` of libvirt's schemas: a known prefix and a name.
+pub(crate) fn is_disk_target(s: &str) -> bool {
+    let s = s.strip_prefix("ioemu:").unwrap_or(s);
+    ["fd", "hd", "sd", "vd", "xvd", "ubd"].iter().any(|p| {
+        s.strip_prefix(p).is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// `absFilePath` of libvirt's schemas (a Windows drive path counts too).
+pub(crate) fn is_abs_path(s: &str) -> bool {
+    let rest = s.strip_prefix('/').or_else(|| {
+        let mut c = s.chars();
+        match (c.next(), c.next(), c.next()) {
+            (Some(d), Some(':'), Some('\\')) if d.is_ascii_alphabetic() => Some(&s[3..]),
+            _ => None,
+        }
+    });
+    rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
 }
