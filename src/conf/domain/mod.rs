@@ -60,6 +60,8 @@ mod parse;
 mod startable;
 mod values;
 
+pub(crate) use values::scale_integer;
+
 #[cfg(test)]
 mod tests;
 

@@ -63,12 +63,17 @@ pub(crate) fn parse_memory_kib(
     Ok(kib)
 }
 
-/// The byte multiplier of a unit suffix (`virScaleInteger`): none means KiB,
-/// `b`/`byte`/`bytes` are bytes, `k`/`KiB` are powers of 1024 and `KB` of
-/// 1000, up to exa; case-insensitive.
+/// The byte multiplier of a unit suffix of a domain size: none means KiB.
 fn unit_scale(suffix: &str) -> Result<u64, ConfError> {
+    scale_integer(suffix, 1024)
+}
+
+/// The byte multiplier of a unit suffix (`virScaleInteger`): none means
+/// `default`, `b`/`byte`/`bytes` are bytes, `k`/`KiB` are powers of 1024
+/// and `KB` of 1000, up to exa; case-insensitive.
+pub(crate) fn scale_integer(suffix: &str, default: u64) -> Result<u64, ConfError> {
     if suffix.is_empty() {
-        return Ok(1024);
+        return Ok(default);
     }
     let lower = suffix.to_ascii_lowercase();
     if matches!(lower.as_str(), "b" | "byte" | "bytes") {

@@ -389,34 +389,7 @@ fn parse_u64(s: &str) -> Option<u64> {
 
 /// virScaleInteger's suffixes with a default scale of 1.
 fn unit_scale(suffix: &str) -> Result<u64, ConfError> {
-    let lower = suffix.to_ascii_lowercase();
-    if matches!(lower.as_str(), "" | "b" | "byte" | "bytes") {
-        return Ok(1);
-    }
-    let unknown = || {
-        ConfError::new(
-            ConfErrorKind::InvalidArg,
-            ConfErrorDomain::None,
-            format!("unknown suffix '{suffix}'"),
-        )
-    };
-    let mut chars = lower.chars();
-    let first = chars.next().ok_or_else(unknown)?;
-    let base: u64 = match chars.as_str() {
-        "" | "ib" => 1024,
-        "b" => 1000,
-        _ => return Err(unknown()),
-    };
-    let power = match first {
-        'k' => 1,
-        'm' => 2,
-        'g' => 3,
-        't' => 4,
-        'p' => 5,
-        'e' => 6,
-        _ => return Err(unknown()),
-    };
-    Ok(base.pow(power))
+    crate::conf::domain::scale_integer(suffix, 1)
 }
 
 #[cfg(test)]
