@@ -69,11 +69,7 @@ fn command(cmd: &str, args: &[&str]) -> Run {
         .env("LC_ALL", "C")
         .output()
         .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
+    Run::from(out)
 }
 
 fn identical(a: &Path, b: &Path) {
@@ -298,11 +294,7 @@ fn nbd_probe(d: &Daemon, sock: &Path, export: &str, bitmap: &str, pattern: &str)
         .env("PATTERN", pattern)
         .output()
         .expect("python3");
-    let run = Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    };
+    let run = Run::from(out);
     assert_eq!(run.code, 0, "{}\n{}\n{}", run.stdout, run.stderr, d.log());
     run
 }
@@ -649,11 +641,7 @@ impl Session {
             .current_dir(&self.dir)
             .output()
             .expect("python3");
-        let run = Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        };
+        let run = Run::from(out);
         assert_eq!(self.theirs(&run.stdout), stdout, "{name}: {}", run.stderr);
         // A traceback names the script's path: only its last line counts.
         assert_eq!(

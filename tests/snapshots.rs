@@ -169,11 +169,7 @@ fn qemu_io(image: &Path, cmd: &str) -> Run {
         .arg(image)
         .output()
         .expect("qemu-io");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code().unwrap_or(-1),
-    }
+    Run::from(out)
 }
 
 /// Whether `image` reads `pattern` over the range.

@@ -31,35 +31,28 @@ pub trait Moment: Clone {
     fn creation_time(&self) -> i64;
 }
 
-impl Moment for crate::conf::checkpoint::CheckpointDef {
-    fn name(&self) -> &str {
-        self.name()
-    }
-    fn parent(&self) -> Option<&str> {
-        self.parent()
-    }
-    fn set_parent(&mut self, parent: Option<String>) {
-        self.set_parent(parent);
-    }
-    fn creation_time(&self) -> i64 {
-        self.creation_time()
-    }
+/// Both definitions have the accessors under the same names.
+macro_rules! moment {
+    ($def:ty) => {
+        impl Moment for $def {
+            fn name(&self) -> &str {
+                self.name()
+            }
+            fn parent(&self) -> Option<&str> {
+                self.parent()
+            }
+            fn set_parent(&mut self, parent: Option<String>) {
+                self.set_parent(parent);
+            }
+            fn creation_time(&self) -> i64 {
+                self.creation_time()
+            }
+        }
+    };
 }
 
-impl Moment for crate::conf::snapshot::SnapshotDef {
-    fn name(&self) -> &str {
-        self.name()
-    }
-    fn parent(&self) -> Option<&str> {
-        self.parent()
-    }
-    fn set_parent(&mut self, parent: Option<String>) {
-        self.set_parent(parent);
-    }
-    fn creation_time(&self) -> i64 {
-        self.creation_time()
-    }
-}
+moment!(crate::conf::checkpoint::CheckpointDef);
+moment!(crate::conf::snapshot::SnapshotDef);
 
 impl<T: Moment> MomentTree<T> {
     /// The tree of moments read back from their files: parents before

@@ -968,20 +968,16 @@ impl Driver {
                 };
                 for (disk, active, layer) in &commits {
                     let old = before.disk_by_target(disk).cloned();
-                    if *active == layer.overlay {
-                        qsnap::commit_active(vm.monitor(), disk, layer.overlay, layer.base).await?;
-                    } else {
-                        let backing = old.as_ref().and_then(|d| d.source()).unwrap_or_default();
-                        qsnap::commit_intermediate(
-                            vm.monitor(),
-                            disk,
-                            *active,
-                            layer.overlay,
-                            layer.base,
-                            backing,
-                        )
-                        .await?;
-                    }
+                    let backing = old.as_ref().and_then(|d| d.source()).unwrap_or_default();
+                    qsnap::commit(
+                        vm.monitor(),
+                        disk,
+                        *active,
+                        layer.overlay,
+                        layer.base,
+                        backing,
+                    )
+                    .await?;
                     let mut st = obj.lock();
                     if let Some(live) = st.live.as_mut() {
                         if *active == layer.overlay {

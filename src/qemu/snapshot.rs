@@ -331,45 +331,16 @@ pub async fn external(
     }
 }
 
-/// Merges the active layer of a disk (an external snapshot's overlay,
-/// node `libvirt-<top>-format`) into the image below it (`base`) and makes
-/// that the active layer again, as libvirt deletes the newest external
-/// snapshot: `block-commit`, wait until the job is ready, `job-complete`,
-/// wait for its end, `job-dismiss`, then `blockdev-del` of the overlay's
-/// nodes. The overlay file stays.
-pub async fn commit_active(
-    mon: &Monitor,
-    disk: &str,
-    top: u32,
-    base: u32,
-) -> Result<(), QemuError> {
-    let top_node = format!("libvirt-{top}-format");
-    let id = format!("commit-{disk}-{top_node}");
-    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
-    mon.execute_value(
-        "block-commit",
-        json!({
-            "device": top_node,
-            "job-id": id,
-            "top-node": top_node,
-            "base-node": format!("libvirt-{base}-format"),
-            "auto-finalize": true,
-            "auto-dismiss": false,
-        }),
-    )
-    .await?;
-    // An active commit keeps mirroring until told to complete.
-    wait_for_status(mon, &id, super::events::JobStatus::ready).await?;
-    mon.execute_value("job-complete", json!({ "id": id }))
-        .await?;
-    finish_commit(mon, &mut watch, &id, top).await
-}
-
-/// Merges an overlay below the active layer (node `libvirt-<top>`) into
-/// the image below it (`base`, whose file is `backing_file`); the layer
-/// above it then names that file as its backing file. The job finalizes
-/// on request, as libvirt runs it; then the overlay's nodes go.
-pub async fn commit_intermediate(
+/// Merges an external snapshot's overlay (node `libvirt-<top>`) into the
+/// image below it (node `libvirt-<base>`, file `backing_file`) and drops
+/// the overlay's nodes; the overlay file stays. `active` is the disk's
+/// active layer:
+///
+/// - the overlay itself: an active commit, which mirrors until told to
+///   `job-complete`, and leaves the base as the active layer;
+/// - a layer above it: the commit finalizes on `job-finalize` (as libvirt
+///   runs it), and the layer above names `backing_file` from then on.
+pub async fn commit(
     mon: &Monitor,
     disk: &str,
     active: u32,
@@ -377,25 +348,30 @@ pub async fn commit_intermediate(
     base: u32,
     backing_file: &str,
 ) -> Result<(), QemuError> {
+    use super::events::JobStatus;
+    let intermediate = active != top;
     let top_node = format!("libvirt-{top}-format");
     let id = format!("commit-{disk}-{top_node}");
+    let mut args = json!({
+        "device": format!("libvirt-{active}-format"),
+        "job-id": id,
+        "top-node": top_node,
+        "base-node": format!("libvirt-{base}-format"),
+        "auto-finalize": !intermediate,
+        "auto-dismiss": false,
+    });
+    if intermediate {
+        args["backing-file"] = json!(backing_file);
+    }
     let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
-    mon.execute_value(
-        "block-commit",
-        json!({
-            "device": format!("libvirt-{active}-format"),
-            "job-id": id,
-            "top-node": top_node,
-            "base-node": format!("libvirt-{base}-format"),
-            "backing-file": backing_file,
-            "auto-finalize": false,
-            "auto-dismiss": false,
-        }),
-    )
-    .await?;
-    wait_for_status(mon, &id, super::events::JobStatus::pending).await?;
-    mon.execute_value("job-finalize", json!({ "id": id }))
-        .await?;
+    mon.execute_value("block-commit", args).await?;
+    let (status, verb) = if intermediate {
+        (JobStatus::pending, "job-finalize")
+    } else {
+        (JobStatus::ready, "job-complete")
+    };
+    wait_for_status(mon, &id, status).await?;
+    mon.execute_value(verb, json!({ "id": id })).await?;
     finish_commit(mon, &mut watch, &id, top).await
 }
 

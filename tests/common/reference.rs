@@ -162,11 +162,7 @@ impl Session {
             .env_remove("LIBVIRT_DEFAULT_URI")
             .output()
             .expect("run virsh");
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
+        Run::from(out)
     }
 
     /// Asserts that `run` printed what libvirtd printed in capture `name`.
@@ -223,11 +219,7 @@ impl Session {
             .env("URI", self.daemon.uri())
             .output()
             .expect("run python3");
-        Run {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
+        Run::from(out)
     }
 
     /// Runs the bkapi.py call of capture `name` and asserts the same
