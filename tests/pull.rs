@@ -780,3 +780,140 @@ fn unindexed(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate in
+/// `dir`, with QEMU's and libnbd's file names.
+fn make_certificates(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca-cert.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "/CN=client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            cn,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca-cert.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}-cert.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+/// tls='yes': the export is served over TLS with the daemon's x509
+/// credentials and takes only clients with a certificate its CA signed.
+#[test]
+fn tls_exports_take_only_certified_clients() {
+    let scratch = tempfile::tempdir().unwrap();
+    let pki = scratch.path().join("pki");
+    make_certificates(&pki);
+    let d = Daemon::start_with(&["--backup-tls-dir", pki.to_str().unwrap()]);
+    running_domain(&d, "tls");
+    let xml = d.path("tls.xml");
+    fs::write(
+        &xml,
+        "<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1' tls='yes'/>\
+         <disks><disk name='vda' type='file'><scratch file='SCRATCH'/></disk><disk name='vdb' backup='no'/></disks>\
+         </domainbackup>"
+            .replace("SCRATCH", d.path("tls.scratch").to_str().unwrap()),
+    )
+    .unwrap();
+    d.virsh(&["backup-begin", "tls", xml.to_str().unwrap()])
+        .ok();
+    let dump = words(&d.virsh(&["backup-dumpxml", "tls"]).ok().stdout);
+    let port = dump
+        .split(" port='")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a port")
+        .to_string();
+    assert!(dump.contains("tls='yes'"), "{dump}");
+    let probe = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(
+            "import nbd, os, sys\n\
+             port, pki = sys.argv[1], sys.argv[2]\n\
+             for how in ('certificate', 'no certificate', 'plain'):\n\
+             \x20   h = nbd.NBD(); h.set_export_name('vda')\n\
+             \x20   if how != 'plain': h.set_tls(nbd.TLS_REQUIRE)\n\
+             \x20   if how == 'certificate': h.set_tls_certificates(pki)\n\
+             \x20   try:\n\
+             \x20       h.connect_tcp('127.0.0.1', port); print(how, 'reads', h.pread(2, 0).hex())\n\
+             \x20   except nbd.Error:\n\
+             \x20       print(how, 'refused')\n",
+        )
+        .args([&port, pki.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout),
+        "certificate reads 1111\nno certificate refused\nplain refused\n",
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    d.virsh(&["domjobabort", "tls"]).ok();
+    wait_idle(&d, "tls");
+    assert!(!d.path("tls.scratch").exists());
+    // The credentials object went with the job: a second TLS backup works.
+    d.virsh(&["backup-begin", "tls", xml.to_str().unwrap()])
+        .ok();
+    d.virsh(&["domjobabort", "tls"]).ok();
+    wait_idle(&d, "tls");
+}
