@@ -405,6 +405,29 @@ fn a_domain_has_snapshots_or_checkpoints_never_both() {
     d.virsh(&["checkpoint-delete", "ex", "c1"]).ok();
     d.virsh(&["snapshot-create-as", "ex", "s2"]).ok();
 
+    // No snapshot changes under a running backup (libvirtd makes the
+    // caller wait for its job lock and then times out).
+    let pull = file(
+        &d,
+        "pull.xml",
+        &format!(
+            "<domainbackup mode='pull'><server transport='unix' socket='{}'/></domainbackup>",
+            d.path("ex-nbd.sock").display()
+        ),
+    );
+    d.virsh(&["backup-begin", "ex", &pull]).ok();
+    d.virsh(&["snapshot-create-as", "ex", "during"]).fails_with(
+        "error: Requested operation is not valid: a backup job is running on the domain",
+    );
+    d.virsh(&["snapshot-delete", "ex", "s2"]).fails_with(
+        "error: Requested operation is not valid: a backup job is running on the domain",
+    );
+    d.virsh(&["domjobabort", "ex"]).ok();
+    common::wait_until(std::time::Duration::from_secs(60), || {
+        words(&d.virsh(&["domjobinfo", "ex"]).stdout) == "Job type: None"
+    })
+    .expect("pull backup ended");
+
     // Two clients racing, one for each kind, many times over: never both.
     d.virsh(&["snapshot-delete", "ex", "s2"]).ok();
     for round in 0..5 {

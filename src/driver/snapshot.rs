@@ -226,6 +226,7 @@ impl Driver {
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;
         super::rules::snapshot_allowed(&obj.lock())?;
+        no_backup_running(&obj)?;
         let name = if redefine {
             self.redefine_snapshot(&obj, parsed, flags).await?
         } else {
@@ -689,6 +690,7 @@ impl Driver {
         let obj = self.domain(&snap.dom)?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, &snap.dom)?;
+        no_backup_running(&obj)?;
         let (def, vm) = {
             let st = obj.lock();
             let def = st
@@ -818,6 +820,7 @@ impl Driver {
         let obj = self.domain(&snap.dom)?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, &snap.dom)?;
+        no_backup_running(&obj)?;
         let (doomed, vm, live_def) = {
             let st = obj.lock();
             if !st.snapshots.contains(&snap.name) {
@@ -1121,6 +1124,18 @@ impl Driver {
             obj.lock().snapshots = tree;
         }
     }
+}
+
+/// A snapshot changes the disks (or their state) under a backup's block
+/// jobs; libvirt keeps the two apart with its job lock (making the caller
+/// wait until it times out), here the refusal comes at once.
+fn no_backup_running(obj: &DomainObj) -> Result<(), DriverError> {
+    if obj.lock().backup.is_some() {
+        return Err(DriverError::operation_invalid(
+            "a backup job is running on the domain",
+        ));
+    }
+    Ok(())
 }
 
 /// The domain's state as a snapshot records it.
