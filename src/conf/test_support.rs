@@ -63,6 +63,16 @@ pub fn libvirt_message(e: &ConfError) -> String {
     }
 }
 
+/// An error as the fixtures' `.err` sidecars hold it.
+pub fn describe(e: &ConfError) -> String {
+    format!(
+        "code: {}\ndomain: {}\nmessage: {}\n",
+        e.kind().code(),
+        e.domain().code(),
+        libvirt_message(e)
+    )
+}
+
 /// One reference capture: the command line and what it printed.
 pub struct Capture {
     pub command: String,

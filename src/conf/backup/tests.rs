@@ -25,20 +25,11 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::conf::error::ConfErrorKind;
-use crate::conf::test_support::{fixtures, libvirt_message, read, NOW};
+use crate::conf::test_support::{describe, fixtures, libvirt_message, read, NOW};
 use crate::conf::xml::{self, Limits};
 
 fn domain(file: &str) -> DomainDef {
     crate::conf::test_support::domain("backup", file)
-}
-
-fn describe(e: &ConfError) -> String {
-    format!(
-        "code: {}\ndomain: {}\nmessage: {}\n",
-        e.kind().code(),
-        e.domain().code(),
-        libvirt_message(e)
-    )
 }
 
 /// A stand-in for the driver: a checkpoint list, bitmaps on every qcow2

@@ -21,19 +21,10 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::conf::error::ConfErrorKind;
-use crate::conf::test_support::{fixtures, libvirt_message, read, NOW};
+use crate::conf::test_support::{describe, fixtures, libvirt_message, read, NOW};
 
 fn domain(file: &str) -> DomainDef {
     crate::conf::test_support::domain("checkpoint", file)
-}
-
-fn describe(e: &ConfError) -> String {
-    format!(
-        "code: {}\ndomain: {}\nmessage: {}\n",
-        e.kind().code(),
-        e.domain().code(),
-        libvirt_message(e)
-    )
 }
 
 /// Parse and prepare as the driver would, with the directives of the

@@ -25,19 +25,10 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::conf::error::ConfErrorKind;
-use crate::conf::test_support::{fixtures, libvirt_message, read, NOW};
+use crate::conf::test_support::{describe, fixtures, libvirt_message, read, NOW};
 
 fn domain(file: &str) -> DomainDef {
     crate::conf::test_support::domain("snapshot", file)
-}
-
-fn describe(e: &ConfError) -> String {
-    format!(
-        "code: {}\ndomain: {}\nmessage: {}\n",
-        e.kind().code(),
-        e.domain().code(),
-        libvirt_message(e)
-    )
 }
 
 /// A case's set-up, from the first line of its leading comment.
