@@ -525,17 +525,24 @@ impl Driver {
         vm: &Arc<RunningVm>,
         status: JobStatus,
     ) {
-        let (targets, reuse, checkpoint, pull) = {
+        let found = {
             let st = obj.lock();
-            match st.backup.as_ref().filter(|r| Arc::ptr_eq(&r.vm, vm)) {
-                Some(run) => (
-                    run.record.targets.clone(),
-                    run.record.reuse,
-                    run.record.checkpoint.clone(),
-                    run.record.pull.clone(),
-                ),
-                None => return,
-            }
+            st.backup
+                .as_ref()
+                .filter(|r| Arc::ptr_eq(&r.vm, vm))
+                .map(|run| {
+                    (
+                        run.record.targets.clone(),
+                        run.record.reuse,
+                        run.record.checkpoint.clone(),
+                        run.record.pull.clone(),
+                    )
+                })
+        };
+        let Some((targets, reuse, checkpoint, pull)) = found else {
+            // Another caller may be ending it: return once it has.
+            drop(obj.backup_end.lock().await);
+            return;
         };
         if let Some(server) = &pull {
             self.stop_pull_server(obj, vm).await;
@@ -555,6 +562,9 @@ impl Driver {
                 self.drop_unbacked_checkpoint(obj, Some(vm), &name).await;
             }
         }
+        // From taking the job to its event, nobody else returns from here
+        // (QEMU's exit reports the domain stopped only after the event).
+        let _ending = obj.backup_end.lock().await;
         let job = {
             let mut st = obj.lock();
             if !st.backup.as_ref().is_some_and(|r| Arc::ptr_eq(&r.vm, vm)) {

@@ -46,6 +46,10 @@ pub struct DomainObj {
     state: Mutex<DomainState>,
     /// Held for the whole of a long operation on this domain.
     pub job: tokio::sync::Mutex<()>,
+    /// Held from taking an ended backup job to sending its event: QEMU's
+    /// exit and the job's own follower may both end it, and whichever comes
+    /// second must find the event sent. Never held across anything else.
+    pub backup_end: tokio::sync::Mutex<()>,
 }
 
 pub struct DomainState {
@@ -166,6 +170,7 @@ impl DomainObj {
             uuid,
             state: Mutex::new(state),
             job: tokio::sync::Mutex::new(()),
+            backup_end: tokio::sync::Mutex::new(()),
         })
     }
 
