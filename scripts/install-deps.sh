@@ -7,13 +7,16 @@ set -euo pipefail
 # The machine image may carry a newer qemu-utils from backports; QEMU 7.2
 # (the reference) needs the matching bookworm one, so name the release.
 packages=(qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
-          libvirt-clients python3-libvirt python3-libnbd virtnbdbackup openssl)
+          libvirt-clients python3-libvirt python3-libnbd virtnbdbackup openssl
+          mount)
 
 need_install=0
 command -v qemu-system-x86_64 >/dev/null || need_install=1
 command -v virsh >/dev/null || need_install=1
 command -v virtnbdbackup >/dev/null || need_install=1
 command -v openssl >/dev/null || need_install=1
+# losetup: the tests put backup targets on loop devices.
+command -v losetup >/dev/null || need_install=1
 /usr/bin/python3 -c 'import libvirt, nbd' 2>/dev/null || need_install=1
 case "$(qemu-img --version 2>/dev/null | head -n1)" in
   *"version 7.2"*) ;;

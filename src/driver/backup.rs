@@ -214,7 +214,7 @@ impl Driver {
             };
             def.prepare_disks(&running, &mut env)?;
         }
-        let requests = backup_requests(&def, &running, reuse, pull.is_some())?;
+        let requests = backup_requests(&def, &running, pull.is_some())?;
         let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
             .await
             .map_err(DriverError::from)?;
@@ -957,7 +957,6 @@ fn exports(def: &BackupDef, targets: &[qbackup::DiskBackup]) -> Vec<NbdExport> {
 fn backup_requests(
     def: &BackupDef,
     running: &DomainDef,
-    reuse: bool,
     pull: bool,
 ) -> Result<Vec<qbackup::BackupDisk>, DriverError> {
     let specs = launch::disk_specs(running)?;
@@ -988,24 +987,16 @@ fn backup_requests(
                 }
             };
             if store.is_block() {
-                // A block device is never created, only used (libvirt
-                // stats it first).
+                // A block device is never created, only formatted or
+                // written over; libvirt's labelling stats it first.
                 std::fs::metadata(path)
                     .map_err(|e| DriverError::system(format_args!("unable to stat: {path}"), e))?;
-                if !reuse {
-                    return Err(DriverError::new(
-                        ErrorKind::ConfigUnsupported,
-                        format!(
-                            "backup to block device '{path}' of disk '{}' needs --reuse-external",
-                            disk.name()
-                        ),
-                    ));
-                }
             }
             Ok(qbackup::BackupDisk {
                 source,
                 store: path.into(),
                 store_format: format,
+                store_block: store.is_block(),
                 store_node_index: store.index().unwrap_or(0),
                 incremental: disk.incremental().map(str::to_string),
                 fleece: pull,

@@ -89,6 +89,8 @@ pub struct BackupDisk {
     pub store: PathBuf,
     /// The target image's format.
     pub store_format: DiskFormat,
+    /// The target is a host block device, not a file.
+    pub store_block: bool,
     /// M of the target's nodes `libvirt-M-storage` / `libvirt-M-format`: a
     /// fresh number from the domain's node-name counter.
     pub store_node_index: u32,
@@ -289,6 +291,7 @@ async fn attach_target(
     let mut spec = ImageSpec {
         path: disk.store.clone(),
         format: disk.store_format,
+        block: disk.store_block,
         node_index: disk.store_node_index,
         backing,
         size: 0,

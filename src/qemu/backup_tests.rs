@@ -57,6 +57,7 @@ impl Ctx {
             source: self.disks[index].clone(),
             store: self.path(store),
             store_format: format,
+            store_block: false,
             store_node_index: node,
             incremental: incremental.map(str::to_owned),
             fleece: false,

@@ -29,6 +29,11 @@
 //! file removed, as qemuBlockStorageSourceAttachRollback and
 //! qemuBackupDiskDataCleanupOne do.
 //!
+//! A block device (`type='block'`) goes through the same steps but 1-3,
+//! with a `host_device` storage node: libvirt creates and checks only
+//! files, so a device that exists is formatted (qcow2) or written over
+//! (raw), and stays when the image goes.
+//!
 //! [`attach_image`] (REUSE_EXTERNAL, qemuBlockStorageSourceAttachApply):
 //! steps 4 and 6 only, on a file the caller made; one that is missing is
 //! reported before QEMU is asked, as libvirt's labelling step does.
@@ -78,6 +83,10 @@ pub struct ImageSpec {
     pub path: PathBuf,
     /// Its format.
     pub format: DiskFormat,
+    /// A host block device rather than a file: QEMU's `host_device`
+    /// driver. It is formatted but never created nor removed, and may
+    /// exist (libvirt makes and checks only files).
+    pub block: bool,
     /// M in `libvirt-M-storage` / `libvirt-M-format`.
     pub node_index: u32,
     /// Backing image (qcow2 only; ignored for raw, as libvirt ignores it).
@@ -141,6 +150,9 @@ pub struct AttachedImage {
 /// image: '%s'" when a `blockdev-create` job fails; a command's error.
 pub async fn create_image(mon: &Monitor, spec: &ImageSpec) -> Result<AttachedImage, QemuError> {
     let path = spec.path_str()?;
+    if spec.block {
+        return format_device(mon, spec, path).await;
+    }
     if tokio::fs::symlink_metadata(&spec.path).await.is_ok() {
         return Err(QemuError::InvalidInput(format!(
             "store '{path}' for backup of '{}' exists",
@@ -161,13 +173,31 @@ pub async fn create_image(mon: &Monitor, spec: &ImageSpec) -> Result<AttachedIma
     }
 }
 
+/// A block device is there already: only a qcow2 header is written, and
+/// on failure the nodes go but the device stays.
+async fn format_device(
+    mon: &Monitor,
+    spec: &ImageSpec,
+    path: &str,
+) -> Result<AttachedImage, QemuError> {
+    let mut added = Added::default();
+    match create_steps(mon, spec, path, &mut added).await {
+        Ok(()) => Ok(spec.attached(false)),
+        Err(e) => {
+            added.roll_back(mon, spec).await;
+            Err(e)
+        }
+    }
+}
+
 async fn create_steps(
     mon: &Monitor,
     spec: &ImageSpec,
     path: &str,
     added: &mut Added,
 ) -> Result<(), QemuError> {
-    if spec.format == DiskFormat::Raw {
+    // A raw file's size is the file's; a device's size is its own.
+    if spec.format == DiskFormat::Raw && !spec.block {
         let options = BlockdevCreateOptions::file(BlockdevCreateOptionsFile {
             extent_size_hint: None,
             nocow: None,
@@ -301,8 +331,8 @@ impl Added {
     }
 }
 
-/// libvirt's file node for a local image: auto-read-only, discard passed
-/// down, the same as the disks' own (command.rs).
+/// libvirt's storage node for a local image: auto-read-only, discard
+/// passed down, the same as the disks' own (command.rs).
 async fn add_storage(
     mon: &Monitor,
     spec: &ImageSpec,
@@ -310,7 +340,8 @@ async fn add_storage(
     added: &mut Added,
 ) -> Result<(), QemuError> {
     let props = json!({
-        "driver": "file",
+        // QEMU's file driver refuses anything but a regular file.
+        "driver": if spec.block { "host_device" } else { "file" },
         "filename": path,
         "node-name": spec.storage_node(),
         "auto-read-only": true,

@@ -287,6 +287,7 @@ pub async fn external(
             let spec = ImageSpec {
                 path: overlay.path.clone(),
                 format: DiskFormat::Qcow2,
+                block: false,
                 node_index: overlay.node_index,
                 backing: Some(BackingImage {
                     path: overlay.backing.clone(),

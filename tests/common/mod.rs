@@ -270,6 +270,40 @@ impl Drop for Daemon {
     }
 }
 
+/// A loop device over a sparse file, reached through a symlink so that
+/// what clients print names the link, not whichever /dev/loopN was free;
+/// detached when dropped (lazily, should QEMU still hold it).
+pub struct LoopDevice {
+    pub device: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn attach(file: &Path, size: u64, link: &Path) -> LoopDevice {
+        std::fs::File::create(file)
+            .and_then(|f| f.set_len(size))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        std::os::unix::fs::symlink(&device, link).unwrap();
+        LoopDevice { device }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}
+
 /// `text` with every run of white space made one space: virsh pads its
 /// table columns to the longest entry.
 pub fn words(text: &str) -> String {
