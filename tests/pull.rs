@@ -17,11 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::reference::{
-    event_shape, job_completed, reference_events, shell_words, Area, EventLog, Session,
-};
+use common::reference::{event_shape, job_completed, reference_events, Area, EventLog, Session};
 use common::{wait_until, words, Daemon, LoopDevice, Run};
-use serde_json::Value;
 
 /// A hang guard, not a timing assert.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -639,65 +636,17 @@ fn tcp_ports_refusals_and_a_restart() {
 }
 
 impl Session {
-    /// Runs the command of capture `name` (qemu-img, ls: no client of the
-    /// daemon) in our directory and asserts that it printed the same.
+    /// Runs the tool command of capture `name` and asserts that it
+    /// printed the same.
     #[track_caller]
     fn replay_tool(&self, name: &str) {
         let (command, stdout, stderr, code) = self.area.capture(name);
-        let args: Vec<String> = shell_words(&command).iter().map(|a| self.ours(a)).collect();
-        let run = Run::from(
-            Command::new(&args[0])
-                .args(&args[1..])
-                .current_dir(&self.dir)
-                .env("LC_ALL", "C")
-                .output()
-                .unwrap_or_else(|e| panic!("{command}: {e}")),
-        );
+        let run = self.run_tool(name);
         assert_eq!(
             (self.theirs(&run.stdout), self.theirs(&run.stderr), run.code),
             (stdout, stderr, code),
             "{name} ({command})"
         );
-    }
-
-    /// Asserts that the image-handling QMP commands the daemon sent since
-    /// its log was `mark` bytes long are those libvirtd sent in capture
-    /// `name` (`name.qmp`), in the same order, ids aside. Job queries and
-    /// the order in which disks are cleaned up are timing, not protocol.
-    #[track_caller]
-    fn same_qmp(&self, name: &str, mark: usize) {
-        const KINDS: [&str; 5] = [
-            "blockdev-add",
-            "blockdev-create",
-            "nbd-server-start",
-            "transaction",
-            "block-export-add",
-        ];
-        let wanted = |line: &str| -> Option<Value> {
-            let mut cmd: Value = serde_json::from_str(line).ok()?;
-            let kind = cmd.get("execute")?.as_str()?;
-            if !KINDS.contains(&kind) {
-                return None;
-            }
-            cmd.as_object_mut()?.remove("id");
-            Some(cmd)
-        };
-        let log = self.daemon.log();
-        let ours: Vec<Value> = log[mark..]
-            .lines()
-            .filter(|l| l.contains("QMP send"))
-            .filter_map(|l| l.find("{\"execute\"").map(|at| &l[at..]))
-            .filter_map(|l| wanted(&self.theirs(l)))
-            .collect();
-        let theirs: Vec<Value> = self
-            .area
-            .text(&format!("{name}.qmp"))
-            .lines()
-            .filter_map(|l| l.strip_prefix("-> "))
-            .filter_map(wanted)
-            .collect();
-        assert!(!theirs.is_empty(), "{name}.qmp has no such command");
-        assert_eq!(ours, theirs, "{name}.qmp");
     }
 
     /// Runs the reference's `nbdread.py` call of capture `name` against our

@@ -33,12 +33,13 @@
 //! - `<cookie>` (the guest CPU QEMU was started with) is not recorded.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::conf::snapshot::{
-    CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation,
-    SnapshotState,
+    CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotDiskType,
+    SnapshotLocation, SnapshotState,
 };
 use crate::conf::{DiskFormat as ConfFormat, DomainDef, FormatMode};
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
@@ -137,6 +138,70 @@ fn qemu_img() -> PathBuf {
 
 fn is_regular_file(path: &str) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// One disk of an external snapshot, before anything is made.
+struct Plan {
+    disk: String,
+    /// The overlay.
+    path: PathBuf,
+    /// The overlay is a block device.
+    block: bool,
+    /// Something was at `path` before (an empty file, a device).
+    existed: bool,
+    /// The disk's current image, its format and its node index K.
+    backing: PathBuf,
+    format: DiskFormat,
+    top: u32,
+}
+
+/// What libvirt's qemuSnapshotPrepareDiskExternal demands of an overlay's
+/// path, in its order: a reused one must exist, a block device must exist
+/// and be one, a file must be a regular one, and a new file may only
+/// replace an empty one.
+fn check_overlay_path(disk: &str, path: &str, block: bool, reuse: bool) -> Result<(), DriverError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if reuse {
+                return Err(DriverError::system(
+                    format_args!("missing existing file for disk {disk}: {path}"),
+                    e,
+                ));
+            }
+            if block {
+                return Err(DriverError::new(
+                    ErrorKind::OperationUnsupported,
+                    format!("block device snapshot target '{path}' doesn't exist"),
+                ));
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(DriverError::system(
+                format_args!("unable to stat for disk {disk}: {path}"),
+                e,
+            ))
+        }
+    };
+    let kind = meta.file_type();
+    if (block && !kind.is_block_device()) || (!block && !kind.is_file()) {
+        return Err(DriverError::new(
+            ErrorKind::ConfigUnsupported,
+            format!(
+                "mismatch between configured type for snapshot disk '{disk}' and the type of existing file '{path}'"
+            ),
+        ));
+    }
+    if !reuse && !block && meta.len() > 0 {
+        return Err(DriverError::new(
+            ErrorKind::ConfigUnsupported,
+            format!(
+                "external snapshot file for disk {disk} already exists and is not a block device: {path}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn qemu_format(format: &ConfFormat) -> DiskFormat {
@@ -367,7 +432,8 @@ impl Driver {
             .domain()
             .cloned()
             .ok_or_else(|| DriverError::internal("snapshot without its domain"))?;
-        let mut plans: Vec<(String, PathBuf, PathBuf, DiskFormat, u32)> = Vec::new();
+        let reuse = flags & create_flags::REUSE_EXT != 0;
+        let mut plans: Vec<Plan> = Vec::new();
         for disk in def
             .disks()
             .iter()
@@ -382,30 +448,17 @@ impl Driver {
             let path = disk
                 .path()
                 .ok_or_else(|| DriverError::internal("external snapshot without a file"))?;
-            if let Ok(meta) = std::fs::metadata(path) {
-                if flags & create_flags::REUSE_EXT != 0 {
-                    return Err(DriverError::new(
-                        ErrorKind::ConfigUnsupported,
-                        "reusing existing snapshot files is not supported",
-                    ));
-                }
-                if meta.len() > 0 || !meta.is_file() {
-                    return Err(DriverError::new(
-                        ErrorKind::ConfigUnsupported,
-                        format!(
-                            "external snapshot file for disk {} already exists and is not a block device: {path}",
-                            disk.name()
-                        ),
-                    ));
-                }
-            }
-            plans.push((
-                disk.name().to_string(),
-                PathBuf::from(path),
-                PathBuf::from(source),
-                qemu_format(current.format()),
-                current.node_index(),
-            ));
+            let block = disk.disk_type() == SnapshotDiskType::Block;
+            check_overlay_path(disk.name(), path, block, reuse)?;
+            plans.push(Plan {
+                disk: disk.name().to_string(),
+                path: PathBuf::from(path),
+                block,
+                existed: std::fs::symlink_metadata(path).is_ok(),
+                backing: PathBuf::from(source),
+                format: qemu_format(current.format()),
+                top: current.node_index(),
+            });
         }
         match vm {
             Some(vm) => {
@@ -414,16 +467,18 @@ impl Driver {
                     let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
                     plans
                         .iter()
-                        .map(|(disk, path, backing, format, top)| {
+                        .map(|plan| {
                             let node_index = live.next_node;
                             live.next_node += 1;
                             Overlay {
-                                disk: disk.clone(),
-                                path: path.clone(),
+                                disk: plan.disk.clone(),
+                                path: plan.path.clone(),
                                 node_index,
-                                backing: backing.clone(),
-                                backing_format: *format,
-                                top_node: format!("libvirt-{top}-format"),
+                                backing: plan.backing.clone(),
+                                backing_format: plan.format,
+                                top_node: format!("libvirt-{}-format", plan.top),
+                                block: plan.block,
+                                reuse,
                             }
                         })
                         .collect()
@@ -432,14 +487,14 @@ impl Driver {
                 {
                     let mut st = obj.lock();
                     if let Some(live) = st.live.as_mut() {
-                        for (o, (.., base)) in overlays.iter().zip(&plans) {
+                        for (o, plan) in overlays.iter().zip(&plans) {
                             if let Some(d) = live.def.disk_by_target_mut(&o.disk) {
-                                d.set_overlay(&o.path.to_string_lossy(), o.node_index);
+                                d.set_overlay(&o.path.to_string_lossy(), o.block, o.node_index);
                             }
                             live.overlays.push(OverlayBase {
                                 disk: o.disk.clone(),
                                 overlay: o.node_index,
-                                base: *base,
+                                base: plan.top,
                                 path: o.path.to_string_lossy().into_owned(),
                             });
                         }
@@ -447,9 +502,23 @@ impl Driver {
                 }
                 self.save_live(obj);
             }
+            // The user made them (libvirt trusts they are right).
+            None if reuse => {}
             None => {
-                for (_, path, backing, format, _) in &plans {
-                    qsnap::offline_overlay(&qemu_img(), path, backing, *format).await?;
+                for (done, plan) in plans.iter().enumerate() {
+                    let made =
+                        qsnap::offline_overlay(&qemu_img(), &plan.path, &plan.backing, plan.format)
+                            .await;
+                    if let Err(e) = made {
+                        // As libvirt: the files this call brought into
+                        // being go again; devices and older files stay.
+                        for plan in plans[..=done].iter().filter(|p| !p.existed && !p.block) {
+                            if let Err(problem) = std::fs::remove_file(&plan.path) {
+                                tracing::warn!(%problem, path = %plan.path.display(), "cannot remove a new overlay");
+                            }
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -458,10 +527,10 @@ impl Driver {
         let config = {
             let mut st = obj.lock();
             st.config.as_mut().map(|config| {
-                for (disk, path, ..) in &plans {
-                    if let Some(d) = config.disk_by_target_mut(disk) {
+                for plan in &plans {
+                    if let Some(d) = config.disk_by_target_mut(&plan.disk) {
                         let index = d.node_index();
-                        d.set_overlay(&path.to_string_lossy(), index);
+                        d.set_overlay(&plan.path.to_string_lossy(), plan.block, index);
                     }
                 }
                 config.format(FormatMode::Inactive)

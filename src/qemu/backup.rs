@@ -161,10 +161,13 @@ pub fn temp_bitmap_name(disk: &str) -> String {
 
 /// What `query-named-block-nodes` says about a source's image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SourceImage {
-    size: u64,
-    cluster_size: Option<u64>,
-    extended_l2: bool,
+pub struct SourceImage {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// qcow2 only.
+    pub cluster_size: Option<u64>,
+    /// qcow2 only.
+    pub extended_l2: bool,
 }
 
 /// Checks the incremental disks' bitmaps, then creates (or, with `reuse`,
@@ -195,9 +198,9 @@ pub struct BlockGraph {
 }
 
 impl BlockGraph {
-    /// The virtual size of `node`'s image, if QEMU lists it.
-    pub fn virtual_size(&self, node: &str) -> Option<u64> {
-        source_image(&self.reply, node).map(|image| image.size)
+    /// What QEMU says of `node`'s image, if it lists it.
+    pub fn image(&self, node: &str) -> Option<SourceImage> {
+        source_image(&self.reply, node)
     }
 }
 
@@ -301,6 +304,14 @@ async fn attach_target(
     };
     if reuse {
         return blockdev::attach_image(mon, &spec).await;
+    }
+    // A device is there by definition (libvirt checks only files).
+    if !disk.store_block && tokio::fs::symlink_metadata(&disk.store).await.is_ok() {
+        return Err(QemuError::InvalidInput(format!(
+            "store '{}' for backup of '{}' exists",
+            disk.store.display(),
+            disk.source.target
+        )));
     }
     let source = source_image(named_nodes, &source_node).ok_or_else(|| {
         QemuError::Internal(format!(

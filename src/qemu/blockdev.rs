@@ -11,7 +11,8 @@
 //! [`create_image`] (qemuBackupDiskPrepareOneStorage without
 //! REUSE_EXTERNAL, then qemuBlockStorageSourceCreate):
 //!
-//! 1. refuse a path that exists ("store '%s' for backup of '%s' exists");
+//! 1. (the backup caller) refuse a path that exists ("store '%s' for
+//!    backup of '%s' exists");
 //! 2. create the empty file ourselves, mode 0600 (libvirt's
 //!    virStorageSourceCreate: local files are made by the daemon, not by
 //!    QEMU, so that they get the right owner and label);
@@ -141,23 +142,18 @@ pub struct AttachedImage {
     pub created: bool,
 }
 
-/// Creates the image file, formats it through QEMU and attaches it.
-/// Nothing is left behind on failure.
+/// Creates the image file (an empty one may be there already: it is
+/// truncated, and removed on failure, as libvirt's virStorageSourceCreate
+/// does; callers refuse anything else), formats it through QEMU and
+/// attaches it. Nothing is left behind on failure.
 ///
-/// Errors: [`QemuError::InvalidInput`] if the path exists;
-/// [`QemuError::Io`] "failed to create image file '%s'" (its source is the
+/// Errors: [`QemuError::Io`] "failed to create image file '%s'" (its source is the
 /// errno libvirt appends); [`QemuError::JobFailed`] "failed to format
 /// image: '%s'" when a `blockdev-create` job fails; a command's error.
 pub async fn create_image(mon: &Monitor, spec: &ImageSpec) -> Result<AttachedImage, QemuError> {
     let path = spec.path_str()?;
     if spec.block {
         return format_device(mon, spec, path).await;
-    }
-    if tokio::fs::symlink_metadata(&spec.path).await.is_ok() {
-        return Err(QemuError::InvalidInput(format!(
-            "store '{path}' for backup of '{}' exists",
-            spec.disk
-        )));
     }
     create_file(&spec.path).await?;
     let mut added = Added::default();

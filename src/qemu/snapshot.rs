@@ -265,6 +265,11 @@ pub struct Overlay {
     pub backing_format: DiskFormat,
     /// The disk's current top node, which the overlay goes over.
     pub top_node: String,
+    /// The overlay is a host block device (formatted, never removed).
+    pub block: bool,
+    /// The user made the overlay (REUSE_EXT): attached as it is, with no
+    /// backing node until `blockdev-snapshot` links the disk under it.
+    pub reuse: bool,
 }
 
 /// Creates every overlay and moves every disk onto its overlay in one
@@ -278,27 +283,38 @@ pub async fn external(
     let mut made: Vec<AttachedImage> = Vec::with_capacity(overlays.len());
     let result = async {
         for overlay in overlays {
-            let size = graph.virtual_size(&overlay.top_node).ok_or_else(|| {
-                QemuError::Internal(format!(
-                    "failed to update capacity data for block node '{}'",
-                    overlay.top_node
-                ))
-            })?;
-            let spec = ImageSpec {
+            let mut spec = ImageSpec {
                 path: overlay.path.clone(),
                 format: DiskFormat::Qcow2,
-                block: false,
+                block: overlay.block,
                 node_index: overlay.node_index,
                 backing: Some(BackingImage {
                     path: overlay.backing.clone(),
                     format: overlay.backing_format,
                     node: None,
                 }),
-                size,
+                size: 0,
                 cluster_size: None,
                 extended_l2: false,
                 disk: overlay.disk.clone(),
             };
+            if overlay.reuse {
+                made.push(blockdev::attach_image(mon, &spec).await?);
+                continue;
+            }
+            let image = graph.image(&overlay.top_node).ok_or_else(|| {
+                QemuError::Internal(format!(
+                    "failed to update capacity data for block node '{}'",
+                    overlay.top_node
+                ))
+            })?;
+            spec.size = image.size;
+            // As for backup targets: qcow2 properties carry over from a
+            // qcow2 image below.
+            if overlay.backing_format == DiskFormat::Qcow2 {
+                spec.cluster_size = image.cluster_size;
+                spec.extended_l2 = image.extended_l2;
+            }
             made.push(blockdev::create_image(mon, &spec).await?);
         }
         let actions: Vec<Value> = overlays

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{wait_until, Daemon, Run};
 
 /// A hang guard for what should happen, not a timing assert.
@@ -202,6 +204,60 @@ impl Session {
             .unwrap_or_else(|| panic!("{name} is not a plain virsh command: {command}"));
         let args: Vec<String> = shell_words(args).iter().map(|a| self.ours(a)).collect();
         self.virsh(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// Runs the command of capture `name` that is no client of the daemon
+    /// (qemu-img, qemu-io) in our directory, paths made ours.
+    pub fn run_tool(&self, name: &str) -> Run {
+        let (command, ..) = self.area.capture(name);
+        let args: Vec<String> = shell_words(&command).iter().map(|a| self.ours(a)).collect();
+        let out = Command::new(&args[0])
+            .args(&args[1..])
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap_or_else(|e| panic!("{command}: {e}"));
+        Run::from(out)
+    }
+
+    /// Asserts that the image-handling QMP commands the daemon sent since
+    /// its log was `mark` bytes long are those libvirtd sent in capture
+    /// `name` (`name.qmp`), in the same order, ids aside. Job queries and
+    /// the order in which disks are cleaned up are timing, not protocol.
+    #[track_caller]
+    pub fn same_qmp(&self, name: &str, mark: usize) {
+        const KINDS: [&str; 5] = [
+            "blockdev-add",
+            "blockdev-create",
+            "nbd-server-start",
+            "transaction",
+            "block-export-add",
+        ];
+        let wanted = |line: &str| -> Option<Value> {
+            let mut cmd: Value = serde_json::from_str(line).ok()?;
+            let kind = cmd.get("execute")?.as_str()?;
+            if !KINDS.contains(&kind) {
+                return None;
+            }
+            cmd.as_object_mut()?.remove("id");
+            Some(cmd)
+        };
+        let log = self.daemon.log();
+        let ours: Vec<Value> = log[mark..]
+            .lines()
+            .filter(|l| l.contains("QMP send"))
+            .filter_map(|l| l.find("{\"execute\"").map(|at| &l[at..]))
+            .filter_map(|l| wanted(&self.theirs(l)))
+            .collect();
+        let theirs: Vec<Value> = self
+            .area
+            .text(&format!("{name}.qmp"))
+            .lines()
+            .filter_map(|l| l.strip_prefix("-> "))
+            .filter_map(wanted)
+            .collect();
+        assert!(!theirs.is_empty(), "{name}.qmp has no such command");
+        assert_eq!(ours, theirs, "{name}.qmp");
     }
 
     /// libvirt-python through the reference's own bkapi.py (pointed at our

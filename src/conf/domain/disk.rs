@@ -248,11 +248,17 @@ impl DiskDef {
         format!("{}-disk{idx}", self.bus.as_str())
     }
 
-    /// Points the disk at a new top image (an external snapshot's overlay,
-    /// a qcow2 file) whose block nodes are `libvirt-<node_index>-*`.
-    pub fn set_overlay(&mut self, path: &str, node_index: u32) {
-        self.disk_type = DiskType::File;
-        self.source = Some(Element::new("source").with_attr("file", path));
+    /// Points the disk at a new top image (an external snapshot's qcow2
+    /// overlay, a file or a block device) whose block nodes are
+    /// `libvirt-<node_index>-*`.
+    pub fn set_overlay(&mut self, path: &str, block: bool, node_index: u32) {
+        let (disk_type, attr) = if block {
+            (DiskType::Block, "dev")
+        } else {
+            (DiskType::File, "file")
+        };
+        self.disk_type = disk_type;
+        self.source = Some(Element::new("source").with_attr(attr, path));
         self.format = Some(DiskFormat::Qcow2);
         self.node_index = node_index;
     }
