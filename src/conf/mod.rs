@@ -14,6 +14,8 @@ pub mod snapshot;
 pub mod xml;
 
 #[cfg(test)]
+mod mutation_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use domain::{
