@@ -158,8 +158,13 @@ struct Plan {
 /// What libvirt's qemuSnapshotPrepareDiskExternal demands of an overlay's
 /// path, in its order: a reused one must exist, a block device must exist
 /// and be one, a file must be a regular one, and a new file may only
-/// replace an empty one.
-fn check_overlay_path(disk: &str, path: &str, block: bool, reuse: bool) -> Result<(), DriverError> {
+/// replace an empty one. Says whether something is there.
+fn check_overlay_path(
+    disk: &str,
+    path: &str,
+    block: bool,
+    reuse: bool,
+) -> Result<bool, DriverError> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -175,7 +180,7 @@ fn check_overlay_path(disk: &str, path: &str, block: bool, reuse: bool) -> Resul
                     format!("block device snapshot target '{path}' doesn't exist"),
                 ));
             }
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => {
             return Err(DriverError::system(
@@ -201,7 +206,7 @@ fn check_overlay_path(disk: &str, path: &str, block: bool, reuse: bool) -> Resul
             ),
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 fn qemu_format(format: &ConfFormat) -> DiskFormat {
@@ -449,12 +454,12 @@ impl Driver {
                 .path()
                 .ok_or_else(|| DriverError::internal("external snapshot without a file"))?;
             let block = disk.disk_type() == SnapshotDiskType::Block;
-            check_overlay_path(disk.name(), path, block, reuse)?;
+            let existed = check_overlay_path(disk.name(), path, block, reuse)?;
             plans.push(Plan {
                 disk: disk.name().to_string(),
                 path: PathBuf::from(path),
                 block,
-                existed: std::fs::symlink_metadata(path).is_ok(),
+                existed,
                 backing: PathBuf::from(source),
                 format: qemu_format(current.format()),
                 top: current.node_index(),

@@ -73,7 +73,7 @@ use serde_json::{Map, Value};
 use tracing::warn;
 
 use super::bitmap;
-use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec};
+use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec, SourceImage};
 use super::command::{DiskFormat, DiskSpec};
 use super::error::QemuError;
 use super::jobs::{self, JobEnd, JobInfo, JobOutcome, JobWatch};
@@ -157,17 +157,6 @@ pub fn job_id(disk: &str, source_node: &str) -> String {
 /// The temporary bitmap of a push-mode incremental backup.
 pub fn temp_bitmap_name(disk: &str) -> String {
     format!("backup-{disk}")
-}
-
-/// What `query-named-block-nodes` says about a source's image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceImage {
-    /// Virtual size in bytes.
-    pub size: u64,
-    /// qcow2 only.
-    pub cluster_size: Option<u64>,
-    /// qcow2 only.
-    pub extended_l2: bool,
 }
 
 /// Checks the incremental disks' bitmaps, then creates (or, with `reuse`,
@@ -318,13 +307,7 @@ async fn attach_target(
             "failed to update capacity data for block node '{source_node}'"
         ))
     })?;
-    spec.size = source.size;
-    // qemuBlockStorageSourceCreateDetectSize: qcow2 properties carry over
-    // only from a qcow2 source to a qcow2 target.
-    if disk.source.format == DiskFormat::Qcow2 && disk.store_format == DiskFormat::Qcow2 {
-        spec.cluster_size = source.cluster_size;
-        spec.extended_l2 = source.extended_l2;
-    }
+    spec.sized_like(&source, disk.source.format);
     blockdev::create_image(mon, &spec).await
 }
 

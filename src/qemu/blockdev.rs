@@ -77,6 +77,17 @@ pub struct BackingImage {
     pub node: Option<String>,
 }
 
+/// What `query-named-block-nodes` says about an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceImage {
+    /// Virtual size in bytes.
+    pub size: u64,
+    /// qcow2 only.
+    pub cluster_size: Option<u64>,
+    /// qcow2 only.
+    pub extended_l2: bool,
+}
+
 /// An image to create or attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSpec {
@@ -103,6 +114,17 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// Size and qcow2 properties from the image the new one stands for
+    /// (qemuBlockStorageSourceCreateDetectSize): the virtual size always,
+    /// cluster size and extended L2 only from a qcow2 image to a qcow2 one.
+    pub fn sized_like(&mut self, image: &SourceImage, image_format: DiskFormat) {
+        self.size = image.size;
+        if image_format == DiskFormat::Qcow2 && self.format == DiskFormat::Qcow2 {
+            self.cluster_size = image.cluster_size;
+            self.extended_l2 = image.extended_l2;
+        }
+    }
+
     /// The storage (file) node name.
     pub fn storage_node(&self) -> String {
         format!("libvirt-{}-storage", self.node_index)
@@ -152,35 +174,21 @@ pub struct AttachedImage {
 /// image: '%s'" when a `blockdev-create` job fails; a command's error.
 pub async fn create_image(mon: &Monitor, spec: &ImageSpec) -> Result<AttachedImage, QemuError> {
     let path = spec.path_str()?;
-    if spec.block {
-        return format_device(mon, spec, path).await;
+    // A device is there already and stays, whatever happens.
+    let makes_file = !spec.block;
+    if makes_file {
+        create_file(&spec.path).await?;
     }
-    create_file(&spec.path).await?;
     let mut added = Added::default();
     match create_steps(mon, spec, path, &mut added).await {
-        Ok(()) => Ok(spec.attached(true)),
+        Ok(()) => Ok(spec.attached(makes_file)),
         Err(e) => {
             added.roll_back(mon, spec).await;
-            if let Err(unlink) = tokio::fs::remove_file(&spec.path).await {
-                warn!(path, "unable to remove just-created image: {unlink}");
+            if makes_file {
+                if let Err(unlink) = tokio::fs::remove_file(&spec.path).await {
+                    warn!(path, "unable to remove just-created image: {unlink}");
+                }
             }
-            Err(e)
-        }
-    }
-}
-
-/// A block device is there already: only a qcow2 header is written, and
-/// on failure the nodes go but the device stays.
-async fn format_device(
-    mon: &Monitor,
-    spec: &ImageSpec,
-    path: &str,
-) -> Result<AttachedImage, QemuError> {
-    let mut added = Added::default();
-    match create_steps(mon, spec, path, &mut added).await {
-        Ok(()) => Ok(spec.attached(false)),
-        Err(e) => {
-            added.roll_back(mon, spec).await;
             Err(e)
         }
     }

@@ -308,13 +308,7 @@ pub async fn external(
                     overlay.top_node
                 ))
             })?;
-            spec.size = image.size;
-            // As for backup targets: qcow2 properties carry over from a
-            // qcow2 image below.
-            if overlay.backing_format == DiskFormat::Qcow2 {
-                spec.cluster_size = image.cluster_size;
-                spec.extended_l2 = image.extended_l2;
-            }
+            spec.sized_like(&image, overlay.backing_format);
             made.push(blockdev::create_image(mon, &spec).await?);
         }
         let actions: Vec<Value> = overlays
