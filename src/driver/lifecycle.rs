@@ -281,24 +281,35 @@ impl Driver {
 
     /// QEMU is gone: the domain is shut off, or forgotten if transient.
     async fn on_exit(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>) {
-        let (dom, event, transient) = {
+        let ended = {
             let mut st = obj.lock();
-            let Some(live) = st.live.take_if(|l| Arc::ptr_eq(&l.vm, vm)) else {
-                return;
-            };
-            let (reason, event) = match live.stopping {
-                Some(StopCause::Destroy) => (state::SHUTOFF_DESTROYED, Lifecycle::StoppedDestroyed),
-                None if live.shutdown_seen => (state::SHUTOFF_SHUTDOWN, Lifecycle::StoppedShutdown),
-                None => (state::SHUTOFF_CRASHED, Lifecycle::StoppedFailed),
-            };
-            st.state = state::SHUTOFF;
-            st.reason = reason;
-            let dom = DomainRef {
-                name: live.def.name().to_string(),
-                uuid: obj.uuid,
-                id: -1,
-            };
-            (dom, event, st.config.is_none())
+            st.live.take_if(|l| Arc::ptr_eq(&l.vm, vm)).map(|live| {
+                let (reason, event) = match live.stopping {
+                    Some(StopCause::Destroy) => {
+                        (state::SHUTOFF_DESTROYED, Lifecycle::StoppedDestroyed)
+                    }
+                    None if live.shutdown_seen => {
+                        (state::SHUTOFF_SHUTDOWN, Lifecycle::StoppedShutdown)
+                    }
+                    None => (state::SHUTOFF_CRASHED, Lifecycle::StoppedFailed),
+                };
+                st.state = state::SHUTOFF;
+                st.reason = reason;
+                let dom = DomainRef {
+                    name: live.def.name().to_string(),
+                    uuid: obj.uuid,
+                    id: -1,
+                };
+                (dom, event, st.config.is_none())
+            })
+        };
+        let Some((dom, event, transient)) = ended else {
+            // The other of destroy and the exit watcher is ending the
+            // domain; whichever returns, the backup has ended first
+            // (destroy must not return before domjobinfo --completed has
+            // its figures).
+            self.terminate_backup(obj, vm, JobStatus::Cancelled).await;
+            return;
         };
         // A backup ends with its QEMU, before the domain is reported
         // stopped, as libvirt orders it.
