@@ -34,27 +34,19 @@ use std::net::Ipv6Addr;
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    self, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name,
+    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name, Schema,
 };
 use crate::conf::xml::{Element, Node};
 
-/// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
-const SCHEMA_FILE: &str = "/usr/share/libvirt/schemas/domainbackup.rng";
-
-fn invalid(lines: &str) -> ConfError {
-    rng::invalid(SCHEMA_FILE, lines)
-}
-
-fn extra_in_interleave(name: &str) -> ConfError {
-    invalid(&format!(
-        "Extra element {name} in interleave\nElement domainbackup failed to validate content\n"
-    ))
-}
+const SCHEMA: Schema = Schema {
+    file: "/usr/share/libvirt/schemas/domainbackup.rng",
+    root: "domainbackup",
+};
 
 /// Check `root` (already known to be `<domainbackup>`) against the schema.
 pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
     if in_namespace(root) {
-        return Err(invalid("Expecting no namespace for element domainbackup\n"));
+        return Err(SCHEMA.namespaced());
     }
 
     let mut incremental: Vec<&Element> = Vec::new();
@@ -85,7 +77,7 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
     match incremental.as_slice() {
         [] => {}
         [one] if no_attrs(one) && !one.has_element_children() => {}
-        _ => return Err(extra_in_interleave("incremental")),
+        _ => return Err(SCHEMA.extra_in_interleave("incremental")),
     }
 
     let mode = root.attr("mode");
@@ -98,15 +90,13 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
                 .is_some_and(|e| e.name == "disks" && disks_ok(e, Mode::Push)),
         );
         if let Some(first_left) = mode_group.get(push_takes) {
-            return Err(extra_in_interleave(&first_left.name));
+            return Err(SCHEMA.extra_in_interleave(&first_left.name));
         }
         mode_taken = mode == Some("push");
     }
 
     if let Some(what) = extra {
-        return Err(invalid(&format!(
-            "Element domainbackup has extra content: {what}\n"
-        )));
+        return Err(SCHEMA.extra_content(&what));
     }
     let left = root
         .attrs
@@ -114,9 +104,7 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
         .map(|(k, _)| k.as_str())
         .find(|k| !(is_ns_decl(k) || (*k == "mode" && mode_taken)));
     if let Some(attr) = left {
-        return Err(invalid(&format!(
-            "Invalid attribute {attr} for element domainbackup\n"
-        )));
+        return Err(SCHEMA.invalid_attribute(attr));
     }
     Ok(())
 }

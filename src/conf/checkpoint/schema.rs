@@ -23,13 +23,15 @@
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    self, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name,
-    plain,
+    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name, plain,
+    Schema,
 };
 use crate::conf::xml::{Element, Node};
 
-/// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
-const SCHEMA_FILE: &str = "/usr/share/libvirt/schemas/domaincheckpoint.rng";
+const SCHEMA: Schema = Schema {
+    file: "/usr/share/libvirt/schemas/domaincheckpoint.rng",
+    root: "domaincheckpoint",
+};
 
 /// The interleave's groups, in the schema's order.
 const GROUPS: [&str; 6] = [
@@ -41,17 +43,11 @@ const GROUPS: [&str; 6] = [
     "parent",
 ];
 
-fn invalid(lines: &str) -> ConfError {
-    rng::invalid(SCHEMA_FILE, lines)
-}
-
 /// Check `root` (already known to be `<domaincheckpoint>`) against the
 /// schema.
 pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
     if in_namespace(root) {
-        return Err(invalid(
-            "Expecting no namespace for element domaincheckpoint\n",
-        ));
+        return Err(SCHEMA.namespaced());
     }
 
     let mut groups: [Vec<&Element>; 6] = Default::default();
@@ -89,21 +85,15 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
             _ => false,
         };
         if !valid {
-            return Err(invalid(&format!(
-                "Extra element {group} in interleave\nElement domaincheckpoint failed to validate content\n"
-            )));
+            return Err(SCHEMA.extra_in_interleave(group));
         }
     }
 
     if let Some(what) = extra {
-        return Err(invalid(&format!(
-            "Element domaincheckpoint has extra content: {what}\n"
-        )));
+        return Err(SCHEMA.extra_content(&what));
     }
     if let Some((attr, _)) = root.attrs.iter().find(|(k, _)| !is_ns_decl(k)) {
-        return Err(invalid(&format!(
-            "Invalid attribute {attr} for element domaincheckpoint\n"
-        )));
+        return Err(SCHEMA.invalid_attribute(attr));
     }
     Ok(())
 }

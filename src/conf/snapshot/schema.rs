@@ -19,13 +19,15 @@
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    self, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name,
-    plain,
+    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name, plain,
+    Schema,
 };
 use crate::conf::xml::{Element, Node};
 
-/// Where libvirt 9.0 on Debian finds the schema; it is part of the message.
-const SCHEMA_FILE: &str = "/usr/share/libvirt/schemas/domainsnapshot.rng";
+const SCHEMA: Schema = Schema {
+    file: "/usr/share/libvirt/schemas/domainsnapshot.rng",
+    root: "domainsnapshot",
+};
 
 /// The interleave's groups, in the schema's order.
 const GROUPS: [&str; 11] = [
@@ -58,17 +60,11 @@ const BACKING_FORMATS: [&str; 16] = [
     "qcow", "qcow2", "qed", "vmdk",
 ];
 
-fn invalid(lines: &str) -> ConfError {
-    rng::invalid(SCHEMA_FILE, lines)
-}
-
 /// Check `root` (already known to be `<domainsnapshot>`) against the
 /// schema.
 pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
     if in_namespace(root) {
-        return Err(invalid(
-            "Expecting no namespace for element domainsnapshot\n",
-        ));
+        return Err(SCHEMA.namespaced());
     }
 
     let mut groups: [Vec<&Element>; GROUPS.len()] = Default::default();
@@ -106,21 +102,15 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
             _ => false,
         };
         if !valid {
-            return Err(invalid(&format!(
-                "Extra element {group} in interleave\nElement domainsnapshot failed to validate content\n"
-            )));
+            return Err(SCHEMA.extra_in_interleave(group));
         }
     }
 
     if let Some(what) = extra {
-        return Err(invalid(&format!(
-            "Element domainsnapshot has extra content: {what}\n"
-        )));
+        return Err(SCHEMA.extra_content(&what));
     }
     if let Some((attr, _)) = root.attrs.iter().find(|(k, _)| !is_ns_decl(k)) {
-        return Err(invalid(&format!(
-            "Invalid attribute {attr} for element domainsnapshot\n"
-        )));
+        return Err(SCHEMA.invalid_attribute(attr));
     }
     Ok(())
 }

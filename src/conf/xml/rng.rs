@@ -44,6 +44,55 @@ pub(crate) fn invalid(schema_file: &str, lines: &str) -> ConfError {
     )
 }
 
+/// One of libvirt's RNG schemas, for the messages libxml2 gives about the
+/// root element; the wording is the same for every schema.
+pub(crate) struct Schema {
+    /// Where libvirt 9.0 on Debian finds it; part of every message.
+    pub file: &'static str,
+    /// The root element's name.
+    pub root: &'static str,
+}
+
+impl Schema {
+    /// The schema refuses the document, with libxml2's `lines`.
+    pub fn invalid(&self, lines: &str) -> ConfError {
+        invalid(self.file, lines)
+    }
+
+    /// The root is in a namespace.
+    pub fn namespaced(&self) -> ConfError {
+        self.invalid(&format!(
+            "Expecting no namespace for element {}\n",
+            self.root
+        ))
+    }
+
+    /// A child of the root's interleave appears twice, or fits no pattern
+    /// of its group.
+    pub fn extra_in_interleave(&self, group: &str) -> ConfError {
+        self.invalid(&format!(
+            "Extra element {group} in interleave\nElement {} failed to validate content\n",
+            self.root
+        ))
+    }
+
+    /// A child of the root that belongs to no group.
+    pub fn extra_content(&self, what: &str) -> ConfError {
+        self.invalid(&format!(
+            "Element {} has extra content: {what}\n",
+            self.root
+        ))
+    }
+
+    /// An attribute the root does not take.
+    pub fn invalid_attribute(&self, attr: &str) -> ConfError {
+        self.invalid(&format!(
+            "Invalid attribute {attr} for element {}\n",
+            self.root
+        ))
+    }
+}
+
 /// The text of an element that may hold only text: no attributes, no
 /// child elements.
 pub(crate) fn plain(e: &Element) -> Option<String> {
