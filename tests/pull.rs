@@ -110,6 +110,15 @@ fn wait_idle(d: &Daemon, dom: &str) {
     .unwrap_or_else(|| panic!("the job of {dom} did not end"));
 }
 
+/// The nodes of a two-disk domain's own disks: all that is left once a
+/// backup is over.
+const DISK_NODES: [&str; 4] = [
+    "libvirt-1-format",
+    "libvirt-1-storage",
+    "libvirt-2-format",
+    "libvirt-2-storage",
+];
+
 /// The node names QEMU has for the domain.
 fn node_names(d: &Daemon, dom: &str) -> Vec<String> {
     let run = d
@@ -190,15 +199,7 @@ fn virtnbdbackup_backs_up_and_virtnbdrestore_restores() {
         "Job type: None"
     );
     assert_eq!(files(&scratch), Vec::<String>::new());
-    assert_eq!(
-        node_names(&d, "vnb"),
-        [
-            "libvirt-1-format",
-            "libvirt-1-storage",
-            "libvirt-2-format",
-            "libvirt-2-storage"
-        ]
-    );
+    assert_eq!(node_names(&d, "vnb"), DISK_NODES);
     let run = d
         .virsh(&["checkpoint-list", "vnb", "--name", "--topological"])
         .ok();
@@ -448,15 +449,7 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
         info.ends_with("Error message: Operation canceled"),
         "{info}"
     );
-    assert_eq!(
-        node_names(&d, "inc"),
-        [
-            "libvirt-1-format",
-            "libvirt-1-storage",
-            "libvirt-2-format",
-            "libvirt-2-storage"
-        ]
-    );
+    assert_eq!(node_names(&d, "inc"), DISK_NODES);
     // The abort is a pull backup's normal end: the checkpoint stays.
     let run = d
         .virsh(&["checkpoint-list", "inc", "--name", "--topological"])
@@ -620,15 +613,7 @@ fn tcp_ports_refusals_and_a_restart() {
         ])
         .ok();
     assert!(!run.stdout.contains("cpx"), "{}", run.stdout);
-    assert_eq!(
-        node_names(&d, "tcp"),
-        [
-            "libvirt-1-format",
-            "libvirt-1-storage",
-            "libvirt-2-format",
-            "libvirt-2-storage"
-        ]
-    );
+    assert_eq!(node_names(&d, "tcp"), DISK_NODES);
     assert_eq!(
         words(&d.virsh(&["domjobinfo", "tcp"]).stdout),
         "Job type: None"

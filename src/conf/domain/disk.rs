@@ -6,7 +6,7 @@
 use super::order::{rank_of, DISK_CHILD_RANKS};
 use super::values::{disk_name_index, parse_disk_name};
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
-use crate::conf::xml::Element;
+use crate::conf::xml::{lookup_name, lookup_value, Element};
 
 /// `<disk type=...>`: where the data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,17 +141,6 @@ impl DiskFormat {
             Self::Other(s) => s,
         }
     }
-}
-
-fn lookup_name<T: Copy + PartialEq>(table: &[(&'static str, T)], v: T) -> &'static str {
-    table
-        .iter()
-        .find(|(_, x)| *x == v)
-        .map_or("", |(name, _)| name)
-}
-
-fn lookup_value<T: Copy>(table: &[(&'static str, T)], s: &str) -> Option<T> {
-    table.iter().find(|(name, _)| *name == s).map(|(_, v)| *v)
 }
 
 /// One disk of a domain.

@@ -95,7 +95,7 @@ use uuid::Uuid;
 
 use crate::conf::domain::DomainDef;
 use crate::conf::error::ConfError;
-use crate::conf::xml::Element;
+use crate::conf::xml::{lookup_name, lookup_value, Element};
 
 /// How the document reaches libvirt (virDomainSnapshotParseFlags, from the
 /// create flags).
@@ -168,14 +168,11 @@ impl SnapshotLocation {
 
     /// The XML name.
     pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map_or("", |(n, _)| n)
+        lookup_name(&Self::ALL, self)
     }
 
     fn from_xml(s: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+        lookup_value(&Self::ALL, s)
     }
 }
 
@@ -215,14 +212,11 @@ impl SnapshotState {
 
     /// The XML name.
     pub fn as_str(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map_or("", |(n, _)| n)
+        lookup_name(&Self::ALL, self)
     }
 
     fn from_xml(s: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, v)| *v)
+        lookup_value(&Self::ALL, s)
     }
 
     /// Running or paused: the snapshot has the guest's memory.

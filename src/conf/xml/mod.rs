@@ -137,6 +137,19 @@ impl Element {
     }
 }
 
+/// The XML name of `v` in a table of (name, value) pairs.
+pub(crate) fn lookup_name<T: Copy + PartialEq>(table: &[(&'static str, T)], v: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, x)| *x == v)
+        .map_or("", |(name, _)| name)
+}
+
+/// The value named `s` in a table of (name, value) pairs.
+pub(crate) fn lookup_value<T: Copy>(table: &[(&'static str, T)], s: &str) -> Option<T> {
+    table.iter().find(|(name, _)| *name == s).map(|(_, v)| *v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
