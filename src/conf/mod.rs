@@ -19,6 +19,6 @@ mod mutation_tests;
 mod test_support;
 
 pub use domain::{
-    DiskBus, DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, VirtType,
+    DiskBus, DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, Secrets, VirtType,
 };
 pub use error::{ConfError, ConfErrorDomain, ConfErrorKind};

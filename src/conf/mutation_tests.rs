@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::backup::BackupDef;
 use super::checkpoint::{CheckpointDef, FormatFlags as CheckpointFormat, ParseFlags as CpParse};
-use super::domain::{DomainDef, FormatMode};
+use super::domain::{DomainDef, FormatMode, Secrets};
 use super::snapshot::{
     CreateContext, FormatFlags as SnapshotFormat, ParseFlags as SnapParse, SnapshotDef,
     SnapshotState,
@@ -287,7 +287,7 @@ fn mutated_domains_never_panic() {
             return false;
         };
         for mode in [FormatMode::Inactive, FormatMode::Live { id: 7 }] {
-            let _ = DomainDef::parse(&def.format(mode));
+            let _ = DomainDef::parse(&def.format(mode, Secrets::Shown));
         }
         true
     });

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::conf::{DomainDef, FormatMode};
+use crate::conf::{DomainDef, FormatMode, Secrets};
 
-use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::error::{DriverError, ErrorKind};
 use super::registry::{state, DomainObj, DomainState};
 use super::{DomainEvent, DomainRef, Driver, Lifecycle};
 
@@ -160,7 +160,7 @@ impl Driver {
         DriverError::check_flags(flags, DEFINE_VALIDATE, "qemuDomainDefineXMLFlags")?;
         let def = DomainDef::parse(xml)?;
         def.check_virt_type(super::launch::kvm_available())?;
-        let inactive_xml = def.format(FormatMode::Inactive);
+        let inactive_xml = def.format(FormatMode::Inactive, Secrets::Shown);
         // A new domain enters the registry with its definition, so that a
         // concurrent define of the same name sees the clash.
         let (obj, added) = self
@@ -285,10 +285,11 @@ impl Driver {
         let obj = self.domain(dom)?;
         let st = obj.lock();
         let inactive = flags & (INACTIVE | MIGRATABLE) != 0;
+        let secrets = Secrets::shown_if(flags & SECURE != 0);
         match (&st.live, &st.config) {
-            (Some(live), _) if !inactive => Ok(live.def.format(live_mode(live.id))),
-            (Some(live), None) => Ok(live.def.format(FormatMode::Inactive)),
-            (_, Some(config)) => Ok(config.format(FormatMode::Inactive)),
+            (Some(live), _) if !inactive => Ok(live.def.format(live_mode(live.id), secrets)),
+            (Some(live), None) => Ok(live.def.format(FormatMode::Inactive, secrets)),
+            (_, Some(config)) => Ok(config.format(FormatMode::Inactive, secrets)),
             (None, None) => Err(DriverError::internal("domain has no definition")),
         }
     }
@@ -324,27 +325,6 @@ impl Driver {
 
     pub fn is_persistent(&self, dom: &DomainRef) -> Result<bool, DriverError> {
         Ok(self.domain(dom)?.lock().config.is_some())
-    }
-
-    /// virDomainFSFreeze / virDomainFSThaw: there is no guest agent
-    /// channel, so after libvirt's own checks this always fails the way
-    /// libvirtd does for a domain without one (backup tools ask, and go on
-    /// without freezing).
-    pub fn fs_freeze_thaw(
-        &self,
-        dom: &DomainRef,
-        flags: u32,
-        api: &str,
-    ) -> Result<(), DriverError> {
-        DriverError::check_flags(flags, 0, api)?;
-        let obj = self.domain(dom)?;
-        if obj.lock().live.is_none() {
-            return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
-        }
-        Err(DriverError::new(
-            ErrorKind::ArgumentUnsupported,
-            "QEMU guest agent is not configured",
-        ))
     }
 
     pub fn get_autostart(&self, dom: &DomainRef) -> Result<bool, DriverError> {

@@ -41,6 +41,7 @@ pub enum ErrorKind {
     NoDomainBackup,
     CheckpointInconsistent,
     MultipleDomains,
+    NoHostname,
 }
 
 /// Which part of libvirt would have raised the error (virErrorDomain).
@@ -55,6 +56,13 @@ pub enum ErrorOrigin {
     Domain,
     DomainSnapshot,
     DomainCheckpoint,
+    Storage,
+    Network,
+    NodeDevice,
+    Interface,
+    Secret,
+    NwFilter,
+    Streams,
 }
 
 #[derive(Debug, Error)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::conf::{DomainDef, FormatMode};
+use crate::conf::{DomainDef, FormatMode, Secrets};
 use crate::qemu::{self, RunningVm, VmEvent};
 
 use super::error::DriverError;
@@ -90,7 +90,7 @@ impl Driver {
             persistent: obj.lock().config.is_some(),
             state: run_state,
             reason,
-            xml: def.format(FormatMode::Inactive),
+            xml: def.format(FormatMode::Inactive, Secrets::Shown),
             nodes: Vec::new(),
             overlays: Vec::new(),
         };
@@ -146,7 +146,7 @@ impl Driver {
                 persistent: st.config.is_some(),
                 state: st.state,
                 reason: st.reason,
-                xml: live.def.format(FormatMode::Inactive),
+                xml: live.def.format(FormatMode::Inactive, Secrets::Shown),
                 nodes: LiveRecord::nodes_of(&live.def),
                 overlays: live.overlays.clone(),
             }

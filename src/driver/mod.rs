@@ -6,6 +6,7 @@
 //! Flags are libvirt's public API flags and are checked here, so that an
 //! unknown bit is refused with libvirt's own "unsupported flags" error.
 
+pub mod agent;
 mod backup;
 pub mod checkpoint;
 mod domain;

@@ -41,7 +41,7 @@ use crate::conf::snapshot::{
     CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotDiskType,
     SnapshotLocation, SnapshotState,
 };
-use crate::conf::{DiskFormat as ConfFormat, DomainDef, FormatMode};
+use crate::conf::{DiskFormat as ConfFormat, DomainDef, FormatMode, Secrets};
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
 use crate::qemu::DiskFormat;
 
@@ -375,6 +375,18 @@ impl Driver {
             ));
         }
         let name = def.name().to_string();
+        if !def.is_external() && name.len() > qsnap::INTERNAL_NAME_MAX {
+            // QEMU would keep a cut name in the image, which the delete
+            // (by the full name) could then never find.
+            return Err(DriverError::new(
+                ErrorKind::ConfigUnsupported,
+                format!(
+                    "internal snapshot name is {} bytes long, QEMU keeps at most {}",
+                    name.len(),
+                    qsnap::INTERNAL_NAME_MAX
+                ),
+            ));
+        }
         if def.memory() == Some(SnapshotLocation::External) {
             // A full-system external snapshot: memory first (the guest
             // stops at its end, or before it without --live), then the
@@ -538,7 +550,7 @@ impl Driver {
                         d.set_overlay(&plan.path.to_string_lossy(), plan.block, index);
                     }
                 }
-                config.format(FormatMode::Inactive)
+                config.format(FormatMode::Inactive, Secrets::Shown)
             })
         };
         if let Some(xml) = config {
@@ -1100,7 +1112,7 @@ impl Driver {
                         config.replace_disk(old);
                     }
                 }
-                config.format(FormatMode::Inactive)
+                config.format(FormatMode::Inactive, Secrets::Shown)
             })
         };
         if let Some(xml) = config {

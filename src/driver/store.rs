@@ -18,6 +18,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,12 +96,17 @@ impl Store {
             state_dir: state_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
         };
-        for dir in [store.domains_dir(), store.run_dir.clone()] {
-            fs::create_dir_all(&dir).map_err(|e| {
-                DriverError::system(
-                    format_args!("cannot create directory '{}'", dir.display()),
-                    e,
-                )
+        create_private_dir(&store.domains_dir())?;
+        fs::create_dir_all(&store.run_dir).map_err(|e| {
+            DriverError::system(
+                format_args!("cannot create directory '{}'", store.run_dir.display()),
+                e,
+            )
+        })?;
+        // A state directory made by an older version may be open to all.
+        for dir in [&store.state_dir, &store.domains_dir()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR)).map_err(|e| {
+                DriverError::system(format_args!("cannot protect '{}'", dir.display()), e)
             })?;
         }
         Ok(store)
@@ -420,20 +426,42 @@ pub fn encode_name(name: &str) -> String {
     out
 }
 
+/// Every file the daemon writes may hold a domain definition, and so
+/// secrets (graphics passwords, disk cookies): only its owner reads them,
+/// in directories only its owner enters, as libvirtd keeps its own.
+const PRIVATE_FILE: u32 = 0o600;
+const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` and any missing parents with [`PRIVATE_DIR`].
+fn create_private_dir(dir: &Path) -> Result<(), DriverError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(|e| {
+            DriverError::system(
+                format_args!("cannot create directory '{}'", dir.display()),
+                e,
+            )
+        })
+}
+
 /// Writes `path` so that a crash leaves either the old or the new content:
-/// temp file, fsync, rename, fsync of the directory.
+/// temp file, fsync, rename, fsync of the directory. The file is private
+/// ([`PRIVATE_FILE`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| {
-        DriverError::system(
-            format_args!("cannot create directory '{}'", dir.display()),
-            e,
-        )
-    })?;
+    create_private_dir(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp"));
     let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
+        // A stale temp file would keep its old mode.
+        remove_file_if_exists(&tmp).map_err(std::io::Error::other)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE)
+            .open(&tmp)?;
         file.write_all(data)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -26,6 +26,11 @@ use super::command::DiskFormat;
 use super::error::QemuError;
 use super::monitor::Monitor;
 
+/// The longest internal snapshot name QEMU keeps, in bytes: its
+/// `QEMUSnapshotInfo` holds the name in 256 bytes with the NUL, and both
+/// `snapshot-save` and `qemu-img snapshot -c` silently cut a longer one.
+pub const INTERNAL_NAME_MAX: usize = 255;
+
 /// Where an internal snapshot lives: the format nodes of the disks it
 /// covers, the first of which also takes the VM state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,13 @@ fn origin_code(origin: ErrorOrigin) -> i32 {
         ErrorOrigin::Domain => 20,
         ErrorOrigin::DomainSnapshot => 35,
         ErrorOrigin::DomainCheckpoint => 69,
+        ErrorOrigin::Storage => 18,
+        ErrorOrigin::Network => 19,
+        ErrorOrigin::NodeDevice => 22,
+        ErrorOrigin::Interface => 26,
+        ErrorOrigin::Secret => 30,
+        ErrorOrigin::NwFilter => 33,
+        ErrorOrigin::Streams => 38,
     }
 }
 
@@ -132,6 +139,7 @@ fn code_and_texts(kind: ErrorKind) -> (i32, &'static str, &'static str) {
             "Domain backup job id not found",
             "Domain backup job id not found: %s",
         ),
+        ErrorKind::NoHostname => (108, "no hostname found", "no hostname found: %s"),
         ErrorKind::CheckpointInconsistent => (
             109,
             "checkpoint inconsistent",
@@ -203,15 +211,6 @@ pub fn unsupported(api: &str) -> DriverError {
     DriverError::new(ErrorKind::NoSupport, api)
 }
 
-/// The answer to a call that changes something, on a read-only connection.
-pub fn read_only(api: &str) -> DriverError {
-    DriverError::new(
-        ErrorKind::OperationDenied,
-        format!("read only access prevents {api}"),
-    )
-    .with_origin(ErrorOrigin::None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,16 +246,6 @@ mod tests {
         let wire = to_remote_error(&err);
         assert!(wire.message.as_ref().unwrap().len() <= ERROR_TEXT_MAX);
         assert!(crate::xdr::to_bytes(&wire).is_ok());
-    }
-
-    #[test]
-    fn read_only_denial_reads_like_libvirt() {
-        let wire = to_remote_error(&read_only("virDomainDefineXML"));
-        assert_eq!(wire.code, 29);
-        assert_eq!(
-            wire.message.as_deref(),
-            Some("operation forbidden: read only access prevents virDomainDefineXML")
-        );
     }
 
     #[test]

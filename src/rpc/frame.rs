@@ -1,8 +1,8 @@
 //! libvirt's message framing: a 4-byte big-endian length that counts
 //! itself, a 24-byte header of six words, then the XDR body.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio_util::codec::LengthDelimitedCodec;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use super::error::RpcError;
 
@@ -93,6 +93,82 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// Most descriptors one call may pass (VIR_NET_MESSAGE_NUM_FDS_MAX).
+pub const FDS_MAX: u32 = 32;
+
+/// The reading side of the framing, which also knows libvirt's way of
+/// passing file descriptors: a CALL_WITH_FDS message starts its body with
+/// the number of descriptors, and the client then sends each descriptor
+/// on its own with one byte of data (gnulib's sendfd). The daemon takes
+/// none of them (reading without ancillary space makes the kernel close
+/// them), but it must drop those bytes or they would be read as the next
+/// frame's length.
+#[derive(Debug)]
+pub struct FrameReader {
+    frames: LengthDelimitedCodec,
+    fd_bytes_left: usize,
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        FrameReader {
+            frames: codec(),
+            fd_bytes_left: 0,
+        }
+    }
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why the reader gives up on a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// libvirtd closes the connection too (virNetMessageDecodeNumFDs).
+    #[error("Received too many FDs {0}, expected {FDS_MAX} maximum")]
+    TooManyFds(u32),
+    #[error("Unable to decode number of FDs")]
+    NoFdCount,
+}
+
+/// The descriptor count that opens a CALL_WITH_FDS body.
+pub fn fd_count(body: &[u8]) -> Option<u32> {
+    let word = body.get(..4)?;
+    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+}
+
+impl Decoder for FrameReader {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let skip = self.fd_bytes_left.min(src.len());
+        src.advance(skip);
+        self.fd_bytes_left -= skip;
+        if self.fd_bytes_left > 0 {
+            return Ok(None);
+        }
+        let Some(frame) = self.frames.decode(src)? else {
+            return Ok(None);
+        };
+        if let Ok((header, body)) = Header::parse(&frame) {
+            if header.kind == kind::CALL_WITH_FDS {
+                let count = fd_count(body).ok_or(FrameError::NoFdCount)?;
+                if count > FDS_MAX {
+                    return Err(FrameError::TooManyFds(count));
+                }
+                self.fd_bytes_left = count as usize;
+            }
+        }
+        Ok(Some(frame))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +211,47 @@ mod tests {
     fn a_truncated_message_waits_for_more() {
         let mut input = BytesMut::from(&[0, 0, 0, 28, 0x20, 0, 0x80][..]);
         assert!(codec().decode(&mut input).unwrap().is_none());
+    }
+
+    fn with_fds_call(count: u32) -> BytesMut {
+        let header = Header {
+            prog: 0x2000_8086,
+            vers: 1,
+            proc_: 8,
+            kind: kind::CALL_WITH_FDS,
+            serial: 3,
+            status: 0,
+        };
+        let mut out = BytesMut::new();
+        codec()
+            .encode(header.encode(&count.to_be_bytes()), &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_bytes_that_carry_descriptors_are_skipped() {
+        let mut input = with_fds_call(2);
+        input.extend_from_slice(&[0]);
+        let mut reader = FrameReader::new();
+        let frame = reader.decode(&mut input).unwrap().unwrap();
+        assert_eq!(Header::parse(&frame).unwrap().0.kind, kind::CALL_WITH_FDS);
+        // One descriptor byte so far: nothing to decode yet.
+        assert!(reader.decode(&mut input).unwrap().is_none());
+        input.extend_from_slice(&[0]);
+        input.extend_from_slice(&with_fds_call(0));
+        let next = reader.decode(&mut input).unwrap().unwrap();
+        assert_eq!(Header::parse(&next).unwrap().0.serial, 3);
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn more_than_32_descriptors_end_the_connection() {
+        let mut input = with_fds_call(33);
+        assert!(matches!(
+            FrameReader::new().decode(&mut input),
+            Err(FrameError::TooManyFds(33))
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nothing below this module sees a wire type: handlers in [`dispatch`]
 //! convert between the generated [`wire`] structs and plain driver calls.
 
+pub mod access;
 pub mod client;
 pub mod dispatch;
 pub mod error;

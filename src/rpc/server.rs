@@ -157,7 +157,7 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
     });
 
     let client = Arc::new(Client::new(id, shared.clone(), readonly, out_tx.clone()));
-    let mut frames = FramedRead::new(read_half, frame::codec());
+    let mut frames = FramedRead::new(read_half, frame::FrameReader::new());
     let mut driver_events = shared.driver.subscribe();
     let calls = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
     let mut keepalive = keepalive::State::new(shared.keepalive.0, shared.keepalive.1);
@@ -188,7 +188,7 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
                     }
                     continue;
                 }
-                if header.kind != kind::CALL {
+                if header.kind != kind::CALL && header.kind != kind::CALL_WITH_FDS {
                     // Streams and stray replies have no place here; libvirtd
                     // drops them too.
                     tracing::debug!(client = id, kind = header.kind, "ignoring non-call message");

@@ -4,7 +4,7 @@
 //! creation time (unless 0), disks, then the domain one level in.
 
 use super::{CheckpointDef, FormatFlags};
-use crate::conf::domain::FormatMode;
+use crate::conf::domain::{FormatMode, Secrets};
 use crate::conf::xml::Element;
 
 pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) -> String {
@@ -44,7 +44,8 @@ pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) ->
     if let Some(domain) = def.domain.as_ref().filter(|_| !flags.no_domain) {
         // As an element, so that the writer indents it one level deeper,
         // as libvirt's buffer indentation does.
-        root = root.with_child(domain.to_element(FormatMode::Inactive));
+        root = root
+            .with_child(domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure)));
     }
     let mut out = String::new();
     root.write(&mut out, 0);

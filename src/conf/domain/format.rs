@@ -5,18 +5,46 @@
 //! `domain` for what differs from libvirtd and why.
 
 use super::order::{rank_of, DEVICE_RANKS, DOMAIN_CHILD_RANKS, OS_CHILD_RANKS};
-use super::{DomainDef, FormatMode};
-use crate::conf::xml::Element;
+use super::{DomainDef, FormatMode, Secrets};
+use crate::conf::xml::{Element, Node};
 
-pub(super) fn format_domain(def: &DomainDef, mode: FormatMode) -> String {
+pub(super) fn format_domain(def: &DomainDef, mode: FormatMode, secrets: Secrets) -> String {
     let mut out = String::new();
-    domain_element(def, mode).write(&mut out, 0);
+    domain_element(def, mode, secrets).write(&mut out, 0);
     out
 }
 
 /// The `<domain>` element, for writing alone or inside another document
 /// (a checkpoint embeds it).
-pub(super) fn domain_element(def: &DomainDef, mode: FormatMode) -> Element {
+pub(super) fn domain_element(def: &DomainDef, mode: FormatMode, secrets: Secrets) -> Element {
+    let mut root = unfiltered_domain_element(def, mode);
+    if secrets == Secrets::Hidden {
+        hide_secrets(&mut root);
+    }
+    root
+}
+
+/// Drops what libvirt writes only under VIR_DOMAIN_DEF_FORMAT_SECURE: the
+/// `passwd` of a VNC or SPICE `<graphics>` (its `passwdValidTo` stays, as
+/// libvirt keeps it) and the HTTP `<cookies>` of a network disk's
+/// `<source>`. Both live in elements the model keeps verbatim, so they are
+/// removed from the built tree rather than left out while building it.
+fn hide_secrets(domain: &mut Element) {
+    for devices in domain.children_named_mut("devices") {
+        for graphics in devices.children_named_mut("graphics") {
+            graphics.remove_attr("passwd");
+        }
+        for disk in devices.children_named_mut("disk") {
+            for source in disk.children_named_mut("source") {
+                source
+                    .children
+                    .retain(|n| !matches!(n, Node::Element(e) if e.name == "cookies"));
+            }
+        }
+    }
+}
+
+fn unfiltered_domain_element(def: &DomainDef, mode: FormatMode) -> Element {
     let live = matches!(mode, FormatMode::Live { .. });
     let mut root = Element::new("domain").with_attr("type", def.virt_type.as_str());
     if let FormatMode::Live { id } = mode {

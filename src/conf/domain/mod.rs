@@ -106,6 +106,27 @@ pub enum FormatMode {
     },
 }
 
+/// Whether the secrets a definition may hold are written out: libvirt's
+/// VIR_DOMAIN_DEF_FORMAT_SECURE. A client sees them only with the secure
+/// flag, which a read-only connection cannot set; files of the daemon's own
+/// (definitions, metadata, live records) keep them so nothing is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Shown,
+    Hidden,
+}
+
+impl Secrets {
+    /// `Shown` when a client's secure flag is set.
+    pub fn shown_if(secure: bool) -> Self {
+        if secure {
+            Self::Shown
+        } else {
+            Self::Hidden
+        }
+    }
+}
+
 /// A parsed and validated domain definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainDef {
@@ -178,13 +199,17 @@ impl DomainDef {
     }
 
     /// Format as `virsh dumpxml` shows it.
-    pub fn format(&self, mode: FormatMode) -> String {
-        format::format_domain(self, mode)
+    pub fn format(&self, mode: FormatMode, secrets: Secrets) -> String {
+        format::format_domain(self, mode, secrets)
     }
 
     /// The element [`Self::format`] writes, to nest in another document.
-    pub(crate) fn to_element(&self, mode: FormatMode) -> crate::conf::xml::Element {
-        format::domain_element(self, mode)
+    pub(crate) fn to_element(
+        &self,
+        mode: FormatMode,
+        secrets: Secrets,
+    ) -> crate::conf::xml::Element {
+        format::domain_element(self, mode, secrets)
     }
 
     /// The accelerator requested.

@@ -105,14 +105,14 @@ fn golden_in_out() {
             .unwrap_or_else(|e| panic!("{stem}: {}", libvirt_message(&e)));
         let out_dir = fixtures().join("domain/out");
         assert_eq!(
-            def.format(FormatMode::Inactive),
+            def.format(FormatMode::Inactive, Secrets::Shown),
             read(&out_dir.join(format!("{stem}.xml"))),
             "{stem} (inactive)"
         );
         let live = out_dir.join(format!("{stem}-live.xml"));
         if live.exists() {
             assert_eq!(
-                def.format(FormatMode::Live { id: 1 }),
+                def.format(FormatMode::Live { id: 1 }, Secrets::Shown),
                 read(&live),
                 "{stem} (live)"
             );
@@ -124,9 +124,9 @@ fn golden_in_out() {
         let round = |xml: &str| {
             DomainDef::parse(xml)
                 .expect("reparse")
-                .format(FormatMode::Inactive)
+                .format(FormatMode::Inactive, Secrets::Shown)
         };
-        let twice = round(&def.format(FormatMode::Inactive));
+        let twice = round(&def.format(FormatMode::Inactive, Secrets::Shown));
         assert_eq!(round(&twice), twice, "{stem} reparse");
         assert!(
             def.check_startable().is_ok() || stem.starts_with("kept"),
@@ -161,7 +161,7 @@ fn uuid_is_generated_when_absent() {
     assert_ne!(a.uuid(), b.uuid());
     assert_eq!(a.uuid().get_version_num(), 4);
     // The generated uuid is part of the definition from then on.
-    let again = DomainDef::parse(&a.format(FormatMode::Inactive)).expect("reparse");
+    let again = DomainDef::parse(&a.format(FormatMode::Inactive, Secrets::Shown)).expect("reparse");
     assert_eq!(again.uuid(), a.uuid());
 }
 
@@ -276,7 +276,9 @@ fn hostile_inputs_fail_cleanly() {
     let nested = "<x>".repeat(250) + &"</x>".repeat(250);
     let def = DomainDef::parse(&base.replace("</domain>", &format!("{nested}</domain>")))
         .expect("deep but allowed");
-    assert!(def.format(FormatMode::Inactive).contains("<x/>"));
+    assert!(def
+        .format(FormatMode::Inactive, Secrets::Shown)
+        .contains("<x/>"));
 }
 
 #[test]

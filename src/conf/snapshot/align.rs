@@ -21,7 +21,9 @@ use super::{
     CreateContext, CreateFlags, PreparedCreate, SnapshotDef, SnapshotDisk, SnapshotDiskType,
     SnapshotLocation, SnapshotState,
 };
-use crate::conf::domain::{DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode};
+use crate::conf::domain::{
+    DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, Secrets,
+};
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
 
 fn qemu(kind: ConfErrorKind, detail: impl Into<String>) -> ConfError {
@@ -186,7 +188,7 @@ pub(super) fn prepare_redefine(
 /// The domain model keeps it verbatim, so it is read from the model's own
 /// formatting of the disks.
 fn domain_disk_defaults(domain: &DomainDef) -> Vec<Option<SnapshotLocation>> {
-    let root = domain.to_element(FormatMode::Inactive);
+    let root = domain.to_element(FormatMode::Inactive, Secrets::Shown);
     let defaults: Vec<_> = root
         .children_named("devices")
         .flat_map(|d| d.children_named("disk"))

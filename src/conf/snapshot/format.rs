@@ -5,7 +5,7 @@
 //! the inactive domain, the cookie, and `<active>` in the metadata form.
 
 use super::{FormatFlags, SnapshotDef, SnapshotDisk, SnapshotDiskType};
-use crate::conf::domain::FormatMode;
+use crate::conf::domain::{FormatMode, Secrets};
 use crate::conf::xml::Element;
 
 pub(super) fn format_snapshot(def: &SnapshotDef, flags: &FormatFlags) -> String {
@@ -40,14 +40,15 @@ pub(super) fn format_snapshot(def: &SnapshotDef, flags: &FormatFlags) -> String 
     // As elements, so that the writer indents them one level deeper, as
     // libvirt's buffer indentation does.
     if let Some(domain) = &def.domain {
-        root = root.with_child(domain.to_element(FormatMode::Inactive));
+        root = root
+            .with_child(domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure)));
     } else if let Some(uuid) = flags.domain_uuid {
         root = root.with_child(
             Element::new("domain").with_child(text("uuid", &uuid.hyphenated().to_string())),
         );
     }
     if let Some(domain) = &def.inactive_domain {
-        let mut el = domain.to_element(FormatMode::Inactive);
+        let mut el = domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure));
         el.name = "inactiveDomain".to_owned();
         root = root.with_child(el);
     }

@@ -96,6 +96,17 @@ impl Element {
         })
     }
 
+    /// The child elements called `name`, mutable, in order.
+    pub fn children_named_mut<'a>(
+        &'a mut self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a mut Element> {
+        self.children.iter_mut().filter_map(move |n| match n {
+            Node::Element(e) if e.name == name => Some(e),
+            _ => None,
+        })
+    }
+
     /// The child elements called `name`, in order.
     pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
         self.elements().filter(move |e| e.name == name)

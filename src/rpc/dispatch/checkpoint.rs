@@ -1,6 +1,7 @@
 //! Checkpoint procedures (411–417).
 
-use crate::driver::{CheckpointRef, DriverError, ErrorKind, ErrorOrigin};
+use crate::driver::{CheckpointRef, DriverError};
+use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_checkpoint, remote_proc as rp};
 
@@ -15,12 +16,7 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
         },
         rp::DomainCheckpointGetXmlDesc => |a: wire::remote_domain_checkpoint_get_xml_desc_args| async move {
             const SECURE: u32 = 1;
-            // The public API's one flag-dependent read-only refusal, in
-            // its own words (not the generic read-only text).
-            if a.flags & SECURE != 0 && client.is_readonly() {
-                return Err(DriverError::new(ErrorKind::OperationDenied, "virDomainCheckpointGetXMLDesc with secure flag")
-                    .with_origin(ErrorOrigin::DomainCheckpoint));
-            }
+            refuse_secure_flag(client, "virDomainCheckpointGetXMLDesc", a.flags & SECURE != 0)?;
             let xml = driver.checkpoint_get_xml_desc(&cp_ref(a.checkpoint), a.flags).await?;
             Ok(wire::remote_domain_checkpoint_get_xml_desc_ret { xml })
         },

@@ -1,6 +1,8 @@
 //! Domain procedures: lookups, definitions, lifecycle, queries.
 
+use crate::driver::agent::vcpu_flags;
 use crate::driver::{DomainRef, DriverError};
+use crate::rpc::access::{refuse_secure_flag, refuse_when};
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_proc as rp};
 
@@ -50,6 +52,10 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
             driver.shutdown(&dom_ref(a.dom), a.flags).await
         },
         rp::DomainGetXmlDesc => |a: wire::remote_domain_get_xml_desc_args| async move {
+            // Migratable XML is meant for another host, so libvirt counts it
+            // as secure too.
+            const SECURE_OR_MIGRATABLE: u32 = 1 | 8;
+            refuse_secure_flag(client, "virDomainGetXMLDesc", a.flags & SECURE_OR_MIGRATABLE != 0)?;
             Ok(wire::remote_domain_get_xml_desc_ret { xml: driver.get_xml_desc(&dom_ref(a.dom), a.flags)? })
         },
         rp::DomainGetInfo => |a: wire::remote_domain_get_info_args| async move {
@@ -93,6 +99,17 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
             // With no security driver libvirt reports an empty label.
             existing(driver, &dom_ref(a.dom))?;
             Ok(wire::remote_domain_get_security_label_ret { label: Vec::new(), enforcing: 0 })
+        },
+        rp::DomainGetVcpusFlags => |a: wire::remote_domain_get_vcpus_flags_args| async move {
+            refuse_when(client, "virDomainGetVcpusFlags", a.flags & vcpu_flags::GUEST != 0)?;
+            let num = driver.get_vcpus_flags(&dom_ref(a.dom), a.flags)?;
+            Ok(wire::remote_domain_get_vcpus_flags_ret { num: i32::try_from(num).unwrap_or(i32::MAX) })
+        },
+        rp::DomainManagedSaveGetXmlDesc => |a: wire::remote_domain_managed_save_get_xml_desc_args| async move {
+            const SECURE: u32 = 1;
+            refuse_secure_flag(client, "virDomainManagedSaveGetXMLDesc", a.flags & SECURE != 0)?;
+            let xml = driver.managed_save_get_xml_desc(&dom_ref(a.dom), a.flags)?;
+            Ok(wire::remote_domain_managed_save_get_xml_desc_ret { xml })
         },
         rp::DomainGetMessages => |a: wire::remote_domain_get_messages_args| async move {
             let msgs = driver.get_messages(&dom_ref(a.dom), a.flags)?;

@@ -59,14 +59,6 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
                 },
             })
         },
-        rp::DomainFsfreeze => |a: wire::remote_domain_fsfreeze_args| async move {
-            driver.fs_freeze_thaw(&dom_ref(a.dom), a.flags, "qemuDomainFSFreeze")?;
-            Ok(wire::remote_domain_fsfreeze_ret { filesystems: 0 })
-        },
-        rp::DomainFsthaw => |a: wire::remote_domain_fsthaw_args| async move {
-            driver.fs_freeze_thaw(&dom_ref(a.dom), a.flags, "qemuDomainFSThaw")?;
-            Ok(wire::remote_domain_fsthaw_ret { filesystems: 0 })
-        },
         rp::DomainAbortJob => |a: wire::remote_domain_abort_job_args| async move {
             driver.abort_job(&dom_ref(a.dom), 0).await
         },

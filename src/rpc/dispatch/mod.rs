@@ -6,6 +6,7 @@
 //! decoded args in, driver call with plain values, wire ret out; decoding
 //! and encoding happen only in [`call`].
 
+mod agent;
 mod checkpoint;
 mod connect;
 mod domain;
@@ -21,16 +22,24 @@ use bytes::Bytes;
 use crate::driver::{DomainRef, DriverError};
 use crate::xdr;
 
+use super::access::refuse_write;
 use super::client::Client;
-use super::error::{read_only, to_remote_error, unsupported, RpcError};
-use super::frame::{status, Header};
+use super::error::{to_remote_error, unsupported, RpcError};
+use super::frame::{kind, status, Header};
 use super::wire::{self, remote_nonnull_domain, ProcInfo, Procedure};
 
 type Reply = Result<Vec<u8>, DriverError>;
 
 /// Handles one call and returns the reply frame (header and body).
 pub async fn dispatch(client: &Client, header: Header, body: Bytes) -> Option<Bytes> {
-    let result = route(client, &header, &body).await;
+    // The descriptors themselves were never taken (see FrameReader), so
+    // a call that passed some is answered like any other; the count in
+    // front of its arguments was checked by the reader.
+    let args = match header.kind {
+        kind::CALL_WITH_FDS => body.get(4..).unwrap_or_default(),
+        _ => &body[..],
+    };
+    let result = route(client, &header, args).await;
     Some(match result {
         Ok(ret) => header.reply(status::OK).encode(&ret),
         Err(err) => {
@@ -60,6 +69,9 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
     let info = info.ok_or_else(|| RpcError::UnknownProcedure(header.proc_).to_driver_error())?;
     check_access(client, header, info)?;
     if header.prog == wire::QEMU_PROGRAM {
+        if let Some(reply) = agent::route_qemu(client, header.proc_, body).await {
+            return reply;
+        }
         return qemu::route(client, header.proc_, body)
             .await
             .unwrap_or_else(|| Err(not_here(info)));
@@ -71,6 +83,9 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
         return reply;
     }
     if let Some(reply) = domain::route(client, header.proc_, body).await {
+        return reply;
+    }
+    if let Some(reply) = agent::route(client, header.proc_, body).await {
         return reply;
     }
     if let Some(reply) = checkpoint::route(client, header.proc_, body).await {
@@ -101,7 +116,7 @@ fn check_access(client: &Client, header: &Header, info: &ProcInfo) -> Result<(),
         return Err(DriverError::internal("hypervisor connection not open"));
     }
     if info.writes && client.is_readonly() {
-        return Err(read_only(info.api.unwrap_or(info.name)));
+        return Err(refuse_write(info.api.unwrap_or(info.name)));
     }
     Ok(())
 }

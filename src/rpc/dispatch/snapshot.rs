@@ -1,7 +1,8 @@
 //! Snapshot procedures (185–193, 244–247, 271–275).
 
 use crate::driver::snapshot::SnapshotRef;
-use crate::driver::{DriverError, ErrorKind, ErrorOrigin};
+use crate::driver::{DriverError, ErrorKind};
+use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_snapshot, remote_proc as rp};
 
@@ -16,10 +17,7 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
         },
         rp::DomainSnapshotGetXmlDesc => |a: wire::remote_domain_snapshot_get_xml_desc_args| async move {
             const SECURE: u32 = 1;
-            if a.flags & SECURE != 0 && client.is_readonly() {
-                return Err(DriverError::new(ErrorKind::OperationDenied, "virDomainSnapshotGetXMLDesc with secure flag")
-                    .with_origin(ErrorOrigin::DomainSnapshot));
-            }
+            refuse_secure_flag(client, "virDomainSnapshotGetXMLDesc", a.flags & SECURE != 0)?;
             let xml = driver.snapshot_get_xml_desc(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_get_xml_desc_ret { xml })
         },

@@ -10,7 +10,7 @@
 use std::fs;
 
 use super::{fixtures, libvirt_message};
-use crate::conf::{DomainDef, FormatMode};
+use crate::conf::{DomainDef, FormatMode, Secrets};
 
 /// One capture file: the command line, stdout, stderr.
 struct Capture {
@@ -131,7 +131,7 @@ fn dumpxml_matches_libvirtd() {
         let def =
             DomainDef::parse(&xml).unwrap_or_else(|e| panic!("{input}: {}", libvirt_message(&e)));
         assert_eq!(
-            def.format(mode),
+            def.format(mode, Secrets::Shown),
             strip_unmodelled(libvirt),
             "{input} vs {cap}"
         );
@@ -150,7 +150,7 @@ fn golden_inputs_match_libvirtd() {
         let libvirt = fs::read_to_string(dir.join(format!("libvirt/{name}.xml"))).expect("libvirt");
         let def = DomainDef::parse(&input).expect("parses");
         assert_eq!(
-            def.format(FormatMode::Inactive),
+            def.format(FormatMode::Inactive, Secrets::Shown),
             strip_unmodelled(&libvirt),
             "{name}"
         );
