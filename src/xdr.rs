@@ -26,8 +26,6 @@ pub enum XdrError {
     TooLong { max: u32, got: u64 },
     #[error("invalid discriminant {value} for {type_name}")]
     BadDiscriminant { type_name: &'static str, value: i64 },
-    #[error("invalid boolean {0}")]
-    BadBool(u32),
     #[error("value {value} out of range for {type_name}")]
     OutOfRange { type_name: &'static str, value: i64 },
     #[error("string is not valid UTF-8")]
@@ -198,6 +196,8 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// An optional-data flag is a boolean (libtirpc's xdr_pointer reads it
+    /// with xdr_bool), so any non-zero flag means the value follows.
     pub fn option<T>(
         &mut self,
         item: impl FnOnce(&mut Self) -> Result<T, XdrError>,
@@ -350,13 +350,14 @@ impl Pack for bool {
     }
 }
 
+/// Any word but 0 is true, as libtirpc's xdr_bool reads it, so a peer
+/// that sends another non-zero value gets what libvirtd would give it.
+/// The pure-Go go-libvirt client depends on this: it writes CONNECT_OPEN's
+/// "name present" flag as the padded 3-byte array `01 00 00`, which is the
+/// word 0x01000000. We still send 1.
 impl Unpack for bool {
     fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-        match u32::unpack(r)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            n => Err(XdrError::BadBool(n)),
-        }
+        Ok(u32::unpack(r)? != 0)
     }
 }
 
@@ -418,8 +419,34 @@ mod tests {
     }
 
     #[test]
-    fn bool_must_be_zero_or_one() {
-        assert_eq!(from_bytes::<bool>(&[0, 0, 0, 2]), Err(XdrError::BadBool(2)));
+    fn any_non_zero_bool_is_true() {
+        assert!(!from_bytes::<bool>(&[0, 0, 0, 0]).unwrap());
+        assert!(from_bytes::<bool>(&[0, 0, 0, 2]).unwrap());
+        // go-libvirt's CONNECT_OPEN flag: the byte array 01 00 00, padded.
+        assert!(from_bytes::<bool>(&[1, 0, 0, 0]).unwrap());
+        assert!(from_bytes::<bool>(&[0xff; 4]).unwrap());
+        // What we send stays canonical.
+        assert_eq!(to_bytes(&true).unwrap(), [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn any_non_zero_option_flag_means_present() {
+        for flag in [[0, 0, 0, 1], [0, 0, 0, 3], [1, 0, 0, 0], [0x80, 0, 0, 0]] {
+            let mut bytes = flag.to_vec();
+            bytes.extend_from_slice(&[0, 0, 0, 7]);
+            let mut r = Reader::new(&bytes);
+            assert_eq!(r.option(u32::unpack).unwrap(), Some(7), "flag {flag:02x?}");
+            r.finish().unwrap();
+        }
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 0]).option(u32::unpack).unwrap(),
+            None
+        );
+        // A present flag with nothing behind it is still truncated.
+        assert!(matches!(
+            Reader::new(&[1, 0, 0, 0]).option(u32::unpack),
+            Err(XdrError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -522,10 +549,6 @@ mod tests {
             Reader::new(&out[..4]).array_fixed::<i8, 2>(4, i8::unpack),
             Err(XdrError::Truncated { .. })
         ));
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 3]).option(u32::unpack),
-            Err(XdrError::BadBool(3))
-        );
     }
 
     #[test]
