@@ -26,8 +26,6 @@ pub enum XdrError {
     TooLong { max: u32, got: u64 },
     #[error("invalid discriminant {value} for {type_name}")]
     BadDiscriminant { type_name: &'static str, value: i64 },
-    #[error("value {value} out of range for {type_name}")]
-    OutOfRange { type_name: &'static str, value: i64 },
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
     #[error("{0} bytes left over after the message body")]
@@ -300,8 +298,10 @@ macro_rules! word_impls {
 }
 word_impls!(i32 => word, u32 => word, i64 => dword, u64 => dword, f32 => word, f64 => dword);
 
-/// C types narrower than 4 bytes still take a whole word; a value outside
-/// the type's range is refused rather than truncated as C would.
+/// C types narrower than 4 bytes still take a whole word. libtirpc reads
+/// the word and casts it to the narrow type, keeping the low bits, and
+/// libvirtd goes on with that value; so do we, instead of refusing what
+/// libvirtd accepts.
 macro_rules! narrow_impls {
     ($($t:ty => $wide:ty),*) => {$(
         impl Pack for $t {
@@ -311,38 +311,15 @@ macro_rules! narrow_impls {
         }
         impl Unpack for $t {
             fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-                let wide = <$wide>::unpack(r)?;
-                <$t>::try_from(wide).map_err(|_| XdrError::OutOfRange {
-                    type_name: stringify!($t),
-                    value: i64::from(wide),
-                })
+                // Truncating on purpose: this is C's cast.
+                Ok(<$wide>::unpack(r)? as $t)
             }
         }
     )*};
 }
-narrow_impls!(u8 => u32, i16 => i32, u16 => u32);
-
-/// C `char`. Signedness of `char` differs between platforms, so a peer may
-/// send a byte of 0x80..0xff either sign-extended or not; both are the
-/// same byte. We send sign-extended, as x86 peers do.
-impl Pack for i8 {
-    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
-        i32::from(*self).pack(out)
-    }
-}
-
-impl Unpack for i8 {
-    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-        let wide = i32::unpack(r)?;
-        match u8::try_from(wide) {
-            Ok(byte) => Ok(i8::from_ne_bytes([byte])),
-            Err(_) => i8::try_from(wide).map_err(|_| XdrError::OutOfRange {
-                type_name: "char",
-                value: i64::from(wide),
-            }),
-        }
-    }
-}
+// C `char` too: whether a peer's `char` is signed or not, the byte is the
+// low 8 bits of the word. We send it sign-extended, as x86 peers do.
+narrow_impls!(u8 => u32, i8 => i32, i16 => i32, u16 => u32);
 
 impl Pack for bool {
     fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
@@ -397,25 +374,20 @@ mod tests {
     }
 
     #[test]
-    fn narrow_types_take_a_word_and_are_range_checked() {
+    fn narrow_types_take_a_word_and_keep_its_low_bits() {
         round_trip(5u8, &[0, 0, 0, 5]);
         round_trip(-3i16, &[0xff, 0xff, 0xff, 0xfd]);
         round_trip(65535u16, &[0, 0, 0xff, 0xff]);
         round_trip(-1i8, &[0xff, 0xff, 0xff, 0xff]);
         // An unsigned-char peer sends 0xc3 as 195: the same byte.
         assert_eq!(from_bytes::<i8>(&[0, 0, 0, 0xc3]).unwrap(), -61);
-        assert!(matches!(
-            from_bytes::<u8>(&[0, 0, 1, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            from_bytes::<i8>(&[0, 0, 1, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            from_bytes::<u16>(&[0, 1, 0, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
+        // Out of range: libtirpc's cast keeps the low bits.
+        assert_eq!(from_bytes::<u8>(&[0, 0, 1, 0]).unwrap(), 0);
+        assert_eq!(from_bytes::<u8>(&[0x12, 0x34, 0x56, 0x78]).unwrap(), 0x78);
+        assert_eq!(from_bytes::<i8>(&[0, 0, 1, 0x80]).unwrap(), -128);
+        assert_eq!(from_bytes::<u16>(&[0, 1, 0, 2]).unwrap(), 2);
+        assert_eq!(from_bytes::<i16>(&[0, 0, 0x80, 0]).unwrap(), i16::MIN);
+        assert_eq!(from_bytes::<i16>(&[0x7f, 0xff, 0xff, 0xff]).unwrap(), -1);
     }
 
     #[test]
