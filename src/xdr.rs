@@ -154,10 +154,24 @@ impl<'a> Reader<'a> {
         Ok(self.padded(len)?.to_vec())
     }
 
+    /// The string libvirtd's C code would see. libtirpc's xdr_string keeps
+    /// every byte, but C stops at the first NUL, so the value ends there
+    /// ("vm1\0junk" finds domain vm1 in libvirtd) and what follows the NUL
+    /// is never looked at, valid UTF-8 or not.
+    ///
+    /// Text that is not UTF-8 is refused (the payload "does not decode"),
+    /// where libvirtd passes the bytes on. Every way of making them a
+    /// `String` changes the value: U+FFFD in their place could match a
+    /// name that really has one, turn a document libxml2 refuses ("Input
+    /// is not proper UTF-8") into one we define, or hand QEMU a command it
+    /// would refuse. libvirtd fails such calls anyway (a lookup finds
+    /// nothing, the XML does not parse), so both refuse; only the error
+    /// text differs.
     pub fn string(&mut self, max: u32) -> Result<String, XdrError> {
         let len = self.length(max, 1)?;
         let bytes = self.padded(len)?;
-        std::str::from_utf8(bytes)
+        let c_string = bytes.split(|&b| b == 0).next().unwrap_or(bytes);
+        std::str::from_utf8(c_string)
             .map(str::to_owned)
             .map_err(|_| XdrError::InvalidUtf8)
     }
@@ -450,6 +464,34 @@ mod tests {
     fn invalid_utf8_is_refused() {
         let bytes = [0, 0, 0, 2, 0xc3, 0x28, 0, 0];
         assert_eq!(Reader::new(&bytes).string(8), Err(XdrError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_nul() {
+        let bytes = [
+            0, 0, 0, 6, b'v', b'm', b'1', 0, b'x', b'y', 0, 0, 0, 0, 0, 9,
+        ];
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.string(8).unwrap(), "vm1");
+        // The whole wire length was consumed.
+        assert_eq!(u32::unpack(&mut r).unwrap(), 9);
+        r.finish().unwrap();
+        // What C never sees is not checked.
+        let bytes = [0, 0, 0, 4, b'a', 0, 0xc3, 0x28];
+        assert_eq!(Reader::new(&bytes).string(8).unwrap(), "a");
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 1, 0, 0, 0, 0]).string(8).unwrap(),
+            ""
+        );
+        // The limit still applies to the length on the wire.
+        let bytes = [0, 0, 0, 5, b'a', 0, b'b', b'c', b'd', 0, 0, 0];
+        assert!(matches!(
+            Reader::new(&bytes).string(4),
+            Err(XdrError::TooLong { max: 4, got: 5 })
+        ));
+        // Opaque data keeps every byte.
+        let bytes = [0, 0, 0, 3, b'a', 0, b'b', 0];
+        assert_eq!(Reader::new(&bytes).opaque_var(8).unwrap(), b"a\0b");
     }
 
     #[test]
