@@ -41,12 +41,21 @@ pub trait Unpack: Sized {
 }
 
 /// Decodes a whole message body; bytes left over are an error, as they
-/// mean the peer and we disagree on the layout.
+/// mean the peer and we disagree on the layout. For checking layouts (our
+/// fixtures, recorded libvirt traffic); a peer's call goes through
+/// [`from_payload`].
 pub fn from_bytes<T: Unpack>(buf: &[u8]) -> Result<T, XdrError> {
     let mut r = Reader::new(buf);
     let v = T::unpack(&mut r)?;
     r.finish()?;
     Ok(v)
+}
+
+/// Decodes a call's payload as libvirtd does (virNetMessageDecodePayload):
+/// the value is read from the front and bytes after it are ignored, so a
+/// call libvirtd answers is answered here too.
+pub fn from_payload<T: Unpack>(buf: &[u8]) -> Result<T, XdrError> {
+    T::unpack(&mut Reader::new(buf))
 }
 
 pub fn to_bytes<T: Pack>(v: &T) -> Result<Vec<u8>, XdrError> {
@@ -579,6 +588,13 @@ mod tests {
             from_bytes::<u32>(&[0, 0, 0, 1, 0]),
             Err(XdrError::TrailingBytes(1))
         );
+        // A payload may carry more than its value, whole words or not.
+        assert_eq!(from_payload::<u32>(&[0, 0, 0, 1, 0]), Ok(1));
+        assert_eq!(from_payload::<()>(&[1, 2, 3, 4, 5, 6, 7, 8]), Ok(()));
+        assert!(matches!(
+            from_payload::<u64>(&[0, 0, 0, 1]),
+            Err(XdrError::Truncated { .. })
+        ));
         // A string whose padding is missing is truncated too.
         assert!(matches!(
             Reader::new(&[0, 0, 0, 1, b'x']).string(8),

@@ -118,7 +118,7 @@ where
     Fut: Future<Output = Result<P::Ret, DriverError>>,
 {
     let args =
-        xdr::from_bytes::<P::Args>(body).map_err(|e| RpcError::Decode(e).to_driver_error())?;
+        xdr::from_payload::<P::Args>(body).map_err(|e| RpcError::Decode(e).to_driver_error())?;
     let ret = handler(args).await?;
     xdr::to_bytes(&ret).map_err(|e| RpcError::Encode(e).to_driver_error())
 }
