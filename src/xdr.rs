@@ -26,10 +26,6 @@ pub enum XdrError {
     TooLong { max: u32, got: u64 },
     #[error("invalid discriminant {value} for {type_name}")]
     BadDiscriminant { type_name: &'static str, value: i64 },
-    #[error("invalid boolean {0}")]
-    BadBool(u32),
-    #[error("value {value} out of range for {type_name}")]
-    OutOfRange { type_name: &'static str, value: i64 },
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
     #[error("{0} bytes left over after the message body")]
@@ -45,12 +41,21 @@ pub trait Unpack: Sized {
 }
 
 /// Decodes a whole message body; bytes left over are an error, as they
-/// mean the peer and we disagree on the layout.
+/// mean the peer and we disagree on the layout. For checking layouts (our
+/// fixtures, recorded libvirt traffic); a peer's call goes through
+/// [`from_payload`].
 pub fn from_bytes<T: Unpack>(buf: &[u8]) -> Result<T, XdrError> {
     let mut r = Reader::new(buf);
     let v = T::unpack(&mut r)?;
     r.finish()?;
     Ok(v)
+}
+
+/// Decodes a call's payload as libvirtd does (virNetMessageDecodePayload):
+/// the value is read from the front and bytes after it are ignored, so a
+/// call libvirtd answers is answered here too.
+pub fn from_payload<T: Unpack>(buf: &[u8]) -> Result<T, XdrError> {
+    T::unpack(&mut Reader::new(buf))
 }
 
 pub fn to_bytes<T: Pack>(v: &T) -> Result<Vec<u8>, XdrError> {
@@ -158,10 +163,24 @@ impl<'a> Reader<'a> {
         Ok(self.padded(len)?.to_vec())
     }
 
+    /// The string libvirtd's C code would see. libtirpc's xdr_string keeps
+    /// every byte, but C stops at the first NUL, so the value ends there
+    /// ("vm1\0junk" finds domain vm1 in libvirtd) and what follows the NUL
+    /// is never looked at, valid UTF-8 or not.
+    ///
+    /// Text that is not UTF-8 is refused (the payload "does not decode"),
+    /// where libvirtd passes the bytes on. Every way of making them a
+    /// `String` changes the value: U+FFFD in their place could match a
+    /// name that really has one, turn a document libxml2 refuses ("Input
+    /// is not proper UTF-8") into one we define, or hand QEMU a command it
+    /// would refuse. libvirtd fails such calls anyway (a lookup finds
+    /// nothing, the XML does not parse), so both refuse; only the error
+    /// text differs.
     pub fn string(&mut self, max: u32) -> Result<String, XdrError> {
         let len = self.length(max, 1)?;
         let bytes = self.padded(len)?;
-        std::str::from_utf8(bytes)
+        let c_string = bytes.split(|&b| b == 0).next().unwrap_or(bytes);
+        std::str::from_utf8(c_string)
             .map(str::to_owned)
             .map_err(|_| XdrError::InvalidUtf8)
     }
@@ -198,6 +217,8 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// An optional-data flag is a boolean (libtirpc's xdr_pointer reads it
+    /// with xdr_bool), so any non-zero flag means the value follows.
     pub fn option<T>(
         &mut self,
         item: impl FnOnce(&mut Self) -> Result<T, XdrError>,
@@ -300,8 +321,10 @@ macro_rules! word_impls {
 }
 word_impls!(i32 => word, u32 => word, i64 => dword, u64 => dword, f32 => word, f64 => dword);
 
-/// C types narrower than 4 bytes still take a whole word; a value outside
-/// the type's range is refused rather than truncated as C would.
+/// C types narrower than 4 bytes still take a whole word. libtirpc reads
+/// the word and casts it to the narrow type, keeping the low bits, and
+/// libvirtd goes on with that value; so do we, instead of refusing what
+/// libvirtd accepts.
 macro_rules! narrow_impls {
     ($($t:ty => $wide:ty),*) => {$(
         impl Pack for $t {
@@ -311,38 +334,15 @@ macro_rules! narrow_impls {
         }
         impl Unpack for $t {
             fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-                let wide = <$wide>::unpack(r)?;
-                <$t>::try_from(wide).map_err(|_| XdrError::OutOfRange {
-                    type_name: stringify!($t),
-                    value: i64::from(wide),
-                })
+                // Truncating on purpose: this is C's cast.
+                Ok(<$wide>::unpack(r)? as $t)
             }
         }
     )*};
 }
-narrow_impls!(u8 => u32, i16 => i32, u16 => u32);
-
-/// C `char`. Signedness of `char` differs between platforms, so a peer may
-/// send a byte of 0x80..0xff either sign-extended or not; both are the
-/// same byte. We send sign-extended, as x86 peers do.
-impl Pack for i8 {
-    fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
-        i32::from(*self).pack(out)
-    }
-}
-
-impl Unpack for i8 {
-    fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-        let wide = i32::unpack(r)?;
-        match u8::try_from(wide) {
-            Ok(byte) => Ok(i8::from_ne_bytes([byte])),
-            Err(_) => i8::try_from(wide).map_err(|_| XdrError::OutOfRange {
-                type_name: "char",
-                value: i64::from(wide),
-            }),
-        }
-    }
-}
+// C `char` too: whether a peer's `char` is signed or not, the byte is the
+// low 8 bits of the word. We send it sign-extended, as x86 peers do.
+narrow_impls!(u8 => u32, i8 => i32, i16 => i32, u16 => u32);
 
 impl Pack for bool {
     fn pack(&self, out: &mut Vec<u8>) -> Result<(), XdrError> {
@@ -350,13 +350,14 @@ impl Pack for bool {
     }
 }
 
+/// Any word but 0 is true, as libtirpc's xdr_bool reads it, so a peer
+/// that sends another non-zero value gets what libvirtd would give it.
+/// The pure-Go go-libvirt client depends on this: it writes CONNECT_OPEN's
+/// "name present" flag as the padded 3-byte array `01 00 00`, which is the
+/// word 0x01000000. We still send 1.
 impl Unpack for bool {
     fn unpack(r: &mut Reader<'_>) -> Result<Self, XdrError> {
-        match u32::unpack(r)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            n => Err(XdrError::BadBool(n)),
-        }
+        Ok(u32::unpack(r)? != 0)
     }
 }
 
@@ -396,30 +397,51 @@ mod tests {
     }
 
     #[test]
-    fn narrow_types_take_a_word_and_are_range_checked() {
+    fn narrow_types_take_a_word_and_keep_its_low_bits() {
         round_trip(5u8, &[0, 0, 0, 5]);
         round_trip(-3i16, &[0xff, 0xff, 0xff, 0xfd]);
         round_trip(65535u16, &[0, 0, 0xff, 0xff]);
         round_trip(-1i8, &[0xff, 0xff, 0xff, 0xff]);
         // An unsigned-char peer sends 0xc3 as 195: the same byte.
         assert_eq!(from_bytes::<i8>(&[0, 0, 0, 0xc3]).unwrap(), -61);
-        assert!(matches!(
-            from_bytes::<u8>(&[0, 0, 1, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            from_bytes::<i8>(&[0, 0, 1, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            from_bytes::<u16>(&[0, 1, 0, 0]),
-            Err(XdrError::OutOfRange { .. })
-        ));
+        // Out of range: libtirpc's cast keeps the low bits.
+        assert_eq!(from_bytes::<u8>(&[0, 0, 1, 0]).unwrap(), 0);
+        assert_eq!(from_bytes::<u8>(&[0x12, 0x34, 0x56, 0x78]).unwrap(), 0x78);
+        assert_eq!(from_bytes::<i8>(&[0, 0, 1, 0x80]).unwrap(), -128);
+        assert_eq!(from_bytes::<u16>(&[0, 1, 0, 2]).unwrap(), 2);
+        assert_eq!(from_bytes::<i16>(&[0, 0, 0x80, 0]).unwrap(), i16::MIN);
+        assert_eq!(from_bytes::<i16>(&[0x7f, 0xff, 0xff, 0xff]).unwrap(), -1);
     }
 
     #[test]
-    fn bool_must_be_zero_or_one() {
-        assert_eq!(from_bytes::<bool>(&[0, 0, 0, 2]), Err(XdrError::BadBool(2)));
+    fn any_non_zero_bool_is_true() {
+        assert!(!from_bytes::<bool>(&[0, 0, 0, 0]).unwrap());
+        assert!(from_bytes::<bool>(&[0, 0, 0, 2]).unwrap());
+        // go-libvirt's CONNECT_OPEN flag: the byte array 01 00 00, padded.
+        assert!(from_bytes::<bool>(&[1, 0, 0, 0]).unwrap());
+        assert!(from_bytes::<bool>(&[0xff; 4]).unwrap());
+        // What we send stays canonical.
+        assert_eq!(to_bytes(&true).unwrap(), [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn any_non_zero_option_flag_means_present() {
+        for flag in [[0, 0, 0, 1], [0, 0, 0, 3], [1, 0, 0, 0], [0x80, 0, 0, 0]] {
+            let mut bytes = flag.to_vec();
+            bytes.extend_from_slice(&[0, 0, 0, 7]);
+            let mut r = Reader::new(&bytes);
+            assert_eq!(r.option(u32::unpack).unwrap(), Some(7), "flag {flag:02x?}");
+            r.finish().unwrap();
+        }
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 0]).option(u32::unpack).unwrap(),
+            None
+        );
+        // A present flag with nothing behind it is still truncated.
+        assert!(matches!(
+            Reader::new(&[1, 0, 0, 0]).option(u32::unpack),
+            Err(XdrError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -451,6 +473,34 @@ mod tests {
     fn invalid_utf8_is_refused() {
         let bytes = [0, 0, 0, 2, 0xc3, 0x28, 0, 0];
         assert_eq!(Reader::new(&bytes).string(8), Err(XdrError::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_string_ends_at_its_first_nul() {
+        let bytes = [
+            0, 0, 0, 6, b'v', b'm', b'1', 0, b'x', b'y', 0, 0, 0, 0, 0, 9,
+        ];
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.string(8).unwrap(), "vm1");
+        // The whole wire length was consumed.
+        assert_eq!(u32::unpack(&mut r).unwrap(), 9);
+        r.finish().unwrap();
+        // What C never sees is not checked.
+        let bytes = [0, 0, 0, 4, b'a', 0, 0xc3, 0x28];
+        assert_eq!(Reader::new(&bytes).string(8).unwrap(), "a");
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 1, 0, 0, 0, 0]).string(8).unwrap(),
+            ""
+        );
+        // The limit still applies to the length on the wire.
+        let bytes = [0, 0, 0, 5, b'a', 0, b'b', b'c', b'd', 0, 0, 0];
+        assert!(matches!(
+            Reader::new(&bytes).string(4),
+            Err(XdrError::TooLong { max: 4, got: 5 })
+        ));
+        // Opaque data keeps every byte.
+        let bytes = [0, 0, 0, 3, b'a', 0, b'b', 0];
+        assert_eq!(Reader::new(&bytes).opaque_var(8).unwrap(), b"a\0b");
     }
 
     #[test]
@@ -522,10 +572,6 @@ mod tests {
             Reader::new(&out[..4]).array_fixed::<i8, 2>(4, i8::unpack),
             Err(XdrError::Truncated { .. })
         ));
-        assert_eq!(
-            Reader::new(&[0, 0, 0, 3]).option(u32::unpack),
-            Err(XdrError::BadBool(3))
-        );
     }
 
     #[test]
@@ -542,6 +588,13 @@ mod tests {
             from_bytes::<u32>(&[0, 0, 0, 1, 0]),
             Err(XdrError::TrailingBytes(1))
         );
+        // A payload may carry more than its value, whole words or not.
+        assert_eq!(from_payload::<u32>(&[0, 0, 0, 1, 0]), Ok(1));
+        assert_eq!(from_payload::<()>(&[1, 2, 3, 4, 5, 6, 7, 8]), Ok(()));
+        assert!(matches!(
+            from_payload::<u64>(&[0, 0, 0, 1]),
+            Err(XdrError::Truncated { .. })
+        ));
         // A string whose padding is missing is truncated too.
         assert!(matches!(
             Reader::new(&[0, 0, 0, 1, b'x']).string(8),

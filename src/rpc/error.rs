@@ -17,7 +17,8 @@ pub enum RpcError {
     Decode(#[source] XdrError),
     #[error("Unable to encode message payload")]
     Encode(#[source] XdrError),
-    #[error("Cannot find program {prog} version {vers}")]
+    /// libvirtd prints both words with `%d`: 0xffffffff is "-1".
+    #[error("Cannot find program {} version {}", *.prog as i32, *.vers as i32)]
     UnknownProgram { prog: u32, vers: u32 },
     #[error("unknown procedure: {0}")]
     UnknownProcedure(i32),
@@ -246,6 +247,20 @@ mod tests {
         let wire = to_remote_error(&err);
         assert!(wire.message.as_ref().unwrap().len() <= ERROR_TEXT_MAX);
         assert!(crate::xdr::to_bytes(&wire).is_ok());
+    }
+
+    #[test]
+    fn program_and_version_read_as_c_ints() {
+        let err = RpcError::UnknownProgram {
+            prog: 0xffff_ffff,
+            vers: 0xffff_fffe,
+        };
+        assert_eq!(err.to_string(), "Cannot find program -1 version -2");
+        let err = RpcError::UnknownProgram {
+            prog: 0x2000_8086,
+            vers: 2,
+        };
+        assert_eq!(err.to_string(), "Cannot find program 536903814 version 2");
     }
 
     #[test]

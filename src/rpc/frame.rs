@@ -6,7 +6,8 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use super::error::RpcError;
 
-/// Largest whole message, length word included (VIR_NET_MESSAGE_MAX).
+/// Largest message, header and body (VIR_NET_MESSAGE_MAX); libvirt does
+/// not count the length word, so the word itself may say 4 more.
 pub const MESSAGE_MAX: usize = 33_554_432;
 const LEN_SIZE: usize = 4;
 pub const HEADER_SIZE: usize = 24;
@@ -81,15 +82,26 @@ impl Header {
     }
 }
 
-/// The length codec: it checks the declared length against
-/// [`MESSAGE_MAX`] before reserving any buffer, and rejects lengths below
-/// the length word itself.
-pub fn codec() -> LengthDelimitedCodec {
+/// The length codec for what a peer sends: it checks the declared length
+/// against [`MESSAGE_MAX`] before reserving any buffer, and rejects
+/// lengths below the length word itself.
+pub fn read_codec() -> LengthDelimitedCodec {
+    // The codec limits the length word's value, which counts itself.
+    codec(MESSAGE_MAX + LEN_SIZE)
+}
+
+/// The length codec for what we send.
+pub fn write_codec() -> LengthDelimitedCodec {
+    // The codec limits what it is handed: header and body.
+    codec(MESSAGE_MAX)
+}
+
+fn codec(max: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .big_endian()
         .length_field_length(LEN_SIZE)
         .length_adjustment(-(LEN_SIZE as isize))
-        .max_frame_length(MESSAGE_MAX - LEN_SIZE)
+        .max_frame_length(max)
         .new_codec()
 }
 
@@ -112,7 +124,7 @@ pub struct FrameReader {
 impl FrameReader {
     pub fn new() -> Self {
         FrameReader {
-            frames: codec(),
+            frames: read_codec(),
             fd_bytes_left: 0,
         }
     }
@@ -186,10 +198,10 @@ mod tests {
             status: 0,
         };
         let mut out = BytesMut::new();
-        codec().encode(header.encode(&[]), &mut out).unwrap();
+        write_codec().encode(header.encode(&[]), &mut out).unwrap();
         assert_eq!(out.len(), 28);
         assert_eq!(&out[..4], &[0, 0, 0, 28]);
-        let frame = codec().decode(&mut out).unwrap().unwrap();
+        let frame = read_codec().decode(&mut out).unwrap().unwrap();
         let (parsed, body) = Header::parse(&frame).unwrap();
         assert_eq!(parsed, header);
         assert!(body.is_empty());
@@ -198,19 +210,36 @@ mod tests {
     #[test]
     fn a_4_gib_length_is_refused_before_buffering() {
         let mut input = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0, 0][..]);
-        assert!(codec().decode(&mut input).is_err());
+        assert!(read_codec().decode(&mut input).is_err());
+    }
+
+    #[test]
+    fn the_length_word_is_not_counted_in_the_limit() {
+        let max = (MESSAGE_MAX + LEN_SIZE) as u32;
+        let mut input = BytesMut::from(&max.to_be_bytes()[..]);
+        assert!(read_codec().decode(&mut input).unwrap().is_none());
+        let mut input = BytesMut::from(&(max + 1).to_be_bytes()[..]);
+        assert!(read_codec().decode(&mut input).is_err());
+
+        let mut out = BytesMut::new();
+        let body = vec![0; MESSAGE_MAX + 1];
+        write_codec()
+            .encode(&body[..MESSAGE_MAX], &mut out)
+            .unwrap();
+        assert_eq!(out[..4], max.to_be_bytes());
+        assert!(write_codec().encode(&body[..], &mut out).is_err());
     }
 
     #[test]
     fn a_length_below_the_length_word_is_refused() {
         let mut input = BytesMut::from(&[0, 0, 0, 2, 0, 0][..]);
-        assert!(codec().decode(&mut input).is_err());
+        assert!(read_codec().decode(&mut input).is_err());
     }
 
     #[test]
     fn a_truncated_message_waits_for_more() {
         let mut input = BytesMut::from(&[0, 0, 0, 28, 0x20, 0, 0x80][..]);
-        assert!(codec().decode(&mut input).unwrap().is_none());
+        assert!(read_codec().decode(&mut input).unwrap().is_none());
     }
 
     fn with_fds_call(count: u32) -> BytesMut {
@@ -223,7 +252,7 @@ mod tests {
             status: 0,
         };
         let mut out = BytesMut::new();
-        codec()
+        write_codec()
             .encode(header.encode(&count.to_be_bytes()), &mut out)
             .unwrap();
         out

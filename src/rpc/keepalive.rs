@@ -30,6 +30,13 @@ fn message(proc_: i32) -> Bytes {
     .encode(&[])
 }
 
+/// Whether libvirtd would take this as a keepalive message: anything else
+/// from the keepalive program (another version, a call) is routed like
+/// any call to a program we do not serve.
+pub fn is_keepalive(header: &Header) -> bool {
+    header.prog == PROGRAM && header.vers == VERSION && header.kind == kind::MESSAGE
+}
+
 /// The PONG for a PING; nothing for anything else (a PONG only proves the
 /// peer is alive, which receiving it already recorded).
 pub fn answer(header: &Header) -> Option<Bytes> {
@@ -100,6 +107,21 @@ mod tests {
         let pong = answer(&header).unwrap();
         assert_eq!(Header::parse(&pong).unwrap().0.proc_, PONG);
         assert!(answer(&Header::parse(&pong).unwrap().0).is_none());
+    }
+
+    #[test]
+    fn only_a_version_1_message_is_keepalive() {
+        let (ping, _) = Header::parse(&ping()).unwrap();
+        assert!(is_keepalive(&ping));
+        assert!(!is_keepalive(&Header { vers: 2, ..ping }));
+        assert!(!is_keepalive(&Header {
+            kind: kind::CALL,
+            ..ping
+        }));
+        assert!(!is_keepalive(&Header {
+            prog: 0x2000_8086,
+            ..ping
+        }));
     }
 
     #[tokio::test(start_paused = true)]

@@ -148,7 +148,7 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
     let (read_half, write_half) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTBOX);
     let writer = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(write_half, frame::codec());
+        let mut sink = FramedWrite::new(write_half, frame::write_codec());
         while let Some(frame) = out_rx.recv().await {
             if sink.send(frame).await.is_err() {
                 break;
@@ -180,7 +180,7 @@ async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonl
                     tracing::debug!(client = id, "closing: frame shorter than a header");
                     break;
                 };
-                if header.prog == keepalive::PROGRAM {
+                if keepalive::is_keepalive(&header) {
                     if let Some(pong) = keepalive::answer(&header) {
                         if out_tx.send(pong).await.is_err() {
                             break;

@@ -11,7 +11,11 @@
 //!   procedure number libvirt 9.0 defines, with its public API name.
 //!
 //! A handler decodes a call's body into `P::Args` and encodes `P::Ret`
-//! for a marker `P`; both checks every limit and refuse trailing bytes:
+//! for a marker `P`; both check every limit. [`from_bytes`] also refuses
+//! trailing bytes (the dispatcher uses `from_payload`, which ignores them
+//! as libvirtd does):
+//!
+//! [`from_bytes`]: crate::xdr::from_bytes
 //!
 //! ```
 //! use virtbackupd::rpc::wire::{remote_domain_get_xml_desc_ret, remote_proc, Procedure};

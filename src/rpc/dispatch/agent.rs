@@ -8,11 +8,11 @@ use crate::rpc::access::refuse_when;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, qemu_proc as qp, remote_proc as rp};
 
-use super::{dom_ref, routes, Reply};
+use super::{dom_ref, routes, Reply, Request};
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         rp::DomainGetFsinfo => |a: wire::remote_domain_get_fsinfo_args| async move {
             fail(driver, a.dom, AgentCall::FsInfo, a.flags)
         },
@@ -65,9 +65,9 @@ pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
 }
 
 /// The qemu program's agent passthrough.
-pub async fn route_qemu(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route_qemu(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         qp::DomainAgentCommand => |a: wire::qemu_domain_agent_command_args| async move {
             fail(driver, a.dom, AgentCall::Command, a.flags)
         },

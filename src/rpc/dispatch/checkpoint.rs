@@ -5,11 +5,11 @@ use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_checkpoint, remote_proc as rp};
 
-use super::{dom_ref, routes, wire_dom, Reply};
+use super::{dom_ref, routes, wire_dom, Reply, Request};
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         rp::DomainCheckpointCreateXml => |a: wire::remote_domain_checkpoint_create_xml_args| async move {
             let cp = driver.checkpoint_create_xml(&dom_ref(a.dom), &a.xml_desc, a.flags).await?;
             Ok(wire::remote_domain_checkpoint_create_xml_ret { checkpoint: wire_cp(cp) })

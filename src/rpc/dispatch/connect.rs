@@ -5,7 +5,7 @@ use crate::driver::{DriverError, ErrorKind, LIB_VERSION};
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{int_bool, routes, wire_dom, Reply};
+use super::{int_bool, routes, wire_dom, Reply, Request};
 
 /// The URIs this daemon answers to; the client strips transport and
 /// `socket=` before sending it.
@@ -24,9 +24,9 @@ mod feature {
 /// access control.
 const AUTH_NONE: i32 = 0;
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         rp::AuthList => |()| async { Ok(wire::remote_auth_list_ret { types: vec![AUTH_NONE] }) },
         rp::ConnectOpen => |a: wire::remote_connect_open_args| async move { open(client, a) },
         rp::ConnectClose => |()| async { client.close(); Ok(()) },

@@ -6,11 +6,11 @@ use crate::rpc::access::{refuse_secure_flag, refuse_when};
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{dom_ref, int_bool, routes, wire_dom, Reply};
+use super::{dom_ref, int_bool, routes, wire_dom, Reply, Request};
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         rp::DomainLookupByName => |a: wire::remote_domain_lookup_by_name_args| async move {
             Ok(wire::remote_domain_lookup_by_name_ret { dom: wire_dom(driver.lookup_by_name(&a.name)?) })
         },

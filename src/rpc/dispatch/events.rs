@@ -5,10 +5,10 @@ use crate::rpc::client::{Client, Registration};
 use crate::rpc::events::EVENT_ID_LAST;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{dom_ref, routes, Reply};
+use super::{dom_ref, routes, Reply, Request};
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
-    routes!(proc_, body, {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
+    routes!(proc_, req, {
         rp::ConnectDomainEventCallbackRegisterAny => |a: wire::remote_connect_domain_event_callback_register_any_args| async move {
             check_event_id(a.eventID)?;
             let dom = match a.dom {

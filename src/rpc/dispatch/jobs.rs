@@ -5,11 +5,11 @@ use crate::rpc::client::Client;
 use crate::rpc::events::typed_params;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{dom_ref, routes, Reply};
+use super::{dom_ref, routes, Reply, Request};
 
-pub async fn route(client: &Client, proc_: i32, body: &[u8]) -> Option<Reply> {
+pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
-    routes!(proc_, body, {
+    routes!(proc_, req, {
         rp::DomainBackupBegin => |a: wire::remote_domain_backup_begin_args| async move {
             driver
                 .backup_begin(&dom_ref(a.dom), &a.backup_xml, a.checkpoint_xml.as_deref(), a.flags)

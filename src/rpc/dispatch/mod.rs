@@ -1,8 +1,9 @@
 //! Calls in, replies out.
 //!
 //! [`dispatch`] checks what libvirtd checks before any handler runs
-//! (program, version, status, known procedure, open connection, read-only
-//! access), then routes the call. Every handler has the same shape:
+//! (program, version, status, known procedure; then, once the args have
+//! decoded, open connection and read-only access), then routes the call.
+//! Every handler has the same shape:
 //! decoded args in, driver call with plain values, wire ret out; decoding
 //! and encoding happen only in [`call`].
 
@@ -19,7 +20,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::driver::{DomainRef, DriverError};
+use crate::driver::{DomainRef, DriverError, ErrorOrigin};
 use crate::xdr;
 
 use super::access::refuse_write;
@@ -55,10 +56,11 @@ pub async fn dispatch(client: &Client, header: Header, body: Bytes) -> Option<By
     })
 }
 
+/// The checks come in libvirtd's order: program (virnetserver.c), then
+/// status and procedure (virnetserverprogram.c), then the args, and only
+/// then whether this connection may make the call (libvirtd's handlers
+/// and the public API check that), so each bad call gets libvirtd's error.
 async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
-    if header.status != status::OK {
-        return Err(RpcError::UnexpectedStatus(header.status).to_driver_error());
-    }
     let info = match (header.prog, header.vers) {
         (wire::REMOTE_PROGRAM, wire::REMOTE_PROTOCOL_VERSION) => {
             wire::remote_proc_info(header.proc_)
@@ -66,38 +68,73 @@ async fn route(client: &Client, header: &Header, body: &[u8]) -> Reply {
         (wire::QEMU_PROGRAM, wire::QEMU_PROTOCOL_VERSION) => wire::qemu_proc_info(header.proc_),
         (prog, vers) => return Err(RpcError::UnknownProgram { prog, vers }.to_driver_error()),
     };
+    if header.status != status::OK {
+        return Err(RpcError::UnexpectedStatus(header.status).to_driver_error());
+    }
     let info = info.ok_or_else(|| RpcError::UnknownProcedure(header.proc_).to_driver_error())?;
-    check_access(client, header, info)?;
-    if header.prog == wire::QEMU_PROGRAM {
-        if let Some(reply) = agent::route_qemu(client, header.proc_, body).await {
-            return reply;
+    let req = Request {
+        client,
+        header,
+        info,
+        body,
+    };
+    let reply = if header.prog == wire::QEMU_PROGRAM {
+        match agent::route_qemu(client, header.proc_, &req).await {
+            Some(reply) => Some(reply),
+            None => qemu::route(client, header.proc_, &req).await,
         }
-        return qemu::route(client, header.proc_, body)
-            .await
-            .unwrap_or_else(|| Err(not_here(info)));
+    } else {
+        route_remote(client, header.proc_, &req).await
+    };
+    reply.unwrap_or_else(|| {
+        // Args we have no layout for cannot be checked first.
+        req.check_access()?;
+        Err(not_here(info))
+    })
+}
+
+async fn route_remote(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
+    if let Some(reply) = connect::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = connect::route(client, header.proc_, body).await {
-        return reply;
+    if let Some(reply) = events::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = events::route(client, header.proc_, body).await {
-        return reply;
+    if let Some(reply) = domain::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = domain::route(client, header.proc_, body).await {
-        return reply;
+    if let Some(reply) = agent::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = agent::route(client, header.proc_, body).await {
-        return reply;
+    if let Some(reply) = checkpoint::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = checkpoint::route(client, header.proc_, body).await {
-        return reply;
+    if let Some(reply) = snapshot::route(client, proc_, req).await {
+        return Some(reply);
     }
-    if let Some(reply) = snapshot::route(client, header.proc_, body).await {
-        return reply;
+    jobs::route(client, proc_, req).await
+}
+
+/// A call on its way to its handler.
+pub(crate) struct Request<'a> {
+    client: &'a Client,
+    header: &'a Header,
+    info: &'static ProcInfo,
+    body: &'a [u8],
+}
+
+impl Request<'_> {
+    fn check_access(&self) -> Result<(), DriverError> {
+        if self.client.opened().is_none() && !allowed_before_open(self.header) {
+            // libvirtd's remote dispatcher reports it, hence VIR_FROM_RPC.
+            return Err(DriverError::internal("hypervisor connection not open")
+                .with_origin(ErrorOrigin::Rpc));
+        }
+        if self.info.writes && self.client.is_readonly() {
+            return Err(refuse_write(self.info.api.unwrap_or(self.info.name)));
+        }
+        Ok(())
     }
-    if let Some(reply) = jobs::route(client, header.proc_, body).await {
-        return reply;
-    }
-    Err(not_here(info))
 }
 
 /// Procedures a client may call before CONNECT_OPEN.
@@ -111,41 +148,33 @@ fn allowed_before_open(header: &Header) -> bool {
         )
 }
 
-fn check_access(client: &Client, header: &Header, info: &ProcInfo) -> Result<(), DriverError> {
-    if client.opened().is_none() && !allowed_before_open(header) {
-        return Err(DriverError::internal("hypervisor connection not open"));
-    }
-    if info.writes && client.is_readonly() {
-        return Err(refuse_write(info.api.unwrap_or(info.name)));
-    }
-    Ok(())
-}
-
 fn not_here(info: &ProcInfo) -> DriverError {
     unsupported(info.api.unwrap_or(info.name))
 }
 
-/// Decodes the args of `P`, runs the handler, encodes its ret.
-async fn call<P, F, Fut>(body: &[u8], handler: F) -> Reply
+/// Decodes the args of `P`, checks the connection may make the call, runs
+/// the handler, encodes its ret.
+async fn call<P, F, Fut>(req: &Request<'_>, handler: F) -> Reply
 where
     P: Procedure,
     F: FnOnce(P::Args) -> Fut,
     Fut: Future<Output = Result<P::Ret, DriverError>>,
 {
-    let args =
-        xdr::from_bytes::<P::Args>(body).map_err(|e| RpcError::Decode(e).to_driver_error())?;
+    let args = xdr::from_payload::<P::Args>(req.body)
+        .map_err(|e| RpcError::Decode(e).to_driver_error())?;
+    req.check_access()?;
     let ret = handler(args).await?;
     xdr::to_bytes(&ret).map_err(|e| RpcError::Encode(e).to_driver_error())
 }
 
 /// Routes `$proc` to the first matching handler, or yields `None`.
 macro_rules! routes {
-    ($proc:expr, $body:expr, { $($marker:ty => $handler:expr),* $(,)? }) => {{
+    ($proc:expr, $req:expr, { $($marker:ty => $handler:expr),* $(,)? }) => {{
         use $crate::rpc::wire::Procedure as _;
         let proc_ = $proc;
         $(
             if proc_ == <$marker>::PROC {
-                return Some($crate::rpc::dispatch::call::<$marker, _, _>($body, $handler).await);
+                return Some($crate::rpc::dispatch::call::<$marker, _, _>($req, $handler).await);
             }
         )*
         None
