@@ -452,64 +452,37 @@ fn secrets_stay_hidden() {
 
     // Moments embed the domain: redefine them with the secret-bearing
     // definition inside.
-    let embedded = |name: &str| -> String {
-        let xml = daemon
-            .virsh(&["dumpxml", "--security-info", name])
+    // kind, domain, moment, the document's own elements.
+    let moments = [
+        ("checkpoint", "sec-cp", "c1", ""),
+        ("snapshot", "sec-snap", "s1", "  <state>shutoff</state>\n"),
+    ];
+    for (kind, dom, name, extra) in moments {
+        let secure = daemon
+            .virsh(&["dumpxml", "--security-info", dom])
             .ok()
             .stdout;
-        xml.lines().map(|l| format!("  {l}\n")).collect()
-    };
-    let cp = daemon.path("cp.xml");
-    let cp_xml = format!(
-        "<domaincheckpoint>\n  <name>c1</name>\n  <creationTime>1700000000</creationTime>\n{}</domaincheckpoint>\n",
-        embedded("sec-cp")
-    );
-    std::fs::write(&cp, cp_xml).unwrap();
-    daemon
-        .virsh(&[
-            "checkpoint-create",
-            "sec-cp",
-            cp.to_str().unwrap(),
-            "--redefine",
-        ])
-        .ok();
-    assert_no_secret(
-        &daemon
-            .virsh(&["checkpoint-dumpxml", "sec-cp", "c1"])
+        let embedded: String = secure.lines().map(|l| format!("  {l}\n")).collect();
+        let root = format!("domain{kind}");
+        let file = daemon.path(&format!("{kind}.xml"));
+        let xml = format!(
+            "<{root}>\n  <name>{name}</name>\n{extra}  <creationTime>1700000000</creationTime>\n{embedded}</{root}>\n"
+        );
+        std::fs::write(&file, xml).unwrap();
+        let create = format!("{kind}-create");
+        let path = file.to_str().unwrap();
+        daemon.virsh(&[&create, dom, path, "--redefine"]).ok();
+        let dumpxml = format!("{kind}-dumpxml");
+        assert_no_secret(&daemon.virsh(&[&dumpxml, dom, name]).ok().stdout);
+        let shown = daemon
+            .virsh(&[&dumpxml, dom, name, "--security-info"])
             .ok()
-            .stdout,
-    );
-    let shown = daemon
-        .virsh(&["checkpoint-dumpxml", "sec-cp", "c1", "--security-info"])
-        .ok()
-        .stdout;
-    assert!(shown.contains("passwd='s3cret'"), "{shown}");
-
-    let snap = daemon.path("snap.xml");
-    let snap_xml = format!(
-        "<domainsnapshot>\n  <name>s1</name>\n  <state>shutoff</state>\n  <creationTime>1700000000</creationTime>\n{}</domainsnapshot>\n",
-        embedded("sec-snap")
-    );
-    std::fs::write(&snap, snap_xml).unwrap();
-    daemon
-        .virsh(&[
-            "snapshot-create",
-            "sec-snap",
-            snap.to_str().unwrap(),
-            "--redefine",
-        ])
-        .ok();
-    assert_no_secret(
-        &daemon
-            .virsh(&["snapshot-dumpxml", "sec-snap", "s1"])
-            .ok()
-            .stdout,
-    );
-    let shown = daemon
-        .virsh(&["snapshot-dumpxml", "sec-snap", "s1", "--security-info"])
-        .ok()
-        .stdout;
-    assert!(shown.contains("passwd='sp1ce'"), "{shown}");
+            .stdout;
+        assert!(
+            shown.contains("passwd='s3cret'") && shown.contains("passwd='sp1ce'"),
+            "{shown}"
+        );
+    }
     daemon
         .virsh_at(
             &daemon.uri_ro(),
