@@ -1395,3 +1395,38 @@ fn a_backup_survives_a_daemon_restart() {
         );
     }
 }
+
+/// Security labels on a target or scratch image (libvirt's own test
+/// documents carry them): taken, shown by backup-dumpxml as libvirtd shows
+/// them, and without effect, since neither daemon runs a security driver
+/// (`conf-session.sh`, `conf-seclabel-*` captures).
+#[test]
+fn security_labels_on_stores_come_back_like_libvirtds() {
+    let bk = Bk::new();
+    bk.daemon.image("bkref/conf-vda.qcow2", "qcow2", "64M");
+    bk.define("conf-bk");
+    bk.virsh(&["start", "conf-bk"]).ok();
+    bk.guest_write("conf-bk", 0, "write -P 0x5a 0 64M");
+
+    // Push: the job is slowed so that it still runs when it is looked at.
+    bk.begin_slowed("conf-bk", "xml/conf-seclabel-push.xml", "libvirt-1-format");
+    bk.replay("conf-seclabel-push-dumpxml");
+    bk.wait_idle("conf-bk");
+    reads(&bk.path("out/conf-vda.qcow2"), 0x5a, "0", "64M");
+    fs::remove_file(bk.path("out/conf-vda.qcow2")).unwrap();
+
+    // Pull: runs until aborted.
+    for name in [
+        "conf-seclabel-pull-begin",
+        "conf-seclabel-pull-dumpxml",
+        "conf-seclabel-pull-abort",
+    ] {
+        bk.replay(name);
+    }
+    bk.wait_idle("conf-bk");
+
+    // A model named twice is refused before anything is made.
+    bk.replay_api("conf-seclabel-model-twice", &[]);
+    let run = bk.run_tool("conf-seclabel-ls-out");
+    bk.same_as(&run, "conf-seclabel-ls-out");
+}

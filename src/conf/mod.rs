@@ -3,6 +3,7 @@
 //! - [`xml`]: a generic element tree with a bounded, iterative parser and a
 //!   writer that formats like libvirt.
 //! - [`domain`]: the domain definition the driver acts on.
+//! - [`seclabel`]: a storage source's security labels (backup targets).
 //! - [`error`]: [`ConfError`], whose kind, error domain and detail map
 //!   onto libvirt's error triple.
 
@@ -10,6 +11,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod domain;
 pub mod error;
+pub mod seclabel;
 pub mod snapshot;
 pub mod xml;
 

@@ -107,6 +107,7 @@ fn default_store(name: &str, disk: &DiskDef, suffix: &str) -> Result<BackupStore
             path: Some(format!("{source}.{suffix}")),
             format: None,
             index: 0,
+            seclabels: Vec::new(),
         }),
         _ => Err(ConfError::unsupported(format!(
             "refusing to generate file name for disk '{name}'"

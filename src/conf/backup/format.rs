@@ -3,7 +3,8 @@
 //! mode, `<incremental>`, `<server>`, then every disk. A disk that is
 //! backed up shows its store type, mode, checkpoint, export names and
 //! storage id as attributes, then `<driver>` and `<target>` (push) or
-//! `<scratch>` (pull); one that is not shows only its name.
+//! `<scratch>` (pull) with the store's security labels; one that is not
+//! shows only its name.
 
 use super::{BackupDef, BackupDisk, BackupMode};
 use crate::conf::xml::Element;
@@ -67,15 +68,22 @@ fn format_disk(disk: &BackupDisk, mode: BackupMode) -> Element {
     if let Some(format) = &store.format {
         el = el.with_child(Element::new("driver").with_attr("type", format.as_str()));
     }
-    // No path, no element: libvirt leaves out an element with nothing in it.
+    let (name, attr) = match (mode, store.is_block()) {
+        (BackupMode::Push, false) => ("target", "file"),
+        (BackupMode::Push, true) => ("target", "dev"),
+        (BackupMode::Pull, false) => ("scratch", "file"),
+        (BackupMode::Pull, true) => ("scratch", "dev"),
+    };
+    let mut target = Element::new(name);
     if let Some(path) = &store.path {
-        let (name, attr) = match (mode, store.is_block()) {
-            (BackupMode::Push, false) => ("target", "file"),
-            (BackupMode::Push, true) => ("target", "dev"),
-            (BackupMode::Pull, false) => ("scratch", "file"),
-            (BackupMode::Pull, true) => ("scratch", "dev"),
-        };
-        el = el.with_child(Element::new(name).with_attr(attr, path));
+        target = target.with_attr(attr, path);
+    }
+    for label in store.seclabels.iter().filter_map(|l| l.to_element(false)) {
+        target = target.with_child(label);
+    }
+    // Nothing in it, no element: libvirt leaves out an empty one.
+    if !target.attrs.is_empty() || target.has_element_children() {
+        el = el.with_child(target);
     }
     el
 }

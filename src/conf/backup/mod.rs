@@ -33,12 +33,13 @@
 //!
 //! # Differences from libvirt
 //!
-//! - `<seclabel>` and `<encryption>` inside `<target>`/`<scratch>` pass
-//!   the schema but are then refused at parse (VIR_ERR_CONFIG_UNSUPPORTED
-//!   from the domain code): this daemon has no security driver and no
-//!   secrets. libvirtd takes them and fails later, when it looks the
-//!   secret up (`api-begin-encryption`: VIR_ERR_NO_SECRET from the secret
-//!   driver).
+//! - `<encryption>` inside `<target>`/`<scratch>` passes the schema but
+//!   is then refused at parse (VIR_ERR_CONFIG_UNSUPPORTED from the domain
+//!   code): this daemon has no secrets. libvirtd takes it and fails later,
+//!   when it looks the secret up (`api-begin-encryption`:
+//!   VIR_ERR_NO_SECRET from the secret driver). `<seclabel>` is taken and
+//!   shown by backup-dumpxml, as libvirtd does; with no security driver
+//!   (libvirtd's reference setup has none either) it has no effect.
 //!
 //! The reference is libvirtd 9.0's captures (`fixtures/reference/backup/`,
 //! replayed by `tests/reference.rs`) and, for the schema, `xmllint` on
@@ -56,6 +57,7 @@ mod tests;
 
 use crate::conf::domain::{DiskDef, DiskFormat, DomainDef};
 use crate::conf::error::ConfError;
+use crate::conf::seclabel::DeviceSeclabel;
 
 /// `<domainbackup mode=...>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +186,9 @@ pub struct BackupStore {
     /// libvirt's storage source id, shown as `index=`; 0 until
     /// [`BackupDef::prepare_disks`].
     index: u32,
+    /// Kept for backup-dumpxml only: there is no security driver to act
+    /// on them.
+    seclabels: Vec<DeviceSeclabel>,
 }
 
 impl BackupStore {

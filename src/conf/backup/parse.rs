@@ -5,8 +5,9 @@
 //! After the schema most of libvirt's own checks cannot fail (the mode,
 //! the disk type, `<server>` in push mode, a unix server without a
 //! socket); the ones that still can are a port above 65535, a socket path
-//! that is "absolute" only in the Windows sense of the schema, and — ours —
-//! security labels or encryption on the store.
+//! that is "absolute" only in the Windows sense of the schema, a security
+//! label model named twice on a store, and — ours — encryption on the
+//! store.
 
 use super::schema::{self, STORAGE_FORMATS};
 use super::{
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::conf::domain::DiskFormat;
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::seclabel::DeviceSeclabel;
 use crate::conf::xml::rng::local_name;
 use crate::conf::xml::{self, Element, Limits};
 
@@ -147,13 +149,11 @@ fn parse_disk(e: &Element, mode: BackupMode) -> Result<BackupDisk, ConfError> {
         BackupMode::Pull => "scratch",
     });
     let mut path = None;
+    let mut seclabels = Vec::new();
     if let Some(s) = store_el {
-        if s.child("seclabel").is_some() {
-            return Err(ConfError::unsupported(format!(
-                "security labels on the backup image of disk '{}' are not supported",
-                disk.name
-            )));
-        }
+        // libvirt reads the store as a live source (not INACTIVE), so
+        // `labelskip` counts.
+        seclabels = DeviceSeclabel::parse_all(s, false)?;
         if s.child("encryption").is_some() {
             return Err(ConfError::unsupported(format!(
                 "encryption of the backup image of disk '{}' is not supported",
@@ -173,6 +173,7 @@ fn parse_disk(e: &Element, mode: BackupMode) -> Result<BackupDisk, ConfError> {
         path,
         format,
         index: 0,
+        seclabels,
     });
     Ok(disk)
 }
