@@ -117,6 +117,11 @@ impl Raw {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// Sends what the daemon may stop reading halfway.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// The next frame from the daemon; `None` when the connection is
     /// closed or nothing comes within `timeout`.
     pub fn next_within(&mut self, timeout: Duration) -> Option<Reply> {
