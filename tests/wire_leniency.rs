@@ -17,6 +17,7 @@ const CONNECT_OPEN: i32 = 1;
 const CONNECT_GET_TYPE: i32 = 3;
 const DOMAIN_DEFINE_XML: i32 = 11;
 const DOMAIN_LOOKUP_BY_NAME: i32 = 23;
+const CONNECT_SUPPORTS_FEATURE: i32 = 60;
 const CONNECT_GET_URI: i32 = 110;
 
 fn open_args(flag: u32, name: &[u8], extra: &[u8]) -> Vec<u8> {
@@ -143,6 +144,17 @@ fn args_are_decoded_before_the_connection_is_judged() {
     );
     assert_eq!(
         s.exchange(&call(DOMAIN_LOOKUP_BY_NAME, 3, &xdr_string(b"x")))
+            .error(),
+        (
+            1,
+            7,
+            "internal error: hypervisor connection not open".into()
+        )
+    );
+    // CONNECT_SUPPORTS_FEATURE(REMOTE_EVENT_CALLBACK) asks the connection.
+    let feature = [0, 0, 0, 14, 0, 0, 0, 0];
+    assert_eq!(
+        s.exchange(&call(CONNECT_SUPPORTS_FEATURE, 4, &feature))
             .error(),
         (
             1,
