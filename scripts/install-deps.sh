@@ -8,7 +8,7 @@ set -euo pipefail
 # (the reference) needs the matching bookworm one, so name the release.
 packages=(qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
           libvirt-clients python3-libvirt python3-libnbd virtnbdbackup openssl
-          mount)
+          mount golang-go golang-github-digitalocean-go-libvirt-dev)
 
 need_install=0
 command -v qemu-system-x86_64 >/dev/null || need_install=1
@@ -17,6 +17,9 @@ command -v virtnbdbackup >/dev/null || need_install=1
 command -v openssl >/dev/null || need_install=1
 # losetup: the tests put backup targets on loop devices.
 command -v losetup >/dev/null || need_install=1
+# tests/go_libvirt.rs builds a client with Debian's go-libvirt, offline.
+command -v go >/dev/null || need_install=1
+[ -d /usr/share/gocode/src/github.com/digitalocean/go-libvirt ] || need_install=1
 /usr/bin/python3 -c 'import libvirt, nbd' 2>/dev/null || need_install=1
 case "$(qemu-img --version 2>/dev/null | head -n1)" in
   *"version 7.2"*) ;;

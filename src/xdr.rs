@@ -7,6 +7,13 @@
 //! allocated. Encoding checks the same limits, so an over-long value of
 //! ours becomes an error instead of a message the peer would reject.
 //!
+//! Where libtirpc, which libvirtd decodes with, is more lenient than the
+//! letter of XDR, decoding follows libtirpc, so what libvirtd accepts is
+//! accepted here: any non-zero boolean or optional flag is true, narrow
+//! integers keep the low bits of their word, a string ends at its first
+//! NUL, and [`from_payload`] ignores bytes after the value. What we send
+//! is canonical.
+//!
 //! Containers (strings, arrays, optionals) have no `Pack`/`Unpack` impls of
 //! their own because their limit belongs to the field, not the type; the
 //! generated code calls [`Reader::string`], [`put_array_var`] and friends

@@ -5,7 +5,7 @@ use crate::driver::{DriverError, ErrorKind, LIB_VERSION};
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{int_bool, routes, wire_dom, Reply, Request};
+use super::{int_bool, not_open, routes, wire_dom, Reply, Request};
 
 /// The URIs this daemon answers to; the client strips transport and
 /// `socket=` before sending it.
@@ -93,7 +93,7 @@ fn supports_feature(client: &Client, feature: i32) -> Result<i32, DriverError> {
         return Ok(1);
     }
     if client.opened().is_none() {
-        return Err(DriverError::internal("hypervisor connection not open"));
+        return Err(not_open());
     }
     let supported = matches!(
         feature,

@@ -126,9 +126,7 @@ pub(crate) struct Request<'a> {
 impl Request<'_> {
     fn check_access(&self) -> Result<(), DriverError> {
         if self.client.opened().is_none() && !allowed_before_open(self.header) {
-            // libvirtd's remote dispatcher reports it, hence VIR_FROM_RPC.
-            return Err(DriverError::internal("hypervisor connection not open")
-                .with_origin(ErrorOrigin::Rpc));
+            return Err(not_open());
         }
         if self.info.writes && self.client.is_readonly() {
             return Err(refuse_write(self.info.api.unwrap_or(self.info.name)));
@@ -146,6 +144,11 @@ fn allowed_before_open(header: &Header) -> bool {
                 | wire::REMOTE_PROC_AUTH_LIST
                 | wire::REMOTE_PROC_CONNECT_SUPPORTS_FEATURE
         )
+}
+
+/// libvirtd's remote dispatcher reports it, hence VIR_FROM_RPC.
+pub(crate) fn not_open() -> DriverError {
+    DriverError::internal("hypervisor connection not open").with_origin(ErrorOrigin::Rpc)
 }
 
 fn not_here(info: &ProcInfo) -> DriverError {
