@@ -21,7 +21,7 @@ use std::fs;
 use super::{describe, fixtures, read};
 use crate::conf::domain::DomainDef;
 use crate::conf::snapshot::{
-    CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotState,
+    CreateContext, CreateFlags, FormatFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotState,
 };
 use crate::conf::test_support::{self, Capture};
 use crate::conf::xml::{self, Limits};
@@ -266,7 +266,7 @@ fn redefined_snapshots_format_like_libvirtd() {
 
 /// The `<domain>`, `<inactiveDomain>` and `<cookie>` libvirtd recorded in
 /// a dump, as the driver would have them.
-fn recorded(dump: &str) -> (DomainDef, Option<DomainDef>, Option<xml::Element>) {
+fn recorded(dump: &str) -> (DomainDef, Option<DomainDef>, Option<SaveCookie>) {
     let root = xml::parse(dump, "(t)", &Limits::default()).expect("dump");
     let domain = |name: &str| {
         root.child(name).map(|d| {
@@ -278,7 +278,8 @@ fn recorded(dump: &str) -> (DomainDef, Option<DomainDef>, Option<xml::Element>) 
     (
         domain("domain").expect("a domain"),
         domain("inactiveDomain"),
-        root.child("cookie").cloned(),
+        root.child("cookie")
+            .map(|c| SaveCookie::parse(c).expect("libvirtd's cookie")),
     )
 }
 
