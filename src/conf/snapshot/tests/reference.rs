@@ -433,3 +433,48 @@ const FX_SKIP: &[(&str, &str)] = &[
 
 /// Malformed documents, which xml::parse words differently from libxml2.
 const XML_WORDING: &[&str] = &["empty", "malformed"];
+
+/// `conf-session.sh`: documents run through the schema by libvirtd (flags
+/// VALIDATE, and REDEFINE without a name so that one the schema takes
+/// fails right after it). Each must get libvirtd's triple.
+#[test]
+fn schema_verdicts_match_libvirtd() {
+    let dir = fixtures().join("reference/snapshot");
+    let mut names: Vec<String> = read(&dir.join("SESSION-conf.txt"))
+        .lines()
+        .filter(|n| n.starts_with("conf-schema-") || *n == "conf-validate-disk-invalid")
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    let mut wrong = Vec::new();
+    for name in &names {
+        let cap = capture(name);
+        // $ ./snapi.py create conf-sn DOC FLAGS
+        let (doc, flags) = cap
+            .command
+            .strip_prefix("$ ./snapi.py create conf-sn ")
+            .and_then(|rest| rest.rsplit_once(' '))
+            .expect("a create");
+        let flags: u32 = flags.parse().expect("flags");
+        let parse_flags = ParseFlags {
+            redefine: flags & 1 != 0,
+            validate: flags & 512 != 0,
+            ..ParseFlags::default()
+        };
+        let got = match SnapshotDef::parse(&read(&dir.join(doc)), parse_flags, 1) {
+            Ok(_) => "accepted\n".to_owned(),
+            Err(e) => describe(&e),
+        };
+        let (head, message) = cap.stdout.split_once("\nmessage: ").expect("triple");
+        let fields: Vec<&str> = head.split(' ').collect();
+        let want = format!(
+            "code: {}\ndomain: {}\nmessage: {message}",
+            fields[1], fields[3]
+        );
+        if got != want {
+            wrong.push(format!("{name}: want\n{want}got\n{got}"));
+        }
+    }
+    assert!(names.len() > 80, "only {} captures", names.len());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
