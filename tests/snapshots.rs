@@ -624,3 +624,180 @@ fn qemu_io_rw(image: &Path, cmd: &str) -> Run {
         .expect("qemu-io");
     Run::from(out)
 }
+
+// ---------------------------------------------------------------------------
+// conf-session.sh: schema validation, redefines without a domain, the
+// save cookie (SESSION-conf.txt).
+
+const CONF_UUID: &str = "c0f05a00-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+
+/// conf-sn (one qcow2 disk), running.
+fn conf_sn(s: &Session) {
+    s.daemon.image("snref/conf-vda.qcow2", "qcow2", "64M");
+    s.define("conf-sn");
+    s.virsh(&["start", "conf-sn"]).ok();
+}
+
+/// Runs capture `name` (a virsh line or a snapi.py call) and compares.
+fn replay_conf(s: &Session, name: &str) {
+    let (command, ..) = AREA.capture(name);
+    let run = match command.strip_prefix("./snapi.py ") {
+        Some(rest) => {
+            let args: Vec<String> = common::reference::shell_words(rest)
+                .iter()
+                .map(|a| s.ours(a))
+                .collect();
+            s.api(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        None => s.replay_only(name),
+    };
+    same(s, &run, name);
+}
+
+/// A snapshot document without its embedded definitions, whose content
+/// is the domain model's (see `skipped`).
+fn without_domains(xml: &str) -> String {
+    let mut out = String::new();
+    let mut skipping: Option<String> = None;
+    for line in xml.lines() {
+        match &skipping {
+            Some(end) if line == end => skipping = None,
+            Some(_) => {}
+            None if line.starts_with("  <domain type=") => skipping = Some("  </domain>".into()),
+            None if line.starts_with("  <inactiveDomain ") => {
+                skipping = Some("  </inactiveDomain>".into());
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The `<cookie>` element of a snapshot document, as lines.
+fn cookie_of(xml: &str) -> String {
+    let start = xml
+        .find("  <cookie>")
+        .unwrap_or_else(|| panic!("no cookie in {xml}"));
+    let end = xml[start..].find("</cookie>").expect("cookie end") + start;
+    xml[start..end].to_string()
+}
+
+fn our_metadata(s: &Session, name: &str) -> String {
+    fs::read_to_string(
+        s.daemon
+            .path(&format!("state/snapshots/{CONF_UUID}/{name}.xml")),
+    )
+    .expect("metadata file")
+}
+
+/// `snapshot-create --validate` checks libvirt's snapshot schema: every
+/// document libvirtd judged (libvirt's own disk-invalid.xml with
+/// `startupPolicy` among them) gets the same verdict, and nothing is made.
+#[test]
+fn validate_checks_the_schema_like_libvirtd() {
+    let s = Session::start(&AREA, Daemon::start());
+    conf_sn(&s);
+    let names: Vec<String> = AREA
+        .text("SESSION-conf.txt")
+        .lines()
+        .filter(|n| n.contains("validate") || n.starts_with("conf-schema-"))
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() > 80, "{names:?}");
+    for name in &names {
+        replay_conf(&s, name);
+    }
+    let run = s.virsh(&["snapshot-list", "conf-sn", "--name"]).ok();
+    assert_eq!(run.stdout.trim(), "");
+    assert!(!s.path("conf-foo").exists());
+}
+
+/// A snapshot of the running domain records QEMU's CPU in `<cookie>` as
+/// libvirtd does; a redefine without `<domain>` keeps the domain it
+/// replaces (not its cookie or inactive domain), a redefined cookie comes
+/// back in libvirt's shape, a bad one is refused and changes nothing —
+/// in snapshot-dumpxml and in the metadata file alike.
+#[test]
+fn cookie_and_redefines_without_a_domain_match_libvirtd() {
+    let s = Session::start(&AREA, Daemon::start());
+    conf_sn(&s);
+    let dumpxml =
+        |name: &str| s.theirs(&s.virsh(&["snapshot-dumpxml", "conf-sn", name]).ok().stdout);
+    let capture = |name: &str| s.theirs(&s.ours(&AREA.capture(name).1));
+    let file = |name: &str| AREA.text(&format!("libvirtd-files/{name}.xml"));
+
+    replay_conf(&s, "conf-create-s1");
+    assert_eq!(
+        cookie_of(&dumpxml("s1")),
+        cookie_of(&capture("conf-dumpxml-s1"))
+    );
+    let ours = our_metadata(&s, "s1");
+    let theirs = file("conf-s1");
+    assert_eq!(cookie_of(&ours), cookie_of(&theirs));
+    assert!(ours.ends_with("</cookie>\n  <active>1</active>\n</domainsnapshot>\n"));
+
+    for (redefine, dump, metadata) in [
+        (
+            "conf-redefine-no-domain",
+            "conf-dumpxml-after-no-domain",
+            Some("conf-s1-after-no-domain"),
+        ),
+        (
+            "conf-redefine-uuid-only",
+            "conf-dumpxml-after-uuid-only",
+            None,
+        ),
+        (
+            "conf-redefine-cookie-bad",
+            "conf-dumpxml-after-cookie-bad",
+            None,
+        ),
+    ] {
+        replay_conf(&s, redefine);
+        let ours = dumpxml("s1");
+        assert_eq!(
+            without_domains(&ours),
+            without_domains(&capture(dump)),
+            "{dump}"
+        );
+        assert!(
+            ours.contains("  <domain type='qemu'>\n    <name>conf-sn</name>\n"),
+            "{ours}"
+        );
+        if let Some(metadata) = metadata {
+            let ours = our_metadata(&s, "s1");
+            assert_eq!(
+                without_domains(&ours),
+                without_domains(&s.theirs(&s.ours(&file(metadata)))),
+                "{metadata}"
+            );
+        }
+    }
+
+    // libvirtd's own dump of s1 brings its cookie back.
+    replay_conf(&s, "conf-redefine-back");
+    assert_eq!(
+        cookie_of(&dumpxml("s1")),
+        cookie_of(&capture("conf-dumpxml-after-back"))
+    );
+    assert_eq!(
+        cookie_of(&our_metadata(&s, "s1")),
+        cookie_of(&file("conf-s1-after-back"))
+    );
+
+    // A disk-only snapshot keeps no memory and records no cookie (as
+    // libvirtd's dumpxml-s3).
+    s.virsh(&[
+        "snapshot-create-as",
+        "conf-sn",
+        "d1",
+        "--disk-only",
+        "--diskspec",
+        &format!("vda,file={}", s.path("conf-vda.d1").display()),
+    ])
+    .ok();
+    assert!(!dumpxml("d1").contains("<cookie>"));
+}

@@ -103,6 +103,8 @@ pub enum ConfErrorDomain {
     Qemu,
     /// VIR_FROM_DOMAIN (20): the domain configuration code.
     Domain,
+    /// VIR_FROM_CPU (31): the CPU definition code.
+    Cpu,
     /// VIR_FROM_DOMAIN_SNAPSHOT (35): the snapshot configuration code.
     DomainSnapshot,
     /// VIR_FROM_DOMAIN_CHECKPOINT (69): the checkpoint configuration code.
@@ -117,6 +119,7 @@ impl ConfErrorDomain {
             Self::Xml => 5,
             Self::Qemu => 10,
             Self::Domain => 20,
+            Self::Cpu => 31,
             Self::DomainSnapshot => 35,
             Self::DomainCheckpoint => 69,
         }

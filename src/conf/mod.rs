@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod checkpoint;
+pub mod cpu;
 pub mod domain;
 pub mod error;
 pub mod seclabel;

@@ -54,6 +54,7 @@ pub enum ErrorOrigin {
     Qemu,
     Remote,
     Domain,
+    Cpu,
     DomainSnapshot,
     DomainCheckpoint,
     Storage,
@@ -205,6 +206,7 @@ impl From<crate::conf::ConfError> for DriverError {
             D::Qemu => ErrorOrigin::Qemu,
             D::DomainCheckpoint => ErrorOrigin::DomainCheckpoint,
             D::DomainSnapshot => ErrorOrigin::DomainSnapshot,
+            D::Cpu => ErrorOrigin::Cpu,
             _ => ErrorOrigin::Domain,
         };
         let detail = err.detail().map(str::to_string);

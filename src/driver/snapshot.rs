@@ -30,18 +30,22 @@
 //!   libvirt puts its own header (with the domain XML) before it. Neither
 //!   daemon can revert to it. `snapshot='manual'` disks are refused;
 //!   `--quiesce` fails as without a guest agent.
-//! - `<cookie>` (the guest CPU QEMU was started with) is not recorded.
+//! - `<cookie>` records the CPU QEMU runs, which is always `qemu64` here:
+//!   for a domain whose `<cpu>` asks for something else, libvirtd would
+//!   have run and recorded that.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::conf::cpu::x86;
 use crate::conf::snapshot::{
-    CreateContext, CreateFlags, FormatFlags, ParseFlags, SnapshotDef, SnapshotDiskType,
+    CreateContext, CreateFlags, FormatFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotDiskType,
     SnapshotLocation, SnapshotState,
 };
 use crate::conf::{DiskFormat as ConfFormat, DomainDef, FormatMode, Secrets};
+use crate::qemu::cpu as qcpu;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
 use crate::qemu::DiskFormat;
 
@@ -367,7 +371,7 @@ impl Driver {
                 st.state == state::RUNNING,
             )
         };
-        let def = prepared.def;
+        let mut def = prepared.def;
         if prepared.has_manual {
             return Err(DriverError::new(
                 ErrorKind::ConfigUnsupported,
@@ -386,6 +390,13 @@ impl Driver {
                     qsnap::INTERNAL_NAME_MAX
                 ),
             ));
+        }
+        if let (Some(vm), Some(SnapshotLocation::Internal | SnapshotLocation::External)) =
+            (&live_vm, def.memory())
+        {
+            // Asked before anything is made, so that a failure leaves
+            // nothing behind.
+            def.set_cookie(Some(save_cookie(vm).await?));
         }
         if def.memory() == Some(SnapshotLocation::External) {
             // A full-system external snapshot: memory first (the guest
@@ -583,7 +594,10 @@ impl Driver {
                 .current()
                 .filter(|c| make_current && *c != name)
                 .map(str::to_string);
-            let mut files = vec![(name.clone(), metadata_xml(&def, make_current, uuid))];
+            // A redefine of the current snapshot leaves it current, as
+            // libvirtd does; the file must say so too.
+            let current = make_current || st.snapshots.current() == Some(name.as_str());
+            let mut files = vec![(name.clone(), metadata_xml(&def, current, uuid))];
             if let Some(old) = &old_current {
                 if let Some(old_def) = st.snapshots.get(old) {
                     files.push((old.clone(), metadata_xml(old_def, false, uuid)));
@@ -1215,6 +1229,19 @@ impl Driver {
 /// A snapshot changes the disks (or their state) under a backup's block
 /// jobs; libvirt keeps the two apart with its job lock (making the caller
 /// wait until it times out), here the refusal comes at once.
+/// The cookie libvirt records with a snapshot that keeps the guest's
+/// memory: the CPU QEMU runs, said against the default model, since the
+/// daemon always starts QEMU with `-cpu qemu64` (a domain's `<cpu>` is not
+/// given to QEMU); and `<slirpHelper/>`, as for every domain without
+/// user-mode networking (the only kind that starts here).
+async fn save_cookie(vm: &crate::qemu::RunningVm) -> Result<SaveCookie, DriverError> {
+    let props = qcpu::properties(vm.monitor(), x86::is_mapped).await?;
+    Ok(SaveCookie::new(
+        x86::live_default(&props.enabled, &props.unavailable),
+        true,
+    ))
+}
+
 fn no_backup_running(obj: &DomainObj) -> Result<(), DriverError> {
     if obj.lock().backup.is_some() {
         return Err(DriverError::operation_invalid(

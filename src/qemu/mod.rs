@@ -7,6 +7,7 @@
 //! - [`command`]: the command line, built by a pure function.
 //! - [`backup`]: push-mode backups (targets, the starting transaction,
 //!   progress, cancel, cleanup), in libvirt 9.0's order.
+//! - [`cpu`]: the guest CPU QEMU runs (its vCPU's feature properties).
 //! - [`blockdev`]: images added at run time (backup targets): created
 //!   through `blockdev-create`, attached, detached.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
@@ -24,6 +25,7 @@ pub mod backup;
 pub mod bitmap;
 pub mod blockdev;
 pub mod command;
+pub mod cpu;
 pub mod error;
 pub mod events;
 pub mod jobs;

@@ -35,6 +35,7 @@ fn origin_code(origin: ErrorOrigin) -> i32 {
         ErrorOrigin::Qemu => 10,
         ErrorOrigin::Remote => 13,
         ErrorOrigin::Domain => 20,
+        ErrorOrigin::Cpu => 31,
         ErrorOrigin::DomainSnapshot => 35,
         ErrorOrigin::DomainCheckpoint => 69,
         ErrorOrigin::Storage => 18,

@@ -34,7 +34,8 @@ use std::net::Ipv6Addr;
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_ns_decl, local_name, Schema,
+    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_dns_name, is_ns_decl,
+    is_unsigned_int, local_name, no_attrs, seclabel_ok, Schema,
 };
 use crate::conf::xml::{Element, Node};
 
@@ -276,33 +277,6 @@ fn store_ok(e: &Element, path_attr: &str) -> bool {
     encryptions <= 1
 }
 
-/// `devSeclabel`: `relabel='no'`, or `labelskip='yes'`, or an optional
-/// `relabel='yes'` with one or more `<label>`; `model` optional.
-fn seclabel_ok(e: &Element) -> bool {
-    let (mut relabel, mut labelskip) = (None, None);
-    for (k, v) in &e.attrs {
-        match k.as_str() {
-            "model" => {}
-            "relabel" => relabel = Some(v.as_str()),
-            "labelskip" => labelskip = Some(v.as_str()),
-            k if is_ns_decl(k) => {}
-            _ => return false,
-        }
-    }
-    let labels = e.elements().count();
-    let only_labels = e
-        .elements()
-        .all(|l| l.name == "label" && no_attrs(l) && !l.has_element_children());
-    if has_text(e) || !only_labels {
-        return false;
-    }
-    match (relabel, labelskip) {
-        (Some("no"), None) | (None, Some("yes")) => labels == 0,
-        (None | Some("yes"), None) => labels > 0,
-        _ => false,
-    }
-}
-
 /// `backupEncryption`, loosely: `format='luks'`, optional `engine='qemu'`
 /// and a `<secret>` among `<secret>`, `<cipher>`, `<ivgen>`. The parser
 /// refuses encryption after the schema anyway (see the module docs of
@@ -336,22 +310,6 @@ pub(super) const STORAGE_FORMATS: [&str; 17] = [
     "raw", "dir", "bochs", "cloop", "dmg", "iso", "vpc", "vdi", "fat", "vhd", "ploop", "luks",
     "cow", "qcow", "qcow2", "qed", "vmdk",
 ];
-
-/// `dnsName`: `[a-zA-Z0-9\.\-]+` (which also covers IPv4 addresses).
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-}
-
-/// XSD `unsignedInt` with libvirt's `[0-9]+` pattern.
-fn is_unsigned_int(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok()
-}
-
-fn no_attrs(e: &Element) -> bool {
-    e.attrs.iter().all(|(k, _)| is_ns_decl(k))
-}
 
 #[cfg(test)]
 mod tests {

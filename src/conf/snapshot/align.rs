@@ -181,6 +181,11 @@ pub(super) fn prepare_redefine(
         }
     };
     align_disks(&mut def, &domain, default, is_regular_file)?;
+    // A document without a domain (or with only its uuid) replaces the
+    // rest of the snapshot but not the domain it recorded: libvirt moves
+    // the old definition over (virDomainSnapshotReplaceDef). Only that
+    // one: <inactiveDomain> and <cookie> are the document's.
+    def.domain = Some(domain);
     Ok(def)
 }
 

@@ -53,7 +53,7 @@ pub(super) fn format_snapshot(def: &SnapshotDef, flags: &FormatFlags) -> String 
         root = root.with_child(el);
     }
     if let Some(cookie) = &def.cookie {
-        root = root.with_child(cookie.clone());
+        root = root.with_child(cookie.to_element());
     }
     if let Some(current) = flags.internal {
         root = root.with_child(text("active", if current { "1" } else { "0" }));

@@ -67,14 +67,15 @@
 //!   SKIP_VALIDATE parse, and written back from that model (see the
 //!   `checkpoint` module: the live-only parts libvirt writes, such as
 //!   `<backingStore/>`, differ). `<domain>` with only a `<uuid>` (very old
-//!   snapshots) is dropped, as libvirt drops it.
+//!   snapshots) is dropped, as libvirt drops it; redefining a snapshot
+//!   with such a document (or none) keeps the replaced one's domain.
 //! - A disk's `<source>` of type file or block is kept as its path plus
 //!   its children verbatim (its other attributes are dropped, as libvirt
 //!   drops them); the source of other storage types (network, nvme,
 //!   vhostuser) is kept verbatim. libvirt reads them into its storage
 //!   model and writes them back in its own order.
-//! - `<cookie>` is kept verbatim (libvirt's QEMU driver reads the CPU and
-//!   two flags from it).
+//! - `<cookie>`: its `<cpu>` is read by a model of libvirt's guest CPU
+//!   that keeps `<cache>` and `<maxphysaddr>` unchecked (see `conf::cpu`).
 //! - The RNG schema check is that of `schema.rs`, which models the parts
 //!   that matter for snapshots (see there); the embedded `<domain>` is not
 //!   checked against the domain schema.
@@ -84,6 +85,7 @@
 //!   has no firmware loader).
 
 mod align;
+mod cookie;
 mod format;
 mod parse;
 mod schema;
@@ -92,6 +94,8 @@ mod schema;
 mod tests;
 
 use uuid::Uuid;
+
+pub use cookie::SaveCookie;
 
 use crate::conf::domain::DomainDef;
 use crate::conf::error::ConfError;
@@ -328,7 +332,7 @@ pub struct SnapshotDef {
     disks: Vec<SnapshotDisk>,
     domain: Option<DomainDef>,
     inactive_domain: Option<DomainDef>,
-    cookie: Option<Element>,
+    cookie: Option<SaveCookie>,
 }
 
 /// What [`ParsedSnapshot::prepare_create`] needs to know about the domain.
@@ -409,14 +413,14 @@ impl SnapshotDef {
         self.creation_time
     }
 
-    /// QEMU's save cookie (`<cookie>`: the guest CPU libvirt started it
-    /// with), which libvirt records with a snapshot of a running domain.
-    pub fn cookie(&self) -> Option<&Element> {
+    /// QEMU's save cookie (`<cookie>`: the guest CPU QEMU runs), which
+    /// libvirt records with a snapshot that keeps the guest's memory.
+    pub fn cookie(&self) -> Option<&SaveCookie> {
         self.cookie.as_ref()
     }
 
     /// Record the save cookie of a new snapshot of a running domain.
-    pub fn set_cookie(&mut self, cookie: Option<Element>) {
+    pub fn set_cookie(&mut self, cookie: Option<SaveCookie>) {
         self.cookie = cookie;
     }
 
@@ -513,7 +517,8 @@ impl ParsedSnapshot {
     /// Finish a redefine after the driver's parent checks. `domain_uuid`
     /// is the domain's, `existing` the snapshot of the same name if there
     /// is one (it is replaced), `disk_only` the create flag. Needs a domain
-    /// definition: the document's, or the existing snapshot's.
+    /// definition: the document's, or else the existing snapshot's, which
+    /// the result then keeps (nothing else of the existing one).
     pub fn prepare_redefine(
         self,
         domain_uuid: Uuid,

@@ -10,6 +10,7 @@
 //! whatever it is called.
 
 use super::schema;
+use super::SaveCookie;
 use super::{
     ParseFlags, ParsedSnapshot, SnapshotDef, SnapshotDisk, SnapshotDiskType, SnapshotLocation,
     SnapshotState,
@@ -148,7 +149,7 @@ pub(super) fn parse_snapshot(
     };
 
     if !offline {
-        def.cookie = root.child("cookie").cloned();
+        def.cookie = root.child("cookie").map(SaveCookie::parse).transpose()?;
     }
 
     Ok(ParsedSnapshot { def, current })

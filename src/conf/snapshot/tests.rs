@@ -261,9 +261,7 @@ fn create_reports_what_the_driver_must_do() {
     assert_eq!(p.def.inactive_domain().map(DomainDef::name), Some("snvm"));
     assert_eq!(p.def.domain().map(DomainDef::name), Some("snvm"));
     p.def.set_parent(Some("s0".to_owned()));
-    p.def.set_cookie(Some(
-        Element::new("cookie").with_child(Element::new("slirpHelper")),
-    ));
+    p.def.set_cookie(Some(SaveCookie::new(None, true)));
     let text = p.def.format(&FormatFlags {
         internal: Some(true),
         ..FormatFlags::default()
@@ -273,7 +271,7 @@ fn create_reports_what_the_driver_must_do() {
     assert!(text.ends_with(
         "  <cookie>\n    <slirpHelper/>\n  </cookie>\n  <active>1</active>\n</domainsnapshot>\n"
     ));
-    assert_eq!(p.def.cookie().map(|c| c.name.as_str()), Some("cookie"));
+    assert_eq!(p.def.cookie().map(SaveCookie::cpu), Some(None));
 
     // The metadata form reads back with its <active>.
     let parsed = SnapshotDef::parse(

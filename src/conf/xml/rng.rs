@@ -1,5 +1,5 @@
 //! Small facts about elements that the RNG-schema checks of several
-//! documents (checkpoint, backup) share: what libxml2 counts as text, as
+//! documents (checkpoint, backup, snapshot) share: what libxml2 counts as text, as
 //! an attribute, as a namespace.
 
 use super::{Element, Node};
@@ -121,4 +121,53 @@ pub(crate) fn is_abs_path(s: &str) -> bool {
         }
     });
     rest.is_some_and(|r| !r.is_empty() && !r.contains(['\n', '\r']))
+}
+
+/// `dnsName`: `[a-zA-Z0-9\.\-]+` (which also covers IPv4 addresses).
+pub(crate) fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
+/// XSD `unsignedInt` with libvirt's `[0-9]+` pattern.
+pub(crate) fn is_unsigned_int(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().is_ok()
+}
+
+/// XSD `positiveInteger` with libvirt's `[0-9]+` pattern: any size, not 0.
+pub(crate) fn is_positive_integer(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.bytes().any(|b| b != b'0')
+}
+
+/// No attributes other than namespace declarations.
+pub(crate) fn no_attrs(e: &Element) -> bool {
+    e.attrs.iter().all(|(k, _)| is_ns_decl(k))
+}
+
+/// `devSeclabel`: `relabel='no'`, or `labelskip='yes'`, or an optional
+/// `relabel='yes'` with one or more `<label>`; `model` optional.
+pub(crate) fn seclabel_ok(e: &Element) -> bool {
+    let (mut relabel, mut labelskip) = (None, None);
+    for (k, v) in &e.attrs {
+        match k.as_str() {
+            "model" => {}
+            "relabel" => relabel = Some(v.as_str()),
+            "labelskip" => labelskip = Some(v.as_str()),
+            k if is_ns_decl(k) => {}
+            _ => return false,
+        }
+    }
+    let labels = e.elements().count();
+    let only_labels = e
+        .elements()
+        .all(|l| l.name == "label" && no_attrs(l) && !l.has_element_children());
+    if has_text(e) || !only_labels {
+        return false;
+    }
+    match (relabel, labelskip) {
+        (Some("no"), None) | (None, Some("yes")) => labels == 0,
+        (None | Some("yes"), None) => labels > 0,
+        _ => false,
+    }
 }
