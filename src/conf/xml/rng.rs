@@ -95,6 +95,29 @@ impl Schema {
 
 /// The text of an element that may hold only text: no attributes, no
 /// child elements.
+/// The children of a root whose content is an `<interleave>` of the
+/// elements `names`, one list per name, and the first child that fits
+/// none of them ("text" for text, a namespaced or unknown element by its
+/// local name). libxml2 reports a group's problem before that extra
+/// child, so the caller checks the groups first.
+pub(crate) fn interleave<'a, const N: usize>(
+    root: &'a Element,
+    names: &[&str; N],
+) -> ([Vec<&'a Element>; N], Option<String>) {
+    let mut groups: [Vec<&Element>; N] = std::array::from_fn(|_| Vec::new());
+    for node in &root.children {
+        match node {
+            Node::Text(t) if is_blank(t) => {}
+            Node::Text(_) => return (groups, Some("text".to_owned())),
+            Node::Element(e) => match names.iter().position(|g| *g == e.name) {
+                Some(i) if !in_namespace(e) => groups[i].push(e),
+                _ => return (groups, Some(local_name(&e.name).to_owned())),
+            },
+        }
+    }
+    (groups, None)
+}
+
 pub(crate) fn plain(e: &Element) -> Option<String> {
     let bare = e.attrs.iter().all(|(k, _)| is_ns_decl(k))
         && e.children.iter().all(|n| matches!(n, Node::Text(_)));

@@ -23,9 +23,9 @@ mod network;
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    has_text, in_namespace, is_abs_path, is_blank, is_ns_decl, local_name, no_attrs, plain, Schema,
+    has_text, in_namespace, interleave, is_abs_path, is_ns_decl, no_attrs, plain, Schema,
 };
-use crate::conf::xml::{Element, Node};
+use crate::conf::xml::Element;
 
 const SCHEMA: Schema = Schema {
     file: "/usr/share/libvirt/schemas/domainsnapshot.rng",
@@ -64,24 +64,7 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
         return Err(SCHEMA.namespaced());
     }
 
-    let mut groups: [Vec<&Element>; GROUPS.len()] = Default::default();
-    let mut extra: Option<String> = None;
-    for node in &root.children {
-        match node {
-            Node::Text(t) if is_blank(t) => {}
-            Node::Text(_) => {
-                extra = Some("text".to_owned());
-                break;
-            }
-            Node::Element(e) => match GROUPS.iter().position(|g| *g == e.name) {
-                Some(i) if !in_namespace(e) => groups[i].push(e),
-                _ => {
-                    extra = Some(local_name(&e.name).to_owned());
-                    break;
-                }
-            },
-        }
-    }
+    let (groups, extra) = interleave(root, &GROUPS);
 
     for (group, members) in GROUPS.iter().zip(&groups) {
         let valid = match members.as_slice() {
