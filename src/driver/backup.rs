@@ -330,7 +330,7 @@ impl Driver {
                 stopped: false,
             }),
         };
-        self.save_backup(&obj, &record);
+        self.save_backup(&obj, &record).await;
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
@@ -484,7 +484,7 @@ impl Driver {
                 (event, to_cancel, over)
             };
             if let Some(record) = record.take() {
-                self.save_backup(&obj, &record);
+                self.save_backup(&obj, &record).await;
             }
             // The end is recorded first: job statistics read meanwhile
             // count this disk as done rather than lose it. A scratch node
@@ -579,7 +579,7 @@ impl Driver {
             st.jobs.completed = Some(job.clone());
             job
         };
-        self.shared.store.delete_backup(&obj.uuid);
+        self.delete_backup(obj).await;
         self.emit(DomainEvent::JobCompleted {
             dom: obj.reference(),
             params: job.params(),
@@ -770,7 +770,7 @@ impl Driver {
             run.record.cancel_requested.extend(running.iter().cloned());
             (run.vm.clone(), running, run.record.clone())
         };
-        self.save_backup(&obj, &record);
+        self.save_backup(&obj, &record).await;
         // libvirt's order: no client reads any more, then the jobs stop.
         self.stop_pull_server(&obj, &vm).await;
         for id in running {
@@ -796,7 +796,7 @@ impl Driver {
             run.record.clone()
         };
         nbd::stop_server(vm.monitor()).await;
-        self.save_backup(obj, &record);
+        self.save_backup(obj, &record).await;
     }
 
     /// A free port of the configured range for a pull backup's TCP
@@ -831,8 +831,13 @@ impl Driver {
 
     /// Records the running backup, so that a restarted daemon can follow
     /// it; failing that only costs the follow-up after a restart.
-    fn save_backup(&self, obj: &DomainObj, record: &BackupRecord) {
-        if let Err(err) = self.shared.store.save_backup(&obj.uuid, record) {
+    async fn save_backup(&self, obj: &DomainObj, record: &BackupRecord) {
+        let (uuid, record) = (obj.uuid, record.clone());
+        let saved = self
+            .shared
+            .store
+            .run(move |s| s.save_backup(&uuid, &record));
+        if let Err(err) = saved.await {
             tracing::warn!(%err, "cannot record the running backup");
         }
     }
@@ -840,15 +845,15 @@ impl Driver {
     /// After a restart: follows the backup a previous run of the daemon
     /// started in this (reconnected) QEMU. Events missed while no daemon
     /// listened are made up for by asking QEMU for its jobs first.
-    pub(super) fn resume_backup(&self, obj: &Arc<DomainObj>) {
-        let Some(record) = self.shared.store.load_backup::<BackupRecord>(&obj.uuid) else {
+    pub(super) async fn resume_backup(&self, obj: &Arc<DomainObj>) {
+        let Some(record) = self.load_backup(obj).await else {
             return;
         };
         let record = match record {
             Ok(record) => record,
             Err(err) => {
                 tracing::error!(%err, "unreadable backup record; the job is forgotten");
-                self.shared.store.delete_backup(&obj.uuid);
+                self.delete_backup(obj).await;
                 return;
             }
         };
@@ -886,7 +891,7 @@ impl Driver {
     /// ran is over, cancelled, and its targets go as after any
     /// unfinished push backup.
     pub(super) async fn forget_backup(&self, obj: &Arc<DomainObj>) {
-        let Some(Ok(mut record)) = self.shared.store.load_backup::<BackupRecord>(&obj.uuid) else {
+        let Some(Ok(mut record)) = self.load_backup(obj).await else {
             return;
         };
         if !record.reuse {
@@ -902,7 +907,22 @@ impl Driver {
         record.job.update_time();
         record.job.status = JobStatus::Cancelled;
         obj.lock().jobs.completed = Some(record.job);
-        self.shared.store.delete_backup(&obj.uuid);
+        self.delete_backup(obj).await;
+    }
+
+    async fn load_backup(&self, obj: &DomainObj) -> Option<Result<BackupRecord, DriverError>> {
+        let uuid = obj.uuid;
+        let loaded = self.shared.store.run(move |s| Ok(s.load_backup(&uuid)));
+        loaded.await.unwrap_or_else(|err| Some(Err(err)))
+    }
+
+    async fn delete_backup(&self, obj: &DomainObj) {
+        let uuid = obj.uuid;
+        let deleted = self.shared.store.run(move |s| {
+            s.delete_backup(&uuid);
+            Ok(())
+        });
+        let _ = deleted.await;
     }
 }
 

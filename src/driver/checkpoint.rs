@@ -687,9 +687,16 @@ impl Driver {
         let listed = obj.lock().checkpoints.get(name).cloned();
         // Before start-up has loaded the metadata (a restart that found
         // QEMU gone), the checkpoint is only in the store.
+        let stored = match &listed {
+            Some(_) => None,
+            None => {
+                let owned = name.to_string();
+                let loaded = self.store_io(move |s| Ok(s.load_checkpoint(&uuid, &owned)));
+                loaded.await.ok().flatten()
+            }
+        };
         let def = listed.clone().or_else(|| {
-            let xml = self.shared.store.load_checkpoint(&uuid, name)?;
-            let parsed = CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0).ok()?;
+            let parsed = CheckpointDef::parse(&stored?, ParseFlags { redefine: true }, 0).ok()?;
             Some(parsed.loaded())
         });
         let Some(def) = def else { return };
@@ -722,10 +729,7 @@ impl Driver {
         &self,
         op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
     ) -> Result<T, DriverError> {
-        let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(|e| DriverError::internal(format!("metadata task failed: {e}")))?
+        self.shared.store.run(op).await
     }
 
     /// Removes an intent whose operation has settled; a failure only means

@@ -168,11 +168,12 @@ impl Driver {
             .domains
             .add_or_find(&def, || DomainState::shut_off(Some(def.clone())))?;
         let _job = obj.job.lock().await;
-        let store = self.shared.store.clone();
         let uuid = obj.uuid;
-        let saved = tokio::task::spawn_blocking(move || store.save_config(&uuid, &inactive_xml))
-            .await
-            .map_err(|e| DriverError::internal(format!("define task failed: {e}")))?;
+        let saved = self
+            .shared
+            .store
+            .run(move |s| s.save_config(&uuid, &inactive_xml))
+            .await;
         if let Err(err) = saved {
             if added {
                 self.shared.domains.remove(&uuid);
@@ -249,19 +250,19 @@ impl Driver {
             }
             st.is_active()
         };
-        let store = self.shared.store.clone();
         let uuid = obj.uuid;
-        tokio::task::spawn_blocking(move || {
-            // A running domain keeps its checkpoints and snapshots until
-            // it stops.
-            if !active {
-                store.delete_all_checkpoints(&uuid)?;
-                store.delete_all_snapshots(&uuid)?;
-            }
-            store.delete_config(&uuid)
-        })
-        .await
-        .map_err(|e| DriverError::internal(format!("undefine task failed: {e}")))??;
+        self.shared
+            .store
+            .run(move |store| {
+                // A running domain keeps its checkpoints and snapshots
+                // until it stops.
+                if !active {
+                    store.delete_all_checkpoints(&uuid)?;
+                    store.delete_all_snapshots(&uuid)?;
+                }
+                store.delete_config(&uuid)
+            })
+            .await?;
         let reference = obj.reference();
         obj.lock().config = None;
         if !active {
@@ -295,20 +296,27 @@ impl Driver {
     }
 
     /// virDomainGetInfo.
-    pub fn get_info(&self, dom: &DomainRef) -> Result<DomainInfo, DriverError> {
+    pub async fn get_info(&self, dom: &DomainRef) -> Result<DomainInfo, DriverError> {
         let obj = self.domain(dom)?;
-        let st = obj.lock();
-        let def = st
-            .current_def()
-            .ok_or_else(|| DriverError::internal("domain has no definition"))?;
-        let cpu_time_ns = st.live.as_ref().map_or(0, |l| l.vm.cpu_time_ns());
-        Ok(DomainInfo {
-            state: st.state,
-            max_mem_kib: def.memory_kib(),
-            memory_kib: def.current_memory_kib(),
-            vcpus: def.vcpus(),
-            cpu_time_ns,
-        })
+        let (mut info, vm) = {
+            let st = obj.lock();
+            let def = st
+                .current_def()
+                .ok_or_else(|| DriverError::internal("domain has no definition"))?;
+            let info = DomainInfo {
+                state: st.state,
+                max_mem_kib: def.memory_kib(),
+                memory_kib: def.current_memory_kib(),
+                vcpus: def.vcpus(),
+                cpu_time_ns: 0,
+            };
+            (info, st.live.as_ref().map(|l| l.vm.clone()))
+        };
+        // /proc is read with the domain's state unlocked.
+        if let Some(vm) = vm {
+            info.cpu_time_ns = vm.cpu_time_ns().await;
+        }
+        Ok(info)
     }
 
     /// virDomainGetState: (state, reason).

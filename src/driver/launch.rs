@@ -69,18 +69,9 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
             format,
             readonly: disk.readonly(),
             boot_index: (position == 0).then_some(1),
-            has_backing: format == DiskFormat::Qcow2 && qcow2_has_backing(Path::new(source)),
+            // qemu::start reads it from the image header.
+            has_backing: false,
         });
     }
     Ok(disks)
-}
-
-/// Whether a qcow2 image's header names a backing file (bytes 8..16: the
-/// offset of its name, 0 for none). An unreadable image counts as having
-/// none; QEMU then reports what is wrong with it.
-fn qcow2_has_backing(path: &Path) -> bool {
-    use std::io::Read;
-    let mut header = [0u8; 16];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header));
-    read.is_ok() && header[..4] == *b"QFI\xfb" && header[8..16].iter().any(|&b| b != 0)
 }

@@ -94,7 +94,11 @@ impl Driver {
             nodes: Vec::new(),
             overlays: Vec::new(),
         };
-        self.shared.store.save_live(&obj.uuid, &record)?;
+        let uuid = obj.uuid;
+        self.shared
+            .store
+            .run(move |s| s.save_live(&uuid, &record))
+            .await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {
                 let events = vm.take_events();
@@ -113,7 +117,7 @@ impl Driver {
         let (vm, events) = match started {
             Ok(started) => started,
             Err(err) => {
-                self.shared.store.delete_live(&obj.uuid);
+                self.delete_live(obj).await;
                 return Err(err);
             }
         };
@@ -137,7 +141,7 @@ impl Driver {
 
     /// Rewrites the live record after a state change, so that a restarted
     /// daemon reports what QEMU is doing.
-    pub(super) fn save_live(&self, obj: &DomainObj) {
+    pub(super) async fn save_live(&self, obj: &DomainObj) {
         let record = {
             let st = obj.lock();
             let Some(live) = &st.live else { return };
@@ -151,9 +155,24 @@ impl Driver {
                 overlays: live.overlays.clone(),
             }
         };
-        if let Err(err) = self.shared.store.save_live(&obj.uuid, &record) {
+        let uuid = obj.uuid;
+        let saved = self.shared.store.run(move |s| s.save_live(&uuid, &record));
+        if let Err(err) = saved.await {
             tracing::warn!(%err, "cannot record the domain's live state");
         }
+    }
+
+    /// Removes the domain's run directory (its QEMU is gone).
+    async fn delete_live(&self, obj: &DomainObj) {
+        let uuid = obj.uuid;
+        let _ = self
+            .shared
+            .store
+            .run(move |s| {
+                s.delete_live(&uuid);
+                Ok(())
+            })
+            .await;
     }
 
     /// virDomainDestroyFlags: stops QEMU at once.
@@ -229,7 +248,7 @@ impl Driver {
             loop {
                 match events.recv().await {
                     Ok(VmEvent::Exited(_)) | Err(broadcast::error::RecvError::Closed) => break,
-                    Ok(event) => driver.on_vm_event(&obj, &vm, event),
+                    Ok(event) => driver.on_vm_event(&obj, &vm, event).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 }
             }
@@ -238,7 +257,7 @@ impl Driver {
         });
     }
 
-    fn on_vm_event(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, event: VmEvent) {
+    async fn on_vm_event(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, event: VmEvent) {
         let lifecycle = {
             let mut st = obj.lock();
             let Some(live) = st.live.as_mut().filter(|l| Arc::ptr_eq(&l.vm, vm)) else {
@@ -271,7 +290,7 @@ impl Driver {
             }
         };
         if let Some(event) = lifecycle {
-            self.save_live(obj);
+            self.save_live(obj).await;
             self.emit(DomainEvent::Lifecycle {
                 dom: obj.reference(),
                 event,
@@ -314,14 +333,17 @@ impl Driver {
         // A backup ends with its QEMU, before the domain is reported
         // stopped, as libvirt orders it.
         self.terminate_backup(obj, vm, JobStatus::Cancelled).await;
-        self.shared.store.delete_live(&obj.uuid);
+        self.delete_live(obj).await;
         if transient {
-            // A transient domain's checkpoints end with it, as in libvirt.
-            if let Err(err) = self.shared.store.delete_all_checkpoints(&obj.uuid) {
-                tracing::warn!(%err, "cannot remove the checkpoints of a transient domain");
-            }
-            if let Err(err) = self.shared.store.delete_all_snapshots(&obj.uuid) {
-                tracing::warn!(%err, "cannot remove the snapshots of a transient domain");
+            // A transient domain's checkpoints and snapshots end with it,
+            // as in libvirt.
+            let uuid = obj.uuid;
+            let deleted = self.shared.store.run(move |s| {
+                s.delete_all_checkpoints(&uuid)?;
+                s.delete_all_snapshots(&uuid)
+            });
+            if let Err(err) = deleted.await {
+                tracing::warn!(%err, "cannot remove the metadata of a transient domain");
             }
             self.shared.domains.remove(&obj.uuid);
         }
@@ -330,8 +352,8 @@ impl Driver {
 
     /// Reads every stored definition. A file that no longer parses is
     /// reported and left on disk for the administrator.
-    pub(super) fn load_configs(&self) -> Result<(), DriverError> {
-        for (path, xml) in self.shared.store.load_configs()? {
+    pub(super) async fn load_configs(&self) -> Result<(), DriverError> {
+        for (path, xml) in self.shared.store.run(|s| s.load_configs()).await? {
             let def = xml.and_then(|xml| DomainDef::parse(&xml).map_err(DriverError::from));
             let def = match def {
                 Ok(def) => def,
@@ -353,7 +375,8 @@ impl Driver {
 
     /// Takes back every QEMU a previous run of the daemon started.
     pub(super) async fn reconnect_all(&self) {
-        for (dir, record) in self.shared.store.load_live() {
+        let records = self.shared.store.run(|s| Ok(s.load_live())).await;
+        for (dir, record) in records.unwrap_or_default() {
             let record = match record {
                 Ok(record) => record,
                 Err(err) => {
@@ -385,7 +408,7 @@ impl Driver {
             }
             Err(err) => {
                 self.forget_backup(&obj).await;
-                self.shared.store.delete_live(&obj.uuid);
+                self.delete_live(&obj).await;
                 let transient = {
                     let mut st = obj.lock();
                     st.state = state::SHUTOFF;
@@ -417,7 +440,7 @@ impl Driver {
             }
         }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
-        self.resume_backup(&obj);
+        self.resume_backup(&obj).await;
         self.watch(obj, vm, events);
         Ok(())
     }

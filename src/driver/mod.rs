@@ -33,7 +33,7 @@ pub use events::{DomainEvent, Lifecycle};
 pub use registry::state;
 
 use registry::Registry;
-use store::Store;
+use store::Metadata;
 
 pub type Uuid = [u8; 16];
 
@@ -93,7 +93,7 @@ pub struct Driver {
 
 struct Shared {
     config: DriverConfig,
-    store: Store,
+    store: Metadata,
     domains: Registry,
     events: broadcast::Sender<DomainEvent>,
     hv_version: u64,
@@ -103,7 +103,7 @@ impl Driver {
     /// Loads the stored definitions and reconnects to every QEMU a previous
     /// run of the daemon left running.
     pub async fn open(config: DriverConfig) -> Result<Driver, DriverError> {
-        let store = Store::open(&config.state_dir, &config.run_dir)?;
+        let store = Metadata::open(&config.state_dir, &config.run_dir).await?;
         let hv_version = crate::qemu::hypervisor_version(&config.qemu)
             .await
             .unwrap_or_else(|err| {
@@ -120,10 +120,10 @@ impl Driver {
                 hv_version,
             }),
         };
-        driver.load_configs()?;
+        driver.load_configs().await?;
         driver.reconnect_all().await;
         driver.load_checkpoints().await;
-        driver.load_snapshots();
+        driver.load_snapshots().await;
         for obj in driver.shared.domains.all() {
             driver.reconcile_checkpoints(&obj).await;
         }

@@ -44,7 +44,12 @@ impl Driver {
 
     async fn load_domain_checkpoints(&self, obj: &Arc<DomainObj>) {
         let uuid = obj.uuid;
-        let files = self.shared.store.load_checkpoints(&uuid);
+        let files = self
+            .shared
+            .store
+            .run(move |s| Ok(s.load_checkpoints(&uuid)))
+            .await
+            .unwrap_or_default();
         let mut defs: BTreeMap<String, CheckpointDef> = BTreeMap::new();
         for (path, xml) in files {
             let parsed = xml.and_then(|xml| {
@@ -68,7 +73,7 @@ impl Driver {
         }
         // A delete that got past QEMU: its metadata goes now; the bitmap
         // half waits for a QEMU if there is none.
-        for intent in self.intents(obj) {
+        for intent in self.intents(obj).await {
             let listed = obj.lock().checkpoints.contains(&intent.checkpoint);
             match intent.action {
                 IntentAction::Delete if listed => {
@@ -85,10 +90,12 @@ impl Driver {
         }
     }
 
-    fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
-        self.shared
-            .store
-            .load_intents(&obj.uuid)
+    async fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
+        let uuid = obj.uuid;
+        let files = self.shared.store.run(move |s| Ok(s.load_intents(&uuid)));
+        files
+            .await
+            .unwrap_or_default()
             .into_iter()
             .filter_map(|(path, intent)| match intent {
                 Ok(intent) => Some(intent),
@@ -103,7 +110,7 @@ impl Driver {
     /// Brings QEMU's bitmaps and the metadata of a domain whose QEMU just
     /// came up into agreement; see the module documentation.
     pub(super) async fn reconcile_checkpoints(&self, obj: &Arc<DomainObj>) {
-        let intents = self.intents(obj);
+        let intents = self.intents(obj).await;
         let (vm, domain) = {
             let st = obj.lock();
             let Some(live) = &st.live else { return };

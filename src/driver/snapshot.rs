@@ -528,7 +528,7 @@ impl Driver {
                         }
                     }
                 }
-                self.save_live(obj);
+                self.save_live(obj).await;
             }
             // The user made them (libvirt trusts they are right).
             None if reuse => {}
@@ -1098,7 +1098,7 @@ impl Driver {
                         live.overlays.retain(|o| o.overlay != layer.overlay);
                     }
                 }
-                self.save_live(obj);
+                self.save_live(obj).await;
             }
             None => {
                 let config = obj.lock().config.clone();
@@ -1187,11 +1187,13 @@ impl Driver {
     }
 
     /// Reads every domain's snapshot metadata at start-up.
-    pub(super) fn load_snapshots(&self) {
+    pub(super) async fn load_snapshots(&self) {
         for obj in self.shared.domains.all() {
             let mut defs = BTreeMap::new();
             let mut current = None;
-            for (path, xml) in self.shared.store.load_snapshots(&obj.uuid) {
+            let uuid = obj.uuid;
+            let files = self.shared.store.run(move |s| Ok(s.load_snapshots(&uuid)));
+            for (path, xml) in files.await.unwrap_or_default() {
                 let parsed = xml.and_then(|xml| {
                     SnapshotDef::parse(
                         &xml,

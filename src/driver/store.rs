@@ -11,6 +11,10 @@
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
 //! ```
 //!
+//! The driver holds a [`Metadata`], never a [`Store`]: a `Store` exists only
+//! inside [`Metadata::run`], which runs on the blocking pool, so a durable
+//! write (every write here fsyncs) cannot be made from an async thread.
+//!
 //! Files are named by UUID, never by domain name. A checkpoint name does
 //! become a file name, but only through [`encode_name`], which keeps it to
 //! one path component that cannot be `.`, `..` or hidden (and through a
@@ -20,6 +24,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +34,51 @@ use super::Uuid;
 /// A definition file and what reading it gave.
 pub type StoredConfig = (PathBuf, Result<String, DriverError>);
 
-#[derive(Debug, Clone)]
+/// The files themselves; reachable only through [`Metadata::run`].
+#[derive(Debug)]
 pub struct Store {
     state_dir: PathBuf,
     run_dir: PathBuf,
+}
+
+/// The driver's handle on its files.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    store: Arc<Store>,
+}
+
+impl Metadata {
+    /// Creates the directories (see the module docs) and tightens their
+    /// modes.
+    pub async fn open(state_dir: &Path, run_dir: &Path) -> Result<Metadata, DriverError> {
+        let (state_dir, run_dir) = (state_dir.to_path_buf(), run_dir.to_path_buf());
+        let store = blocking(move || Store::open(&state_dir, &run_dir)).await?;
+        Ok(Metadata {
+            store: Arc::new(store),
+        })
+    }
+
+    /// Runs `op` on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
+    ) -> Result<T, DriverError> {
+        let store = self.store.clone();
+        blocking(move || op(&store)).await
+    }
+
+    /// The directory QEMU's files for this domain live in (a path only).
+    pub fn domain_run_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.store.domain_run_dir(uuid)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
+) -> Result<T, DriverError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| DriverError::internal(format!("metadata task failed: {e}")))?
 }
 
 /// What survives a daemon restart about a running domain.
@@ -91,7 +137,7 @@ impl LiveRecord {
 }
 
 impl Store {
-    pub fn open(state_dir: &Path, run_dir: &Path) -> Result<Store, DriverError> {
+    fn open(state_dir: &Path, run_dir: &Path) -> Result<Store, DriverError> {
         let store = Store {
             state_dir: state_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),

@@ -74,6 +74,8 @@ pub struct DiskSpec {
     pub boot_index: Option<u32>,
     /// Whether the qcow2 image names a backing file (an external
     /// snapshot's overlay): QEMU then opens the chain the header names.
+    /// [`start`](super::start) reads it from the image header itself, so
+    /// what a caller sets here counts only for [`build_argv`] alone.
     pub has_backing: bool,
 }
 

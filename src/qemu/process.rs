@@ -39,7 +39,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tracing::{debug, warn};
 
-use super::command::{build_argv, environment, LaunchSpec, RunPaths};
+use super::command::{build_argv, environment, DiskFormat, LaunchSpec, RunPaths};
 use super::error::QemuError;
 use super::events::{Exit, VmEvent};
 use super::log;
@@ -82,8 +82,32 @@ impl Drop for RunningVm {
     }
 }
 
+/// Whether a qcow2 image's header names a backing file (bytes 8..16: the
+/// offset of its name, 0 for none), read on the blocking pool. An
+/// unreadable image counts as having none; QEMU then reports what is
+/// wrong with it.
+async fn qcow2_has_backing(path: PathBuf) -> bool {
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut header = [0u8; 16];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .map(|()| header)
+    });
+    match read.await {
+        Ok(Ok(header)) => header[..4] == *b"QFI\xfb" && header[8..16].iter().any(|&b| b != 0),
+        _ => false,
+    }
+}
+
 /// Starts QEMU for `spec`, paused, with its monitor connected.
 pub async fn start(spec: &LaunchSpec) -> Result<RunningVm, QemuError> {
+    let mut spec = spec.clone();
+    for disk in spec.disks.iter_mut() {
+        disk.has_backing =
+            disk.format == DiskFormat::Qcow2 && qcow2_has_backing(disk.source.clone()).await;
+    }
+    let spec = &spec;
     let argv = build_argv(spec)?;
     let run_dir = spec.run_dir.clone();
     let paths = RunPaths::new(&run_dir);
@@ -379,9 +403,11 @@ impl RunningVm {
     }
 
     /// CPU time QEMU has used, in nanoseconds (what virDomainGetInfo
-    /// reports); 0 once the process is gone.
-    pub fn cpu_time_ns(&self) -> u64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
+    /// reports); 0 once the process is gone. The file is read off the
+    /// async threads.
+    pub async fn cpu_time_ns(&self) -> u64 {
+        let stat = tokio::fs::read_to_string(format!("/proc/{}/stat", self.pid())).await;
+        let Ok(stat) = stat else {
             return 0;
         };
         // Fields after the parenthesised command name; utime and stime are

@@ -59,7 +59,7 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_get_xml_desc_ret { xml: driver.get_xml_desc(&dom_ref(a.dom), a.flags)? })
         },
         rp::DomainGetInfo => |a: wire::remote_domain_get_info_args| async move {
-            let info = driver.get_info(&dom_ref(a.dom))?;
+            let info = driver.get_info(&dom_ref(a.dom)).await?;
             Ok(wire::remote_domain_get_info_ret {
                 state: u8::try_from(info.state).unwrap_or(0),
                 maxMem: info.max_mem_kib,
