@@ -1,7 +1,7 @@
 //! virtbackupd: a daemon that speaks libvirt's RPC protocol and carries the
 //! calls out on QEMU over QMP.
 //!
-//! The layers, each calling only the one below it (see DESIGN.md):
+//! The layers, each calling only the one below it (see ARCHITECTURE.md):
 //!
 //! 1. [`rpc`] reads frames from a client socket, decodes the XDR body and
 //!    calls a [`driver`] method with plain Rust values; it encodes the result
