@@ -7,7 +7,7 @@
 //! copy already ended transferred; a finished one keeps the final figures
 //! until a client reads them with COMPLETED (and without KEEP_COMPLETED).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,15 +73,6 @@ pub struct BackupStats {
     pub transferred: u64,
     pub tmp_used: u64,
     pub tmp_total: u64,
-}
-
-impl std::ops::AddAssign for BackupStats {
-    fn add_assign(&mut self, other: BackupStats) {
-        self.total += other.total;
-        self.transferred += other.transferred;
-        self.tmp_used += other.tmp_used;
-        self.tmp_total += other.tmp_total;
-    }
 }
 
 /// What libvirt calls virDomainJobData, for a backup.
@@ -203,11 +194,6 @@ impl JobData {
 pub struct Jobs {
     /// Statistics of the last job that ended, until read with COMPLETED.
     pub completed: Option<JobData>,
-}
-
-/// Milliseconds between two instants, for jobs timed within one run.
-pub fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
