@@ -1,5 +1,5 @@
-//! Backups as domain jobs, push and pull: backup-begin, backup-dumpxml,
-//! the job statistics, abort, and the end of the job with its events.
+//! Backups as domain jobs, push and pull: backup-begin and the end of the
+//! job with its events (the queries and abort are in jobs.rs).
 //!
 //! One backup per domain at a time. The domain's job lock is held only
 //! while the backup is set up; the copy itself runs in QEMU, followed by a
@@ -41,7 +41,7 @@ use crate::qemu::nbd::{self, NbdAddress, NbdExport};
 use crate::qemu::{bitmap, RunningVm};
 
 use super::checkpoint::{metadata_xml, now_secs};
-use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::error::{DriverError, ErrorKind};
 use super::events::{BlockJobStatus, BLOCK_JOB_TYPE_BACKUP};
 use super::jobs::{now_ms, JobData, JobStatus};
 use super::launch;
@@ -52,24 +52,10 @@ use super::{DomainEvent, DomainRef, Driver};
 /// virDomainBackupBeginFlags.
 pub const BEGIN_REUSE_EXTERNAL: u32 = 1;
 
-/// virDomainBlockJobInfoFlags: bandwidth in bytes (the only one).
-const BLOCK_JOB_INFO_BANDWIDTH_BYTES: u32 = 1;
-
-/// A disk's block job as virDomainGetBlockJobInfo reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockJobInfo {
-    /// virDomainBlockJobType.
-    pub job_type: i32,
-    /// Bytes done.
-    pub cur: u64,
-    /// Bytes in all.
-    pub end: u64,
-}
-
 /// A backup that is running in `vm`.
 pub struct BackupRun {
-    record: BackupRecord,
-    vm: Arc<RunningVm>,
+    pub(super) record: BackupRecord,
+    pub(super) vm: Arc<RunningVm>,
 }
 
 /// Everything about a running backup that a restarted daemon needs to
@@ -77,13 +63,13 @@ pub struct BackupRun {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupRecord {
     /// What backup-dumpxml shows.
-    xml: String,
-    job: JobData,
+    pub(super) xml: String,
+    pub(super) job: JobData,
     reuse: bool,
-    disks: Vec<RunDisk>,
-    targets: Vec<qbackup::DiskBackup>,
+    pub(super) disks: Vec<RunDisk>,
+    pub(super) targets: Vec<qbackup::DiskBackup>,
     /// Jobs a client asked to cancel: their end counts as cancelled.
-    cancel_requested: HashSet<String>,
+    pub(super) cancel_requested: HashSet<String>,
     /// The checkpoint created with the backup, if any.
     #[serde(default)]
     checkpoint: Option<String>,
@@ -103,16 +89,16 @@ struct PullServer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunDisk {
-    dst: String,
+pub(super) struct RunDisk {
+    pub(super) dst: String,
     /// The disk's source path, which the BLOCK_JOB event names.
     path: String,
-    job_id: String,
-    state: DiskState,
+    pub(super) job_id: String,
+    pub(super) state: DiskState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-enum DiskState {
+pub(super) enum DiskState {
     Running,
     Complete,
     Failed,
@@ -148,10 +134,6 @@ fn inactive() -> DriverError {
         ErrorKind::OperationUnsupported,
         "cannot perform disk backup for inactive domain",
     )
-}
-
-fn no_backup() -> DriverError {
-    DriverError::new(ErrorKind::NoDomainBackup, "no domain backup job present")
 }
 
 impl Driver {
@@ -586,204 +568,9 @@ impl Driver {
         });
     }
 
-    /// virDomainBackupGetXMLDesc.
-    pub fn backup_get_xml_desc(&self, dom: &DomainRef, flags: u32) -> Result<String, DriverError> {
-        let obj = self.domain(dom)?;
-        DriverError::check_flags(flags, 0, "qemuBackupGetXMLDesc")?;
-        let st = obj.lock();
-        st.backup
-            .as_ref()
-            .map(|run| run.record.xml.clone())
-            .ok_or_else(no_backup)
-    }
-
-    /// virDomainGetJobStats.
-    pub async fn get_job_stats(
-        &self,
-        dom: &DomainRef,
-        flags: u32,
-    ) -> Result<(i32, Vec<super::jobs::TypedParam>), DriverError> {
-        use super::jobs::stats_flags::*;
-        DriverError::check_flags(flags, COMPLETED | KEEP_COMPLETED, "qemuDomainGetJobStats")?;
-        let obj = self.domain(dom)?;
-        let job = if flags & COMPLETED != 0 {
-            let mut st = obj.lock();
-            let job = st.jobs.completed.clone().filter(|_| st.backup.is_none());
-            if job.is_some() && flags & KEEP_COMPLETED == 0 {
-                st.jobs.completed = None;
-            }
-            job
-        } else {
-            self.current_job(&obj).await?
-        };
-        Ok(match job {
-            Some(job) => (job.job_type(), job.params()),
-            None => (super::jobs::job_type::NONE, Vec::new()),
-        })
-    }
-
-    /// virDomainGetJobInfo.
-    pub async fn get_job_info(&self, dom: &DomainRef) -> Result<super::jobs::JobInfo, DriverError> {
-        let obj = self.domain(dom)?;
-        Ok(self
-            .current_job(&obj)
-            .await?
-            .map(|job| job.info())
-            .unwrap_or_default())
-    }
-
-    /// The running job with fresh figures: what the disks that ended
-    /// moved, plus QEMU's progress for the ones still copying.
-    async fn current_job(&self, obj: &DomainObj) -> Result<Option<JobData>, DriverError> {
-        let (vm, mut job, running) = {
-            let st = obj.lock();
-            if st.live.is_none() {
-                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
-            }
-            let Some(run) = &st.backup else {
-                return Ok(None);
-            };
-            let record = &run.record;
-            let running: Vec<qbackup::DiskBackup> = record
-                .targets
-                .iter()
-                .filter(|t| {
-                    record
-                        .disks
-                        .iter()
-                        .any(|d| d.job_id == t.job_id && d.state == DiskState::Running)
-                })
-                .cloned()
-                .collect();
-            (run.vm.clone(), record.job.clone(), running)
-        };
-        job.update_time();
-        job.status = JobStatus::Active;
-        let progress = qbackup::progress(vm.monitor(), &running).await?;
-        let pull = running.iter().any(|d| d.fleece);
-        for info in progress.into_iter().flatten() {
-            if pull {
-                job.stats.tmp_total += info.total;
-                job.stats.tmp_used += info.current;
-            } else {
-                job.stats.total += info.total;
-                job.stats.transferred += info.current;
-            }
-        }
-        Ok(Some(job))
-    }
-
-    /// virDomainGetBlockJobInfo: a disk (by target or source path) has a
-    /// job while a backup copies (push) or fleeces (pull) it; its type is
-    /// BACKUP and its figures are QEMU's.
-    pub async fn get_block_job_info(
-        &self,
-        dom: &DomainRef,
-        path: &str,
-        flags: u32,
-    ) -> Result<Option<BlockJobInfo>, DriverError> {
-        DriverError::check_flags(
-            flags,
-            BLOCK_JOB_INFO_BANDWIDTH_BYTES,
-            "qemuDomainGetBlockJobInfo",
-        )?;
-        let obj = self.domain(dom)?;
-        let (vm, target) = {
-            let st = obj.lock();
-            let live = st
-                .live
-                .as_ref()
-                .ok_or_else(|| DriverError::not_running().with_origin(ErrorOrigin::Domain))?;
-            let disk = live
-                .def
-                .disks()
-                .iter()
-                .find(|d| d.target() == path || d.source() == Some(path))
-                .ok_or_else(|| {
-                    DriverError::new(
-                        ErrorKind::InvalidArg,
-                        format!("disk '{path}' not found in domain"),
-                    )
-                })?;
-            let target = st.backup.as_ref().and_then(|run| {
-                let record = &run.record;
-                let running = record
-                    .disks
-                    .iter()
-                    .any(|d| d.dst == disk.target() && d.state == DiskState::Running);
-                let job = record.targets.iter().find(|t| t.disk == disk.target())?;
-                running.then(|| job.clone())
-            });
-            (live.vm.clone(), target)
-        };
-        let Some(target) = target else {
-            return Ok(None);
-        };
-        let progress = qbackup::progress(vm.monitor(), std::slice::from_ref(&target)).await?;
-        // A job QEMU no longer lists but whose end is not processed yet
-        // shows as incomplete, as libvirt fakes it.
-        let (cur, end) = progress
-            .into_iter()
-            .flatten()
-            .next()
-            .map_or((0, 1), |job| (job.current, job.total));
-        Ok(Some(BlockJobInfo {
-            job_type: BLOCK_JOB_TYPE_BACKUP,
-            cur,
-            end,
-        }))
-    }
-
-    /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
-    /// block jobs; the job ends (cancelled) when QEMU confirms.
-    pub async fn abort_job(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
-        DriverError::check_flags(
-            flags,
-            super::jobs::ABORT_JOB_POSTCOPY,
-            "qemuDomainAbortJobFlags",
-        )?;
-        let obj = self.domain(dom)?;
-        let (vm, running, record) = {
-            let mut st = obj.lock();
-            if st.live.is_none() {
-                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
-            }
-            let Some(run) = st.backup.as_mut() else {
-                return Err(DriverError::operation_invalid(
-                    "no job is active on the domain",
-                ));
-            };
-            if flags & super::jobs::ABORT_JOB_POSTCOPY != 0 {
-                return Err(DriverError::operation_invalid(
-                    "current job is not outgoing migration in post-copy mode",
-                ));
-            }
-            let running: Vec<String> = run
-                .record
-                .disks
-                .iter()
-                .filter(|d| d.state == DiskState::Running)
-                .map(|d| d.job_id.clone())
-                .collect();
-            // Recorded before QEMU is asked, so that the end counts as
-            // cancelled even when it comes before the answer.
-            run.record.cancel_requested.extend(running.iter().cloned());
-            (run.vm.clone(), running, run.record.clone())
-        };
-        self.save_backup(&obj, &record);
-        // libvirt's order: no client reads any more, then the jobs stop.
-        self.stop_pull_server(&obj, &vm).await;
-        for id in running {
-            if let Err(err) = qjobs::cancel(vm.monitor(), &id).await {
-                tracing::warn!(%err, job = %id, "cannot cancel a backup job");
-            }
-        }
-        Ok(())
-    }
-
     /// Stops a pull backup's NBD server, once: abort, the first disk's
     /// end, or the job's end, whichever comes first.
-    async fn stop_pull_server(&self, obj: &DomainObj, vm: &Arc<RunningVm>) {
+    pub(super) async fn stop_pull_server(&self, obj: &DomainObj, vm: &Arc<RunningVm>) {
         let record = {
             let mut st = obj.lock();
             let Some(run) = st.backup.as_mut().filter(|r| Arc::ptr_eq(&r.vm, vm)) else {
@@ -831,7 +618,7 @@ impl Driver {
 
     /// Records the running backup, so that a restarted daemon can follow
     /// it; failing that only costs the follow-up after a restart.
-    fn save_backup(&self, obj: &DomainObj, record: &BackupRecord) {
+    pub(super) fn save_backup(&self, obj: &DomainObj, record: &BackupRecord) {
         if let Err(err) = self.shared.store.save_backup(&obj.uuid, record) {
             tracing::warn!(%err, "cannot record the running backup");
         }
