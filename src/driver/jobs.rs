@@ -14,9 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::qemu::backup as qbackup;
-use crate::qemu::jobs as qjobs;
 
-use super::backup::DiskState;
+use super::backup::Event as BackupEvent;
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::events::BLOCK_JOB_TYPE_BACKUP;
 use super::registry::DomainObj;
@@ -282,18 +281,7 @@ impl Driver {
                 return Ok(None);
             };
             let record = &run.record;
-            let running: Vec<qbackup::DiskBackup> = record
-                .targets
-                .iter()
-                .filter(|t| {
-                    record
-                        .disks
-                        .iter()
-                        .any(|d| d.job_id == t.job_id && d.state == DiskState::Running)
-                })
-                .cloned()
-                .collect();
-            (run.vm.clone(), record.job.clone(), running)
+            (run.vm.clone(), record.job.clone(), record.running_targets())
         };
         job.update_time();
         job.status = JobStatus::Active;
@@ -344,13 +332,8 @@ impl Driver {
                     )
                 })?;
             let target = st.backup.as_ref().and_then(|run| {
-                let record = &run.record;
-                let running = record
-                    .disks
-                    .iter()
-                    .any(|d| d.dst == disk.target() && d.state == DiskState::Running);
-                let job = record.targets.iter().find(|t| t.disk == disk.target())?;
-                running.then(|| job.clone())
+                let mut running = run.record.running_targets().into_iter();
+                running.find(|t| t.disk == disk.target())
             });
             (live.vm.clone(), target)
         };
@@ -377,7 +360,7 @@ impl Driver {
     pub async fn abort_job(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
         DriverError::check_flags(flags, ABORT_JOB_POSTCOPY, "qemuDomainAbortJobFlags")?;
         let obj = self.domain(dom)?;
-        let (vm, running, record) = {
+        let (vm, actions) = {
             let mut st = obj.lock();
             if st.live.is_none() {
                 return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
@@ -392,26 +375,9 @@ impl Driver {
                     "current job is not outgoing migration in post-copy mode",
                 ));
             }
-            let running: Vec<String> = run
-                .record
-                .disks
-                .iter()
-                .filter(|d| d.state == DiskState::Running)
-                .map(|d| d.job_id.clone())
-                .collect();
-            // Recorded before QEMU is asked, so that the end counts as
-            // cancelled even when it comes before the answer.
-            run.record.cancel_requested.extend(running.iter().cloned());
-            (run.vm.clone(), running, run.record.clone())
+            (run.vm.clone(), run.apply(BackupEvent::Abort))
         };
-        self.save_backup(&obj, &record);
-        // libvirt's order: no client reads any more, then the jobs stop.
-        self.stop_pull_server(&obj, &vm).await;
-        for id in running {
-            if let Err(err) = qjobs::cancel(vm.monitor(), &id).await {
-                tracing::warn!(%err, job = %id, "cannot cancel a backup job");
-            }
-        }
+        self.carry_out(&obj, Some(&vm), actions).await;
         Ok(())
     }
 }
