@@ -1,5 +1,7 @@
 //! Domain jobs as libvirt reports them: the running job's statistics, the
-//! last finished job's, and their translation into virTypedParameters.
+//! last finished job's, and their translation into virTypedParameters;
+//! the calls that read them (domjobinfo, job stats, block-job info,
+//! backup-dumpxml) and abort the job.
 //!
 //! Only backups are jobs here. The numbers follow libvirt 9.0's QEMU driver
 //! (qemu_domainjob.c, qemu_backup.c): a running backup reports the
@@ -7,9 +9,17 @@
 //! copy already ended transferred; a finished one keeps the final figures
 //! until a client reads them with COMPLETED (and without KEEP_COMPLETED).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::qemu::backup as qbackup;
+
+use super::backup::Event as BackupEvent;
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::events::BLOCK_JOB_TYPE_BACKUP;
+use super::registry::DomainObj;
+use super::{DomainRef, Driver};
 
 /// virDomainJobType.
 pub mod job_type {
@@ -73,15 +83,6 @@ pub struct BackupStats {
     pub transferred: u64,
     pub tmp_used: u64,
     pub tmp_total: u64,
-}
-
-impl std::ops::AddAssign for BackupStats {
-    fn add_assign(&mut self, other: BackupStats) {
-        self.total += other.total;
-        self.transferred += other.transferred;
-        self.tmp_used += other.tmp_used;
-        self.tmp_total += other.tmp_total;
-    }
 }
 
 /// What libvirt calls virDomainJobData, for a backup.
@@ -205,9 +206,180 @@ pub struct Jobs {
     pub completed: Option<JobData>,
 }
 
-/// Milliseconds between two instants, for jobs timed within one run.
-pub fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// virDomainBlockJobInfoFlags: bandwidth in bytes (the only one).
+const BLOCK_JOB_INFO_BANDWIDTH_BYTES: u32 = 1;
+
+/// A disk's block job as virDomainGetBlockJobInfo reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockJobInfo {
+    /// virDomainBlockJobType.
+    pub job_type: i32,
+    /// Bytes done.
+    pub cur: u64,
+    /// Bytes in all.
+    pub end: u64,
+}
+
+impl Driver {
+    /// virDomainBackupGetXMLDesc.
+    pub fn backup_get_xml_desc(&self, dom: &DomainRef, flags: u32) -> Result<String, DriverError> {
+        let obj = self.domain(dom)?;
+        DriverError::check_flags(flags, 0, "qemuBackupGetXMLDesc")?;
+        let st = obj.lock();
+        st.backup
+            .as_ref()
+            .map(|run| run.record.xml.clone())
+            .ok_or_else(|| {
+                DriverError::new(ErrorKind::NoDomainBackup, "no domain backup job present")
+            })
+    }
+
+    /// virDomainGetJobStats.
+    pub async fn get_job_stats(
+        &self,
+        dom: &DomainRef,
+        flags: u32,
+    ) -> Result<(i32, Vec<TypedParam>), DriverError> {
+        use stats_flags::*;
+        DriverError::check_flags(flags, COMPLETED | KEEP_COMPLETED, "qemuDomainGetJobStats")?;
+        let obj = self.domain(dom)?;
+        let job = if flags & COMPLETED != 0 {
+            let mut st = obj.lock();
+            let job = st.jobs.completed.clone().filter(|_| st.backup.is_none());
+            if job.is_some() && flags & KEEP_COMPLETED == 0 {
+                st.jobs.completed = None;
+            }
+            job
+        } else {
+            self.current_job(&obj).await?
+        };
+        Ok(match job {
+            Some(job) => (job.job_type(), job.params()),
+            None => (job_type::NONE, Vec::new()),
+        })
+    }
+
+    /// virDomainGetJobInfo.
+    pub async fn get_job_info(&self, dom: &DomainRef) -> Result<JobInfo, DriverError> {
+        let obj = self.domain(dom)?;
+        Ok(self
+            .current_job(&obj)
+            .await?
+            .map(|job| job.info())
+            .unwrap_or_default())
+    }
+
+    /// The running job with fresh figures: what the disks that ended
+    /// moved, plus QEMU's progress for the ones still copying.
+    async fn current_job(&self, obj: &DomainObj) -> Result<Option<JobData>, DriverError> {
+        let (vm, mut job, running) = {
+            let st = obj.lock();
+            if st.live.is_none() {
+                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+            }
+            let Some(run) = &st.backup else {
+                return Ok(None);
+            };
+            let record = &run.record;
+            (run.vm.clone(), record.job.clone(), record.running_targets())
+        };
+        job.update_time();
+        job.status = JobStatus::Active;
+        let progress = qbackup::progress(vm.monitor(), &running).await?;
+        let pull = running.iter().any(|d| d.fleece);
+        for info in progress.into_iter().flatten() {
+            if pull {
+                job.stats.tmp_total += info.total;
+                job.stats.tmp_used += info.current;
+            } else {
+                job.stats.total += info.total;
+                job.stats.transferred += info.current;
+            }
+        }
+        Ok(Some(job))
+    }
+
+    /// virDomainGetBlockJobInfo: a disk (by target or source path) has a
+    /// job while a backup copies (push) or fleeces (pull) it; its type is
+    /// BACKUP and its figures are QEMU's.
+    pub async fn get_block_job_info(
+        &self,
+        dom: &DomainRef,
+        path: &str,
+        flags: u32,
+    ) -> Result<Option<BlockJobInfo>, DriverError> {
+        DriverError::check_flags(
+            flags,
+            BLOCK_JOB_INFO_BANDWIDTH_BYTES,
+            "qemuDomainGetBlockJobInfo",
+        )?;
+        let obj = self.domain(dom)?;
+        let (vm, target) = {
+            let st = obj.lock();
+            let live = st
+                .live
+                .as_ref()
+                .ok_or_else(|| DriverError::not_running().with_origin(ErrorOrigin::Domain))?;
+            let disk = live
+                .def
+                .disks()
+                .iter()
+                .find(|d| d.target() == path || d.source() == Some(path))
+                .ok_or_else(|| {
+                    DriverError::new(
+                        ErrorKind::InvalidArg,
+                        format!("disk '{path}' not found in domain"),
+                    )
+                })?;
+            let target = st.backup.as_ref().and_then(|run| {
+                let mut running = run.record.running_targets().into_iter();
+                running.find(|t| t.disk == disk.target())
+            });
+            (live.vm.clone(), target)
+        };
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let progress = qbackup::progress(vm.monitor(), std::slice::from_ref(&target)).await?;
+        // A job QEMU no longer lists but whose end is not processed yet
+        // shows as incomplete, as libvirt fakes it.
+        let (cur, end) = progress
+            .into_iter()
+            .flatten()
+            .next()
+            .map_or((0, 1), |job| (job.current, job.total));
+        Ok(Some(BlockJobInfo {
+            job_type: BLOCK_JOB_TYPE_BACKUP,
+            cur,
+            end,
+        }))
+    }
+
+    /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
+    /// block jobs; the job ends (cancelled) when QEMU confirms.
+    pub async fn abort_job(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, ABORT_JOB_POSTCOPY, "qemuDomainAbortJobFlags")?;
+        let obj = self.domain(dom)?;
+        let (vm, actions) = {
+            let mut st = obj.lock();
+            if st.live.is_none() {
+                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+            }
+            let Some(run) = st.backup.as_mut() else {
+                return Err(DriverError::operation_invalid(
+                    "no job is active on the domain",
+                ));
+            };
+            if flags & ABORT_JOB_POSTCOPY != 0 {
+                return Err(DriverError::operation_invalid(
+                    "current job is not outgoing migration in post-copy mode",
+                ));
+            }
+            (run.vm.clone(), run.apply(BackupEvent::Abort))
+        };
+        self.carry_out(&obj, Some(&vm), actions).await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use crate::conf::{DomainDef, FormatMode, Secrets};
 use crate::qemu::{self, RunningVm, VmEvent};
 
 use super::error::DriverError;
-use super::jobs::JobStatus;
 use super::registry::{state, DomainObj, DomainState, StopCause};
 use super::store::LiveRecord;
 use super::{launch, DomainEvent, DomainRef, Driver, Lifecycle};
@@ -327,12 +326,12 @@ impl Driver {
             // domain; whichever returns, the backup has ended first
             // (destroy must not return before domjobinfo --completed has
             // its figures).
-            self.terminate_backup(obj, vm, JobStatus::Cancelled).await;
+            self.end_backup_with_qemu(obj, vm).await;
             return;
         };
         // A backup ends with its QEMU, before the domain is reported
         // stopped, as libvirt orders it.
-        self.terminate_backup(obj, vm, JobStatus::Cancelled).await;
+        self.end_backup_with_qemu(obj, vm).await;
         self.delete_live(obj).await;
         if transient {
             // A transient domain's checkpoints and snapshots end with it,

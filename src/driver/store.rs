@@ -237,7 +237,7 @@ impl Store {
         self.domain_run_dir(uuid).join("backup.json")
     }
 
-    /// The record of a running backup (see driver/backup.rs).
+    /// The record of a running backup (see driver/backup/follow.rs).
     pub fn save_backup(&self, uuid: &Uuid, record: &impl Serialize) -> Result<(), DriverError> {
         let json = serde_json::to_vec(record)
             .map_err(|e| DriverError::internal(format!("cannot serialize backup: {e}")))?;

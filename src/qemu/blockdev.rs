@@ -62,6 +62,7 @@ use super::command::DiskFormat;
 use super::error::QemuError;
 use super::jobs::{self, JobOutcome, JobWatch};
 use super::monitor::Monitor;
+use super::node_name::{self, Layer};
 
 /// The image a new one is layered on (incremental push backups to qcow2,
 /// scratch images, snapshot overlays).
@@ -127,12 +128,12 @@ impl ImageSpec {
 
     /// The storage (file) node name.
     pub fn storage_node(&self) -> String {
-        format!("libvirt-{}-storage", self.node_index)
+        node_name::format(self.node_index, Layer::Storage)
     }
 
     /// The format node name.
     pub fn format_node(&self) -> String {
-        format!("libvirt-{}-format", self.node_index)
+        node_name::format(self.node_index, Layer::Format)
     }
 
     fn path_str(&self) -> Result<&str, QemuError> {

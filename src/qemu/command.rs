@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::QemuError;
 use super::json::JsonObject;
+use super::node_name::{self, Layer};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +83,12 @@ pub struct DiskSpec {
 impl DiskSpec {
     /// The protocol (storage) node name.
     pub fn storage_node(&self) -> String {
-        format!("libvirt-{}-storage", self.node_index)
+        node_name::format(self.node_index, Layer::Storage)
     }
 
     /// The format node name, the one devices, jobs and bitmaps refer to.
     pub fn format_node(&self) -> String {
-        format!("libvirt-{}-format", self.node_index)
+        node_name::format(self.node_index, Layer::Format)
     }
 
     /// The device id, `virtio-disk<N>`; HMP `qemu-io -d` finds the disk as

@@ -12,6 +12,8 @@
 //!   through `blockdev-create`, attached, detached.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
 //!   `query-jobs`, also across a reconnect.
+//! - [`node_name`]: the block node names `libvirt-N-storage` /
+//!   `libvirt-N-format`, made and read back.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
 //!   query, validate, dirty size), in libvirt 9.0's layout.
 //! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
@@ -33,6 +35,7 @@ pub mod json;
 mod log;
 pub mod monitor;
 pub mod nbd;
+pub mod node_name;
 pub mod process;
 pub mod snapshot;
 #[cfg(test)]

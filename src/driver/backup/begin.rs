@@ -1,0 +1,456 @@
+//! backup-begin: a push or pull backup set up in one QMP transaction, or
+//! nothing of it left behind.
+//!
+//! The order is libvirt 9.0's: the disks are checked, then each target
+//! (push) or scratch image (pull) is made and attached; a pull backup's
+//! NBD server listens next; one transaction starts every disk's job
+//! together with the new checkpoint's bitmaps, so the checkpoint exists
+//! exactly when the backup started; a pull backup's exports come only
+//! after it, so no client reads a disk that is not frozen yet. Whatever
+//! fails undoes what came before it: the server, the jobs, the bitmaps,
+//! the files made, the checkpoint's intent record.
+//!
+//! A TCP server without a port gets one from the configured range (libvirt
+//! 9.0 refuses it); a unix socket gets the configured mode (0600: only this
+//! daemon's user can connect) and must not exist beforehand, since QEMU
+//! would unlink whatever is there.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode, Transport};
+use crate::conf::checkpoint::{CheckpointDef, ParseFlags, ParsedCheckpoint};
+use crate::conf::{DiskDef, DiskFormat as ConfFormat, DomainDef};
+use crate::driver::checkpoint::{self, metadata_xml, now_secs, NewCheckpoint};
+use crate::driver::error::{DriverError, ErrorKind};
+use crate::driver::jobs::{now_ms, JobData};
+use crate::driver::launch;
+use crate::driver::moments::MomentTree;
+use crate::driver::registry::DomainObj;
+use crate::driver::store::{Intent, IntentAction};
+use crate::driver::{DomainRef, Driver};
+use crate::qemu::backup as qbackup;
+use crate::qemu::command::DiskFormat;
+use crate::qemu::jobs::JobWatch;
+use crate::qemu::monitor::Monitor;
+use crate::qemu::nbd::{self, NbdAddress, NbdExport};
+use crate::qemu::node_name::{self, Layer};
+use crate::qemu::{bitmap, QemuError};
+
+use super::follow::{BackupRecord, DiskState, PullServer, RunDisk};
+use super::BackupRun;
+
+/// virDomainBackupBeginFlags.
+pub const BEGIN_REUSE_EXTERNAL: u32 = 1;
+
+/// What the conf layer asks while it checks the disks.
+struct Env<'a> {
+    next_node: &'a mut u32,
+    checkpoints: &'a MomentTree<CheckpointDef>,
+    nodes: &'a [bitmap::NodeBitmaps],
+}
+
+impl BackupEnv for Env<'_> {
+    fn new_storage_id(&mut self) -> u32 {
+        let id = *self.next_node;
+        *self.next_node += 1;
+        id
+    }
+
+    fn checkpoint_exists(&self, name: &str) -> bool {
+        self.checkpoints.contains(name)
+    }
+
+    fn bitmap_chain_valid(&self, disk: &DiskDef, checkpoint: &str) -> bool {
+        let node = node_name::format(disk.node_index(), Layer::Format);
+        bitmap::check_bitmap(self.nodes, &node, checkpoint).is_ok()
+    }
+}
+
+fn inactive() -> DriverError {
+    DriverError::new(
+        ErrorKind::OperationUnsupported,
+        "cannot perform disk backup for inactive domain",
+    )
+}
+
+impl Driver {
+    /// virDomainBackupBegin.
+    pub async fn backup_begin(
+        &self,
+        dom: &DomainRef,
+        backup_xml: &str,
+        checkpoint_xml: Option<&str>,
+        flags: u32,
+    ) -> Result<(), DriverError> {
+        DriverError::check_flags(flags, BEGIN_REUSE_EXTERNAL, "qemuBackupBegin")?;
+        let reuse = flags & BEGIN_REUSE_EXTERNAL != 0;
+        let obj = self.domain(dom)?;
+        let parsed = BackupDef::parse(backup_xml)?;
+        let now = now_secs();
+        let parsed_cp = checkpoint_xml
+            .map(|xml| CheckpointDef::parse(xml, ParseFlags::default(), now))
+            .transpose()?;
+        let suffix = default_suffix(parsed_cp.as_ref().map(|cp| cp.name()), now);
+        let _job = obj.job.lock().await;
+        self.check_present(&obj, dom)?;
+        if parsed_cp.is_some() {
+            crate::driver::rules::checkpoint_allowed(&obj.lock())?;
+        }
+
+        let (vm, running) = {
+            let st = obj.lock();
+            let live = st.live.as_ref().ok_or_else(inactive)?;
+            (live.vm.clone(), live.def.clone())
+        };
+        let mut def = parsed.align(&running, &suffix)?;
+        if obj.lock().backup.is_some() {
+            return Err(DriverError::operation_invalid(
+                "another backup job is already running",
+            ));
+        }
+        if def.needs_port() {
+            let port = self.allocate_port(&def)?;
+            def.assign_port(port);
+        }
+        def.prepare_server()?;
+        let pull = match def.mode() {
+            BackupMode::Pull => Some(pull_address(&def)?),
+            BackupMode::Push => None,
+        };
+        let checkpoint = match parsed_cp {
+            Some(parsed) => Some(self.new_checkpoint(&obj, parsed)?),
+            None => None,
+        };
+        let graph = qbackup::query_graph(vm.monitor()).await?;
+        {
+            let mut st = obj.lock();
+            let st = &mut *st;
+            let live = st.live.as_mut().ok_or_else(inactive)?;
+            let mut env = Env {
+                next_node: &mut live.next_node,
+                checkpoints: &st.checkpoints,
+                nodes: &graph.bitmaps,
+            };
+            def.prepare_disks(&running, &mut env)?;
+        }
+        let requests = backup_requests(&def, &running, pull.is_some())?;
+        let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
+            .await
+            .map_err(DriverError::from)?;
+
+        let uuid = obj.uuid;
+        let cp_bitmaps: Vec<(String, String)> = checkpoint
+            .iter()
+            .flat_map(|(_, bitmaps)| bitmaps.iter())
+            .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+            .collect();
+        let cp_intent = checkpoint.as_ref().map(|(cp, bitmaps)| Intent {
+            checkpoint: cp.name().to_string(),
+            action: IntentAction::Create,
+            bitmaps: bitmaps
+                .iter()
+                .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
+                .collect(),
+        });
+        if let Some(intent) = cp_intent.clone() {
+            if let Err(err) = self.store_io(move |s| s.save_intent(&uuid, &intent)).await {
+                qbackup::discard(vm.monitor(), &targets).await;
+                return Err(err);
+            }
+        }
+        let tls = def.server().and_then(|s| s.tls()) == Some(true);
+        let server = pull.as_ref().map(|addr| Server {
+            addr,
+            tls_dir: tls.then_some(self.shared.config.backup_tls_dir.as_path()),
+            mode: self.shared.config.nbd_socket_mode,
+            exports: exports(&def, &targets),
+        });
+        let started = start_jobs(vm.monitor(), &targets, server, &cp_bitmaps).await;
+        let watch = match started {
+            Ok(watch) => watch,
+            Err(err) => {
+                if let Some(intent) = &cp_intent {
+                    self.drop_intent(uuid, &intent.checkpoint).await;
+                }
+                return Err(err.into());
+            }
+        };
+        let checkpoint_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
+        if let Some((cp, _)) = checkpoint {
+            self.commit_checkpoint(&obj, cp).await;
+        }
+
+        let disks = targets
+            .iter()
+            .map(|t| RunDisk {
+                dst: t.disk.clone(),
+                path: running
+                    .disk_by_target(&t.disk)
+                    .and_then(DiskDef::source)
+                    .unwrap_or_default()
+                    .to_string(),
+                job_id: t.job_id.clone(),
+                state: DiskState::Running,
+            })
+            .collect();
+        let record = BackupRecord {
+            xml: def.format(),
+            job: JobData::backup(now_ms()),
+            reuse,
+            disks,
+            targets,
+            cancel_requested: HashSet::new(),
+            checkpoint: checkpoint_name,
+            pull: pull.map(|addr| PullServer {
+                addr,
+                tls,
+                stopped: false,
+            }),
+        };
+        self.save_backup(&obj, record.clone()).await;
+        {
+            let mut st = obj.lock();
+            st.jobs.completed = None;
+            st.backup = Some(BackupRun {
+                record,
+                vm: vm.clone(),
+            });
+        }
+        let driver = self.clone();
+        let followed = obj.clone();
+        tokio::spawn(async move { driver.follow_backup(followed, vm, watch).await });
+        Ok(())
+    }
+
+    /// The new checkpoint given with a backup: checked as a plain create,
+    /// its bitmaps added by the backup's transaction.
+    fn new_checkpoint(
+        &self,
+        obj: &DomainObj,
+        parsed: ParsedCheckpoint,
+    ) -> Result<NewCheckpoint, DriverError> {
+        let st = obj.lock();
+        let live = st.live.as_ref().ok_or_else(inactive)?;
+        checkpoint::prepare_new(&st.checkpoints, &live.def, parsed)
+    }
+
+    /// Writes a checkpoint whose bitmaps the backup's transaction made.
+    /// The backup runs already, so a failure here is only logged (libvirt
+    /// reports it but keeps the job).
+    async fn commit_checkpoint(&self, obj: &Arc<DomainObj>, def: CheckpointDef) {
+        let uuid = obj.uuid;
+        let name = def.name().to_string();
+        let xml = metadata_xml(&def);
+        let owned = name.clone();
+        match self
+            .store_io(move |s| s.save_checkpoint(&uuid, &owned, &xml))
+            .await
+        {
+            Ok(()) => {
+                {
+                    let mut st = obj.lock();
+                    let parent = def.parent().map(str::to_string);
+                    st.checkpoints.insert(&name, parent.as_deref(), def);
+                    st.checkpoints.set_current(Some(&name));
+                }
+                self.drop_intent(uuid, &name).await;
+            }
+            Err(err) => {
+                tracing::error!(checkpoint = %name, %err, "cannot save the metadata of the backup's checkpoint; its bitmaps are removed at the next reconcile");
+            }
+        }
+    }
+
+    /// A free port of the configured range for a pull backup's TCP
+    /// server: one no other backup of this daemon holds and that binds on
+    /// the address asked for now.
+    fn allocate_port(&self, def: &BackupDef) -> Result<u16, DriverError> {
+        let host = def.server().and_then(|s| s.name()).unwrap_or("localhost");
+        let taken: HashSet<u16> = self
+            .shared
+            .domains
+            .all()
+            .iter()
+            .filter_map(|obj| {
+                let st = obj.lock();
+                match st.backup.as_ref()?.record.pull.as_ref()?.addr {
+                    NbdAddress::Tcp { port, .. } => Some(port),
+                    NbdAddress::Unix(_) => None,
+                }
+            })
+            .collect();
+        let range = self.shared.config.nbd_ports.clone();
+        let (min, max) = (*range.start(), *range.end());
+        range
+            .filter(|port| !taken.contains(port))
+            .find(|port| std::net::TcpListener::bind((host, *port)).is_ok())
+            .ok_or_else(|| {
+                DriverError::internal(format!(
+                    "Unable to find an unused port in range 'nbd' ({min}-{max})"
+                ))
+            })
+    }
+}
+
+/// Where a pull backup's NBD server listens, once the definition has a
+/// server with a port.
+fn pull_address(def: &BackupDef) -> Result<NbdAddress, DriverError> {
+    let server = def
+        .server()
+        .ok_or_else(|| DriverError::internal("pull backup without a server"))?;
+    match server.transport() {
+        Transport::Unix => {
+            let path = server
+                .socket()
+                .ok_or_else(|| DriverError::internal("unix server without a socket"))?;
+            // QEMU unlinks whatever is at the path before it binds: never
+            // let it take a file somebody else owns.
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(DriverError::operation_invalid(format!(
+                    "NBD socket '{path}' already exists"
+                )));
+            }
+            Ok(NbdAddress::Unix(path.into()))
+        }
+        Transport::Tcp => Ok(NbdAddress::Tcp {
+            host: server.name().unwrap_or("localhost").to_string(),
+            port: server
+                .port()
+                .ok_or_else(|| DriverError::internal("TCP server without a port"))?,
+        }),
+    }
+}
+
+/// One export per backed-up disk, named as the definition says.
+fn exports(def: &BackupDef, targets: &[qbackup::DiskBackup]) -> Vec<NbdExport> {
+    targets
+        .iter()
+        .map(|t| {
+            let disk = def.disk(&t.disk);
+            NbdExport {
+                node: t.target.format_node.clone(),
+                name: disk
+                    .and_then(|d| d.export_name())
+                    .unwrap_or(&t.disk)
+                    .to_string(),
+                bitmap: t.bitmap.as_ref().map(|b| b.name.clone()),
+            }
+        })
+        .collect()
+}
+
+/// What the qemu layer needs per backed-up disk.
+fn backup_requests(
+    def: &BackupDef,
+    running: &DomainDef,
+    pull: bool,
+) -> Result<Vec<qbackup::BackupDisk>, DriverError> {
+    let specs = launch::disk_specs(running)?;
+    def.backed_up()
+        .map(|(disk, store)| {
+            let source = specs
+                .iter()
+                .find(|s| s.target == disk.name())
+                .cloned()
+                .ok_or_else(|| DriverError::internal(format!("no disk named '{}'", disk.name())))?;
+            let path = store
+                .path()
+                .ok_or_else(|| DriverError::internal("backup target has no path"))?;
+            let format = match store.format() {
+                Some(ConfFormat::Raw) => DiskFormat::Raw,
+                None | Some(ConfFormat::Qcow2) => DiskFormat::Qcow2,
+                // libvirt formats other types too (vmdk, ...); silently
+                // writing qcow2 instead would betray the request.
+                Some(other) => {
+                    return Err(DriverError::new(
+                        ErrorKind::ConfigUnsupported,
+                        format!(
+                            "backup target format '{}' of disk '{}' is not supported",
+                            other.as_str(),
+                            disk.name()
+                        ),
+                    ))
+                }
+            };
+            if store.is_block() {
+                // A block device is never created, only formatted or
+                // written over; libvirt's labelling stats it first.
+                std::fs::metadata(path)
+                    .map_err(|e| DriverError::system(format_args!("unable to stat: {path}"), e))?;
+            }
+            Ok(qbackup::BackupDisk {
+                source,
+                store: path.into(),
+                store_format: format,
+                store_block: store.is_block(),
+                store_node_index: store.index().unwrap_or(0),
+                incremental: disk.incremental().map(str::to_string),
+                fleece: pull,
+                bitmap: disk.bitmap().map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// A pull backup's NBD server as [`start_jobs`] sets it up.
+struct Server<'a> {
+    addr: &'a NbdAddress,
+    /// Where QEMU reads x509 credentials, with `tls='yes'`.
+    tls_dir: Option<&'a Path>,
+    /// A unix socket's mode.
+    mode: u32,
+    exports: Vec<NbdExport>,
+}
+
+/// Starts every disk's job on its attached target in one transaction with
+/// the new checkpoint's bitmaps (`cp_bitmaps`, (node, bitmap)); a pull
+/// backup's server listens before it and exports after it. On error what
+/// this and [`qbackup::prepare_in`] did is undone, bitmaps included.
+async fn start_jobs(
+    mon: &Monitor,
+    targets: &[qbackup::DiskBackup],
+    server: Option<Server<'_>>,
+    cp_bitmaps: &[(String, String)],
+) -> Result<JobWatch, QemuError> {
+    let not_started = "cannot undo a backup that did not start";
+    if let Some(server) = &server {
+        if let Err(err) = nbd::serve(mon, server.addr, server.mode, server.tls_dir).await {
+            warn_each(qbackup::discard(mon, targets).await, not_started);
+            return Err(err);
+        }
+    }
+    let tls = server.as_ref().is_some_and(|s| s.tls_dir.is_some());
+    let cp_actions = bitmap::add_actions(cp_bitmaps, None);
+    let mut watch = match qbackup::start(mon, targets, cp_actions).await {
+        Ok(watch) => watch,
+        Err(err) => {
+            if let Some(server) = &server {
+                nbd::shutdown(mon, server.addr, tls).await;
+            }
+            warn_each(qbackup::discard(mon, targets).await, not_started);
+            return Err(err);
+        }
+    };
+    let Some(server) = server else {
+        return Ok(watch);
+    };
+    if let Err(err) = qbackup::export(mon, &server.exports).await {
+        nbd::shutdown(mon, server.addr, tls).await;
+        let mut problems = qbackup::abandon(mon, &mut watch, targets).await;
+        problems.extend(qbackup::remove_created_files(targets).await);
+        if !cp_bitmaps.is_empty() {
+            problems.extend(bitmap::remove_bitmaps(mon, cp_bitmaps).await.err());
+        }
+        warn_each(problems, "cannot undo a pull backup whose export failed");
+        return Err(err);
+    }
+    Ok(watch)
+}
+
+fn warn_each(problems: Vec<QemuError>, what: &str) {
+    for problem in problems {
+        tracing::warn!(%problem, "{what}");
+    }
+}

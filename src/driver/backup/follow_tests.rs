@@ -1,0 +1,321 @@
+//! Every transition of [`step`]: what the record becomes and what is done.
+
+use std::path::PathBuf;
+
+use crate::driver::jobs::BackupStats;
+use crate::qemu::blockdev::AttachedImage;
+use crate::qemu::node_name::{self, Layer};
+
+use super::*;
+
+/// A running push backup of vda and vdb with checkpoint "cp1".
+fn push() -> BackupRecord {
+    let disk = |dst: &str, n: u32| {
+        let source_node = node_name::format(n, Layer::Format);
+        let target = DiskBackup {
+            disk: dst.into(),
+            job_id: qbackup::job_id(dst, &source_node),
+            source_node,
+            bitmap: None,
+            fleece: false,
+            target: AttachedImage {
+                path: PathBuf::from(format!("/b/{dst}.qcow2")),
+                storage_node: node_name::format(n + 2, Layer::Storage),
+                format_node: node_name::format(n + 2, Layer::Format),
+                created: true,
+            },
+        };
+        let run = RunDisk {
+            dst: dst.into(),
+            path: format!("/i/{dst}.qcow2"),
+            job_id: target.job_id.clone(),
+            state: DiskState::Running,
+        };
+        (run, target)
+    };
+    let (disks, targets) = [disk("vda", 2), disk("vdb", 1)].into_iter().unzip();
+    BackupRecord {
+        xml: "<domainbackup/>".into(),
+        job: JobData::backup(0),
+        reuse: false,
+        disks,
+        targets,
+        cancel_requested: HashSet::new(),
+        checkpoint: Some("cp1".into()),
+        pull: None,
+    }
+}
+
+/// The same disks backed up in pull mode over TLS, scratch images made.
+fn pull() -> BackupRecord {
+    let mut record = push();
+    record.checkpoint = None;
+    record.pull = Some(PullServer {
+        addr: NbdAddress::Unix("/run/nbd.sock".into()),
+        tls: true,
+        stopped: false,
+    });
+    for target in &mut record.targets {
+        target.fleece = true;
+    }
+    record
+}
+
+/// The job id of vda (0) or vdb (1).
+fn id(disk: usize) -> String {
+    push().targets[disk].job_id.clone()
+}
+
+fn ended(disk: usize, outcome: JobOutcome, bytes: u64) -> Event {
+    Event::DiskEnded(JobEnd {
+        id: id(disk),
+        outcome,
+        current: bytes,
+        total: bytes,
+    })
+}
+
+fn cleanup(record: &BackupRecord, i: usize) -> Action {
+    Action::CleanUp(record.targets[i].clone())
+}
+
+fn notify(record: &BackupRecord, i: usize, status: BlockJobStatus) -> Action {
+    let disk = &record.disks[i];
+    Action::Notify {
+        path: disk.path.clone(),
+        dst: disk.dst.clone(),
+        status,
+    }
+}
+
+fn closed(record: &BackupRecord, status: JobStatus) -> Action {
+    let mut job = record.job.clone();
+    job.status = status;
+    Action::Close(job)
+}
+
+fn states(record: &BackupRecord) -> Vec<DiskState> {
+    record.disks.iter().map(|d| d.state).collect()
+}
+
+#[test]
+fn completed_disks_are_cleaned_up_and_the_last_ends_the_job_keeping_its_files() {
+    let start = push();
+    let (first, actions) = step(start.clone(), ended(0, JobOutcome::Completed, 10));
+    assert_eq!(states(&first), [DiskState::Complete, DiskState::Running]);
+    assert_eq!(
+        actions,
+        [
+            Action::Save,
+            cleanup(&start, 0),
+            notify(&start, 0, BlockJobStatus::Completed)
+        ]
+    );
+
+    let (done, actions) = step(first, ended(1, JobOutcome::Completed, 5));
+    let stats = BackupStats {
+        total: 15,
+        transferred: 15,
+        ..BackupStats::default()
+    };
+    assert_eq!((done.job.stats, done.job.errmsg.as_deref()), (stats, None));
+    // Targets and the new checkpoint stay; the job's event comes before
+    // the last disk's.
+    assert_eq!(
+        actions,
+        [
+            cleanup(&start, 1),
+            closed(&done, JobStatus::Completed),
+            notify(&start, 1, BlockJobStatus::Completed)
+        ]
+    );
+}
+
+#[test]
+fn a_failed_disk_cancels_the_rest_and_the_job_fails_with_the_first_error() {
+    let start = push();
+    let (first, actions) = step(start.clone(), ended(0, JobOutcome::Failed("EIO".into()), 3));
+    assert_eq!(states(&first), [DiskState::Failed, DiskState::Running]);
+    assert_eq!(
+        actions,
+        [
+            Action::Save,
+            cleanup(&start, 0),
+            Action::Cancel(vec![id(1)]),
+            notify(&start, 0, BlockJobStatus::Failed)
+        ]
+    );
+
+    let canceled = JobOutcome::Failed("Operation canceled".into());
+    let (done, actions) = step(first, ended(1, canceled, 1));
+    assert_eq!(done.job.errmsg.as_deref(), Some("EIO"));
+    assert_eq!(
+        actions,
+        [
+            cleanup(&start, 1),
+            Action::RemoveFiles(start.targets.clone()),
+            Action::DropCheckpoint("cp1".into()),
+            closed(&done, JobStatus::Failed),
+            notify(&start, 1, BlockJobStatus::Failed)
+        ]
+    );
+}
+
+#[test]
+fn an_aborted_push_backup_ends_cancelled_and_removes_what_it_made() {
+    let mut start = push();
+    start.reuse = true;
+    let (aborted, actions) = step(start.clone(), Event::Abort);
+    let all = vec![id(0), id(1)];
+    assert_eq!(aborted.cancel_requested, all.iter().cloned().collect());
+    assert_eq!(actions, [Action::Save, Action::Cancel(all)]);
+
+    // QEMU reports a cancelled job as failed; asked for, it counts as
+    // cancelled. The rest is asked again, as libvirt does.
+    let canceled = || JobOutcome::Failed("Operation canceled".into());
+    let (first, actions) = step(aborted, ended(0, canceled(), 1));
+    assert_eq!(states(&first), [DiskState::Cancelled, DiskState::Running]);
+    assert_eq!(actions[2], Action::Cancel(vec![id(1)]));
+    let (done, actions) = step(first, ended(1, JobOutcome::Cancelled, 0));
+    assert_eq!(done.job.errmsg.as_deref(), Some("Operation canceled"));
+    // REUSE_EXTERNAL: the files are the user's.
+    assert_eq!(
+        actions,
+        [
+            cleanup(&start, 1),
+            Action::DropCheckpoint("cp1".into()),
+            closed(&done, JobStatus::Cancelled),
+            notify(&start, 1, BlockJobStatus::Cancelled)
+        ]
+    );
+}
+
+#[test]
+fn qemu_gone_cancels_the_job_without_block_job_events() {
+    let (_, actions) = step(push(), Event::QemuGone);
+    assert_eq!(
+        actions,
+        [
+            Action::RemoveFiles(push().targets),
+            Action::DropCheckpoint("cp1".into()),
+            closed(&push(), JobStatus::Cancelled)
+        ]
+    );
+    let (after, actions) = step(pull(), Event::QemuGone);
+    assert_eq!(
+        actions,
+        [
+            Action::StopServer,
+            Action::DropTls,
+            Action::RemoveSocket(NbdAddress::Unix("/run/nbd.sock".into())),
+            Action::RemoveFiles(pull().targets),
+            closed(&pull(), JobStatus::Cancelled)
+        ]
+    );
+    assert!(after.pull.is_some_and(|s| s.stopped));
+}
+
+#[test]
+fn a_restarted_daemon_follows_what_still_runs_or_ends_the_job_without_qemu() {
+    let (first, _) = step(push(), Event::Abort);
+    let (first, _) = step(first, ended(0, JobOutcome::Cancelled, 0));
+    // What the record says survives the file it is kept in.
+    let json = serde_json::to_vec(&first).unwrap();
+    let reloaded: BackupRecord = serde_json::from_slice(&json).unwrap();
+    assert_eq!(reloaded, first);
+    assert_eq!(reloaded.highest_node(), 4);
+
+    let (same, actions) = step(reloaded.clone(), Event::Restarted { qemu: true });
+    assert_eq!(same, reloaded);
+    assert_eq!(
+        actions,
+        [Action::Follow {
+            pending: vec![id(1)],
+            cancelling: [id(0), id(1)].into(),
+        }]
+    );
+    // A job dismissed while no daemon listened has failed, and has nothing
+    // left to clean up.
+    let (done, actions) = step(same, ended(1, JobOutcome::Vanished, 0));
+    assert_eq!(
+        actions,
+        [
+            Action::RemoveFiles(push().targets),
+            Action::DropCheckpoint("cp1".into()),
+            closed(&done, JobStatus::Failed),
+            notify(&push(), 1, BlockJobStatus::Failed)
+        ]
+    );
+
+    // QEMU gone meanwhile: nothing to tell it, no socket of its to stop.
+    let (_, actions) = step(pull(), Event::Restarted { qemu: false });
+    assert_eq!(
+        actions,
+        [
+            Action::RemoveSocket(NbdAddress::Unix("/run/nbd.sock".into())),
+            Action::RemoveFiles(pull().targets),
+            closed(&pull(), JobStatus::Cancelled)
+        ]
+    );
+}
+
+#[test]
+fn a_pull_abort_stops_the_server_once_then_ends_the_job_completed() {
+    let start = pull();
+    let (aborted, actions) = step(start.clone(), Event::Abort);
+    let all = vec![id(0), id(1)];
+    assert_eq!(
+        actions,
+        [
+            Action::StopServer,
+            Action::Save,
+            Action::Cancel(all.clone())
+        ]
+    );
+    // A second abort before QEMU answers asks again, the server stays stopped.
+    let (aborted, actions) = step(aborted, Event::Abort);
+    assert_eq!(actions[0], Action::Save);
+
+    let (first, actions) = step(aborted, ended(0, JobOutcome::Cancelled, 4));
+    assert_eq!(actions[0], Action::Save);
+    let (done, actions) = step(first, ended(1, JobOutcome::Cancelled, 6));
+    let stats = BackupStats {
+        tmp_used: 10,
+        tmp_total: 10,
+        ..BackupStats::default()
+    };
+    assert_eq!(done.job.stats, stats);
+    assert_eq!(done.job.errmsg.as_deref(), Some("Operation canceled"));
+    // Scratch files always go; a pull backup's checkpoint stays.
+    assert_eq!(
+        actions,
+        [
+            cleanup(&start, 1),
+            Action::DropTls,
+            Action::RemoveSocket(NbdAddress::Unix("/run/nbd.sock".into())),
+            Action::RemoveFiles(start.targets.clone()),
+            closed(&done, JobStatus::Completed),
+            notify(&start, 1, BlockJobStatus::Cancelled)
+        ]
+    );
+}
+
+#[test]
+fn a_pull_disk_ending_on_its_own_stops_the_server_before_its_scratch_goes() {
+    let start = pull();
+    let (first, actions) = step(
+        start.clone(),
+        ended(0, JobOutcome::Failed("ENOSPC".into()), 2),
+    );
+    assert_eq!(
+        actions,
+        [
+            Action::StopServer,
+            Action::Save,
+            cleanup(&start, 0),
+            Action::Cancel(vec![id(1)]),
+            notify(&start, 0, BlockJobStatus::Failed)
+        ]
+    );
+    assert!(first.pull.is_some_and(|s| s.stopped));
+}
