@@ -141,6 +141,7 @@ impl Driver {
     /// Rewrites the live record after a state change, so that a restarted
     /// daemon reports what QEMU is doing.
     pub(super) async fn save_live(&self, obj: &DomainObj) {
+        let _record = obj.live_record.lock().await;
         let record = {
             let st = obj.lock();
             let Some(live) = &st.live else { return };
@@ -163,6 +164,7 @@ impl Driver {
 
     /// Removes the domain's run directory (its QEMU is gone).
     async fn delete_live(&self, obj: &DomainObj) {
+        let _record = obj.live_record.lock().await;
         let uuid = obj.uuid;
         let _ = self
             .shared
@@ -289,11 +291,13 @@ impl Driver {
             }
         };
         if let Some(event) = lifecycle {
-            self.save_live(obj).await;
+            // The event goes first, so that it keeps its place before the
+            // events of whatever the state change leads to.
             self.emit(DomainEvent::Lifecycle {
                 dom: obj.reference(),
                 event,
             });
+            self.save_live(obj).await;
         }
     }
 

@@ -50,6 +50,10 @@ pub struct DomainObj {
     /// exit and the job's own follower may both end it, and whichever comes
     /// second must find the event sent. Never held across anything else.
     pub backup_end: tokio::sync::Mutex<()>,
+    /// Held while the live record is written or removed: the exit watcher
+    /// and the API both do so, and a record written from a state read
+    /// before QEMU went must not land after the removal.
+    pub live_record: tokio::sync::Mutex<()>,
 }
 
 pub struct DomainState {
@@ -171,6 +175,7 @@ impl DomainObj {
             state: Mutex::new(state),
             job: tokio::sync::Mutex::new(()),
             backup_end: tokio::sync::Mutex::new(()),
+            live_record: tokio::sync::Mutex::new(()),
         })
     }
 
