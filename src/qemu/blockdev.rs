@@ -127,12 +127,12 @@ impl ImageSpec {
 
     /// The storage (file) node name.
     pub fn storage_node(&self) -> String {
-        format!("libvirt-{}-storage", self.node_index)
+        super::node::storage(self.node_index)
     }
 
     /// The format node name.
     pub fn format_node(&self) -> String {
-        format!("libvirt-{}-format", self.node_index)
+        super::node::format(self.node_index)
     }
 
     fn path_str(&self) -> Result<&str, QemuError> {

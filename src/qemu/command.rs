@@ -80,12 +80,12 @@ pub struct DiskSpec {
 impl DiskSpec {
     /// The protocol (storage) node name.
     pub fn storage_node(&self) -> String {
-        format!("libvirt-{}-storage", self.node_index)
+        super::node::storage(self.node_index)
     }
 
     /// The format node name, the one devices, jobs and bitmaps refer to.
     pub fn format_node(&self) -> String {
-        format!("libvirt-{}-format", self.node_index)
+        super::node::format(self.node_index)
     }
 
     /// The device id, `virtio-disk<N>`; HMP `qemu-io -d` finds the disk as
