@@ -408,12 +408,11 @@ impl Driver {
             let file = def
                 .memory_file()
                 .ok_or_else(|| DriverError::internal("external memory snapshot without a file"))?;
-            let mon = vm.monitor();
             if running && flags & LIVE == 0 {
-                mon.execute_value("stop", serde_json::json!({})).await?;
+                vm.stop().await?;
             }
             let saved = async {
-                qsnap::save_memory(mon, std::path::Path::new(file)).await?;
+                qsnap::save_memory(vm.monitor(), std::path::Path::new(file)).await?;
                 self.external_snapshot(obj, &def, Some(vm), flags).await
             }
             .await;
@@ -504,7 +503,7 @@ impl Driver {
                                 node_index,
                                 backing: plan.backing.clone(),
                                 backing_format: plan.format,
-                                top_node: format!("libvirt-{}-format", plan.top),
+                                top: plan.top,
                                 block: plan.block,
                                 reuse,
                             }
@@ -824,12 +823,11 @@ impl Driver {
                         .ok_or_else(DriverError::not_running)?
                 }
             };
-            let mon = vm.monitor();
             if obj.lock().state == state::RUNNING {
-                mon.execute_value("stop", serde_json::json!({})).await?;
+                vm.stop().await?;
             }
             let nodes = self.internal_nodes(&obj, &def)?;
-            qsnap::load_internal(mon, &snap.name, &nodes).await?;
+            qsnap::load_internal(vm.monitor(), &snap.name, &nodes).await?;
             let run = flags & RUNNING != 0
                 || (flags & PAUSED == 0 && def.state() == Some(SnapshotState::Running));
             if run {
@@ -854,8 +852,7 @@ impl Driver {
         self.set_current_snapshot(&obj, &snap.name).await
     }
 
-    /// The running disks that hold `def`'s internal snapshot, by their
-    /// format nodes.
+    /// The running disks that hold `def`'s internal snapshot.
     fn internal_nodes(
         &self,
         obj: &DomainObj,
@@ -863,14 +860,13 @@ impl Driver {
     ) -> Result<qsnap::InternalNodes, DriverError> {
         let st = obj.lock();
         let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-        let devices = def
-            .disks()
-            .iter()
-            .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
-            .filter_map(|d| live.def.disk_by_target(d.name()))
-            .map(|d| format!("libvirt-{}-format", d.node_index()))
-            .collect();
-        Ok(qsnap::InternalNodes { devices })
+        Ok(qsnap::InternalNodes::new(
+            def.disks()
+                .iter()
+                .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
+                .filter_map(|d| live.def.disk_by_target(d.name()))
+                .map(|d| d.node_index()),
+        ))
     }
 
     /// Makes `name` the current snapshot, on disk and in memory.
