@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode, Transport};
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
+use crate::conf::moment::Moment;
 use crate::conf::{DiskDef, DiskFormat as ConfFormat, DomainDef};
 use crate::qemu::backup as qbackup;
 use crate::qemu::command::DiskFormat;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags, ParsedCheckpoint};
+use crate::conf::moment::Moment;
 use crate::conf::DomainDef;
 use crate::qemu::{bitmap, QemuError, RunningVm};
 

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::conf::moment::Moment;
+
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
 
 /// What to list (the bits shared by checkpoint and snapshot list flags).
@@ -22,39 +24,7 @@ pub struct ListFilter {
     pub no_leaves: bool,
 }
 
-/// What the tree needs of a stored moment to rebuild itself.
-pub trait Moment: Clone {
-    fn name(&self) -> &str;
-    fn parent(&self) -> Option<&str>;
-    fn set_parent(&mut self, parent: Option<String>);
-    /// Seconds since the epoch.
-    fn creation_time(&self) -> i64;
-}
-
-/// Both definitions have the accessors under the same names.
-macro_rules! moment {
-    ($def:ty) => {
-        impl Moment for $def {
-            fn name(&self) -> &str {
-                self.name()
-            }
-            fn parent(&self) -> Option<&str> {
-                self.parent()
-            }
-            fn set_parent(&mut self, parent: Option<String>) {
-                self.set_parent(parent);
-            }
-            fn creation_time(&self) -> i64 {
-                self.creation_time()
-            }
-        }
-    };
-}
-
-moment!(crate::conf::checkpoint::CheckpointDef);
-moment!(crate::conf::snapshot::SnapshotDef);
-
-impl<T: Moment> MomentTree<T> {
+impl<T: Moment + Clone> MomentTree<T> {
     /// The tree of moments read back from their files: parents before
     /// children, siblings oldest first; a moment whose parent is missing
     /// (or that sits in a cycle) becomes a root. The current moment is the
@@ -85,7 +55,7 @@ impl<T: Moment> MomentTree<T> {
                 def.set_parent(None);
                 ready.push(def);
             }
-            ready.sort_by_key(Moment::creation_time);
+            ready.sort_by_key(|def| def.creation_time());
             for def in ready {
                 let name = def.name().to_string();
                 let parent = def.parent().map(str::to_string);

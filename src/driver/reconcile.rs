@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
+use crate::conf::moment::Moment;
 use crate::qemu::bitmap;
 
 use super::checkpoint::format_node;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::conf::cpu::x86;
+use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     CreateContext, CreateFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotDiskType,
     SnapshotLocation, SnapshotState,

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::conf::moment::Moment;
 use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
 use crate::conf::{DomainDef, FormatMode, Secrets};
 use crate::qemu::snapshot::{self as qsnap, OfflineOp};

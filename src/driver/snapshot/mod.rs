@@ -47,6 +47,7 @@ mod revert;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation, SnapshotState,
 };
