@@ -6,7 +6,15 @@ use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_snapshot, remote_proc as rp};
 
-use super::{dom_ref, routes, wire_dom, Reply, Request};
+use super::{dom_ref, results, routes, wire_dom, ListLimit, Reply, Request};
+
+/// libvirtd's dispatcher refuses a longer list (or `maxnames`) as an RPC
+/// error.
+const LIMIT: ListLimit = ListLimit {
+    what: "domain_snapshots",
+    max: wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX,
+    kind: ErrorKind::Rpc,
+};
 
 pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
@@ -31,12 +39,12 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
         },
         rp::DomainListAllSnapshots => |a: wire::remote_domain_list_all_snapshots_args| async move {
             let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
-            let (snapshots, ret) = results(list, a.need_results)?;
+            let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_list_all_snapshots_ret { snapshots, ret })
         },
         rp::DomainSnapshotListAllChildren => |a: wire::remote_domain_snapshot_list_all_children_args| async move {
             let list = driver.snapshot_list_all_children(&snap_ref(a.snapshot), a.flags)?;
-            let (snapshots, ret) = results(list, a.need_results)?;
+            let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_snapshot_list_all_children_ret { snapshots, ret })
         },
         rp::DomainSnapshotNumChildren => |a: wire::remote_domain_snapshot_num_children_args| async move {
@@ -98,40 +106,11 @@ fn count(list: &[SnapshotRef]) -> i32 {
     i32::try_from(list.len()).unwrap_or(i32::MAX)
 }
 
-fn too_many(n: usize) -> DriverError {
-    DriverError::new(
-        ErrorKind::Rpc,
-        format!(
-            "Too many domain_snapshots '{n}' for limit '{}'",
-            wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX
-        ),
-    )
-}
-
 /// The first `maxnames` names (the older list calls), within the
 /// protocol's limit.
 fn names(list: Vec<SnapshotRef>, maxnames: i32) -> Result<Vec<String>, DriverError> {
     let max = usize::try_from(maxnames)
         .map_err(|_| DriverError::new(ErrorKind::Rpc, "maxnames must be non-negative"))?;
-    if max > wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX as usize {
-        return Err(too_many(max));
-    }
+    LIMIT.check(max)?;
     Ok(list.into_iter().take(max).map(|s| s.name).collect())
-}
-
-/// The list and count of a LIST_ALL reply, as for checkpoints.
-fn results(
-    list: Vec<SnapshotRef>,
-    need_results: i32,
-) -> Result<(Vec<remote_nonnull_domain_snapshot>, i32), DriverError> {
-    if list.len() > wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX as usize {
-        return Err(too_many(list.len()));
-    }
-    let ret = count(&list);
-    let list = if need_results != 0 {
-        list.into_iter().map(wire_snap).collect()
-    } else {
-        Vec::new()
-    };
-    Ok((list, ret))
 }
