@@ -41,11 +41,12 @@ use crate::qemu::jobs::{self as qjobs, JobOutcome, JobWatch};
 use crate::qemu::nbd::{self, NbdAddress, NbdExport};
 use crate::qemu::{bitmap, RunningVm};
 
-use super::checkpoint::{metadata_xml, now_secs};
+use super::checkpoint::metadata_xml;
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::events::{BlockJobStatus, BLOCK_JOB_TYPE_BACKUP};
 use super::jobs::{now_ms, JobData, JobStatus};
 use super::launch;
+use super::moments::now_secs;
 use super::registry::DomainObj;
 use super::store::{Intent, IntentAction};
 use super::{DomainEvent, DomainRef, Driver};
@@ -224,7 +225,7 @@ impl Driver {
         let cp_pairs: Vec<(String, String)> = checkpoint
             .iter()
             .flat_map(|(_, bitmaps)| bitmaps.iter())
-            .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+            .map(|b| b.node_pair())
             .collect();
         let (cp_actions, cp_intent) = match &checkpoint {
             Some((cp, bitmaps)) => {
@@ -232,10 +233,7 @@ impl Driver {
                 let intent = Intent {
                     checkpoint: cp.name().to_string(),
                     action: IntentAction::Create,
-                    bitmaps: bitmaps
-                        .iter()
-                        .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                        .collect(),
+                    bitmaps: bitmaps.iter().map(|b| b.disk_pair()).collect(),
                 };
                 (bitmap::add_actions(pairs, None), Some(intent))
             }

@@ -22,17 +22,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags, ParsedCheckpoint};
 use crate::conf::moment::Moment;
 use crate::conf::DomainDef;
-use crate::qemu::{bitmap, QemuError, RunningVm};
+use crate::qemu::{bitmap, node, QemuError, RunningVm};
 
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
-use super::moments::ListFilter;
+use super::metadata::with_header;
+use super::moments::{now_secs, ListFilter, MomentTree};
 use super::registry::DomainObj;
-use super::store::{Intent, IntentAction, Store};
+use super::store::{Intent, IntentAction};
 use super::{DomainRef, Driver};
 
 /// virDomainCheckpointCreateFlags.
@@ -73,61 +73,81 @@ pub struct CheckpointRef {
     pub dom: DomainRef,
 }
 
-/// The comment libvirt puts at the top of each metadata file, so that a
-/// file moved to libvirtd's checkpoint directory reads like its own.
-const METADATA_HEADER: &str = "<!--\n\
-WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE\n\
-OVERWRITTEN AND LOST. Changes to this xml configuration should be made using:\n  \
-virsh checkpoint-edit\n\
-or other application using the libvirt API.\n\
--->\n\n";
-
-/// What a metadata file holds: the header, then checkpoint-dumpxml
+/// What a metadata file holds: libvirt's header, then checkpoint-dumpxml
 /// --security-info.
 pub(super) fn metadata_xml(def: &CheckpointDef) -> String {
     let body = def.format(&FormatFlags {
         secure: true,
         ..FormatFlags::default()
     });
-    format!("{METADATA_HEADER}{body}")
+    with_header("checkpoint-edit", &body)
 }
 
 /// QEMU's node name for a disk's qcow2 layer, where its bitmaps live.
 pub(super) fn format_node(domain: &DomainDef, target: &str) -> Option<String> {
     domain
         .disk_by_target(target)
-        .map(|disk| format!("libvirt-{}-format", disk.node_index()))
+        .map(|disk| node::format(disk.node_index()))
 }
 
-/// (disk target, node, bitmap) of every bitmap disk of `def` that the
-/// running domain still has: libvirt skips disks unplugged since.
-fn bitmap_nodes(domain: &DomainDef, def: &CheckpointDef) -> Vec<(String, String, String)> {
+/// One bitmap of a checkpoint in a running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DiskBitmap {
+    /// The disk's target.
+    pub disk: String,
+    /// The disk's format node, where the bitmap lives.
+    pub node: String,
+    /// The bitmap's name.
+    pub bitmap: String,
+}
+
+impl DiskBitmap {
+    /// (node, bitmap), as QEMU addresses the bitmap.
+    pub fn node_pair(&self) -> (String, String) {
+        (self.node.clone(), self.bitmap.clone())
+    }
+
+    /// (disk, bitmap), as an intent records it.
+    pub fn disk_pair(&self) -> (String, String) {
+        (self.disk.clone(), self.bitmap.clone())
+    }
+}
+
+/// Every bitmap of `def` on a disk the running domain still has: libvirt
+/// skips disks unplugged since. `name` overrides the bitmaps' names.
+fn bitmap_nodes(domain: &DomainDef, def: &CheckpointDef, name: Option<&str>) -> Vec<DiskBitmap> {
     def.bitmaps()
         .filter_map(|(disk, bitmap)| {
-            let node = format_node(domain, disk)?;
-            Some((disk.to_string(), node, bitmap.to_string()))
+            Some(DiskBitmap {
+                disk: disk.to_string(),
+                node: format_node(domain, disk)?,
+                bitmap: name.unwrap_or(bitmap).to_string(),
+            })
         })
         .collect()
 }
 
-fn node_pairs(bitmaps: &[(String, String, String)]) -> Vec<(String, String)> {
-    bitmaps
-        .iter()
-        .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
-        .collect()
+fn node_pairs(bitmaps: &[DiskBitmap]) -> Vec<(String, String)> {
+    bitmaps.iter().map(DiskBitmap::node_pair).collect()
 }
 
-/// (disk target, format node, bitmap name) of one checkpoint bitmap.
-pub(super) type DiskBitmap = (String, String, String);
+/// The intent record of an operation on checkpoint `name`'s bitmaps.
+fn intent(name: &str, action: IntentAction, bitmaps: &[DiskBitmap]) -> Intent {
+    Intent {
+        checkpoint: name.to_string(),
+        action,
+        bitmaps: bitmaps.iter().map(DiskBitmap::disk_pair).collect(),
+    }
+}
 
 /// A checkpoint about to be made, with the bitmaps to add for it.
 pub(super) type NewCheckpoint = (CheckpointDef, Vec<DiskBitmap>);
 
 /// A new checkpoint of the running domain `running`: checked as libvirt
 /// checks a plain create, its parent the current checkpoint. Returns it
-/// with the (disk, node, bitmap) triples its bitmaps need.
+/// with the bitmaps it needs.
 pub(super) fn prepare_new(
-    tree: &super::moments::MomentTree<CheckpointDef>,
+    tree: &MomentTree<CheckpointDef>,
     running: &DomainDef,
     parsed: ParsedCheckpoint,
 ) -> Result<NewCheckpoint, DriverError> {
@@ -140,14 +160,8 @@ pub(super) fn prepare_new(
         )
         .with_origin(ErrorOrigin::Domain));
     }
-    let bitmaps = bitmap_nodes(running, &def);
+    let bitmaps = bitmap_nodes(running, &def, None);
     Ok((def, bitmaps))
-}
-
-pub(super) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether QEMU answered (and so applied nothing of a transaction), as
@@ -166,14 +180,7 @@ fn no_checkpoint(name: &str) -> DriverError {
 /// The public API's own flag checks (libvirt-domain-checkpoint.c), made
 /// before any driver code runs.
 fn exclusive_flags(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
-    if flags & a.0 != 0 && flags & b.0 != 0 {
-        return Err(DriverError::verbatim(
-            ErrorKind::InvalidArg,
-            format!("Flags '{}' and '{}' are mutually exclusive", a.1, b.1),
-        )
-        .with_origin(ErrorOrigin::DomainCheckpoint));
-    }
-    Ok(())
+    DriverError::check_exclusive(flags, a, b, ErrorOrigin::DomainCheckpoint)
 }
 
 impl Driver {
@@ -192,14 +199,15 @@ impl Driver {
             (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
             (QUIESCE, "VIR_DOMAIN_CHECKPOINT_CREATE_QUIESCE"),
         )?;
-        if flags & REDEFINE_VALIDATE != 0 && flags & REDEFINE == 0 {
-            return Err(DriverError::verbatim(
-                ErrorKind::InvalidArg,
-                "Flag 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE' is required by flag \
-                 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE'",
-            )
-            .with_origin(ErrorOrigin::DomainCheckpoint));
-        }
+        DriverError::check_required(
+            flags,
+            (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
+            (
+                REDEFINE_VALIDATE,
+                "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE",
+            ),
+            ErrorOrigin::DomainCheckpoint,
+        )?;
         // QUIESCE would need a guest agent; libvirt 9.0's QEMU driver does
         // not take the flag at all.
         DriverError::check_flags(
@@ -228,22 +236,6 @@ impl Driver {
         })
     }
 
-    /// The domain may have been undefined (or a transient one stopped)
-    /// while the caller waited for its job.
-    pub(super) fn check_present(
-        &self,
-        obj: &DomainObj,
-        dom: &DomainRef,
-    ) -> Result<(), DriverError> {
-        if obj.lock().removed {
-            return Err(self
-                .domain(dom)
-                .err()
-                .unwrap_or_else(DriverError::not_running));
-        }
-        Ok(())
-    }
-
     async fn create_checkpoint(
         &self,
         obj: &Arc<DomainObj>,
@@ -260,14 +252,7 @@ impl Driver {
         };
         let name = def.name().to_string();
         let uuid = obj.uuid;
-        let intent = Intent {
-            checkpoint: name.clone(),
-            action: IntentAction::Create,
-            bitmaps: bitmaps
-                .iter()
-                .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                .collect(),
-        };
+        let intent = intent(&name, IntentAction::Create, &bitmaps);
         self.store_io(move |s| s.save_intent(&uuid, &intent))
             .await?;
         let nodes = node_pairs(&bitmaps);
@@ -330,13 +315,7 @@ impl Driver {
                 (Some(live), true) => {
                     // libvirt checks the bitmap named after the checkpoint,
                     // whatever the disk's bitmap= says.
-                    let bitmaps = def
-                        .bitmaps()
-                        .filter_map(|(disk, _)| {
-                            let node = format_node(&live.def, disk)?;
-                            Some((disk.to_string(), node, def.name().to_string()))
-                        })
-                        .collect();
+                    let bitmaps = bitmap_nodes(&live.def, &def, Some(def.name()));
                     (Some(live.vm.clone()), bitmaps)
                 }
             };
@@ -344,12 +323,13 @@ impl Driver {
         };
         if let Some(vm) = vm {
             let verdicts = bitmap::validate_bitmaps(vm.monitor(), &node_pairs(&bitmaps)).await?;
-            if let Some(((disk, _, name), _)) =
-                bitmaps.iter().zip(verdicts).find(|(_, v)| v.is_err())
-            {
+            if let Some((b, _)) = bitmaps.iter().zip(verdicts).find(|(_, v)| v.is_err()) {
                 return Err(DriverError::new(
                     ErrorKind::CheckpointInconsistent,
-                    format!("missing or broken bitmap '{name}' for disk '{disk}'"),
+                    format!(
+                        "missing or broken bitmap '{}' for disk '{}'",
+                        b.bitmap, b.disk
+                    ),
                 ));
             }
         }
@@ -414,13 +394,13 @@ impl Driver {
                 .get(&cp.name)
                 .ok_or_else(|| no_checkpoint(&cp.name))?;
             let live = st.live.as_ref().ok_or_else(not_running_domain)?;
-            (live.vm.clone(), bitmap_nodes(&live.def, def))
+            (live.vm.clone(), bitmap_nodes(&live.def, def, None))
         };
         let measured = bitmap::dirty_size(vm.monitor(), &node_pairs(&bitmaps)).await?;
         let sizes: BTreeMap<String, u64> = bitmaps
             .into_iter()
             .zip(measured)
-            .filter_map(|((disk, _, _), size)| Some((disk, size?)))
+            .filter_map(|(b, size)| Some((b.disk, size?)))
             .collect();
         let st = obj.lock();
         let def = st
@@ -576,16 +556,9 @@ impl Driver {
                     .get(name)
                     .ok_or_else(|| no_checkpoint(name))?;
                 let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-                bitmap_nodes(&live.def, def)
+                bitmap_nodes(&live.def, def, None)
             };
-            let intent = Intent {
-                checkpoint: name.to_string(),
-                action: IntentAction::Delete,
-                bitmaps: bitmaps
-                    .iter()
-                    .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                    .collect(),
-            };
+            let intent = intent(name, IntentAction::Delete, &bitmaps);
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;
             let nodes = node_pairs(&bitmaps);
@@ -718,17 +691,6 @@ impl Driver {
         }
     }
 
-    /// Runs a store operation off the async threads (it fsyncs).
-    pub(super) async fn store_io<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
-    ) -> Result<T, DriverError> {
-        let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || op(&store))
-            .await
-            .map_err(|e| DriverError::internal(format!("metadata task failed: {e}")))?
-    }
-
     /// Removes an intent whose operation has settled; a failure only means
     /// the next reconcile looks at it again, which is harmless.
     pub(super) async fn drop_intent(&self, uuid: super::Uuid, name: &str) {
@@ -741,16 +703,14 @@ impl Driver {
 
 /// libvirt's error for the first bitmap of `bitmaps` that QEMU does not
 /// have, if any.
-async fn missing_bitmap(
-    vm: &RunningVm,
-    bitmaps: &[(String, String, String)],
-) -> Option<DriverError> {
+async fn missing_bitmap(vm: &RunningVm, bitmaps: &[DiskBitmap]) -> Option<DriverError> {
     let present = bitmap::query_bitmaps(vm.monitor()).await.ok()?;
-    let (disk, _, bitmap) = bitmaps
+    let missing = bitmaps
         .iter()
-        .find(|(_, node, bitmap)| bitmap::find_bitmap(&present, node, bitmap).is_none())?;
+        .find(|b| bitmap::find_bitmap(&present, &b.node, &b.bitmap).is_none())?;
     Some(DriverError::internal(format!(
-        "bitmap '{bitmap}' not found in backing chain of '{disk}'"
+        "bitmap '{}' not found in backing chain of '{}'",
+        missing.bitmap, missing.disk
     )))
 }
 

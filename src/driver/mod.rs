@@ -15,6 +15,7 @@ pub mod events;
 pub mod jobs;
 mod launch;
 mod lifecycle;
+mod metadata;
 pub mod moments;
 mod reconcile;
 mod registry;

@@ -8,6 +8,7 @@
 //! "every moment".
 
 use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::conf::moment::Moment;
 
@@ -22,6 +23,13 @@ pub struct ListFilter {
     pub topological: bool,
     pub leaves: bool,
     pub no_leaves: bool,
+}
+
+/// Seconds since the epoch: a new moment's creation time.
+pub(super) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl<T: Moment + Clone> MomentTree<T> {

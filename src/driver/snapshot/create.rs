@@ -18,14 +18,13 @@ use crate::qemu::cpu as qcpu;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
 use crate::qemu::DiskFormat;
 
-use super::super::checkpoint::now_secs;
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::super::moments::now_secs;
 use super::super::registry::{state, DomainObj};
 use super::super::store::OverlayBase;
 use super::super::{DomainRef, Driver};
 use super::{
-    create_flags, exclusive, internal_images, metadata_xml, no_backup_running, qemu_img,
-    SnapshotRef,
+    create_flags, internal_images, metadata_xml, no_backup_running, qemu_img, SnapshotRef,
 };
 
 fn is_regular_file(path: &str) -> bool {
@@ -118,18 +117,17 @@ impl Driver {
     ) -> Result<SnapshotRef, DriverError> {
         use create_flags::*;
         DriverError::check_flags(flags, 0x3ff, "qemuSnapshotCreateXML")?;
-        if flags & QUIESCE != 0 && flags & DISK_ONLY == 0 {
-            return Err(DriverError::verbatim(
-                ErrorKind::InvalidArg,
-                "Flag 'VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY' is required by flag \
-                 'VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE'",
-            )
-            .with_origin(ErrorOrigin::Qemu));
-        }
-        exclusive(
+        DriverError::check_required(
+            flags,
+            (DISK_ONLY, "VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY"),
+            (QUIESCE, "VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE"),
+            ErrorOrigin::Qemu,
+        )?;
+        DriverError::check_exclusive(
             flags,
             (LIVE, "VIR_DOMAIN_SNAPSHOT_CREATE_LIVE"),
             (REDEFINE, "VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE"),
+            ErrorOrigin::Qemu,
         )?;
         let obj = self.domain(dom)?;
         let redefine = flags & REDEFINE != 0;

@@ -10,23 +10,24 @@ use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
 use crate::conf::{DomainDef, FormatMode, Secrets};
 use crate::qemu::snapshot::{self as qsnap, OfflineOp};
 
-use super::super::error::{DriverError, ErrorKind};
+use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::registry::DomainObj;
 use super::super::store::OverlayBase;
 use super::super::Driver;
 use super::{
-    delete_flags, exclusive, internal_images, metadata_xml, no_backup_running, no_snapshot,
-    qemu_img, SnapshotRef,
+    delete_flags, internal_images, metadata_xml, no_backup_running, no_snapshot, qemu_img,
+    SnapshotRef,
 };
 
 impl Driver {
     /// virDomainSnapshotDelete.
     pub async fn snapshot_delete(&self, snap: &SnapshotRef, flags: u32) -> Result<(), DriverError> {
         use delete_flags::*;
-        exclusive(
+        DriverError::check_exclusive(
             flags,
             (CHILDREN, "VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN"),
             (CHILDREN_ONLY, "VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY"),
+            ErrorOrigin::Qemu,
         )?;
         DriverError::check_flags(
             flags,

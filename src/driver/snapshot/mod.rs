@@ -53,7 +53,8 @@ use crate::conf::snapshot::{
 };
 use crate::qemu::snapshot as qsnap;
 
-use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::error::{DriverError, ErrorKind};
+use super::metadata::with_header;
 use super::moments::{ListFilter, MomentTree};
 use super::registry::DomainObj;
 use super::{DomainRef, Driver};
@@ -113,22 +114,15 @@ pub struct SnapshotRef {
     pub dom: DomainRef,
 }
 
-/// The metadata file: the header libvirt writes, then the internal format
+/// The metadata file: libvirt's header, then the internal format
 /// (dumpxml --security-info plus `<active>`).
-const METADATA_HEADER: &str = "<!--\n\
-WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE\n\
-OVERWRITTEN AND LOST. Changes to this xml configuration should be made using:\n  \
-virsh snapshot-edit\n\
-or other application using the libvirt API.\n\
--->\n\n";
-
 fn metadata_xml(def: &SnapshotDef, current: bool, uuid: super::Uuid) -> String {
     let body = def.format(&FormatFlags {
         secure: true,
         internal: Some(current),
         domain_uuid: Some(uuid::Uuid::from_bytes(uuid)),
     });
-    format!("{METADATA_HEADER}{body}")
+    with_header("snapshot-edit", &body)
 }
 
 fn no_snapshot(name: &str) -> DriverError {
@@ -140,18 +134,6 @@ fn no_snapshot(name: &str) -> DriverError {
 
 fn qemu_img() -> PathBuf {
     PathBuf::from("qemu-img")
-}
-
-/// libvirt's public-API check of two flags that exclude each other.
-fn exclusive(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
-    if flags & a.0 != 0 && flags & b.0 != 0 {
-        return Err(DriverError::verbatim(
-            ErrorKind::InvalidArg,
-            format!("Flags '{}' and '{}' are mutually exclusive", a.1, b.1),
-        )
-        .with_origin(ErrorOrigin::Qemu));
-    }
-    Ok(())
 }
 
 impl Driver {

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use crate::conf::snapshot::SnapshotState;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp};
 
-use super::super::error::{DriverError, ErrorKind};
+use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::registry::{state, DomainObj};
 use super::super::Driver;
 use super::{
-    exclusive, internal_images, metadata_xml, no_backup_running, no_snapshot, qemu_img,
-    revert_flags, SnapshotRef,
+    internal_images, metadata_xml, no_backup_running, no_snapshot, qemu_img, revert_flags,
+    SnapshotRef,
 };
 
 impl Driver {
@@ -29,10 +29,11 @@ impl Driver {
             RUNNING | PAUSED | FORCE | RESET_NVRAM,
             "qemuDomainRevertToSnapshot",
         )?;
-        exclusive(
+        DriverError::check_exclusive(
             flags,
             (RUNNING, "VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING"),
             (PAUSED, "VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED"),
+            ErrorOrigin::Qemu,
         )?;
         let obj = self.domain(&snap.dom)?;
         let _job = obj.job.lock().await;
