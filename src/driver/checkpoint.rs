@@ -30,10 +30,10 @@ use crate::qemu::{bitmap, node, QemuError, RunningVm};
 
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::metadata::with_header;
-use super::moments::{now_secs, ListFilter, MomentTree};
-use super::registry::DomainObj;
-use super::store::{Intent, IntentAction};
-use super::{DomainRef, Driver};
+use super::moments::{now_secs, MomentKind, MomentRef, MomentTree};
+use super::registry::{DomainObj, DomainState};
+use super::store::{Intent, IntentAction, Store};
+use super::{DomainRef, Driver, Uuid};
 
 /// virDomainCheckpointCreateFlags.
 pub mod create_flags {
@@ -67,10 +67,32 @@ pub mod delete_flags {
 }
 
 /// A checkpoint as a client names it: libvirt's virDomainCheckpointPtr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointRef {
-    pub name: String,
-    pub dom: DomainRef,
+pub type CheckpointRef = MomentRef;
+
+/// Checkpoints as the shared read API sees them.
+pub enum Checkpoints {}
+
+impl MomentKind for Checkpoints {
+    type Def = CheckpointDef;
+    const API: &'static str = "Checkpoint";
+    const NOUN: &'static str = "checkpoint";
+    const LIST_FLAGS: u32 = {
+        use list_flags::*;
+        ROOTS | TOPOLOGICAL | LEAVES | NO_LEAVES
+    };
+    const MISSING: ErrorKind = ErrorKind::NoDomainCheckpoint;
+
+    fn tree(st: &DomainState) -> &MomentTree<CheckpointDef> {
+        &st.checkpoints
+    }
+
+    fn save(store: &Store, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        store.save_checkpoint(uuid, name, xml)
+    }
+
+    fn delete(store: &Store, uuid: &Uuid, name: &str) -> Result<(), DriverError> {
+        store.delete_checkpoint(uuid, name)
+    }
 }
 
 /// What a metadata file holds: libvirt's header, then checkpoint-dumpxml
@@ -170,13 +192,6 @@ fn qemu_refused(err: &QemuError) -> bool {
     matches!(err, QemuError::CommandFailed { .. })
 }
 
-fn no_checkpoint(name: &str) -> DriverError {
-    DriverError::new(
-        ErrorKind::NoDomainCheckpoint,
-        format!("no domain checkpoint with matching name '{name}'"),
-    )
-}
-
 /// The public API's own flag checks (libvirt-domain-checkpoint.c), made
 /// before any driver code runs.
 fn exclusive_flags(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
@@ -264,13 +279,9 @@ impl Driver {
                 return Err(err.into());
             }
         }
-        let xml = metadata_xml(&def);
-        let saved = {
-            let name = name.clone();
-            self.store_io(move |s| s.save_checkpoint(&uuid, &name, &xml))
-                .await
-        };
-        if let Err(err) = saved {
+        let file = (name.clone(), metadata_xml(&def));
+        let saved = self.write_moments::<Checkpoints>(uuid, vec![file], None);
+        if let Err(err) = saved.await {
             tracing::error!(checkpoint = %name, %err, "cannot save checkpoint metadata");
             // Take the bitmaps back, or the next create of this name fails
             // on them; if even that fails the intent stays for reconcile.
@@ -282,12 +293,7 @@ impl Driver {
                 "unable to save metadata for checkpoint {name}"
             )));
         }
-        {
-            let mut st = obj.lock();
-            let parent = def.parent().map(str::to_string);
-            st.checkpoints.insert(&name, parent.as_deref(), def);
-            st.checkpoints.set_current(Some(&name));
-        }
+        obj.lock().checkpoints.add(def, true);
         self.drop_intent(uuid, &name).await;
         Ok(name)
     }
@@ -350,12 +356,7 @@ impl Driver {
                 DriverError::internal(format!("unable to save metadata for checkpoint {name}"))
             })?;
         }
-        let mut st = obj.lock();
-        let parent = def.parent().map(str::to_string);
-        st.checkpoints.insert(&name, parent.as_deref(), def);
-        if update_current {
-            st.checkpoints.set_current(Some(&name));
-        }
+        obj.lock().checkpoints.add(def, update_current);
         Ok(name)
     }
 
@@ -376,23 +377,13 @@ impl Driver {
             })
         };
         if flags & SIZE == 0 {
-            let st = obj.lock();
-            let def = st
-                .checkpoints
-                .get(&cp.name)
-                .ok_or_else(|| no_checkpoint(&cp.name))?;
-            return Ok(format(def, None));
+            return Ok(format(Checkpoints::find(&obj.lock(), &cp.name)?, None));
         }
-        if !obj.lock().checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
+        Checkpoints::find(&obj.lock(), &cp.name)?;
         let _job = obj.job.lock().await;
         let (vm, bitmaps) = {
             let st = obj.lock();
-            let def = st
-                .checkpoints
-                .get(&cp.name)
-                .ok_or_else(|| no_checkpoint(&cp.name))?;
+            let def = Checkpoints::find(&st, &cp.name)?;
             let live = st.live.as_ref().ok_or_else(not_running_domain)?;
             (live.vm.clone(), bitmap_nodes(&live.def, def, None))
         };
@@ -403,81 +394,7 @@ impl Driver {
             .filter_map(|(b, size)| Some((b.disk, size?)))
             .collect();
         let st = obj.lock();
-        let def = st
-            .checkpoints
-            .get(&cp.name)
-            .ok_or_else(|| no_checkpoint(&cp.name))?;
-        Ok(format(def, Some(&sizes)))
-    }
-
-    /// virDomainListAllCheckpoints.
-    pub fn list_all_checkpoints(
-        &self,
-        dom: &DomainRef,
-        flags: u32,
-    ) -> Result<Vec<CheckpointRef>, DriverError> {
-        DriverError::check_flags(flags, 0xf, "qemuDomainListAllCheckpoints")?;
-        let obj = self.domain(dom)?;
-        let names = obj.lock().checkpoints.list(None, list_filter(flags));
-        Ok(refs(dom, names))
-    }
-
-    /// virDomainCheckpointListAllChildren.
-    pub fn checkpoint_list_all_children(
-        &self,
-        cp: &CheckpointRef,
-        flags: u32,
-    ) -> Result<Vec<CheckpointRef>, DriverError> {
-        DriverError::check_flags(flags, 0xf, "qemuDomainCheckpointListAllChildren")?;
-        let obj = self.domain(&cp.dom)?;
-        let st = obj.lock();
-        if !st.checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
-        let names = st.checkpoints.list(Some(&cp.name), list_filter(flags));
-        Ok(refs(&cp.dom, names))
-    }
-
-    /// virDomainCheckpointLookupByName.
-    pub fn checkpoint_lookup_by_name(
-        &self,
-        dom: &DomainRef,
-        name: &str,
-        flags: u32,
-    ) -> Result<CheckpointRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainCheckpointLookupByName")?;
-        let obj = self.domain(dom)?;
-        if !obj.lock().checkpoints.contains(name) {
-            return Err(no_checkpoint(name));
-        }
-        Ok(CheckpointRef {
-            name: name.to_string(),
-            dom: dom.clone(),
-        })
-    }
-
-    /// virDomainCheckpointGetParent.
-    pub fn checkpoint_get_parent(
-        &self,
-        cp: &CheckpointRef,
-        flags: u32,
-    ) -> Result<CheckpointRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainCheckpointGetParent")?;
-        let obj = self.domain(&cp.dom)?;
-        let st = obj.lock();
-        if !st.checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
-        let parent = st.checkpoints.parent(&cp.name).ok_or_else(|| {
-            DriverError::new(
-                ErrorKind::NoDomainCheckpoint,
-                format!("checkpoint '{}' does not have a parent", cp.name),
-            )
-        })?;
-        Ok(CheckpointRef {
-            name: parent.to_string(),
-            dom: cp.dom.clone(),
-        })
+        Ok(format(Checkpoints::find(&st, &cp.name)?, Some(&sizes)))
     }
 
     /// virDomainCheckpointDelete: the checkpoint (or only its descendants,
@@ -509,7 +426,7 @@ impl Driver {
                 return Err(inactive("cannot delete checkpoint for inactive domain"));
             }
             if !st.checkpoints.contains(&cp.name) {
-                return Err(no_checkpoint(&cp.name));
+                return Err(Checkpoints::missing(&cp.name));
             }
             vm.filter(|_| !metadata_only)
         };
@@ -551,10 +468,7 @@ impl Driver {
         if let Some(vm) = vm {
             let bitmaps = {
                 let st = obj.lock();
-                let def = st
-                    .checkpoints
-                    .get(name)
-                    .ok_or_else(|| no_checkpoint(name))?;
+                let def = Checkpoints::find(&st, name)?;
                 let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
                 bitmap_nodes(&live.def, def, None)
             };
@@ -591,40 +505,14 @@ impl Driver {
         update_parent: bool,
     ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
-        let (parent, children) = {
-            let st = obj.lock();
-            let parent = st.checkpoints.parent(name).map(str::to_string);
-            let children: Vec<(String, String)> = st
-                .checkpoints
-                .children(name)
-                .into_iter()
-                .filter_map(|child| {
-                    let mut def = st.checkpoints.get(&child)?.clone();
-                    def.set_parent(parent.clone());
-                    Some((child, metadata_xml(&def)))
-                })
-                .collect();
-            (parent, children)
-        };
-        let doomed = name.to_string();
-        self.store_io(move |s| {
-            for (child, xml) in &children {
-                s.save_checkpoint(&uuid, child, xml)?;
-            }
-            s.delete_checkpoint(&uuid, &doomed)
-        })
-        .await?;
-        let mut st = obj.lock();
-        let was_current = st.checkpoints.current() == Some(name);
-        for child in st.checkpoints.children(name) {
-            if let Some(def) = st.checkpoints.get_mut(&child) {
-                def.set_parent(parent.clone());
-            }
-        }
-        st.checkpoints.remove(name);
-        if was_current && update_parent {
-            st.checkpoints.set_current(parent.as_deref());
-        }
+        let orphans = obj.lock().checkpoints.orphans(name);
+        let children: Vec<(String, String)> = orphans
+            .iter()
+            .map(|def| (def.name().to_string(), metadata_xml(def)))
+            .collect();
+        self.write_moments::<Checkpoints>(uuid, children, Some(name.to_string()))
+            .await?;
+        obj.lock().checkpoints.forget(name, update_parent);
         Ok(())
     }
 
@@ -661,11 +549,17 @@ impl Driver {
         let listed = obj.lock().checkpoints.get(name).cloned();
         // Before start-up has loaded the metadata (a restart that found
         // QEMU gone), the checkpoint is only in the store.
-        let def = listed.clone().or_else(|| {
-            let xml = self.shared.store.load_checkpoint(&uuid, name)?;
-            let parsed = CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0).ok()?;
-            Some(parsed.loaded())
-        });
+        let def = match &listed {
+            Some(def) => Some(def.clone()),
+            None => {
+                let owned = name.to_string();
+                let stored = self.store_io(move |s| Ok(s.load_checkpoint(&uuid, &owned)));
+                stored.await.ok().flatten().and_then(|xml| {
+                    let parsed = CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0);
+                    Some(parsed.ok()?.loaded())
+                })
+            }
+        };
         let Some(def) = def else { return };
         let intent = Intent {
             checkpoint: name.to_string(),
@@ -675,14 +569,14 @@ impl Driver {
                 .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
                 .collect(),
         };
-        let owned = name.to_string();
         let forgotten = async {
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;
             if listed.is_some() {
                 self.forget_checkpoint(obj, name, true).await
             } else {
-                self.store_io(move |s| s.delete_checkpoint(&uuid, &owned))
+                let doomed = Some(name.to_string());
+                self.write_moments::<Checkpoints>(uuid, Vec::new(), doomed)
                     .await
             }
         };
@@ -712,26 +606,6 @@ async fn missing_bitmap(vm: &RunningVm, bitmaps: &[DiskBitmap]) -> Option<Driver
         "bitmap '{}' not found in backing chain of '{}'",
         missing.bitmap, missing.disk
     )))
-}
-
-fn list_filter(flags: u32) -> ListFilter {
-    use list_flags::*;
-    ListFilter {
-        roots_or_descendants: flags & ROOTS != 0,
-        topological: flags & TOPOLOGICAL != 0,
-        leaves: flags & LEAVES != 0,
-        no_leaves: flags & NO_LEAVES != 0,
-    }
-}
-
-fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<CheckpointRef> {
-    names
-        .into_iter()
-        .map(|name| CheckpointRef {
-            name,
-            dom: dom.clone(),
-        })
-        .collect()
 }
 
 /// VIR_ERR_OPERATION_UNSUPPORTED from the QEMU driver.

@@ -10,13 +10,13 @@ use std::sync::Arc;
 use crate::conf::cpu::x86;
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
-    CreateContext, CreateFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotDiskType,
-    SnapshotLocation, SnapshotState,
+    CreateContext, CreateFlags, ParseFlags, ParsedSnapshot, SaveCookie, SnapshotDef,
+    SnapshotDiskType, SnapshotLocation, SnapshotState,
 };
-use crate::conf::{DiskFormat as ConfFormat, FormatMode, Secrets};
+use crate::conf::DiskFormat as ConfFormat;
 use crate::qemu::cpu as qcpu;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
-use crate::qemu::DiskFormat;
+use crate::qemu::{DiskFormat, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::moments::now_secs;
@@ -25,6 +25,7 @@ use super::super::store::OverlayBase;
 use super::super::{DomainRef, Driver};
 use super::{
     create_flags, internal_images, metadata_xml, no_backup_running, qemu_img, SnapshotRef,
+    Snapshots,
 };
 
 fn is_regular_file(path: &str) -> bool {
@@ -189,7 +190,7 @@ impl Driver {
     async fn redefine_snapshot(
         &self,
         obj: &Arc<DomainObj>,
-        parsed: crate::conf::snapshot::ParsedSnapshot,
+        parsed: ParsedSnapshot,
         flags: u32,
     ) -> Result<String, DriverError> {
         let uuid = obj.uuid;
@@ -213,7 +214,7 @@ impl Driver {
     async fn create_snapshot(
         &self,
         obj: &Arc<DomainObj>,
-        parsed: crate::conf::snapshot::ParsedSnapshot,
+        parsed: ParsedSnapshot,
         flags: u32,
     ) -> Result<String, DriverError> {
         use create_flags::*;
@@ -326,7 +327,7 @@ impl Driver {
         &self,
         obj: &Arc<DomainObj>,
         def: &SnapshotDef,
-        vm: Option<&Arc<crate::qemu::RunningVm>>,
+        vm: Option<&Arc<RunningVm>>,
         flags: u32,
     ) -> Result<(), DriverError> {
         let domain = def
@@ -423,25 +424,15 @@ impl Driver {
                 }
             }
         }
-        // The persistent definition follows, so that the next start runs
-        // on the overlays too.
-        let config = {
-            let mut st = obj.lock();
-            st.config.as_mut().map(|config| {
-                for plan in &plans {
-                    if let Some(d) = config.disk_by_target_mut(&plan.disk) {
-                        let index = d.node_index();
-                        d.set_overlay(&plan.path.to_string_lossy(), plan.block, index);
-                    }
+        self.update_config(obj, |config| {
+            for plan in &plans {
+                if let Some(d) = config.disk_by_target_mut(&plan.disk) {
+                    let index = d.node_index();
+                    d.set_overlay(&plan.path.to_string_lossy(), plan.block, index);
                 }
-                config.format(FormatMode::Inactive, Secrets::Shown)
-            })
-        };
-        if let Some(xml) = config {
-            let uuid = obj.uuid;
-            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
-        }
-        Ok(())
+            }
+        })
+        .await
     }
 
     /// Puts `def` in the tree — under the current snapshot when
@@ -478,22 +469,12 @@ impl Driver {
             }
             files
         };
-        self.store_io(move |s| {
-            for (name, xml) in &files {
-                s.save_snapshot(&uuid, name, xml)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|_| {
-            DriverError::internal(format!("unable to save metadata for snapshot {name}"))
-        })?;
-        let mut st = obj.lock();
-        let parent = def.parent().map(str::to_string);
-        st.snapshots.insert(&name, parent.as_deref(), def);
-        if make_current {
-            st.snapshots.set_current(Some(&name));
-        }
+        self.write_moments::<Snapshots>(uuid, files, None)
+            .await
+            .map_err(|_| {
+                DriverError::internal(format!("unable to save metadata for snapshot {name}"))
+            })?;
+        obj.lock().snapshots.add(def, make_current);
         Ok(())
     }
 }
@@ -503,7 +484,7 @@ impl Driver {
 /// daemon always starts QEMU with `-cpu qemu64` (a domain's `<cpu>` is not
 /// given to QEMU); and `<slirpHelper/>`, as for every domain without
 /// user-mode networking (the only kind that starts here).
-async fn save_cookie(vm: &crate::qemu::RunningVm) -> Result<SaveCookie, DriverError> {
+async fn save_cookie(vm: &RunningVm) -> Result<SaveCookie, DriverError> {
     let props = qcpu::properties(vm.monitor(), x86::is_mapped).await?;
     Ok(SaveCookie::new(
         x86::live_default(&props.enabled, &props.unavailable),

@@ -7,16 +7,18 @@ use std::sync::Arc;
 
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
-use crate::conf::{DomainDef, FormatMode, Secrets};
+use crate::conf::DomainDef;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp};
+use crate::qemu::RunningVm;
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::super::moments::MomentKind;
 use super::super::registry::DomainObj;
 use super::super::store::OverlayBase;
 use super::super::Driver;
 use super::{
-    delete_flags, internal_images, metadata_xml, no_backup_running, no_snapshot, qemu_img,
-    SnapshotRef,
+    delete_flags, internal_disks, internal_images, metadata_xml, no_backup_running, qemu_img,
+    SnapshotRef, Snapshots,
 };
 
 impl Driver {
@@ -40,9 +42,7 @@ impl Driver {
         no_backup_running(&obj)?;
         let (doomed, vm, live_def) = {
             let st = obj.lock();
-            if !st.snapshots.contains(&snap.name) {
-                return Err(no_snapshot(&snap.name));
-            }
+            Snapshots::find(&st, &snap.name)?;
             let mut doomed = Vec::new();
             if flags & (CHILDREN | CHILDREN_ONLY) != 0 {
                 // Leaves first: each goes while its parent still exists.
@@ -64,12 +64,7 @@ impl Driver {
             )
         };
         if flags & METADATA_ONLY == 0 {
-            let target = obj
-                .lock()
-                .snapshots
-                .get(&snap.name)
-                .cloned()
-                .ok_or_else(|| no_snapshot(&snap.name))?;
+            let target = Snapshots::find(&obj.lock(), &snap.name)?.clone();
             // libvirt's order of checks (qemuSnapshotDeleteValidate).
             if let (false, Some(live)) = (target.is_external(), &live_def) {
                 same_images(&target, live)?;
@@ -135,7 +130,7 @@ impl Driver {
         &self,
         obj: &Arc<DomainObj>,
         def: &SnapshotDef,
-        vm: Option<&Arc<crate::qemu::RunningVm>>,
+        vm: Option<&Arc<RunningVm>>,
     ) -> Result<(), DriverError> {
         let before = def
             .domain()
@@ -232,25 +227,17 @@ impl Driver {
                 }
             }
         }
-        let config = {
-            let mut st = obj.lock();
-            st.config.as_mut().map(|config| {
-                for (disk, _) in &disks {
-                    if let Some(old) = before.disk_by_target(disk) {
-                        let mut old = old.clone();
-                        let index = config.disk_by_target(disk).map_or(0, |d| d.node_index());
-                        old.set_node_index(index);
-                        config.replace_disk(old);
-                    }
+        self.update_config(obj, |config| {
+            for (disk, _) in &disks {
+                if let Some(old) = before.disk_by_target(disk) {
+                    let mut old = old.clone();
+                    let index = config.disk_by_target(disk).map_or(0, |d| d.node_index());
+                    old.set_node_index(index);
+                    config.replace_disk(old);
                 }
-                config.format(FormatMode::Inactive, Secrets::Shown)
-            })
-        };
-        if let Some(xml) = config {
-            let uuid = obj.uuid;
-            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
-        }
-        Ok(())
+            }
+        })
+        .await
     }
 
     /// The metadata half of a delete: children move up to the parent
@@ -258,48 +245,27 @@ impl Driver {
     /// one was.
     async fn forget_snapshot(&self, obj: &Arc<DomainObj>, name: &str) -> Result<(), DriverError> {
         let uuid = obj.uuid;
-        let (files, parent, was_current) = {
+        let files = {
             let st = obj.lock();
-            let parent = st.snapshots.parent(name).map(str::to_string);
-            let was_current = st.snapshots.current() == Some(name);
-            let mut files: Vec<(String, String)> = st
-                .snapshots
-                .children(name)
-                .into_iter()
-                .filter_map(|child| {
-                    let mut def = st.snapshots.get(&child)?.clone();
-                    def.set_parent(parent.clone());
-                    let current = st.snapshots.current() == Some(child.as_str());
-                    Some((child, metadata_xml(&def, current, uuid)))
-                })
+            let tree = &st.snapshots;
+            let file = |def: &SnapshotDef, current: bool| {
+                (def.name().to_string(), metadata_xml(def, current, uuid))
+            };
+            let orphans = tree.orphans(name);
+            let mut files: Vec<(String, String)> = orphans
+                .iter()
+                .map(|def| file(def, tree.current() == Some(def.name())))
                 .collect();
-            if was_current {
-                if let Some(p) = &parent {
-                    if let Some(def) = st.snapshots.get(p) {
-                        files.push((p.clone(), metadata_xml(def, true, uuid)));
-                    }
-                }
+            // Its parent takes over as current.
+            let parent = tree.parent(name).and_then(|p| tree.get(p));
+            if let Some(parent) = parent.filter(|_| tree.current() == Some(name)) {
+                files.push(file(parent, true));
             }
-            (files, parent, was_current)
+            files
         };
-        let doomed = name.to_string();
-        self.store_io(move |s| {
-            for (child, xml) in &files {
-                s.save_snapshot(&uuid, child, xml)?;
-            }
-            s.delete_snapshot(&uuid, &doomed)
-        })
-        .await?;
-        let mut st = obj.lock();
-        for child in st.snapshots.children(name) {
-            if let Some(def) = st.snapshots.get_mut(&child) {
-                def.set_parent(parent.clone());
-            }
-        }
-        st.snapshots.remove(name);
-        if was_current {
-            st.snapshots.set_current(parent.as_deref());
-        }
+        self.write_moments::<Snapshots>(uuid, files, Some(name.to_string()))
+            .await?;
+        obj.lock().snapshots.forget(name, true);
         Ok(())
     }
 }
@@ -310,19 +276,14 @@ fn same_images(def: &SnapshotDef, live: &DomainDef) -> Result<(), DriverError> {
     let Some(domain) = def.domain() else {
         return Ok(());
     };
-    for disk in def
-        .disks()
-        .iter()
-        .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
-    {
-        let then = domain.disk_by_target(disk.name()).and_then(|d| d.source());
-        let now = live.disk_by_target(disk.name()).and_then(|d| d.source());
+    for disk in internal_disks(def) {
+        let then = domain.disk_by_target(disk).and_then(|d| d.source());
+        let now = live.disk_by_target(disk).and_then(|d| d.source());
         if then != now {
             return Err(DriverError::new(
                 ErrorKind::OperationUnsupported,
                 format!(
-                    "disk image '{}' for internal snapshot '{}' is not the same as disk image currently used by VM",
-                    disk.name(),
+                    "disk image '{disk}' for internal snapshot '{}' is not the same as disk image currently used by VM",
                     def.name()
                 ),
             ));

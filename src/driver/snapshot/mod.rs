@@ -15,8 +15,9 @@
 //!
 //! A domain never has both snapshots and checkpoints (`rules.rs`).
 //!
-//! - this module: the flags, the read API, the metadata files and what
-//!   the operations share;
+//! - this module: the flags, the read API that is the snapshots' own
+//!   (XML, current snapshot, metadata; lookup, parent and lists are
+//!   `moments.rs`'s), the metadata files and what the operations share;
 //! - `create.rs`: create and redefine, internal and external;
 //! - `revert.rs`: revert, and making a snapshot current;
 //! - `delete.rs`: delete, external snapshots by block commit.
@@ -44,20 +45,22 @@ mod create;
 mod delete;
 mod revert;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation, SnapshotState,
 };
-use crate::qemu::snapshot as qsnap;
+use crate::conf::DomainDef;
+use crate::qemu::snapshot::InternalNodes;
 
 use super::error::{DriverError, ErrorKind};
 use super::metadata::with_header;
-use super::moments::{ListFilter, MomentTree};
-use super::registry::DomainObj;
-use super::{DomainRef, Driver};
+use super::moments::{MomentKind, MomentRef, MomentTree};
+use super::registry::{DomainObj, DomainState};
+use super::store::Store;
+use super::{DomainRef, Driver, Uuid};
 
 /// virDomainSnapshotCreateFlags.
 pub mod create_flags {
@@ -108,10 +111,48 @@ pub mod delete_flags {
 const XML_SECURE: u32 = 1;
 
 /// A snapshot as a client names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotRef {
-    pub name: String,
-    pub dom: DomainRef,
+pub type SnapshotRef = MomentRef;
+
+/// Snapshots as the shared read API sees them.
+pub enum Snapshots {}
+
+impl MomentKind for Snapshots {
+    type Def = SnapshotDef;
+    const API: &'static str = "Snapshot";
+    const NOUN: &'static str = "snapshot";
+    const LIST_FLAGS: u32 = 0x7ff;
+    const MISSING: ErrorKind = ErrorKind::NoDomainSnapshot;
+
+    fn tree(st: &DomainState) -> &MomentTree<SnapshotDef> {
+        &st.snapshots
+    }
+
+    fn save(store: &Store, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        store.save_snapshot(uuid, name, xml)
+    }
+
+    fn delete(store: &Store, uuid: &Uuid, name: &str) -> Result<(), DriverError> {
+        store.delete_snapshot(uuid, name)
+    }
+
+    /// The state and location filters of a list call.
+    fn keeps(def: &SnapshotDef, flags: u32) -> bool {
+        use list_flags::*;
+        // Every snapshot listed has metadata: NO_METADATA alone selects none.
+        if flags & (METADATA | NO_METADATA) == NO_METADATA {
+            return false;
+        }
+        let states = flags & (INACTIVE | ACTIVE | DISK_ONLY);
+        let locations = flags & (INTERNAL | EXTERNAL);
+        let state_ok = states == 0
+            || (states & INACTIVE != 0 && def.state() == Some(SnapshotState::Shutoff))
+            || (states & ACTIVE != 0 && def.state().is_some_and(SnapshotState::is_online))
+            || (states & DISK_ONLY != 0 && def.is_disk_only());
+        let location_ok = locations == 0
+            || (locations & INTERNAL != 0 && !def.is_external())
+            || (locations & EXTERNAL != 0 && def.is_external());
+        state_ok && location_ok
+    }
 }
 
 /// The metadata file: libvirt's header, then the internal format
@@ -123,13 +164,6 @@ fn metadata_xml(def: &SnapshotDef, current: bool, uuid: super::Uuid) -> String {
         domain_uuid: Some(uuid::Uuid::from_bytes(uuid)),
     });
     with_header("snapshot-edit", &body)
-}
-
-fn no_snapshot(name: &str) -> DriverError {
-    DriverError::new(
-        ErrorKind::NoDomainSnapshot,
-        format!("no domain snapshot with matching name '{name}'"),
-    )
 }
 
 fn qemu_img() -> PathBuf {
@@ -144,64 +178,12 @@ impl Driver {
         flags: u32,
     ) -> Result<String, DriverError> {
         DriverError::check_flags(flags, XML_SECURE, "qemuDomainSnapshotGetXMLDesc")?;
-        let obj = self.domain(&snap.dom)?;
-        let st = obj.lock();
-        let def = st
-            .snapshots
-            .get(&snap.name)
-            .ok_or_else(|| no_snapshot(&snap.name))?;
-        Ok(def.format(&FormatFlags {
-            secure: flags & XML_SECURE != 0,
-            internal: None,
-            domain_uuid: Some(uuid::Uuid::from_bytes(obj.uuid)),
-        }))
-    }
-
-    /// virDomainListAllSnapshots (and the older count and name calls).
-    pub fn list_all_snapshots(
-        &self,
-        dom: &DomainRef,
-        flags: u32,
-    ) -> Result<Vec<SnapshotRef>, DriverError> {
-        DriverError::check_flags(flags, 0x7ff, "qemuDomainListAllSnapshots")?;
-        let obj = self.domain(dom)?;
-        let st = obj.lock();
-        Ok(refs(dom, filter_list(&st.snapshots, None, flags)))
-    }
-
-    /// virDomainSnapshotListAllChildren.
-    pub fn snapshot_list_all_children(
-        &self,
-        snap: &SnapshotRef,
-        flags: u32,
-    ) -> Result<Vec<SnapshotRef>, DriverError> {
-        DriverError::check_flags(flags, 0x7ff, "qemuDomainSnapshotListAllChildren")?;
-        let obj = self.domain(&snap.dom)?;
-        let st = obj.lock();
-        if !st.snapshots.contains(&snap.name) {
-            return Err(no_snapshot(&snap.name));
-        }
-        Ok(refs(
-            &snap.dom,
-            filter_list(&st.snapshots, Some(&snap.name), flags),
-        ))
-    }
-
-    /// virDomainSnapshotLookupByName.
-    pub fn snapshot_lookup_by_name(
-        &self,
-        dom: &DomainRef,
-        name: &str,
-        flags: u32,
-    ) -> Result<SnapshotRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainSnapshotLookupByName")?;
-        let obj = self.domain(dom)?;
-        if !obj.lock().snapshots.contains(name) {
-            return Err(no_snapshot(name));
-        }
-        Ok(SnapshotRef {
-            name: name.to_string(),
-            dom: dom.clone(),
+        self.with_moment::<Snapshots, _>(snap, |_, def| {
+            Ok(def.format(&FormatFlags {
+                secure: flags & XML_SECURE != 0,
+                internal: None,
+                domain_uuid: Some(uuid::Uuid::from_bytes(snap.dom.uuid)),
+            }))
         })
     }
 
@@ -234,39 +216,12 @@ impl Driver {
         })
     }
 
-    /// virDomainSnapshotGetParent.
-    pub fn snapshot_get_parent(
-        &self,
-        snap: &SnapshotRef,
-        flags: u32,
-    ) -> Result<SnapshotRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainSnapshotGetParent")?;
-        let obj = self.domain(&snap.dom)?;
-        let st = obj.lock();
-        if !st.snapshots.contains(&snap.name) {
-            return Err(no_snapshot(&snap.name));
-        }
-        let parent = st.snapshots.parent(&snap.name).ok_or_else(|| {
-            DriverError::new(
-                ErrorKind::NoDomainSnapshot,
-                format!("snapshot '{}' does not have a parent", snap.name),
-            )
-        })?;
-        Ok(SnapshotRef {
-            name: parent.to_string(),
-            dom: snap.dom.clone(),
-        })
-    }
-
     /// virDomainSnapshotIsCurrent.
     pub fn snapshot_is_current(&self, snap: &SnapshotRef, flags: u32) -> Result<bool, DriverError> {
         DriverError::check_flags(flags, 0, "qemuDomainSnapshotIsCurrent")?;
-        let obj = self.domain(&snap.dom)?;
-        let st = obj.lock();
-        if !st.snapshots.contains(&snap.name) {
-            return Err(no_snapshot(&snap.name));
-        }
-        Ok(st.snapshots.current() == Some(snap.name.as_str()))
+        self.with_moment::<Snapshots, _>(snap, |tree, _| {
+            Ok(tree.current() == Some(snap.name.as_str()))
+        })
     }
 
     /// virDomainSnapshotHasMetadata: every snapshot this daemon lists has.
@@ -276,11 +231,51 @@ impl Driver {
         flags: u32,
     ) -> Result<bool, DriverError> {
         DriverError::check_flags(flags, 0, "qemuDomainSnapshotHasMetadata")?;
-        let obj = self.domain(&snap.dom)?;
-        if !obj.lock().snapshots.contains(&snap.name) {
-            return Err(no_snapshot(&snap.name));
+        self.with_moment::<Snapshots, _>(snap, |_, _| Ok(true))
+    }
+
+    /// Reads every domain's snapshot metadata at start-up.
+    pub(super) async fn load_snapshots(&self) {
+        for obj in self.shared.domains.all() {
+            let uuid = obj.uuid;
+            let files = self.store_io(move |s| Ok(s.load_snapshots(&uuid))).await;
+            let tree = MomentTree::load("snapshot", files, |xml| {
+                let flags = ParseFlags {
+                    redefine: true,
+                    internal: true,
+                    ..ParseFlags::default()
+                };
+                let parsed = SnapshotDef::parse(xml, flags, 0)?;
+                let current = parsed.current() == Some(true);
+                Ok((parsed.loaded(), current))
+            });
+            obj.lock().snapshots = tree;
         }
-        Ok(true)
+    }
+
+    /// Changes the persistent definition, if the domain has one, and
+    /// writes it: the next start then runs on what a snapshot made of the
+    /// disks.
+    async fn update_config(
+        &self,
+        obj: &Arc<DomainObj>,
+        change: impl FnOnce(&mut DomainDef),
+    ) -> Result<(), DriverError> {
+        let config = {
+            let mut st = obj.lock();
+            st.config.as_mut().map(|config| {
+                change(config);
+                config.format(
+                    crate::conf::FormatMode::Inactive,
+                    crate::conf::Secrets::Shown,
+                )
+            })
+        };
+        if let Some(xml) = config {
+            let uuid = obj.uuid;
+            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
+        }
+        Ok(())
     }
 
     /// The running disks that hold `def`'s internal snapshot.
@@ -288,55 +283,14 @@ impl Driver {
         &self,
         obj: &DomainObj,
         def: &SnapshotDef,
-    ) -> Result<qsnap::InternalNodes, DriverError> {
+    ) -> Result<InternalNodes, DriverError> {
         let st = obj.lock();
         let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-        Ok(qsnap::InternalNodes::new(
-            def.disks()
-                .iter()
-                .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
-                .filter_map(|d| live.def.disk_by_target(d.name()))
+        Ok(InternalNodes::new(
+            internal_disks(def)
+                .filter_map(|d| live.def.disk_by_target(d))
                 .map(|d| d.node_index()),
         ))
-    }
-
-    /// Reads every domain's snapshot metadata at start-up.
-    pub(super) fn load_snapshots(&self) {
-        for obj in self.shared.domains.all() {
-            let mut defs = BTreeMap::new();
-            let mut current = None;
-            for (path, xml) in self.shared.store.load_snapshots(&obj.uuid) {
-                let parsed = xml.and_then(|xml| {
-                    SnapshotDef::parse(
-                        &xml,
-                        ParseFlags {
-                            redefine: true,
-                            internal: true,
-                            ..ParseFlags::default()
-                        },
-                        0,
-                    )
-                    .map_err(DriverError::from)
-                });
-                match parsed {
-                    Ok(parsed) => {
-                        if parsed.current() == Some(true) {
-                            current = Some(parsed.name().to_string());
-                        }
-                        let def = parsed.loaded();
-                        defs.insert(def.name().to_string(), def);
-                    }
-                    Err(err) => {
-                        tracing::error!(file = %path.display(), %err, "cannot load snapshot metadata; leaving the file");
-                    }
-                }
-            }
-            let mut tree = MomentTree::build(defs);
-            if let Some(current) = current.filter(|c| tree.contains(c)) {
-                tree.set_current(Some(&current));
-            }
-            obj.lock().snapshots = tree;
-        }
     }
 }
 
@@ -352,59 +306,22 @@ fn no_backup_running(obj: &DomainObj) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// The disks (targets) that hold `def`'s internal snapshot.
+fn internal_disks(def: &SnapshotDef) -> impl Iterator<Item = &str> {
+    def.disks()
+        .iter()
+        .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
+        .map(|d| d.name())
+}
+
 /// The images that hold `def`'s internal snapshot, from the domain it
 /// recorded.
 fn internal_images(def: &SnapshotDef) -> Vec<PathBuf> {
     let Some(domain) = def.domain() else {
         return Vec::new();
     };
-    def.disks()
-        .iter()
-        .filter(|d| d.snapshot() == Some(SnapshotLocation::Internal))
-        .filter_map(|d| domain.disk_by_target(d.name())?.source())
+    internal_disks(def)
+        .filter_map(|d| domain.disk_by_target(d)?.source())
         .map(PathBuf::from)
-        .collect()
-}
-
-/// The snapshots a list call selects, in libvirt's order.
-fn filter_list(tree: &MomentTree<SnapshotDef>, from: Option<&str>, flags: u32) -> Vec<String> {
-    use list_flags::*;
-    let filter = ListFilter {
-        roots_or_descendants: flags & ROOTS != 0,
-        topological: flags & TOPOLOGICAL != 0,
-        leaves: flags & LEAVES != 0,
-        no_leaves: flags & NO_LEAVES != 0,
-    };
-    // Every snapshot listed has metadata: NO_METADATA alone selects none.
-    if flags & (METADATA | NO_METADATA) == NO_METADATA {
-        return Vec::new();
-    }
-    let states = flags & (INACTIVE | ACTIVE | DISK_ONLY);
-    let locations = flags & (INTERNAL | EXTERNAL);
-    tree.list(from, filter)
-        .into_iter()
-        .filter(|name| {
-            let Some(def) = tree.get(name) else {
-                return false;
-            };
-            let state_ok = states == 0
-                || (states & INACTIVE != 0 && def.state() == Some(SnapshotState::Shutoff))
-                || (states & ACTIVE != 0 && def.state().is_some_and(SnapshotState::is_online))
-                || (states & DISK_ONLY != 0 && def.is_disk_only());
-            let location_ok = locations == 0
-                || (locations & INTERNAL != 0 && !def.is_external())
-                || (locations & EXTERNAL != 0 && def.is_external());
-            state_ok && location_ok
-        })
-        .collect()
-}
-
-fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<SnapshotRef> {
-    names
-        .into_iter()
-        .map(|name| SnapshotRef {
-            name,
-            dom: dom.clone(),
-        })
         .collect()
 }

@@ -9,11 +9,12 @@ use crate::conf::snapshot::SnapshotState;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::super::moments::MomentKind;
 use super::super::registry::{state, DomainObj};
 use super::super::Driver;
 use super::{
-    internal_images, metadata_xml, no_backup_running, no_snapshot, qemu_img, revert_flags,
-    SnapshotRef,
+    internal_images, metadata_xml, no_backup_running, qemu_img, revert_flags, SnapshotRef,
+    Snapshots,
 };
 
 impl Driver {
@@ -41,11 +42,7 @@ impl Driver {
         no_backup_running(&obj)?;
         let (def, vm) = {
             let st = obj.lock();
-            let def = st
-                .snapshots
-                .get(&snap.name)
-                .cloned()
-                .ok_or_else(|| no_snapshot(&snap.name))?;
+            let def = Snapshots::find(&st, &snap.name)?.clone();
             (def, st.live.as_ref().map(|l| l.vm.clone()))
         };
         if def.is_external() {
@@ -59,12 +56,7 @@ impl Driver {
             let vm = match vm {
                 Some(vm) => vm,
                 None => {
-                    let config = obj
-                        .lock()
-                        .config
-                        .clone()
-                        .ok_or_else(|| DriverError::internal("domain has no definition"))?;
-                    self.start_def(&obj, config, true).await?;
+                    self.start_config(&obj, true).await?;
                     obj.lock()
                         .live
                         .as_ref()
@@ -90,12 +82,7 @@ impl Driver {
                 qsnap::offline(&qemu_img(), OfflineOp::Apply, &snap.name, &image).await?;
             }
             if flags & (RUNNING | PAUSED) != 0 {
-                let config = obj
-                    .lock()
-                    .config
-                    .clone()
-                    .ok_or_else(|| DriverError::internal("domain has no definition"))?;
-                self.start_def(&obj, config, flags & PAUSED != 0).await?;
+                self.start_config(&obj, flags & PAUSED != 0).await?;
             }
         }
         self.set_current_snapshot(&obj, &snap.name).await
@@ -121,14 +108,18 @@ impl Driver {
             }
             files
         };
-        self.store_io(move |s| {
-            for (name, xml) in &files {
-                s.save_snapshot(&uuid, name, xml)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.write_moments::<Snapshots>(uuid, files, None).await?;
         obj.lock().snapshots.set_current(Some(name));
         Ok(())
+    }
+
+    /// Starts the persistent definition of a shut-off domain.
+    async fn start_config(&self, obj: &Arc<DomainObj>, paused: bool) -> Result<(), DriverError> {
+        let config = obj
+            .lock()
+            .config
+            .clone()
+            .ok_or_else(|| DriverError::internal("domain has no definition"))?;
+        self.start_def(obj, config, paused).await
     }
 }

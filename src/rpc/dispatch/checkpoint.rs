@@ -1,6 +1,6 @@
 //! Checkpoint procedures (411–417).
 
-use crate::driver::{CheckpointRef, ErrorKind};
+use crate::driver::{CheckpointRef, Checkpoints, ErrorKind};
 use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_checkpoint, remote_proc as rp};
@@ -28,21 +28,21 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_checkpoint_get_xml_desc_ret { xml })
         },
         rp::DomainListAllCheckpoints => |a: wire::remote_domain_list_all_checkpoints_args| async move {
-            let list = driver.list_all_checkpoints(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Checkpoints>(&dom_ref(a.dom), a.flags)?;
             let (checkpoints, ret) = results(list, a.need_results, &LIMIT, wire_cp)?;
             Ok(wire::remote_domain_list_all_checkpoints_ret { checkpoints, ret })
         },
         rp::DomainCheckpointListAllChildren => |a: wire::remote_domain_checkpoint_list_all_children_args| async move {
-            let list = driver.checkpoint_list_all_children(&cp_ref(a.checkpoint), a.flags)?;
+            let list = driver.list_moment_children::<Checkpoints>(&cp_ref(a.checkpoint), a.flags)?;
             let (checkpoints, ret) = results(list, a.need_results, &LIMIT, wire_cp)?;
             Ok(wire::remote_domain_checkpoint_list_all_children_ret { checkpoints, ret })
         },
         rp::DomainCheckpointLookupByName => |a: wire::remote_domain_checkpoint_lookup_by_name_args| async move {
-            let cp = driver.checkpoint_lookup_by_name(&dom_ref(a.dom), &a.name, a.flags)?;
+            let cp = driver.lookup_moment::<Checkpoints>(&dom_ref(a.dom), &a.name, a.flags)?;
             Ok(wire::remote_domain_checkpoint_lookup_by_name_ret { checkpoint: wire_cp(cp) })
         },
         rp::DomainCheckpointGetParent => |a: wire::remote_domain_checkpoint_get_parent_args| async move {
-            let parent = driver.checkpoint_get_parent(&cp_ref(a.checkpoint), a.flags)?;
+            let parent = driver.moment_parent::<Checkpoints>(&cp_ref(a.checkpoint), a.flags)?;
             Ok(wire::remote_domain_checkpoint_get_parent_ret { parent: wire_cp(parent) })
         },
         rp::DomainCheckpointDelete => |a: wire::remote_domain_checkpoint_delete_args| async move {

@@ -1,7 +1,6 @@
 //! Snapshot procedures (185–193, 244–247, 271–275).
 
-use crate::driver::snapshot::SnapshotRef;
-use crate::driver::{DriverError, ErrorKind};
+use crate::driver::{DriverError, ErrorKind, SnapshotRef, Snapshots};
 use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_snapshot, remote_proc as rp};
@@ -30,33 +29,33 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_snapshot_get_xml_desc_ret { xml })
         },
         rp::DomainSnapshotNum => |a: wire::remote_domain_snapshot_num_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
             Ok(wire::remote_domain_snapshot_num_ret { num: count(&list) })
         },
         rp::DomainSnapshotListNames => |a: wire::remote_domain_snapshot_list_names_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
             Ok(wire::remote_domain_snapshot_list_names_ret { names: names(list, a.maxnames)? })
         },
         rp::DomainListAllSnapshots => |a: wire::remote_domain_list_all_snapshots_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
             let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_list_all_snapshots_ret { snapshots, ret })
         },
         rp::DomainSnapshotListAllChildren => |a: wire::remote_domain_snapshot_list_all_children_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snapshot), a.flags)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snapshot), a.flags)?;
             let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_snapshot_list_all_children_ret { snapshots, ret })
         },
         rp::DomainSnapshotNumChildren => |a: wire::remote_domain_snapshot_num_children_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snap), a.flags)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_num_children_ret { num: count(&list) })
         },
         rp::DomainSnapshotListChildrenNames => |a: wire::remote_domain_snapshot_list_children_names_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snap), a.flags)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_list_children_names_ret { names: names(list, a.maxnames)? })
         },
         rp::DomainSnapshotLookupByName => |a: wire::remote_domain_snapshot_lookup_by_name_args| async move {
-            let snap = driver.snapshot_lookup_by_name(&dom_ref(a.dom), &a.name, a.flags)?;
+            let snap = driver.lookup_moment::<Snapshots>(&dom_ref(a.dom), &a.name, a.flags)?;
             Ok(wire::remote_domain_snapshot_lookup_by_name_ret { snap: wire_snap(snap) })
         },
         rp::DomainHasCurrentSnapshot => |a: wire::remote_domain_has_current_snapshot_args| async move {
@@ -68,7 +67,7 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_snapshot_current_ret { snap: wire_snap(snap) })
         },
         rp::DomainSnapshotGetParent => |a: wire::remote_domain_snapshot_get_parent_args| async move {
-            let snap = driver.snapshot_get_parent(&snap_ref(a.snap), a.flags)?;
+            let snap = driver.moment_parent::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_get_parent_ret { snap: wire_snap(snap) })
         },
         rp::DomainSnapshotIsCurrent => |a: wire::remote_domain_snapshot_is_current_args| async move {
