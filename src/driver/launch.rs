@@ -15,8 +15,8 @@ pub fn kvm_available() -> bool {
 
 /// Builds the launch description of `def`, with its QEMU files in `run_dir`.
 ///
-/// Disk numbering follows libvirtd 9.0 (conf computes it): node names
-/// `libvirt-<K>-storage/-format` counted down from the last disk, and
+/// Disk numbering follows libvirtd 9.0 (conf computes it): the K of the
+/// block node names (`qemu::node`) counted down from the last disk, and
 /// device ids `virtio-disk<I>` from the target name (vda 0, vdc 2). Tools
 /// that address nodes or devices by these names work against both daemons.
 /// Call only after `check_startable`, which refuses every disk kind that
