@@ -28,13 +28,11 @@ pub struct MomentDef<D> {
 /// A definition built around a [`MomentDef`]; the accessors are written
 /// once, here.
 pub trait Moment {
-    /// The kind's per-disk entry.
     type Disk;
 
-    /// The shared core.
     fn moment(&self) -> &MomentDef<Self::Disk>;
 
-    /// The shared core, to change what the driver may change (the parent).
+    /// Outside conf, only the parent can be changed through it.
     fn moment_mut(&mut self) -> &mut MomentDef<Self::Disk>;
 
     /// The name (given, or the default from the creation time).
@@ -42,7 +40,6 @@ pub trait Moment {
         &self.moment().name
     }
 
-    /// `<description>`, if any.
     fn description(&self) -> Option<&str> {
         self.moment().description.as_deref()
     }
@@ -75,7 +72,6 @@ pub trait Moment {
         &self.moment().disks
     }
 
-    /// The domain definition kept with the moment, if any.
     fn domain(&self) -> Option<&DomainDef> {
         self.moment().domain.as_ref()
     }
@@ -97,16 +93,13 @@ impl<D> Moment for MomentDef<D> {
 pub(super) struct Kind {
     /// `checkpoint` or `snapshot`, as errors name it.
     pub noun: &'static str,
-    /// The root element.
     pub root: &'static str,
     /// The label libvirt gives the document in parser errors.
     pub doc_name: &'static str,
-    /// Where the kind's own errors come from.
     pub domain: ConfErrorDomain,
 }
 
 impl Kind {
-    /// An error of the kind's own error domain.
     pub fn error(&self, kind: ConfErrorKind, detail: impl Into<String>) -> ConfError {
         ConfError::new(kind, self.domain, detail)
     }

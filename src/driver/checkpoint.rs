@@ -69,7 +69,7 @@ pub mod delete_flags {
 /// A checkpoint as a client names it: libvirt's virDomainCheckpointPtr.
 pub type CheckpointRef = MomentRef;
 
-/// Checkpoints as the shared read API sees them.
+/// Checkpoints, as `moments.rs` knows the kind.
 pub enum Checkpoints {}
 
 impl MomentKind for Checkpoints {
@@ -119,7 +119,6 @@ pub(super) struct DiskBitmap {
     pub disk: String,
     /// The disk's format node, where the bitmap lives.
     pub node: String,
-    /// The bitmap's name.
     pub bitmap: String,
 }
 

@@ -51,10 +51,7 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
             DiskType::Block => SourceKind::Block,
             _ => SourceKind::File,
         };
-        let format = match disk.format() {
-            ConfFormat::Qcow2 => DiskFormat::Qcow2,
-            _ => DiskFormat::Raw,
-        };
+        let format = qemu_format(disk.format());
         let device_index = disk
             .alias()
             .strip_prefix("virtio-disk")
@@ -73,6 +70,15 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
         });
     }
     Ok(disks)
+}
+
+/// The format QEMU opens a disk's image with (libvirt's QEMU driver
+/// assumes raw for what it does not know).
+pub fn qemu_format(format: &ConfFormat) -> DiskFormat {
+    match format {
+        ConfFormat::Qcow2 => DiskFormat::Qcow2,
+        _ => DiskFormat::Raw,
+    }
 }
 
 /// Whether a qcow2 image's header names a backing file (bytes 8..16: the

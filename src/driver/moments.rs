@@ -53,7 +53,6 @@ pub struct MomentRef {
 
 /// One kind of moment, as the shared code needs to know it.
 pub trait MomentKind: 'static {
-    /// The definition the kind's tree holds.
     type Def: Moment + Clone;
     /// The kind as libvirt's function names spell it (`Checkpoint`).
     const API: &'static str;
@@ -64,13 +63,11 @@ pub trait MomentKind: 'static {
     /// libvirt's error code for a moment that is not there.
     const MISSING: ErrorKind;
 
-    /// The domain's moments of this kind.
     fn tree(st: &DomainState) -> &MomentTree<Self::Def>;
 
-    /// Writes the metadata file of the domain's moment `name`.
+    /// The store's calls for the kind's metadata files (blocking).
     fn save(store: &Store, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError>;
 
-    /// Removes the metadata file of the domain's moment `name`.
     fn delete(store: &Store, uuid: &Uuid, name: &str) -> Result<(), DriverError>;
 
     /// Whether a list call with `flags` keeps `def`, beyond the tree's

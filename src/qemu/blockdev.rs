@@ -360,10 +360,7 @@ async fn add_format(mon: &Monitor, spec: &ImageSpec, added: &mut Added) -> Resul
     let mut props = json!({
         "node-name": spec.format_node(),
         "read-only": false,
-        "driver": match spec.format {
-            DiskFormat::Qcow2 => "qcow2",
-            DiskFormat::Raw => "raw",
-        },
+        "driver": spec.format.as_str(),
         "file": spec.storage_node(),
     });
     if spec.format == DiskFormat::Qcow2 {

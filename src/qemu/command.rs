@@ -50,6 +50,16 @@ pub enum DiskFormat {
     Raw,
 }
 
+impl DiskFormat {
+    /// QEMU's (and qemu-img's) name of the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
 /// One virtio disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {

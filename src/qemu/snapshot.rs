@@ -215,12 +215,7 @@ async fn migration_end(
     mon: &Monitor,
     events: &mut tokio::sync::broadcast::Receiver<QmpEvent>,
 ) -> Result<MigrationStatus, QemuError> {
-    let ended = |s: MigrationStatus| {
-        matches!(
-            s,
-            MigrationStatus::completed | MigrationStatus::failed | MigrationStatus::cancelled
-        )
-    };
+    use MigrationStatus as S;
     loop {
         let received = tokio::select! {
             biased;
@@ -237,7 +232,7 @@ async fn migration_end(
             }
             Err(RecvError::Closed) => return Err(QemuError::NotRunning),
         };
-        if let Some(status) = status.filter(|s| ended(*s)) {
+        if let Some(status @ (S::completed | S::failed | S::cancelled)) = status {
             return Ok(status);
         }
     }
@@ -285,7 +280,7 @@ pub async fn offline_overlay(
         tokio::process::Command::new(qemu_img)
             .args(["create", "-q", "-f", "qcow2", "-b"])
             .arg(backing)
-            .args(["-F", format_name(backing_format)])
+            .args(["-F", backing_format.as_str()])
             .arg(overlay),
     )
     .await
@@ -299,13 +294,6 @@ pub async fn offline_commit(qemu_img: &Path, overlay: &Path) -> Result<(), QemuE
             .arg(overlay),
     )
     .await
-}
-
-fn format_name(format: DiskFormat) -> &'static str {
-    match format {
-        DiskFormat::Qcow2 => "qcow2",
-        DiskFormat::Raw => "raw",
-    }
 }
 
 async fn run_tool(command: &mut tokio::process::Command) -> Result<(), QemuError> {

@@ -212,7 +212,6 @@ pub(crate) fn no_attrs(e: &Element) -> bool {
     attrs(e).next().is_none()
 }
 
-/// No child elements and no text.
 pub(crate) fn empty(e: &Element) -> bool {
     !e.has_element_children() && !has_text(e)
 }

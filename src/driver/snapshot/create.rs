@@ -13,12 +13,12 @@ use crate::conf::snapshot::{
     CreateContext, CreateFlags, ParseFlags, ParsedSnapshot, SaveCookie, SnapshotDef,
     SnapshotDiskType, SnapshotLocation, SnapshotState,
 };
-use crate::conf::DiskFormat as ConfFormat;
 use crate::qemu::cpu as qcpu;
 use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
 use crate::qemu::{DiskFormat, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::super::launch::qemu_format;
 use super::super::moments::now_secs;
 use super::super::registry::{state, DomainObj};
 use super::super::store::OverlayBase;
@@ -99,13 +99,6 @@ fn check_overlay_path(
         ));
     }
     Ok(true)
-}
-
-fn qemu_format(format: &ConfFormat) -> DiskFormat {
-    match format {
-        ConfFormat::Qcow2 => DiskFormat::Qcow2,
-        _ => DiskFormat::Raw,
-    }
 }
 
 impl Driver {

@@ -113,7 +113,7 @@ const XML_SECURE: u32 = 1;
 /// A snapshot as a client names it.
 pub type SnapshotRef = MomentRef;
 
-/// Snapshots as the shared read API sees them.
+/// Snapshots, as `moments.rs` knows the kind.
 pub enum Snapshots {}
 
 impl MomentKind for Snapshots {
