@@ -105,6 +105,22 @@ pub fn verdict(stdout: &str, got: Result<&str, &ConfError>) -> Option<String> {
     }
 }
 
+/// libvirtd's metadata file without its header (a comment, an empty
+/// line): the dumpxml text with SECURE.
+pub fn strip_header(file: &str) -> &str {
+    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
+    rest
+}
+
+/// The `<creationTime>` a dumpxml capture shows.
+pub fn creation_time(xml: &str) -> i64 {
+    xml.split("<creationTime>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .and_then(|t| t.parse().ok())
+        .expect("creation time")
+}
+
 /// One reference capture: the command line and what it printed.
 pub struct Capture {
     pub command: String,

@@ -178,13 +178,6 @@ fn redefined_checkpoints_format_like_libvirtd() {
     assert!(seen >= 15, "only {seen} compared");
 }
 
-/// libvirtd's metadata file: a comment, an empty line, then the dumpxml
-/// text with SECURE.
-fn strip_header(file: &str) -> &str {
-    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
-    rest
-}
-
 /// libvirt embeds the *running* definition formatted as inactive, which
 /// has `<backingStore/>` in each disk; the domain model writes that only
 /// for a live domain (see the `checkpoint` module docs). Everything else
@@ -202,7 +195,7 @@ fn libvirtd_chain_round_trips() {
     for name in ["cp1", "cp2", "1795325812"] {
         let path = fixtures().join(format!("reference/checkpoint/libvirtd-chain/{name}.xml"));
         let text = read(&path);
-        let body = strip_header(&text);
+        let body = test_support::strip_header(&text);
         let def = CheckpointDef::parse(&text, ParseFlags { redefine: true }, 0)
             .and_then(|p| p.prepare_redefine(&cpvm))
             .unwrap_or_else(|e| panic!("{name}: {}", describe(&e)));
@@ -214,7 +207,7 @@ fn libvirtd_chain_round_trips() {
     }
     // dumpxml of the same checkpoints is the same text.
     let cp2 = read(&fixtures().join("reference/checkpoint/libvirtd-chain/cp2.xml"));
-    assert_eq!(dumpxml("dumpxml-cp2"), strip_header(&cp2));
+    assert_eq!(dumpxml("dumpxml-cp2"), test_support::strip_header(&cp2));
 }
 
 #[test]
@@ -246,12 +239,7 @@ fn created_checkpoints_format_like_libvirtd() {
     ];
     for (xml, cap, parent, sizes) in cases {
         let want = dumpxml(cap);
-        let time: i64 = want
-            .split("<creationTime>")
-            .nth(1)
-            .and_then(|t| t.split('<').next())
-            .and_then(|t| t.parse().ok())
-            .expect("creation time");
+        let time = test_support::creation_time(&want);
         let mut def = CheckpointDef::parse(xml, ParseFlags::default(), time)
             .and_then(|p| p.prepare_create(&cpvm))
             .unwrap_or_else(|e| panic!("{cap}: {}", describe(&e)));

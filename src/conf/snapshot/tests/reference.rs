@@ -178,12 +178,6 @@ fn without_backing_store(xml: &str) -> String {
     out
 }
 
-/// libvirtd's metadata file: a comment, an empty line, then the text.
-fn strip_header(file: &str) -> &str {
-    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
-    rest
-}
-
 #[test]
 fn libvirtd_files_round_trip() {
     let dir = fixtures().join("reference/snapshot/libvirtd-files");
@@ -210,7 +204,7 @@ fn libvirtd_files_round_trip() {
         };
         assert_eq!(
             def.format(&flags),
-            without_backing_store(strip_header(&text)),
+            without_backing_store(test_support::strip_header(&text)),
             "{}",
             path.display()
         );
@@ -303,12 +297,7 @@ fn created_snapshots_format_like_libvirtd() {
     let regular = |_: &str| true;
     for (xml, cap, disk_only, parent) in cases {
         let want = dumpxml(cap);
-        let time: i64 = want
-            .split("<creationTime>")
-            .nth(1)
-            .and_then(|t| t.split('<').next())
-            .and_then(|t| t.parse().ok())
-            .expect("creation time");
+        let time = test_support::creation_time(&want);
         let (domain, inactive, cookie) = recorded(&want);
         let ctx = CreateContext {
             domain: &domain,
