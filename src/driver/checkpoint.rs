@@ -191,12 +191,6 @@ fn qemu_refused(err: &QemuError) -> bool {
     matches!(err, QemuError::CommandFailed { .. })
 }
 
-/// The public API's own flag checks (libvirt-domain-checkpoint.c), made
-/// before any driver code runs.
-fn exclusive_flags(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
-    DriverError::check_exclusive(flags, a, b, ErrorOrigin::DomainCheckpoint)
-}
-
 impl Driver {
     /// virDomainCheckpointCreateXML: a new checkpoint of a running domain
     /// (its bitmaps are made), or with REDEFINE the metadata of one that
@@ -208,10 +202,13 @@ impl Driver {
         flags: u32,
     ) -> Result<CheckpointRef, DriverError> {
         use create_flags::*;
-        exclusive_flags(
+        // The public API's own flag checks (libvirt-domain-checkpoint.c)
+        // come before any driver code runs.
+        DriverError::check_exclusive(
             flags,
             (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
             (QUIESCE, "VIR_DOMAIN_CHECKPOINT_CREATE_QUIESCE"),
+            ErrorOrigin::DomainCheckpoint,
         )?;
         DriverError::check_required(
             flags,
@@ -404,10 +401,11 @@ impl Driver {
         flags: u32,
     ) -> Result<(), DriverError> {
         use delete_flags::*;
-        exclusive_flags(
+        DriverError::check_exclusive(
             flags,
             (CHILDREN, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN"),
             (CHILDREN_ONLY, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN_ONLY"),
+            ErrorOrigin::DomainCheckpoint,
         )?;
         let obj = self.domain(&cp.dom)?;
         DriverError::check_flags(

@@ -101,19 +101,6 @@ pub(super) fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// libvirt's virCheckFlags, naming the driver function only when it
-/// fails.
-fn check_flags(
-    flags: u32,
-    allowed: u32,
-    function: impl FnOnce() -> String,
-) -> Result<(), DriverError> {
-    if flags & !allowed == 0 {
-        return Ok(());
-    }
-    DriverError::check_flags(flags, allowed, &function())
-}
-
 fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<MomentRef> {
     names
         .into_iter()
@@ -132,9 +119,8 @@ impl Driver {
         dom: &DomainRef,
         flags: u32,
     ) -> Result<Vec<MomentRef>, DriverError> {
-        check_flags(flags, K::LIST_FLAGS, || {
-            format!("qemuDomainListAll{}s", K::API)
-        })?;
+        let function = format!("qemuDomainListAll{}s", K::API);
+        DriverError::check_flags(flags, K::LIST_FLAGS, &function)?;
         let obj = self.domain(dom)?;
         let names = select::<K>(K::tree(&obj.lock()), None, flags);
         Ok(refs(dom, names))
@@ -146,9 +132,8 @@ impl Driver {
         moment: &MomentRef,
         flags: u32,
     ) -> Result<Vec<MomentRef>, DriverError> {
-        check_flags(flags, K::LIST_FLAGS, || {
-            format!("qemuDomain{}ListAllChildren", K::API)
-        })?;
+        let function = format!("qemuDomain{}ListAllChildren", K::API);
+        DriverError::check_flags(flags, K::LIST_FLAGS, &function)?;
         let names = self.with_moment::<K, _>(moment, |tree, _| {
             Ok(select::<K>(tree, Some(&moment.name), flags))
         })?;
@@ -162,7 +147,7 @@ impl Driver {
         name: &str,
         flags: u32,
     ) -> Result<MomentRef, DriverError> {
-        check_flags(flags, 0, || format!("qemuDomain{}LookupByName", K::API))?;
+        DriverError::check_flags(flags, 0, &format!("qemuDomain{}LookupByName", K::API))?;
         let moment = MomentRef {
             name: name.to_string(),
             dom: dom.clone(),
@@ -177,7 +162,7 @@ impl Driver {
         moment: &MomentRef,
         flags: u32,
     ) -> Result<MomentRef, DriverError> {
-        check_flags(flags, 0, || format!("qemuDomain{}GetParent", K::API))?;
+        DriverError::check_flags(flags, 0, &format!("qemuDomain{}GetParent", K::API))?;
         let parent = self.with_moment::<K, _>(moment, |tree, _| {
             let parent = tree.parent(&moment.name).ok_or_else(|| {
                 DriverError::new(
