@@ -55,7 +55,7 @@ impl Driver {
         }
         // A delete that got past QEMU: its metadata goes now; the bitmap
         // half waits for a QEMU if there is none.
-        for intent in self.intents(obj) {
+        for intent in self.intents(obj).await {
             let listed = obj.lock().checkpoints.contains(&intent.checkpoint);
             match intent.action {
                 IntentAction::Delete if listed => {
@@ -72,10 +72,14 @@ impl Driver {
         }
     }
 
-    fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
-        self.shared
-            .store
-            .load_intents(&obj.uuid)
+    async fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
+        let uuid = obj.uuid;
+        let stored = self.store_io(move |s| Ok(s.load_intents(&uuid))).await;
+        stored
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "cannot read the checkpoint intents");
+                Vec::new()
+            })
             .into_iter()
             .filter_map(|(path, intent)| match intent {
                 Ok(intent) => Some(intent),
@@ -90,7 +94,7 @@ impl Driver {
     /// Brings QEMU's bitmaps and the metadata of a domain whose QEMU just
     /// came up into agreement; see the module documentation.
     pub(super) async fn reconcile_checkpoints(&self, obj: &Arc<DomainObj>) {
-        let intents = self.intents(obj);
+        let intents = self.intents(obj).await;
         let (vm, domain) = {
             let st = obj.lock();
             let Some(live) = &st.live else { return };
