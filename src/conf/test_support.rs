@@ -73,6 +73,54 @@ pub fn describe(e: &ConfError) -> String {
     )
 }
 
+/// The creation time a capture of a create tells (libvirtd named the
+/// moment after its clock: `ok: 1795325812`), else `otherwise`.
+pub fn clock(stdout: &str, otherwise: i64) -> i64 {
+    stdout
+        .strip_prefix("ok: ")
+        .and_then(|n| n.trim_end().parse().ok())
+        .unwrap_or(otherwise)
+}
+
+/// How our outcome of a captured create differs from libvirtd's, if it
+/// does. libvirtd printed `ok: NAME` or its error triple ("code: 92
+/// domain: 5 level: 2\nmessage: ..."); `got` is the name we gave the
+/// moment, or our error.
+pub fn verdict(stdout: &str, got: Result<&str, &ConfError>) -> Option<String> {
+    match (stdout.strip_prefix("ok: "), got) {
+        (Some(ok_name), Ok(name)) if name == ok_name.trim_end() => None,
+        (Some(ok_name), Ok(name)) => Some(format!("named {name} not {ok_name}")),
+        (Some(_), Err(e)) => Some(format!("libvirtd accepted it, we say {}", describe(e))),
+        (None, Ok(_)) => Some("libvirtd refused it, we accept it".to_owned()),
+        (None, Err(e)) => {
+            let (head, message) = stdout.split_once("\nmessage: ").expect("triple");
+            let fields: Vec<&str> = head.split(' ').collect();
+            let want = format!(
+                "code: {}\ndomain: {}\nmessage: {message}",
+                fields[1], fields[3]
+            );
+            let got = describe(e);
+            (got != want).then(|| format!("want\n{want}got\n{got}"))
+        }
+    }
+}
+
+/// libvirtd's metadata file without its header (a comment, an empty
+/// line): the dumpxml text with SECURE.
+pub fn strip_header(file: &str) -> &str {
+    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
+    rest
+}
+
+/// The `<creationTime>` a dumpxml capture shows.
+pub fn creation_time(xml: &str) -> i64 {
+    xml.split("<creationTime>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .and_then(|t| t.parse().ok())
+        .expect("creation time")
+}
+
 /// One reference capture: the command line and what it printed.
 pub struct Capture {
     pub command: String,

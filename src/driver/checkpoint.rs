@@ -22,17 +22,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags, ParsedCheckpoint};
+use crate::conf::moment::Moment;
 use crate::conf::DomainDef;
-use crate::qemu::{bitmap, QemuError, RunningVm};
+use crate::qemu::{bitmap, node, QemuError, RunningVm};
 
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
-use super::moments::ListFilter;
-use super::registry::DomainObj;
+use super::metadata::with_header;
+use super::moments::{now_secs, MomentKind, MomentRef, MomentTree};
+use super::registry::{DomainObj, DomainState};
 use super::store::{Intent, IntentAction, Store};
-use super::{DomainRef, Driver};
+use super::{DomainRef, Driver, Uuid};
 
 /// virDomainCheckpointCreateFlags.
 pub mod create_flags {
@@ -66,67 +67,108 @@ pub mod delete_flags {
 }
 
 /// A checkpoint as a client names it: libvirt's virDomainCheckpointPtr.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointRef {
-    pub name: String,
-    pub dom: DomainRef,
+pub type CheckpointRef = MomentRef;
+
+/// Checkpoints, as `moments.rs` knows the kind.
+pub enum Checkpoints {}
+
+impl MomentKind for Checkpoints {
+    type Def = CheckpointDef;
+    const API: &'static str = "Checkpoint";
+    const NOUN: &'static str = "checkpoint";
+    const LIST_FLAGS: u32 = {
+        use list_flags::*;
+        ROOTS | TOPOLOGICAL | LEAVES | NO_LEAVES
+    };
+    const MISSING: ErrorKind = ErrorKind::NoDomainCheckpoint;
+
+    fn tree(st: &DomainState) -> &MomentTree<CheckpointDef> {
+        &st.checkpoints
+    }
+
+    fn save(store: &Store, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        store.save_checkpoint(uuid, name, xml)
+    }
+
+    fn delete(store: &Store, uuid: &Uuid, name: &str) -> Result<(), DriverError> {
+        store.delete_checkpoint(uuid, name)
+    }
 }
 
-/// The comment libvirt puts at the top of each metadata file, so that a
-/// file moved to libvirtd's checkpoint directory reads like its own.
-const METADATA_HEADER: &str = "<!--\n\
-WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE\n\
-OVERWRITTEN AND LOST. Changes to this xml configuration should be made using:\n  \
-virsh checkpoint-edit\n\
-or other application using the libvirt API.\n\
--->\n\n";
-
-/// What a metadata file holds: the header, then checkpoint-dumpxml
+/// What a metadata file holds: libvirt's header, then checkpoint-dumpxml
 /// --security-info.
 pub(super) fn metadata_xml(def: &CheckpointDef) -> String {
     let body = def.format(&FormatFlags {
         secure: true,
         ..FormatFlags::default()
     });
-    format!("{METADATA_HEADER}{body}")
+    with_header("checkpoint-edit", &body)
 }
 
 /// QEMU's node name for a disk's qcow2 layer, where its bitmaps live.
 pub(super) fn format_node(domain: &DomainDef, target: &str) -> Option<String> {
     domain
         .disk_by_target(target)
-        .map(|disk| format!("libvirt-{}-format", disk.node_index()))
+        .map(|disk| node::format(disk.node_index()))
 }
 
-/// (disk target, node, bitmap) of every bitmap disk of `def` that the
-/// running domain still has: libvirt skips disks unplugged since.
-fn bitmap_nodes(domain: &DomainDef, def: &CheckpointDef) -> Vec<(String, String, String)> {
+/// One bitmap of a checkpoint in a running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DiskBitmap {
+    /// The disk's target.
+    pub disk: String,
+    /// The disk's format node, where the bitmap lives.
+    pub node: String,
+    pub bitmap: String,
+}
+
+impl DiskBitmap {
+    /// (node, bitmap), as QEMU addresses the bitmap.
+    pub fn node_pair(&self) -> (String, String) {
+        (self.node.clone(), self.bitmap.clone())
+    }
+
+    /// (disk, bitmap), as an intent records it.
+    pub fn disk_pair(&self) -> (String, String) {
+        (self.disk.clone(), self.bitmap.clone())
+    }
+}
+
+/// Every bitmap of `def` on a disk the running domain still has: libvirt
+/// skips disks unplugged since. `name` overrides the bitmaps' names.
+fn bitmap_nodes(domain: &DomainDef, def: &CheckpointDef, name: Option<&str>) -> Vec<DiskBitmap> {
     def.bitmaps()
         .filter_map(|(disk, bitmap)| {
-            let node = format_node(domain, disk)?;
-            Some((disk.to_string(), node, bitmap.to_string()))
+            Some(DiskBitmap {
+                disk: disk.to_string(),
+                node: format_node(domain, disk)?,
+                bitmap: name.unwrap_or(bitmap).to_string(),
+            })
         })
         .collect()
 }
 
-fn node_pairs(bitmaps: &[(String, String, String)]) -> Vec<(String, String)> {
-    bitmaps
-        .iter()
-        .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
-        .collect()
+fn node_pairs(bitmaps: &[DiskBitmap]) -> Vec<(String, String)> {
+    bitmaps.iter().map(DiskBitmap::node_pair).collect()
 }
 
-/// (disk target, format node, bitmap name) of one checkpoint bitmap.
-pub(super) type DiskBitmap = (String, String, String);
+/// The intent record of an operation on checkpoint `name`'s bitmaps.
+fn intent(name: &str, action: IntentAction, bitmaps: &[DiskBitmap]) -> Intent {
+    Intent {
+        checkpoint: name.to_string(),
+        action,
+        bitmaps: bitmaps.iter().map(DiskBitmap::disk_pair).collect(),
+    }
+}
 
 /// A checkpoint about to be made, with the bitmaps to add for it.
 pub(super) type NewCheckpoint = (CheckpointDef, Vec<DiskBitmap>);
 
 /// A new checkpoint of the running domain `running`: checked as libvirt
 /// checks a plain create, its parent the current checkpoint. Returns it
-/// with the (disk, node, bitmap) triples its bitmaps need.
+/// with the bitmaps it needs.
 pub(super) fn prepare_new(
-    tree: &super::moments::MomentTree<CheckpointDef>,
+    tree: &MomentTree<CheckpointDef>,
     running: &DomainDef,
     parsed: ParsedCheckpoint,
 ) -> Result<NewCheckpoint, DriverError> {
@@ -139,40 +181,14 @@ pub(super) fn prepare_new(
         )
         .with_origin(ErrorOrigin::Domain));
     }
-    let bitmaps = bitmap_nodes(running, &def);
+    let bitmaps = bitmap_nodes(running, &def, None);
     Ok((def, bitmaps))
-}
-
-pub(super) fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether QEMU answered (and so applied nothing of a transaction), as
 /// opposed to the monitor going away mid-command, after which nobody knows.
 fn qemu_refused(err: &QemuError) -> bool {
     matches!(err, QemuError::CommandFailed { .. })
-}
-
-fn no_checkpoint(name: &str) -> DriverError {
-    DriverError::new(
-        ErrorKind::NoDomainCheckpoint,
-        format!("no domain checkpoint with matching name '{name}'"),
-    )
-}
-
-/// The public API's own flag checks (libvirt-domain-checkpoint.c), made
-/// before any driver code runs.
-fn exclusive_flags(flags: u32, a: (u32, &str), b: (u32, &str)) -> Result<(), DriverError> {
-    if flags & a.0 != 0 && flags & b.0 != 0 {
-        return Err(DriverError::verbatim(
-            ErrorKind::InvalidArg,
-            format!("Flags '{}' and '{}' are mutually exclusive", a.1, b.1),
-        )
-        .with_origin(ErrorOrigin::DomainCheckpoint));
-    }
-    Ok(())
 }
 
 impl Driver {
@@ -186,19 +202,23 @@ impl Driver {
         flags: u32,
     ) -> Result<CheckpointRef, DriverError> {
         use create_flags::*;
-        exclusive_flags(
+        // The public API's own flag checks (libvirt-domain-checkpoint.c)
+        // come before any driver code runs.
+        DriverError::check_exclusive(
             flags,
             (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
             (QUIESCE, "VIR_DOMAIN_CHECKPOINT_CREATE_QUIESCE"),
+            ErrorOrigin::DomainCheckpoint,
         )?;
-        if flags & REDEFINE_VALIDATE != 0 && flags & REDEFINE == 0 {
-            return Err(DriverError::verbatim(
-                ErrorKind::InvalidArg,
-                "Flag 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE' is required by flag \
-                 'VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE'",
-            )
-            .with_origin(ErrorOrigin::DomainCheckpoint));
-        }
+        DriverError::check_required(
+            flags,
+            (REDEFINE, "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE"),
+            (
+                REDEFINE_VALIDATE,
+                "VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE",
+            ),
+            ErrorOrigin::DomainCheckpoint,
+        )?;
         // QUIESCE would need a guest agent; libvirt 9.0's QEMU driver does
         // not take the flag at all.
         DriverError::check_flags(
@@ -227,22 +247,6 @@ impl Driver {
         })
     }
 
-    /// The domain may have been undefined (or a transient one stopped)
-    /// while the caller waited for its job.
-    pub(super) fn check_present(
-        &self,
-        obj: &DomainObj,
-        dom: &DomainRef,
-    ) -> Result<(), DriverError> {
-        if obj.lock().removed {
-            return Err(self
-                .domain(dom)
-                .err()
-                .unwrap_or_else(DriverError::not_running));
-        }
-        Ok(())
-    }
-
     async fn create_checkpoint(
         &self,
         obj: &Arc<DomainObj>,
@@ -259,14 +263,7 @@ impl Driver {
         };
         let name = def.name().to_string();
         let uuid = obj.uuid;
-        let intent = Intent {
-            checkpoint: name.clone(),
-            action: IntentAction::Create,
-            bitmaps: bitmaps
-                .iter()
-                .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                .collect(),
-        };
+        let intent = intent(&name, IntentAction::Create, &bitmaps);
         self.store_io(move |s| s.save_intent(&uuid, &intent))
             .await?;
         let nodes = node_pairs(&bitmaps);
@@ -278,13 +275,9 @@ impl Driver {
                 return Err(err.into());
             }
         }
-        let xml = metadata_xml(&def);
-        let saved = {
-            let name = name.clone();
-            self.store_io(move |s| s.save_checkpoint(&uuid, &name, &xml))
-                .await
-        };
-        if let Err(err) = saved {
+        let file = (name.clone(), metadata_xml(&def));
+        let saved = self.write_moments::<Checkpoints>(uuid, vec![file], None);
+        if let Err(err) = saved.await {
             tracing::error!(checkpoint = %name, %err, "cannot save checkpoint metadata");
             // Take the bitmaps back, or the next create of this name fails
             // on them; if even that fails the intent stays for reconcile.
@@ -296,12 +289,7 @@ impl Driver {
                 "unable to save metadata for checkpoint {name}"
             )));
         }
-        {
-            let mut st = obj.lock();
-            let parent = def.parent().map(str::to_string);
-            st.checkpoints.insert(&name, parent.as_deref(), def);
-            st.checkpoints.set_current(Some(&name));
-        }
+        obj.lock().checkpoints.add(def, true);
         self.drop_intent(uuid, &name).await;
         Ok(name)
     }
@@ -329,13 +317,7 @@ impl Driver {
                 (Some(live), true) => {
                     // libvirt checks the bitmap named after the checkpoint,
                     // whatever the disk's bitmap= says.
-                    let bitmaps = def
-                        .bitmaps()
-                        .filter_map(|(disk, _)| {
-                            let node = format_node(&live.def, disk)?;
-                            Some((disk.to_string(), node, def.name().to_string()))
-                        })
-                        .collect();
+                    let bitmaps = bitmap_nodes(&live.def, &def, Some(def.name()));
                     (Some(live.vm.clone()), bitmaps)
                 }
             };
@@ -343,12 +325,13 @@ impl Driver {
         };
         if let Some(vm) = vm {
             let verdicts = bitmap::validate_bitmaps(vm.monitor(), &node_pairs(&bitmaps)).await?;
-            if let Some(((disk, _, name), _)) =
-                bitmaps.iter().zip(verdicts).find(|(_, v)| v.is_err())
-            {
+            if let Some((b, _)) = bitmaps.iter().zip(verdicts).find(|(_, v)| v.is_err()) {
                 return Err(DriverError::new(
                     ErrorKind::CheckpointInconsistent,
-                    format!("missing or broken bitmap '{name}' for disk '{disk}'"),
+                    format!(
+                        "missing or broken bitmap '{}' for disk '{}'",
+                        b.bitmap, b.disk
+                    ),
                 ));
             }
         }
@@ -369,12 +352,7 @@ impl Driver {
                 DriverError::internal(format!("unable to save metadata for checkpoint {name}"))
             })?;
         }
-        let mut st = obj.lock();
-        let parent = def.parent().map(str::to_string);
-        st.checkpoints.insert(&name, parent.as_deref(), def);
-        if update_current {
-            st.checkpoints.set_current(Some(&name));
-        }
+        obj.lock().checkpoints.add(def, update_current);
         Ok(name)
     }
 
@@ -395,108 +373,24 @@ impl Driver {
             })
         };
         if flags & SIZE == 0 {
-            let st = obj.lock();
-            let def = st
-                .checkpoints
-                .get(&cp.name)
-                .ok_or_else(|| no_checkpoint(&cp.name))?;
-            return Ok(format(def, None));
+            return Ok(format(Checkpoints::find(&obj.lock(), &cp.name)?, None));
         }
-        if !obj.lock().checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
+        Checkpoints::find(&obj.lock(), &cp.name)?;
         let _job = obj.job.lock().await;
         let (vm, bitmaps) = {
             let st = obj.lock();
-            let def = st
-                .checkpoints
-                .get(&cp.name)
-                .ok_or_else(|| no_checkpoint(&cp.name))?;
+            let def = Checkpoints::find(&st, &cp.name)?;
             let live = st.live.as_ref().ok_or_else(not_running_domain)?;
-            (live.vm.clone(), bitmap_nodes(&live.def, def))
+            (live.vm.clone(), bitmap_nodes(&live.def, def, None))
         };
         let measured = bitmap::dirty_size(vm.monitor(), &node_pairs(&bitmaps)).await?;
         let sizes: BTreeMap<String, u64> = bitmaps
             .into_iter()
             .zip(measured)
-            .filter_map(|((disk, _, _), size)| Some((disk, size?)))
+            .filter_map(|(b, size)| Some((b.disk, size?)))
             .collect();
         let st = obj.lock();
-        let def = st
-            .checkpoints
-            .get(&cp.name)
-            .ok_or_else(|| no_checkpoint(&cp.name))?;
-        Ok(format(def, Some(&sizes)))
-    }
-
-    /// virDomainListAllCheckpoints.
-    pub fn list_all_checkpoints(
-        &self,
-        dom: &DomainRef,
-        flags: u32,
-    ) -> Result<Vec<CheckpointRef>, DriverError> {
-        DriverError::check_flags(flags, 0xf, "qemuDomainListAllCheckpoints")?;
-        let obj = self.domain(dom)?;
-        let names = obj.lock().checkpoints.list(None, list_filter(flags));
-        Ok(refs(dom, names))
-    }
-
-    /// virDomainCheckpointListAllChildren.
-    pub fn checkpoint_list_all_children(
-        &self,
-        cp: &CheckpointRef,
-        flags: u32,
-    ) -> Result<Vec<CheckpointRef>, DriverError> {
-        DriverError::check_flags(flags, 0xf, "qemuDomainCheckpointListAllChildren")?;
-        let obj = self.domain(&cp.dom)?;
-        let st = obj.lock();
-        if !st.checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
-        let names = st.checkpoints.list(Some(&cp.name), list_filter(flags));
-        Ok(refs(&cp.dom, names))
-    }
-
-    /// virDomainCheckpointLookupByName.
-    pub fn checkpoint_lookup_by_name(
-        &self,
-        dom: &DomainRef,
-        name: &str,
-        flags: u32,
-    ) -> Result<CheckpointRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainCheckpointLookupByName")?;
-        let obj = self.domain(dom)?;
-        if !obj.lock().checkpoints.contains(name) {
-            return Err(no_checkpoint(name));
-        }
-        Ok(CheckpointRef {
-            name: name.to_string(),
-            dom: dom.clone(),
-        })
-    }
-
-    /// virDomainCheckpointGetParent.
-    pub fn checkpoint_get_parent(
-        &self,
-        cp: &CheckpointRef,
-        flags: u32,
-    ) -> Result<CheckpointRef, DriverError> {
-        DriverError::check_flags(flags, 0, "qemuDomainCheckpointGetParent")?;
-        let obj = self.domain(&cp.dom)?;
-        let st = obj.lock();
-        if !st.checkpoints.contains(&cp.name) {
-            return Err(no_checkpoint(&cp.name));
-        }
-        let parent = st.checkpoints.parent(&cp.name).ok_or_else(|| {
-            DriverError::new(
-                ErrorKind::NoDomainCheckpoint,
-                format!("checkpoint '{}' does not have a parent", cp.name),
-            )
-        })?;
-        Ok(CheckpointRef {
-            name: parent.to_string(),
-            dom: cp.dom.clone(),
-        })
+        Ok(format(Checkpoints::find(&st, &cp.name)?, Some(&sizes)))
     }
 
     /// virDomainCheckpointDelete: the checkpoint (or only its descendants,
@@ -507,10 +401,11 @@ impl Driver {
         flags: u32,
     ) -> Result<(), DriverError> {
         use delete_flags::*;
-        exclusive_flags(
+        DriverError::check_exclusive(
             flags,
             (CHILDREN, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN"),
             (CHILDREN_ONLY, "VIR_DOMAIN_CHECKPOINT_DELETE_CHILDREN_ONLY"),
+            ErrorOrigin::DomainCheckpoint,
         )?;
         let obj = self.domain(&cp.dom)?;
         DriverError::check_flags(
@@ -528,7 +423,7 @@ impl Driver {
                 return Err(inactive("cannot delete checkpoint for inactive domain"));
             }
             if !st.checkpoints.contains(&cp.name) {
-                return Err(no_checkpoint(&cp.name));
+                return Err(Checkpoints::missing(&cp.name));
             }
             vm.filter(|_| !metadata_only)
         };
@@ -570,21 +465,11 @@ impl Driver {
         if let Some(vm) = vm {
             let bitmaps = {
                 let st = obj.lock();
-                let def = st
-                    .checkpoints
-                    .get(name)
-                    .ok_or_else(|| no_checkpoint(name))?;
+                let def = Checkpoints::find(&st, name)?;
                 let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-                bitmap_nodes(&live.def, def)
+                bitmap_nodes(&live.def, def, None)
             };
-            let intent = Intent {
-                checkpoint: name.to_string(),
-                action: IntentAction::Delete,
-                bitmaps: bitmaps
-                    .iter()
-                    .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                    .collect(),
-            };
+            let intent = intent(name, IntentAction::Delete, &bitmaps);
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;
             let nodes = node_pairs(&bitmaps);
@@ -617,40 +502,14 @@ impl Driver {
         update_parent: bool,
     ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
-        let (parent, children) = {
-            let st = obj.lock();
-            let parent = st.checkpoints.parent(name).map(str::to_string);
-            let children: Vec<(String, String)> = st
-                .checkpoints
-                .children(name)
-                .into_iter()
-                .filter_map(|child| {
-                    let mut def = st.checkpoints.get(&child)?.clone();
-                    def.set_parent(parent.clone());
-                    Some((child, metadata_xml(&def)))
-                })
-                .collect();
-            (parent, children)
-        };
-        let doomed = name.to_string();
-        self.store_io(move |s| {
-            for (child, xml) in &children {
-                s.save_checkpoint(&uuid, child, xml)?;
-            }
-            s.delete_checkpoint(&uuid, &doomed)
-        })
-        .await?;
-        let mut st = obj.lock();
-        let was_current = st.checkpoints.current() == Some(name);
-        for child in st.checkpoints.children(name) {
-            if let Some(def) = st.checkpoints.get_mut(&child) {
-                def.set_parent(parent.clone());
-            }
-        }
-        st.checkpoints.remove(name);
-        if was_current && update_parent {
-            st.checkpoints.set_current(parent.as_deref());
-        }
+        let orphans = obj.lock().checkpoints.orphans(name);
+        let children: Vec<(String, String)> = orphans
+            .iter()
+            .map(|def| (def.name().to_string(), metadata_xml(def)))
+            .collect();
+        self.write_moments::<Checkpoints>(uuid, children, Some(name.to_string()))
+            .await?;
+        obj.lock().checkpoints.forget(name, update_parent);
         Ok(())
     }
 
@@ -687,18 +546,17 @@ impl Driver {
         let listed = obj.lock().checkpoints.get(name).cloned();
         // Before start-up has loaded the metadata (a restart that found
         // QEMU gone), the checkpoint is only in the store.
-        let stored = match &listed {
-            Some(_) => None,
+        let def = match &listed {
+            Some(def) => Some(def.clone()),
             None => {
                 let owned = name.to_string();
-                let loaded = self.store_io(move |s| Ok(s.load_checkpoint(&uuid, &owned)));
-                loaded.await.ok().flatten()
+                let stored = self.store_io(move |s| Ok(s.load_checkpoint(&uuid, &owned)));
+                stored.await.ok().flatten().and_then(|xml| {
+                    let parsed = CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0);
+                    Some(parsed.ok()?.loaded())
+                })
             }
         };
-        let def = listed.clone().or_else(|| {
-            let parsed = CheckpointDef::parse(&stored?, ParseFlags { redefine: true }, 0).ok()?;
-            Some(parsed.loaded())
-        });
         let Some(def) = def else { return };
         let intent = Intent {
             checkpoint: name.to_string(),
@@ -708,28 +566,20 @@ impl Driver {
                 .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
                 .collect(),
         };
-        let owned = name.to_string();
         let forgotten = async {
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;
             if listed.is_some() {
                 self.forget_checkpoint(obj, name, true).await
             } else {
-                self.store_io(move |s| s.delete_checkpoint(&uuid, &owned))
+                let doomed = Some(name.to_string());
+                self.write_moments::<Checkpoints>(uuid, Vec::new(), doomed)
                     .await
             }
         };
         if let Err(err) = forgotten.await {
             tracing::error!(checkpoint = %name, %err, "cannot discard a failed backup's checkpoint");
         }
-    }
-
-    /// Runs a store operation off the async threads (it fsyncs).
-    pub(super) async fn store_io<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
-    ) -> Result<T, DriverError> {
-        self.shared.store.run(op).await
     }
 
     /// Removes an intent whose operation has settled; a failure only means
@@ -744,37 +594,15 @@ impl Driver {
 
 /// libvirt's error for the first bitmap of `bitmaps` that QEMU does not
 /// have, if any.
-async fn missing_bitmap(
-    vm: &RunningVm,
-    bitmaps: &[(String, String, String)],
-) -> Option<DriverError> {
+async fn missing_bitmap(vm: &RunningVm, bitmaps: &[DiskBitmap]) -> Option<DriverError> {
     let present = bitmap::query_bitmaps(vm.monitor()).await.ok()?;
-    let (disk, _, bitmap) = bitmaps
+    let missing = bitmaps
         .iter()
-        .find(|(_, node, bitmap)| bitmap::find_bitmap(&present, node, bitmap).is_none())?;
+        .find(|b| bitmap::find_bitmap(&present, &b.node, &b.bitmap).is_none())?;
     Some(DriverError::internal(format!(
-        "bitmap '{bitmap}' not found in backing chain of '{disk}'"
+        "bitmap '{}' not found in backing chain of '{}'",
+        missing.bitmap, missing.disk
     )))
-}
-
-fn list_filter(flags: u32) -> ListFilter {
-    use list_flags::*;
-    ListFilter {
-        roots_or_descendants: flags & ROOTS != 0,
-        topological: flags & TOPOLOGICAL != 0,
-        leaves: flags & LEAVES != 0,
-        no_leaves: flags & NO_LEAVES != 0,
-    }
-}
-
-fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<CheckpointRef> {
-    names
-        .into_iter()
-        .map(|name| CheckpointRef {
-            name,
-            dom: dom.clone(),
-        })
-        .collect()
 }
 
 /// VIR_ERR_OPERATION_UNSUPPORTED from the QEMU driver.

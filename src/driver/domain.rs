@@ -114,6 +114,22 @@ impl Driver {
         self.shared.domains.get(dom)
     }
 
+    /// The domain may have been undefined (or a transient one stopped)
+    /// while the caller waited for its job.
+    pub(super) fn check_present(
+        &self,
+        obj: &DomainObj,
+        dom: &DomainRef,
+    ) -> Result<(), DriverError> {
+        if obj.lock().removed {
+            return Err(self
+                .domain(dom)
+                .err()
+                .unwrap_or_else(DriverError::not_running));
+        }
+        Ok(())
+    }
+
     /// virConnectListAllDomains: every domain matching all the filter groups
     /// in `flags` (within a group, either bit matches).
     pub fn list_all(&self, flags: u32) -> Result<Vec<DomainRef>, DriverError> {

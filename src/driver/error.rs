@@ -171,6 +171,42 @@ impl DriverError {
             )),
         }
     }
+
+    /// libvirt's public-API check of two flags that exclude each other
+    /// (VIR_EXCLUSIVE_FLAGS_RET), each given with its name; `origin` is
+    /// where the calling API reports it from.
+    pub fn check_exclusive(
+        flags: u32,
+        a: (u32, &str),
+        b: (u32, &str),
+        origin: ErrorOrigin,
+    ) -> Result<(), DriverError> {
+        let detail = || format!("Flags '{}' and '{}' are mutually exclusive", a.1, b.1);
+        Self::refuse_flags_if(flags & a.0 != 0 && flags & b.0 != 0, detail, origin)
+    }
+
+    /// libvirt's public-API check of a flag that needs another one
+    /// (VIR_REQUIRE_FLAG_RET): `by` set without `needed`.
+    pub fn check_required(
+        flags: u32,
+        needed: (u32, &str),
+        by: (u32, &str),
+        origin: ErrorOrigin,
+    ) -> Result<(), DriverError> {
+        let detail = || format!("Flag '{}' is required by flag '{}'", needed.1, by.1);
+        Self::refuse_flags_if(flags & by.0 != 0 && flags & needed.0 == 0, detail, origin)
+    }
+
+    fn refuse_flags_if(
+        refused: bool,
+        detail: impl FnOnce() -> String,
+        origin: ErrorOrigin,
+    ) -> Result<(), DriverError> {
+        if !refused {
+            return Ok(());
+        }
+        Err(Self::verbatim(ErrorKind::InvalidArg, detail()).with_origin(origin))
+    }
 }
 
 /// strerror() text without Rust's " (os error N)" suffix, as libvirt prints it.

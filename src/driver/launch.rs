@@ -15,8 +15,8 @@ pub fn kvm_available() -> bool {
 
 /// Builds the launch description of `def`, with its QEMU files in `run_dir`.
 ///
-/// Disk numbering follows libvirtd 9.0 (conf computes it): node names
-/// `libvirt-<K>-storage/-format` counted down from the last disk, and
+/// Disk numbering follows libvirtd 9.0 (conf computes it): the K of the
+/// block node names (`qemu::node`) counted down from the last disk, and
 /// device ids `virtio-disk<I>` from the target name (vda 0, vdc 2). Tools
 /// that address nodes or devices by these names work against both daemons.
 /// Call only after `check_startable`, which refuses every disk kind that
@@ -51,10 +51,7 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
             DiskType::Block => SourceKind::Block,
             _ => SourceKind::File,
         };
-        let format = match disk.format() {
-            ConfFormat::Qcow2 => DiskFormat::Qcow2,
-            _ => DiskFormat::Raw,
-        };
+        let format = qemu_format(disk.format());
         let device_index = disk
             .alias()
             .strip_prefix("virtio-disk")
@@ -74,4 +71,13 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
         });
     }
     Ok(disks)
+}
+
+/// The format QEMU opens a disk's image with (libvirt's QEMU driver
+/// assumes raw for what it does not know).
+pub fn qemu_format(format: &ConfFormat) -> DiskFormat {
+    match format {
+        ConfFormat::Qcow2 => DiskFormat::Qcow2,
+        _ => DiskFormat::Raw,
+    }
 }

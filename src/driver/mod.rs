@@ -1,5 +1,16 @@
 //! The API: domains, checkpoints, snapshots, backups, jobs, rules, metadata.
 //!
+//! - `domain.rs`, `lifecycle.rs`, `launch.rs`, `agent.rs`: domains, their
+//!   QEMU runs and the guest-agent calls; `registry.rs` the domains known.
+//! - [`moments`]: what checkpoints and snapshots share (the tree, the
+//!   references, lookup / parent / list); [`checkpoint`] and [`snapshot`]
+//!   the rest of each; `rules.rs` keeps the two apart; `reconcile.rs`
+//!   brings checkpoint metadata and QEMU's bitmaps together.
+//! - `backup.rs`, [`jobs`]: backups and the domain job.
+//! - [`store`]: metadata on disk (atomic writes); `metadata.rs` the
+//!   metadata files' header and the store's calls off the async threads.
+//! - [`events`], [`error`]: what the driver reports.
+//!
 //! Every public method takes and returns plain Rust values; nothing here
 //! knows XDR or JSON. Methods that name a domain take a [`DomainRef`] (what
 //! the client holds as a handle) and resolve it by UUID, as libvirt does.
@@ -15,6 +26,7 @@ pub mod events;
 pub mod jobs;
 mod launch;
 mod lifecycle;
+mod metadata;
 pub mod moments;
 mod reconcile;
 mod registry;
@@ -27,10 +39,12 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-pub use checkpoint::CheckpointRef;
+pub use checkpoint::{CheckpointRef, Checkpoints};
 pub use error::{DriverError, ErrorKind, ErrorOrigin};
 pub use events::{DomainEvent, Lifecycle};
+pub use moments::MomentRef;
 pub use registry::state;
+pub use snapshot::{SnapshotRef, Snapshots};
 
 use registry::Registry;
 use store::Metadata;

@@ -1,5 +1,7 @@
-//! The tree of a domain's checkpoints (and, later, snapshots): parents,
-//! children, the current moment, and libvirt's listing rules.
+//! What checkpoints and snapshots share in the driver: the tree of a
+//! domain's moments (parents, children, the current one, libvirt's listing
+//! rules), the references clients hold, and the read API over either kind
+//! ([`MomentKind`]: lookup, parent, list, children).
 //!
 //! Listing follows libvirt's virdomainmomentobjlist.c: children are visited
 //! newest first, descendants depth-first and parent before child, and the
@@ -8,53 +10,290 @@
 //! "every moment".
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::conf::moment::Moment;
 
 use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::registry::DomainState;
+use super::store::Store;
+use super::{DomainRef, Driver, Uuid};
 
-/// What to list (the bits shared by checkpoint and snapshot list flags).
+/// What to list: the bits checkpoint and snapshot list flags share
+/// (ROOTS or DESCENDANTS 1, LEAVES 4, NO_LEAVES 8).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListFilter {
     /// From the top: only the roots. From a moment: every descendant
     /// rather than only its children (the same bit in libvirt's API).
     pub roots_or_descendants: bool,
-    pub topological: bool,
     pub leaves: bool,
     pub no_leaves: bool,
 }
 
-/// What the tree needs of a stored moment to rebuild itself.
-pub trait Moment: Clone {
-    fn name(&self) -> &str;
-    fn parent(&self) -> Option<&str>;
-    fn set_parent(&mut self, parent: Option<String>);
-    /// Seconds since the epoch.
-    fn creation_time(&self) -> i64;
+impl ListFilter {
+    /// The filter of a list call's flags. (TOPOLOGICAL needs nothing: every
+    /// walk yields parents before children.)
+    pub fn from_flags(flags: u32) -> ListFilter {
+        ListFilter {
+            roots_or_descendants: flags & 1 != 0,
+            leaves: flags & 4 != 0,
+            no_leaves: flags & 8 != 0,
+        }
+    }
 }
 
-/// Both definitions have the accessors under the same names.
-macro_rules! moment {
-    ($def:ty) => {
-        impl Moment for $def {
-            fn name(&self) -> &str {
-                self.name()
+/// A checkpoint or snapshot as a client names it: libvirt's
+/// virDomainCheckpointPtr and virDomainSnapshotPtr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MomentRef {
+    pub name: String,
+    pub dom: DomainRef,
+}
+
+/// One kind of moment, as the shared code needs to know it.
+pub trait MomentKind: 'static {
+    type Def: Moment + Clone;
+    /// The kind as libvirt's function names spell it (`Checkpoint`).
+    const API: &'static str;
+    /// The kind as its messages name it (`checkpoint`).
+    const NOUN: &'static str;
+    /// The list flags libvirt's QEMU driver takes for the kind.
+    const LIST_FLAGS: u32;
+    /// libvirt's error code for a moment that is not there.
+    const MISSING: ErrorKind;
+
+    fn tree(st: &DomainState) -> &MomentTree<Self::Def>;
+
+    /// The store's calls for the kind's metadata files (blocking).
+    fn save(store: &Store, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError>;
+
+    fn delete(store: &Store, uuid: &Uuid, name: &str) -> Result<(), DriverError>;
+
+    /// Whether a list call with `flags` keeps `def`, beyond the tree's
+    /// own filters.
+    fn keeps(_def: &Self::Def, _flags: u32) -> bool {
+        true
+    }
+
+    /// "no domain checkpoint with matching name 'x'".
+    fn missing(name: &str) -> DriverError {
+        DriverError::new(
+            Self::MISSING,
+            format!("no domain {} with matching name '{name}'", Self::NOUN),
+        )
+    }
+
+    /// The domain's moment `name`, or libvirt's error.
+    fn find<'a>(st: &'a DomainState, name: &str) -> Result<&'a Self::Def, DriverError> {
+        Self::tree(st).get(name).ok_or_else(|| Self::missing(name))
+    }
+}
+
+/// A domain's metadata files as the store reads them: each file's path,
+/// and its text or why it could not be read.
+pub type StoredFiles = Vec<(PathBuf, Result<String, DriverError>)>;
+
+/// Seconds since the epoch: a new moment's creation time.
+pub(super) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn refs(dom: &DomainRef, names: Vec<String>) -> Vec<MomentRef> {
+    names
+        .into_iter()
+        .map(|name| MomentRef {
+            name,
+            dom: dom.clone(),
+        })
+        .collect()
+}
+
+impl Driver {
+    /// virDomainListAllCheckpoints, virDomainListAllSnapshots (and the
+    /// older snapshot count and name calls).
+    pub fn list_moments<K: MomentKind>(
+        &self,
+        dom: &DomainRef,
+        flags: u32,
+    ) -> Result<Vec<MomentRef>, DriverError> {
+        let function = format!("qemuDomainListAll{}s", K::API);
+        DriverError::check_flags(flags, K::LIST_FLAGS, &function)?;
+        let obj = self.domain(dom)?;
+        let names = select::<K>(K::tree(&obj.lock()), None, flags);
+        Ok(refs(dom, names))
+    }
+
+    /// virDomainCheckpointListAllChildren, virDomainSnapshotListAllChildren.
+    pub fn list_moment_children<K: MomentKind>(
+        &self,
+        moment: &MomentRef,
+        flags: u32,
+    ) -> Result<Vec<MomentRef>, DriverError> {
+        let function = format!("qemuDomain{}ListAllChildren", K::API);
+        DriverError::check_flags(flags, K::LIST_FLAGS, &function)?;
+        let names = self.with_moment::<K, _>(moment, |tree, _| {
+            Ok(select::<K>(tree, Some(&moment.name), flags))
+        })?;
+        Ok(refs(&moment.dom, names))
+    }
+
+    /// virDomainCheckpointLookupByName, virDomainSnapshotLookupByName.
+    pub fn lookup_moment<K: MomentKind>(
+        &self,
+        dom: &DomainRef,
+        name: &str,
+        flags: u32,
+    ) -> Result<MomentRef, DriverError> {
+        DriverError::check_flags(flags, 0, &format!("qemuDomain{}LookupByName", K::API))?;
+        let moment = MomentRef {
+            name: name.to_string(),
+            dom: dom.clone(),
+        };
+        self.with_moment::<K, _>(&moment, |_, _| Ok(()))?;
+        Ok(moment)
+    }
+
+    /// virDomainCheckpointGetParent, virDomainSnapshotGetParent.
+    pub fn moment_parent<K: MomentKind>(
+        &self,
+        moment: &MomentRef,
+        flags: u32,
+    ) -> Result<MomentRef, DriverError> {
+        DriverError::check_flags(flags, 0, &format!("qemuDomain{}GetParent", K::API))?;
+        let parent = self.with_moment::<K, _>(moment, |tree, _| {
+            let parent = tree.parent(&moment.name).ok_or_else(|| {
+                DriverError::new(
+                    K::MISSING,
+                    format!("{} '{}' does not have a parent", K::NOUN, moment.name),
+                )
+            })?;
+            Ok(parent.to_string())
+        })?;
+        Ok(MomentRef {
+            name: parent,
+            dom: moment.dom.clone(),
+        })
+    }
+
+    /// Writes metadata files of a domain's moments ((name, contents) each),
+    /// then removes that of `doomed`, in one go off the async threads.
+    pub(super) async fn write_moments<K: MomentKind>(
+        &self,
+        uuid: Uuid,
+        files: Vec<(String, String)>,
+        doomed: Option<String>,
+    ) -> Result<(), DriverError> {
+        self.store_io(move |s| {
+            for (name, xml) in &files {
+                K::save(s, &uuid, name, xml)?;
             }
-            fn parent(&self) -> Option<&str> {
-                self.parent()
-            }
-            fn set_parent(&mut self, parent: Option<String>) {
-                self.set_parent(parent);
-            }
-            fn creation_time(&self) -> i64 {
-                self.creation_time()
+            doomed.map_or(Ok(()), |name| K::delete(s, &uuid, &name))
+        })
+        .await
+    }
+
+    /// Runs `f` on the tree of `moment`'s domain and its definition, once
+    /// both are found (libvirt's "no domain ..." errors otherwise).
+    pub(super) fn with_moment<K: MomentKind, T>(
+        &self,
+        moment: &MomentRef,
+        f: impl FnOnce(&MomentTree<K::Def>, &K::Def) -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
+        let obj = self.domain(&moment.dom)?;
+        let st = obj.lock();
+        f(K::tree(&st), K::find(&st, &moment.name)?)
+    }
+}
+
+/// The moments a list call selects, in libvirt's order.
+fn select<K: MomentKind>(tree: &MomentTree<K::Def>, from: Option<&str>, flags: u32) -> Vec<String> {
+    tree.list(from, ListFilter::from_flags(flags))
+        .into_iter()
+        .filter(|name| tree.get(name).is_some_and(|def| K::keeps(def, flags)))
+        .collect()
+}
+
+impl<T: Moment + Clone> MomentTree<T> {
+    /// Puts `def` under the parent it names (replacing a moment of its
+    /// name, as a redefine does), and makes it current if `current`.
+    pub fn add(&mut self, def: T, current: bool) {
+        let name = def.name().to_string();
+        let parent = def.parent().map(str::to_string);
+        self.insert(&name, parent.as_deref(), def);
+        if current {
+            self.set_current(Some(&name));
+        }
+    }
+
+    /// The children of `name` as they are once it is gone: their parent is
+    /// its parent.
+    pub fn orphans(&self, name: &str) -> Vec<T> {
+        let parent = self.parent(name).map(str::to_string);
+        self.children(name)
+            .iter()
+            .filter_map(|child| {
+                let mut def = self.get(child)?.clone();
+                def.set_parent(parent.clone());
+                Some(def)
+            })
+            .collect()
+    }
+
+    /// Removes `name`, its children (and their definitions) moving up to
+    /// its parent. When it was current, its parent becomes current if
+    /// `current_to_parent`, else none is.
+    pub fn forget(&mut self, name: &str, current_to_parent: bool) {
+        let parent = self.parent(name).map(str::to_string);
+        let was_current = self.current() == Some(name);
+        for child in self.children(name) {
+            if let Some(def) = self.get_mut(&child) {
+                def.set_parent(parent.clone());
             }
         }
-    };
-}
+        self.remove(name);
+        if was_current && current_to_parent {
+            self.set_current(parent.as_deref());
+        }
+    }
 
-moment!(crate::conf::checkpoint::CheckpointDef);
-moment!(crate::conf::snapshot::SnapshotDef);
+    /// The tree of a domain's metadata files as the store reads them, each
+    /// parsed by `parse` into its definition and whether the file marks it
+    /// current (only snapshot files say). A file that cannot be read or
+    /// parsed is logged and left where it is.
+    pub fn load(
+        noun: &str,
+        files: Result<StoredFiles, DriverError>,
+        parse: impl Fn(&str) -> Result<(T, bool), DriverError>,
+    ) -> MomentTree<T> {
+        let files = files.unwrap_or_else(|err| {
+            tracing::error!(%err, "cannot read the {noun} metadata");
+            Vec::new()
+        });
+        let mut defs = BTreeMap::new();
+        let mut current = None;
+        for (path, xml) in files {
+            match xml.and_then(|xml| parse(&xml)) {
+                Ok((def, marked)) => {
+                    if marked {
+                        current = Some(def.name().to_string());
+                    }
+                    defs.insert(def.name().to_string(), def);
+                }
+                Err(err) => {
+                    tracing::error!(file = %path.display(), %err, "cannot load {noun} metadata; leaving the file");
+                }
+            }
+        }
+        let mut tree = MomentTree::build(defs);
+        if let Some(current) = current.filter(|c| tree.contains(c)) {
+            tree.set_current(Some(&current));
+        }
+        tree
+    }
 
-impl<T: Moment> MomentTree<T> {
     /// The tree of moments read back from their files: parents before
     /// children, siblings oldest first; a moment whose parent is missing
     /// (or that sits in a cycle) becomes a root. The current moment is the
@@ -85,7 +324,7 @@ impl<T: Moment> MomentTree<T> {
                 def.set_parent(None);
                 ready.push(def);
             }
-            ready.sort_by_key(Moment::creation_time);
+            ready.sort_by_key(|def| def.creation_time());
             for def in ready {
                 let name = def.name().to_string();
                 let parent = def.parent().map(str::to_string);
@@ -328,7 +567,6 @@ mod tests {
     fn f(roots_or_descendants: bool, leaves: bool, no_leaves: bool) -> ListFilter {
         ListFilter {
             roots_or_descendants,
-            topological: false,
             leaves,
             no_leaves,
         }

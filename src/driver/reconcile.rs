@@ -16,7 +16,6 @@
 //!   dropped behind the user's back. Deleting it needs `--metadata`, as in
 //!   libvirt.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
@@ -44,28 +43,11 @@ impl Driver {
 
     async fn load_domain_checkpoints(&self, obj: &Arc<DomainObj>) {
         let uuid = obj.uuid;
-        let files = self
-            .shared
-            .store
-            .run(move |s| Ok(s.load_checkpoints(&uuid)))
-            .await
-            .unwrap_or_default();
-        let mut defs: BTreeMap<String, CheckpointDef> = BTreeMap::new();
-        for (path, xml) in files {
-            let parsed = xml.and_then(|xml| {
-                CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0).map_err(Into::into)
-            });
-            match parsed {
-                Ok(parsed) => {
-                    let def = parsed.loaded();
-                    defs.insert(def.name().to_string(), def);
-                }
-                Err(err) => {
-                    tracing::error!(file = %path.display(), %err, "cannot load checkpoint metadata; leaving the file");
-                }
-            }
-        }
-        let tree = MomentTree::build(defs);
+        let files = self.store_io(move |s| Ok(s.load_checkpoints(&uuid))).await;
+        let tree = MomentTree::load("checkpoint", files, |xml| {
+            let parsed = CheckpointDef::parse(xml, ParseFlags { redefine: true }, 0)?;
+            Ok((parsed.loaded(), false))
+        });
         let loaded = tree.len();
         obj.lock().checkpoints = tree;
         if loaded > 0 {
@@ -92,10 +74,12 @@ impl Driver {
 
     async fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
         let uuid = obj.uuid;
-        let files = self.shared.store.run(move |s| Ok(s.load_intents(&uuid)));
-        files
-            .await
-            .unwrap_or_default()
+        let stored = self.store_io(move |s| Ok(s.load_intents(&uuid))).await;
+        stored
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "cannot read the checkpoint intents");
+                Vec::new()
+            })
             .into_iter()
             .filter_map(|(path, intent)| match intent {
                 Ok(intent) => Some(intent),
@@ -233,6 +217,7 @@ fn lost_bitmaps(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conf::moment::Moment;
 
     fn def(name: &str, parent: Option<&str>, time: i64) -> CheckpointDef {
         let parent = parent

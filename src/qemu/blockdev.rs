@@ -62,7 +62,6 @@ use super::command::DiskFormat;
 use super::error::QemuError;
 use super::jobs::{self, JobOutcome, JobWatch};
 use super::monitor::Monitor;
-use super::node_name::{self, Layer};
 
 /// The image a new one is layered on (incremental push backups to qcow2,
 /// scratch images, snapshot overlays).
@@ -128,12 +127,12 @@ impl ImageSpec {
 
     /// The storage (file) node name.
     pub fn storage_node(&self) -> String {
-        node_name::format(self.node_index, Layer::Storage)
+        super::node::storage(self.node_index)
     }
 
     /// The format node name.
     pub fn format_node(&self) -> String {
-        node_name::format(self.node_index, Layer::Format)
+        super::node::format(self.node_index)
     }
 
     fn path_str(&self) -> Result<&str, QemuError> {
@@ -361,10 +360,7 @@ async fn add_format(mon: &Monitor, spec: &ImageSpec, added: &mut Added) -> Resul
     let mut props = json!({
         "node-name": spec.format_node(),
         "read-only": false,
-        "driver": match spec.format {
-            DiskFormat::Qcow2 => "qcow2",
-            DiskFormat::Raw => "raw",
-        },
+        "driver": spec.format.as_str(),
         "file": spec.storage_node(),
     });
     if spec.format == DiskFormat::Qcow2 {

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use super::error::QemuError;
 use super::json::JsonObject;
-use super::node_name::{self, Layer};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +48,16 @@ pub enum DiskFormat {
     Qcow2,
     /// Raw.
     Raw,
+}
+
+impl DiskFormat {
+    /// QEMU's (and qemu-img's) name of the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
 }
 
 /// One virtio disk.
@@ -83,12 +92,12 @@ pub struct DiskSpec {
 impl DiskSpec {
     /// The protocol (storage) node name.
     pub fn storage_node(&self) -> String {
-        node_name::format(self.node_index, Layer::Storage)
+        super::node::storage(self.node_index)
     }
 
     /// The format node name, the one devices, jobs and bitmaps refer to.
     pub fn format_node(&self) -> String {
-        node_name::format(self.node_index, Layer::Format)
+        super::node::format(self.node_index)
     }
 
     /// The device id, `virtio-disk<N>`; HMP `qemu-io -d` finds the disk as

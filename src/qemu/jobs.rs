@@ -1,4 +1,5 @@
-//! QEMU jobs (blockdev-create, backup): how they are followed to their end.
+//! QEMU jobs (blockdev-create, backup, snapshot, commit): how they are
+//! followed to their end, or to a status where they wait for a command.
 //!
 //! # What goes over QMP, and where libvirt 9.0 does the same
 //!
@@ -214,53 +215,81 @@ impl JobWatch {
             if self.pending.is_empty() {
                 return Ok(None);
             }
-            if self.stale {
-                let jobs = query_jobs(&self.mon).await?;
-                self.stale = false;
-                let pending = self.pending.clone();
-                for id in pending {
-                    match jobs.iter().find(|job| job.id == id) {
-                        Some(job) if job.status == Some(JobStatus::concluded) => {
-                            self.conclude(job);
-                        }
-                        Some(_) => {}
-                        None => self.vanish(&id),
-                    }
-                }
-                continue;
-            }
-            // The watch's own monitor handle keeps the event channel open,
-            // so a QEMU that dies shows only as the monitor closing. Events
-            // already queued come first (`biased`).
-            let received = tokio::select! {
-                biased;
-                received = self.events.recv() => received,
-                () = self.mon.closed() => return Err(QemuError::NotRunning),
-            };
-            let event = match received {
-                Ok(event) => event,
-                Err(RecvError::Lagged(lost)) => {
-                    debug!(lost, "job events lost; asking query-jobs");
-                    self.stale = true;
-                    continue;
-                }
-                Err(RecvError::Closed) => return Err(QemuError::NotRunning),
-            };
-            let Some((id, status)) = status_change(&event) else {
-                continue;
-            };
-            if status != JobStatus::concluded || !self.pending.contains(&id) {
-                continue;
-            }
-            let jobs = query_jobs(&self.mon).await.inspect_err(|_| {
-                // The event is consumed; the next call must look again.
-                self.stale = true;
-            })?;
-            match jobs.iter().find(|job| job.id == id) {
-                Some(job) => self.conclude(job),
-                None => self.vanish(&id),
+            self.step(None).await?;
+        }
+    }
+
+    /// Waits until job `id` reaches `status`: a job that waits for a
+    /// command (`ready` for `job-complete`, `pending` for `job-finalize`).
+    /// A job that ends before ends the wait too; [`JobWatch::next`] then
+    /// reports how. Fails as [`JobWatch::next`] does.
+    pub async fn wait_status(&mut self, id: &str, status: JobStatus) -> Result<(), QemuError> {
+        while self.pending.iter().any(|p| p == id) {
+            if self.step(Some((id, status))).await? {
+                break;
             }
         }
+        Ok(())
+    }
+
+    /// Takes in what happened next — what `query-jobs` says after events
+    /// may have been missed, else the next event — and files the jobs that
+    /// concluded. Says whether it saw the job `wanted` at its status.
+    async fn step(&mut self, wanted: Option<(&str, JobStatus)>) -> Result<bool, QemuError> {
+        if self.stale {
+            let jobs = query_jobs(&self.mon).await?;
+            self.stale = false;
+            let pending = self.pending.clone();
+            for id in pending {
+                match jobs.iter().find(|job| job.id == id) {
+                    Some(job) if job.status == Some(JobStatus::concluded) => {
+                        self.conclude(job);
+                    }
+                    Some(_) => {}
+                    None => self.vanish(&id),
+                }
+            }
+            let seen = wanted.is_some_and(|(id, status)| {
+                jobs.iter()
+                    .any(|job| job.id == id && job.status == Some(status))
+            });
+            return Ok(seen);
+        }
+        // The watch's own monitor handle keeps the event channel open,
+        // so a QEMU that dies shows only as the monitor closing. Events
+        // already queued come first (`biased`).
+        let received = tokio::select! {
+            biased;
+            received = self.events.recv() => received,
+            () = self.mon.closed() => return Err(QemuError::NotRunning),
+        };
+        let event = match received {
+            Ok(event) => event,
+            Err(RecvError::Lagged(lost)) => {
+                debug!(lost, "job events lost; asking query-jobs");
+                self.stale = true;
+                return Ok(false);
+            }
+            Err(RecvError::Closed) => return Err(QemuError::NotRunning),
+        };
+        let Some((id, status)) = status_change(&event) else {
+            return Ok(false);
+        };
+        if wanted == Some((id.as_str(), status)) {
+            return Ok(true);
+        }
+        if status != JobStatus::concluded || !self.pending.contains(&id) {
+            return Ok(false);
+        }
+        let jobs = query_jobs(&self.mon).await.inspect_err(|_| {
+            // The event is consumed; the next call must look again.
+            self.stale = true;
+        })?;
+        match jobs.iter().find(|job| job.id == id) {
+            Some(job) => self.conclude(job),
+            None => self.vanish(&id),
+        }
+        Ok(false)
     }
 
     fn conclude(&mut self, job: &JobInfo) {

@@ -12,10 +12,12 @@
 //!   through `blockdev-create`, attached, detached.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
 //!   `query-jobs`, also across a reconnect.
-//! - [`node_name`]: the block node names `libvirt-N-storage` /
-//!   `libvirt-N-format`, made and read back.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
 //!   query, validate, dirty size), in libvirt 9.0's layout.
+//! - [`node`]: libvirt's block node names (`libvirt-N-format`), formatted
+//!   and parsed in one place.
+//! - [`snapshot`]: internal and external snapshots, memory state, block
+//!   commit, and `qemu-img` for shut-off domains.
 //! - [`process`]: start, reconnect, stop; a watcher task per VM forwards
 //!   events and notices the process's end.
 //! - [`monitor`]: the QMP client (typed commands from the `qapi` crate over
@@ -35,7 +37,7 @@ pub mod json;
 mod log;
 pub mod monitor;
 pub mod nbd;
-pub mod node_name;
+pub mod node;
 pub mod process;
 pub mod snapshot;
 #[cfg(test)]

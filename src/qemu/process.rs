@@ -469,6 +469,11 @@ impl RunningVm {
         exit.ok().flatten().unwrap_or(Exit::Unknown)
     }
 
+    /// Pauses the vCPUs (QMP `stop`).
+    pub async fn stop(&self) -> Result<(), QemuError> {
+        self.monitor.execute(qapi::qmp::stop {}).await.map(drop)
+    }
+
     /// Lets the paused vCPUs run (QMP `cont`).
     pub async fn cont(&self) -> Result<(), QemuError> {
         self.monitor.execute(qapi::qmp::cont {}).await.map(drop)

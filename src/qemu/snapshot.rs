@@ -16,15 +16,23 @@
 //! - external disk-only, shut off: `qemu-img create -b` per disk;
 //! - external memory: the migration stream written to a file
 //!   ([`save_memory`]), before the disks move to their overlays.
+//!
+//! Jobs and the migration are followed by QEMU's events
+//! (JOB_STATUS_CHANGE through [`JobWatch`], MIGRATION), not by polling.
 
 use std::path::{Path, PathBuf};
 
+use qapi::qmp::{MigrationCapability, MigrationCapabilityStatus, MigrationStatus};
 use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec};
 use super::command::DiskFormat;
 use super::error::QemuError;
+use super::events::{JobStatus, QmpEvent};
+use super::jobs::{self, JobOutcome, JobWatch};
 use super::monitor::Monitor;
+use super::node;
 
 /// The longest internal snapshot name QEMU keeps, in bytes: its
 /// `QEMUSnapshotInfo` holds the name in 256 bytes with the NUL, and both
@@ -36,10 +44,18 @@ pub const INTERNAL_NAME_MAX: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalNodes {
     /// Format nodes, in the domain's disk order.
-    pub devices: Vec<String>,
+    devices: Vec<String>,
 }
 
 impl InternalNodes {
+    /// The disks whose images (N of their nodes) hold the snapshot, in the
+    /// domain's disk order.
+    pub fn new(images: impl IntoIterator<Item = u32>) -> InternalNodes {
+        InternalNodes {
+            devices: images.into_iter().map(node::format).collect(),
+        }
+    }
+
     fn vmstate(&self) -> Result<&str, QemuError> {
         self.devices
             .first()
@@ -58,20 +74,30 @@ async fn snapshot_job(
 ) -> Result<(), QemuError> {
     let id = command.to_string();
     args["job-id"] = json!(id);
-    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
+    let mut watch = JobWatch::new(mon, [id.clone()]);
     mon.execute_value(command, args).await?;
+    let unfinished = format!("{what}: job did not complete");
+    finish_job(mon, &mut watch, &id, what, &unfinished).await
+}
+
+/// The end of a job started with `auto-dismiss: false`: it is dismissed;
+/// a failure is an error that `failed` prefixes, any other end but
+/// success the error `unfinished`.
+async fn finish_job(
+    mon: &Monitor,
+    watch: &mut JobWatch,
+    id: &str,
+    failed: &str,
+    unfinished: &str,
+) -> Result<(), QemuError> {
     let end = watch.next().await?;
-    if let Err(e) = super::jobs::dismiss(mon, &id).await {
-        tracing::warn!(%e, id, "cannot dismiss the snapshot job");
+    if let Err(e) = jobs::dismiss(mon, id).await {
+        tracing::warn!(%e, id, "cannot dismiss the job");
     }
     match end.map(|e| e.outcome) {
-        Some(super::jobs::JobOutcome::Completed) => Ok(()),
-        Some(super::jobs::JobOutcome::Failed(error)) => {
-            Err(QemuError::JobFailed(format!("{what}: {error}")))
-        }
-        _ => Err(QemuError::JobFailed(format!(
-            "{what}: job did not complete"
-        ))),
+        Some(JobOutcome::Completed) => Ok(()),
+        Some(JobOutcome::Failed(error)) => Err(QemuError::JobFailed(format!("{failed}: {error}"))),
+        _ => Err(QemuError::JobFailed(unfinished.to_owned())),
     }
 }
 
@@ -85,7 +111,7 @@ pub async fn save_internal(
     was_running: bool,
 ) -> Result<(), QemuError> {
     if was_running {
-        mon.execute_value("stop", json!({})).await?;
+        mon.execute(qapi::qmp::stop {}).await?;
     }
     let saved = snapshot_job(
         mon,
@@ -95,7 +121,7 @@ pub async fn save_internal(
     )
     .await;
     if was_running {
-        mon.execute_value("cont", json!({})).await?;
+        mon.execute(qapi::qmp::cont {}).await?;
     }
     saved
 }
@@ -150,31 +176,66 @@ pub async fn save_memory(mon: &Monitor, path: &Path) -> Result<(), QemuError> {
     }
     let quoted = format!("'{}'", target.replace('\'', "'\\''"));
     let result = async {
+        // QEMU reports the migration's progress in events only when asked
+        // (libvirt asks once per QEMU, when it connects).
+        mon.execute(qapi::qmp::migrate_set_capabilities {
+            capabilities: vec![MigrationCapabilityStatus {
+                capability: MigrationCapability::events,
+                state: true,
+            }],
+        })
+        .await?;
+        let mut events = mon.events();
         mon.execute_value(
             "migrate",
             json!({ "uri": format!("exec:umask 077 && cat > {quoted}") }),
         )
         .await?;
-        loop {
-            let reply = mon.execute_value("query-migrate", json!({})).await?;
-            match reply.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(()),
-                Some("failed" | "cancelled") => {
-                    let desc = reply
-                        .get("error-desc")
-                        .and_then(Value::as_str)
-                        .unwrap_or("migration failed");
-                    return Err(QemuError::JobFailed(format!("snapshot job: {desc}")));
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
+        if migration_end(mon, &mut events).await? == MigrationStatus::completed {
+            return Ok(());
         }
+        let reply = mon.execute_value("query-migrate", json!({})).await?;
+        let desc = reply
+            .get("error-desc")
+            .and_then(Value::as_str)
+            .unwrap_or("migration failed");
+        Err(QemuError::JobFailed(format!("snapshot job: {desc}")))
     }
     .await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(path).await;
     }
     result
+}
+
+/// Waits for the MIGRATION event that ends the migration: completed,
+/// failed or cancelled. Events lost to a slow receiver are made up for by
+/// asking `query-migrate` where it is.
+async fn migration_end(
+    mon: &Monitor,
+    events: &mut tokio::sync::broadcast::Receiver<QmpEvent>,
+) -> Result<MigrationStatus, QemuError> {
+    use MigrationStatus as S;
+    loop {
+        let received = tokio::select! {
+            biased;
+            received = events.recv() => received,
+            () = mon.closed() => return Err(QemuError::NotRunning),
+        };
+        let status = match received {
+            Ok(event) => event.decode::<qapi::qmp::MIGRATION>().map(|m| m.status),
+            Err(RecvError::Lagged(_)) => {
+                let reply = mon.execute_value("query-migrate", json!({})).await?;
+                reply
+                    .get("status")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+            }
+            Err(RecvError::Closed) => return Err(QemuError::NotRunning),
+        };
+        if let Some(status @ (S::completed | S::failed | S::cancelled)) = status {
+            return Ok(status);
+        }
+    }
 }
 
 /// `qemu-img snapshot OP NAME IMAGE` on a shut-off domain's image.
@@ -219,7 +280,7 @@ pub async fn offline_overlay(
         tokio::process::Command::new(qemu_img)
             .args(["create", "-q", "-f", "qcow2", "-b"])
             .arg(backing)
-            .args(["-F", format_name(backing_format)])
+            .args(["-F", backing_format.as_str()])
             .arg(overlay),
     )
     .await
@@ -233,13 +294,6 @@ pub async fn offline_commit(qemu_img: &Path, overlay: &Path) -> Result<(), QemuE
             .arg(overlay),
     )
     .await
-}
-
-fn format_name(format: DiskFormat) -> &'static str {
-    match format {
-        DiskFormat::Qcow2 => "qcow2",
-        DiskFormat::Raw => "raw",
-    }
 }
 
 async fn run_tool(command: &mut tokio::process::Command) -> Result<(), QemuError> {
@@ -268,8 +322,8 @@ pub struct Overlay {
     /// The disk's current image and format, named in the overlay's header.
     pub backing: PathBuf,
     pub backing_format: DiskFormat,
-    /// The disk's current top node, which the overlay goes over.
-    pub top_node: String,
+    /// N of the disk's current top image, which the overlay goes over.
+    pub top: u32,
     /// The overlay is a host block device (formatted, never removed).
     pub block: bool,
     /// The user made the overlay (REUSE_EXT): attached as it is, with no
@@ -307,10 +361,10 @@ pub async fn external(
                 made.push(blockdev::attach_image(mon, &spec).await?);
                 continue;
             }
-            let image = graph.image(&overlay.top_node).ok_or_else(|| {
+            let top = node::format(overlay.top);
+            let image = graph.image(&top).ok_or_else(|| {
                 QemuError::Internal(format!(
-                    "failed to update capacity data for block node '{}'",
-                    overlay.top_node
+                    "failed to update capacity data for block node '{top}'"
                 ))
             })?;
             spec.sized_like(&image, overlay.backing_format);
@@ -322,7 +376,7 @@ pub async fn external(
             .map(|(overlay, image)| {
                 json!({
                     "type": "blockdev-snapshot",
-                    "data": {"node": overlay.top_node, "overlay": image.format_node},
+                    "data": {"node": node::format(overlay.top), "overlay": image.format_node},
                 })
             })
             .collect();
@@ -347,10 +401,9 @@ pub async fn external(
     }
 }
 
-/// Merges an external snapshot's overlay (node `libvirt-<top>`) into the
-/// image below it (node `libvirt-<base>`, file `backing_file`) and drops
-/// the overlay's nodes; the overlay file stays. `active` is the disk's
-/// active layer:
+/// Merges an external snapshot's overlay (image `top`) into the image
+/// below it (image `base`, file `backing_file`) and drops the overlay's
+/// nodes; the overlay file stays. `active` is the disk's active layer:
 ///
 /// - the overlay itself: an active commit, which mirrors until told to
 ///   `job-complete`, and leaves the base as the active layer;
@@ -364,78 +417,68 @@ pub async fn commit(
     base: u32,
     backing_file: &str,
 ) -> Result<(), QemuError> {
-    use super::events::JobStatus;
     let intermediate = active != top;
-    let top_node = format!("libvirt-{top}-format");
+    let top_node = node::format(top);
     let id = format!("commit-{disk}-{top_node}");
     let mut args = json!({
-        "device": format!("libvirt-{active}-format"),
+        "device": node::format(active),
         "job-id": id,
         "top-node": top_node,
-        "base-node": format!("libvirt-{base}-format"),
+        "base-node": node::format(base),
         "auto-finalize": !intermediate,
         "auto-dismiss": false,
     });
     if intermediate {
         args["backing-file"] = json!(backing_file);
     }
-    let mut watch = super::jobs::JobWatch::new(mon, [id.clone()]);
+    let mut watch = JobWatch::new(mon, [id.clone()]);
     mon.execute_value("block-commit", args).await?;
     let (status, verb) = if intermediate {
         (JobStatus::pending, "job-finalize")
     } else {
         (JobStatus::ready, "job-complete")
     };
-    wait_for_status(mon, &id, status).await?;
+    // A job that ends before it gets there is reported by the watch.
+    watch.wait_status(&id, status).await?;
     mon.execute_value(verb, json!({ "id": id })).await?;
-    finish_commit(mon, &mut watch, &id, top).await
-}
-
-/// Polls `query-jobs` until job `id` reaches `status` (or concludes, or
-/// is gone: the watch reports how it ended).
-async fn wait_for_status(
-    mon: &Monitor,
-    id: &str,
-    status: super::events::JobStatus,
-) -> Result<(), QemuError> {
-    use super::events::JobStatus;
-    loop {
-        let jobs = super::jobs::query_jobs(mon).await?;
-        match jobs.iter().find(|j| j.id == id).and_then(|j| j.status) {
-            Some(s) if s == status => return Ok(()),
-            Some(JobStatus::concluded) | None => return Ok(()),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// The end of a commit job: dismissed, its outcome checked, the
-/// committed overlay's nodes removed.
-async fn finish_commit(
-    mon: &Monitor,
-    watch: &mut super::jobs::JobWatch,
-    id: &str,
-    top: u32,
-) -> Result<(), QemuError> {
-    let end = watch.next().await?;
-    if let Err(e) = super::jobs::dismiss(mon, id).await {
-        tracing::warn!(%e, id, "cannot dismiss the commit job");
-    }
-    match end.map(|e| e.outcome) {
-        Some(super::jobs::JobOutcome::Completed) => {}
-        Some(super::jobs::JobOutcome::Failed(error)) => {
-            return Err(QemuError::JobFailed(format!(
-                "block commit failed: {error}"
-            )))
-        }
-        _ => return Err(QemuError::JobFailed("block commit did not complete".into())),
-    }
-    for node in [
-        format!("libvirt-{top}-format"),
-        format!("libvirt-{top}-storage"),
-    ] {
+    finish_job(
+        mon,
+        &mut watch,
+        &id,
+        "block commit failed",
+        "block commit did not complete",
+    )
+    .await?;
+    for node in [node::format(top), node::storage(top)] {
         mon.execute_value("blockdev-del", json!({ "node-name": node }))
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::UnixStream;
+
+    use super::*;
+    use crate::qemu::transcript::play;
+
+    /// An intermediate commit is finalized once its job is pending, an
+    /// active one completed once it is ready: both told by QEMU's events.
+    #[tokio::test]
+    async fn commits_follow_their_jobs_by_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, server) = UnixStream::pair().unwrap();
+        let server = tokio::spawn({
+            let dir = dir.path().to_owned();
+            async move { play(server, "snapshot-commit.txt", &dir).await }
+        });
+        let mon = Monitor::handshake(client).await.unwrap();
+        let e1 = dir.path().join("vda.e1");
+        commit(&mon, "vda", 4, 3, 2, e1.to_str().unwrap())
+            .await
+            .unwrap();
+        commit(&mon, "vda", 4, 4, 2, "").await.unwrap();
+        server.await.unwrap().unwrap();
+    }
 }

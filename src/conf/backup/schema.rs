@@ -34,8 +34,8 @@ use std::net::Ipv6Addr;
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_dns_name, is_ns_decl,
-    is_unsigned_int, local_name, no_attrs, seclabel_ok, Schema,
+    attrs, empty, has_text, in_namespace, is_abs_path, is_blank, is_disk_target, is_dns_name,
+    is_unsigned_int, list_of, local_name, no_attrs, seclabel_ok, Schema,
 };
 use crate::conf::xml::{Element, Node};
 
@@ -99,11 +99,9 @@ pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
     if let Some(what) = extra {
         return Err(SCHEMA.extra_content(&what));
     }
-    let left = root
-        .attrs
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .find(|k| !(is_ns_decl(k) || (*k == "mode" && mode_taken)));
+    let left = attrs(root)
+        .map(|(k, _)| k)
+        .find(|k| !(*k == "mode" && mode_taken));
     if let Some(attr) = left {
         return Err(SCHEMA.invalid_attribute(attr));
     }
@@ -132,18 +130,17 @@ fn pull_accepts(elements: &[&Element]) -> bool {
 /// `<server>`: a TCP host (`name`, optional `port`) or a unix socket, and
 /// an optional `tls`.
 fn server_ok(e: &Element) -> bool {
-    if e.has_element_children() || has_text(e) {
+    if !empty(e) {
         return false;
     }
     let (mut transport, mut name, mut port, mut socket) = (None, None, None, None);
-    for (k, v) in &e.attrs {
-        match k.as_str() {
-            "tls" if matches!(v.as_str(), "yes" | "no") => {}
-            "transport" => transport = Some(v.as_str()),
-            "name" => name = Some(v.as_str()),
-            "port" => port = Some(v.as_str()),
-            "socket" => socket = Some(v.as_str()),
-            k if is_ns_decl(k) => {}
+    for (k, v) in attrs(e) {
+        match k {
+            "tls" if matches!(v, "yes" | "no") => {}
+            "transport" => transport = Some(v),
+            "name" => name = Some(v),
+            "port" => port = Some(v),
+            "socket" => socket = Some(v),
             _ => return false,
         }
     }
@@ -160,31 +157,20 @@ fn server_ok(e: &Element) -> bool {
 
 /// `<disks>`: no attributes, one or more valid `<disk>`.
 fn disks_ok(e: &Element, mode: Mode) -> bool {
-    if !no_attrs(e) || has_text(e) {
-        return false;
-    }
-    let mut count = 0usize;
-    for disk in e.elements() {
-        if disk.name != "disk" || in_namespace(disk) || !disk_ok(disk, mode) {
-            return false;
-        }
-        count += 1;
-    }
-    count > 0
+    list_of(e, "disk", |d| disk_ok(d, mode)).is_some_and(|n| n > 0)
 }
 
 fn disk_ok(d: &Element, mode: Mode) -> bool {
     let (mut name, mut backup, mut kind) = (None, None, None);
     let (mut backupmode, mut incremental) = (None, None);
-    for (k, v) in &d.attrs {
-        match k.as_str() {
-            "name" => name = Some(v.as_str()),
-            "backup" => backup = Some(v.as_str()),
-            "type" => kind = Some(v.as_str()),
-            "backupmode" => backupmode = Some(v.as_str()),
+    for (k, v) in attrs(d) {
+        match k {
+            "name" => name = Some(v),
+            "backup" => backup = Some(v),
+            "type" => kind = Some(v),
+            "backupmode" => backupmode = Some(v),
             "incremental" => incremental = Some(()),
             "exportname" | "exportbitmap" if mode == Mode::Pull => {}
-            k if is_ns_decl(k) => {}
             _ => return false,
         }
     }
@@ -256,10 +242,9 @@ fn store_children_ok(
 
 fn store_ok(e: &Element, path_attr: &str) -> bool {
     let mut path = None;
-    for (k, v) in &e.attrs {
-        match k.as_str() {
-            k if k == path_attr => path = Some(v.as_str()),
-            k if is_ns_decl(k) => {}
+    for (k, v) in attrs(e) {
+        match k {
+            k if k == path_attr => path = Some(v),
             _ => return false,
         }
     }
@@ -282,10 +267,10 @@ fn store_ok(e: &Element, path_attr: &str) -> bool {
 /// refuses encryption after the schema anyway (see the module docs of
 /// `backup`), so only which of two errors comes first depends on this.
 fn encryption_ok(e: &Element) -> bool {
-    let attrs_ok = e.attrs.iter().all(|(k, v)| match k.as_str() {
+    let attrs_ok = attrs(e).all(|(k, v)| match k {
         "format" => v == "luks",
         "engine" => v == "qemu",
-        k => is_ns_decl(k),
+        _ => false,
     });
     attrs_ok
         && e.attr("format").is_some()
@@ -297,12 +282,12 @@ fn encryption_ok(e: &Element) -> bool {
 /// `<driver type=...>`: any `storageFormat` in push mode, only qcow2 for a
 /// pull scratch.
 fn driver_ok(e: &Element, mode: Mode) -> bool {
-    let only_type = e.attrs.iter().all(|(k, _)| k == "type" || is_ns_decl(k));
+    let only_type = attrs(e).all(|(k, _)| k == "type");
     let type_ok = e.attr("type").is_some_and(|t| match mode {
         Mode::Push => STORAGE_FORMATS.contains(&t),
         Mode::Pull => t == "qcow2",
     });
-    only_type && type_ok && !e.has_element_children() && !has_text(e)
+    only_type && type_ok && empty(e)
 }
 
 /// `storageFormat` of storagecommon.rng (no "none", but luks).

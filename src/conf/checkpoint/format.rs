@@ -4,26 +4,13 @@
 //! creation time (unless 0), disks, then the domain one level in.
 
 use super::{CheckpointDef, FormatFlags};
-use crate::conf::domain::{FormatMode, Secrets};
 use crate::conf::xml::Element;
 
-pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) -> String {
-    let mut root =
-        Element::new("domaincheckpoint").with_child(Element::new("name").with_text(&def.name));
-    if let Some(d) = &def.description {
-        root = root.with_child(Element::new("description").with_text(d));
-    }
-    if let Some(p) = &def.parent {
-        root =
-            root.with_child(Element::new("parent").with_child(Element::new("name").with_text(p)));
-    }
-    if def.creation_time != 0 {
-        root =
-            root.with_child(Element::new("creationTime").with_text(def.creation_time.to_string()));
-    }
-    if !def.disks.is_empty() {
+pub(super) fn format_checkpoint(moment: &CheckpointDef, flags: &FormatFlags<'_>) -> String {
+    let mut root = moment.format_head("domaincheckpoint", None);
+    if !moment.disks.is_empty() {
         let mut disks = Element::new("disks");
-        for disk in &def.disks {
+        for disk in &moment.disks {
             let mut el = Element::new("disk").with_attr("name", &disk.name);
             match &disk.bitmap {
                 None => el = el.with_attr("checkpoint", "no"),
@@ -40,12 +27,11 @@ pub(super) fn format_checkpoint(def: &CheckpointDef, flags: &FormatFlags<'_>) ->
         }
         root = root.with_child(disks);
     }
-
-    if let Some(domain) = def.domain.as_ref().filter(|_| !flags.no_domain) {
-        // As an element, so that the writer indents it one level deeper,
-        // as libvirt's buffer indentation does.
-        root = root
-            .with_child(domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure)));
+    if let Some(domain) = (!flags.no_domain)
+        .then(|| moment.domain_element(flags.secure))
+        .flatten()
+    {
+        root = root.with_child(domain);
     }
     let mut out = String::new();
     root.write(&mut out, 0);

@@ -12,7 +12,7 @@
 //!    ignored, as libvirt ignores them. A redefine also takes the creation
 //!    time, the parent name and the embedded `<domain>`.
 //! 2. The driver's checks that need the checkpoint list (a redefine's
-//!    parent must exist, no cycles; see [`ParsedCheckpoint::parent`]).
+//!    parent must exist, no cycles; see [`Moment::parent`]).
 //! 3. [`ParsedCheckpoint::prepare_create`] or
 //!    [`ParsedCheckpoint::prepare_redefine`]: the disks are aligned with the
 //!    domain (`align.rs`: one entry per domain disk, in the domain's order,
@@ -60,7 +60,8 @@ mod tests;
 use std::collections::BTreeMap;
 
 use crate::conf::domain::DomainDef;
-use crate::conf::error::ConfError;
+use crate::conf::error::{ConfError, ConfErrorDomain};
+use crate::conf::moment::{Kind, Moment, MomentDef};
 
 /// How the document reaches libvirt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,26 +122,21 @@ struct DiskRequest {
 /// make a [`CheckpointDef`] of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedCheckpoint {
-    name: String,
-    description: Option<String>,
-    parent: Option<String>,
-    creation_time: i64,
-    disks: Vec<DiskRequest>,
-    domain: Option<DomainDef>,
+    moment: MomentDef<DiskRequest>,
 }
 
-/// A checkpoint definition: what libvirt keeps per checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointDef {
-    name: String,
-    description: Option<String>,
-    parent: Option<String>,
-    /// Seconds since the epoch; 0 is not written out (libvirt's rule).
-    creation_time: i64,
-    disks: Vec<CheckpointDisk>,
-    /// The domain as it was when the checkpoint was taken.
-    domain: Option<DomainDef>,
-}
+/// A checkpoint definition: what libvirt keeps per checkpoint is the
+/// moment core alone, with checkpoint disks (the accessors are
+/// [`Moment`]'s).
+pub type CheckpointDef = MomentDef<CheckpointDisk>;
+
+/// The words of checkpoint documents' errors.
+const KIND: Kind = Kind {
+    noun: "checkpoint",
+    root: "domaincheckpoint",
+    doc_name: "(domain_checkpoint)",
+    domain: ConfErrorDomain::DomainCheckpoint,
+};
 
 impl CheckpointDef {
     /// Parse and schema-check a `<domaincheckpoint>` document. `now_secs`
@@ -165,72 +161,29 @@ impl CheckpointDef {
         format::format_checkpoint(self, flags)
     }
 
-    /// The checkpoint's name, which is also the name of its bitmaps.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `<description>`, if any (an empty one counts as none).
-    pub fn description(&self) -> Option<&str> {
-        self.description.as_deref()
-    }
-
-    /// The parent checkpoint's name; `None` for a root.
-    pub fn parent(&self) -> Option<&str> {
-        self.parent.as_deref()
-    }
-
-    /// Set the parent: a new checkpoint's parent is the domain's current
-    /// checkpoint, and deleting a checkpoint moves its children to its
-    /// parent. Both are the driver's business.
-    pub fn set_parent(&mut self, parent: Option<String>) {
-        self.parent = parent;
-    }
-
-    /// Seconds since the epoch.
-    pub fn creation_time(&self) -> i64 {
-        self.creation_time
-    }
-
-    /// One entry per disk: after a create or a redefine with `<domain>`,
-    /// every domain disk in the domain's order.
-    pub fn disks(&self) -> &[CheckpointDisk] {
-        &self.disks
-    }
-
     /// The disks that have a bitmap, as (disk name, bitmap name).
     pub fn bitmaps(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.disks
+        self.disks()
             .iter()
             .filter_map(|d| Some((d.name.as_str(), d.bitmap.as_deref()?)))
-    }
-
-    /// The domain definition kept with the checkpoint, if any (a redefine
-    /// may come without one).
-    pub fn domain(&self) -> Option<&DomainDef> {
-        self.domain.as_ref()
     }
 }
 
 impl ParsedCheckpoint {
     /// The name (given, or the default from the creation time).
     pub fn name(&self) -> &str {
-        &self.name
+        self.moment.name()
     }
 
-    /// The parent named in the document: set only for a redefine, where
-    /// the driver must check, before [`Self::prepare_redefine`], that it is
-    /// not the checkpoint itself ("cannot set moment NAME as its own
-    /// parent"), that it exists ("parent P for moment NAME not found") and
-    /// that it makes no cycle ("parent P would create cycle to NAME"), all
-    /// VIR_ERR_INVALID_ARG from VIR_FROM_DOMAIN.
+    /// The parent named in the document: set only for a redefine (see
+    /// [`Moment::parent`] for the driver's checks).
     pub fn parent(&self) -> Option<&str> {
-        self.parent.as_deref()
+        self.moment.parent()
     }
 
     /// Whether the document embeds a `<domain>` (only kept on a redefine).
     pub fn has_domain(&self) -> bool {
-        self.domain.is_some()
+        self.moment.domain.is_some()
     }
 
     /// Finish a plain create against the running domain's definition:
@@ -239,7 +192,7 @@ impl ParsedCheckpoint {
     /// domain is kept as the checkpoint's `<domain>`. The parent is left
     /// unset: it is the current checkpoint, which the driver knows.
     pub fn prepare_create(self, running: &DomainDef) -> Result<CheckpointDef, ConfError> {
-        align::prepare_create(self, running)
+        align::prepare_create(self.moment, running)
     }
 
     /// Finish a redefine, after the driver's parent checks. With an
@@ -249,12 +202,12 @@ impl ParsedCheckpoint {
     /// No check that the bitmaps exist (that is REDEFINE_VALIDATE, which
     /// needs QEMU).
     pub fn prepare_redefine(self, domain: &DomainDef) -> Result<CheckpointDef, ConfError> {
-        align::prepare_redefine(self, domain)
+        align::prepare_redefine(self.moment, domain)
     }
 
     /// Take metadata the daemon wrote itself (parsed with `redefine`) as
     /// it is, as libvirt does when it loads its checkpoint directory.
     pub fn loaded(self) -> CheckpointDef {
-        align::loaded(self)
+        align::loaded(self.moment)
     }
 }

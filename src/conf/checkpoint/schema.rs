@@ -23,7 +23,7 @@
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    has_text, in_namespace, interleave, is_abs_path, is_disk_target, is_ns_decl, plain, Schema,
+    attrs, empty, is_abs_path, is_disk_target, is_unsigned_long, list_of, plain, sole_child, Schema,
 };
 use crate::conf::xml::Element;
 
@@ -45,39 +45,17 @@ const GROUPS: [&str; 6] = [
 /// Check `root` (already known to be `<domaincheckpoint>`) against the
 /// schema.
 pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
-    if in_namespace(root) {
-        return Err(SCHEMA.namespaced());
-    }
-
-    let (groups, extra) = interleave(root, &GROUPS);
-
-    for (group, members) in GROUPS.iter().zip(&groups) {
-        let valid = match members.as_slice() {
-            [] => true,
-            [one] => match *group {
-                "name" => checkpoint_name_ok(one),
-                "description" => plain(one).is_some(),
-                "creationTime" => plain(one).is_some_and(unsigned_long_ok),
-                "disks" => disks_ok(one),
-                "parent" => parent_ok(one),
-                // Not modelled by this schema check; see the module docs.
-                _ => true,
-            },
-            // Each group is optional: a second one is one too many.
-            _ => false,
-        };
-        if !valid {
-            return Err(SCHEMA.extra_in_interleave(group));
-        }
-    }
-
-    if let Some(what) = extra {
-        return Err(SCHEMA.extra_content(&what));
-    }
-    if let Some((attr, _)) = root.attrs.iter().find(|(k, _)| !is_ns_decl(k)) {
-        return Err(SCHEMA.invalid_attribute(attr));
-    }
-    Ok(())
+    SCHEMA.check_interleave(root, &GROUPS, |group, one| match group {
+        "name" => checkpoint_name_ok(one),
+        "description" => plain(one).is_some(),
+        "creationTime" => plain(one).is_some_and(|s| is_unsigned_long(&s)),
+        // One or more disks.
+        "disks" => list_of(one, "disk", disk_ok).is_some_and(|n| n > 0),
+        // `<parent>`: exactly one `<name>` with a checkpoint name.
+        "parent" => sole_child(one, "name").is_some_and(checkpoint_name_ok),
+        // Not modelled by this schema check; see the module docs.
+        _ => true,
+    })
 }
 
 /// `checkpointName`: `[a-zA-Z0-9_\-][a-zA-Z0-9_\-.]*`, matched against
@@ -92,54 +70,20 @@ pub(super) fn is_checkpoint_name(s: &str) -> bool {
     chars.next().is_some_and(word) && chars.all(|c| word(c) || c == '.')
 }
 
-/// libvirt's `unsignedLong`: digits only (no sign, no spaces) and within
-/// 64 bits.
-fn unsigned_long_ok(s: String) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok()
-}
-
-/// `<parent>`: exactly one `<name>` with a checkpoint name.
-fn parent_ok(e: &Element) -> bool {
-    if e.attrs.iter().any(|(k, _)| !is_ns_decl(k)) || has_text(e) {
-        return false;
-    }
-    let mut elements = e.elements();
-    match (elements.next(), elements.next()) {
-        (Some(name), None) => name.name == "name" && checkpoint_name_ok(name),
-        _ => false,
-    }
-}
-
-/// `<disks>`: one or more `<disk>`, each with a name and either
-/// `checkpoint='no'` alone or an optional `checkpoint='bitmap'`, `bitmap=`
-/// and `size=`.
-fn disks_ok(e: &Element) -> bool {
-    if e.attrs.iter().any(|(k, _)| !is_ns_decl(k)) || has_text(e) {
-        return false;
-    }
-    let mut count = 0usize;
-    for disk in e.elements() {
-        if disk.name != "disk" || in_namespace(disk) || !disk_ok(disk) {
-            return false;
-        }
-        count += 1;
-    }
-    count > 0
-}
-
+/// `<disk>`: a name and either `checkpoint='no'` alone or an optional
+/// `checkpoint='bitmap'`, `bitmap=` and `size=`.
 fn disk_ok(d: &Element) -> bool {
-    if d.has_element_children() || has_text(d) {
+    if !empty(d) {
         return false;
     }
     let mut name = None;
     let (mut checkpoint, mut bitmap, mut size) = (None, None, None);
-    for (k, v) in &d.attrs {
-        match k.as_str() {
-            "name" => name = Some(v.as_str()),
-            "checkpoint" => checkpoint = Some(v.as_str()),
-            "bitmap" => bitmap = Some(v.as_str()),
-            "size" => size = Some(v.as_str()),
-            k if is_ns_decl(k) => {}
+    for (k, v) in attrs(d) {
+        match k {
+            "name" => name = Some(v),
+            "checkpoint" => checkpoint = Some(v),
+            "bitmap" => bitmap = Some(v),
+            "size" => size = Some(v),
             _ => return false,
         }
     }
@@ -148,7 +92,7 @@ fn disk_ok(d: &Element) -> bool {
     }
     match checkpoint {
         Some("no") => bitmap.is_none() && size.is_none(),
-        None | Some("bitmap") => size.is_none_or(|s| unsigned_long_ok(s.to_owned())),
+        None | Some("bitmap") => size.is_none_or(is_unsigned_long),
         Some(_) => false,
     }
 }
@@ -179,10 +123,10 @@ mod tests {
 
     #[test]
     fn unsigned_long_is_digits_within_64_bits() {
-        assert!(unsigned_long_ok("0042".into()));
-        assert!(unsigned_long_ok("18446744073709551615".into()));
+        assert!(is_unsigned_long("0042"));
+        assert!(is_unsigned_long("18446744073709551615"));
         for bad in ["", "-1", "+7", " 1", "18446744073709551616", "soon"] {
-            assert!(!unsigned_long_ok(bad.into()), "{bad}");
+            assert!(!is_unsigned_long(bad), "{bad}");
         }
     }
 }

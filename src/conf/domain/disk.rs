@@ -212,6 +212,14 @@ impl DiskDef {
         self.format.as_ref().unwrap_or(&DiskFormat::Raw)
     }
 
+    /// virStorageSourceIsEmpty for what the model knows: a local disk
+    /// without a path (a cdrom without media). Other storage types count as
+    /// not empty: libvirt decides that from details the model does not
+    /// keep, and this daemon runs only file and block disks.
+    pub fn is_empty(&self) -> bool {
+        matches!(self.disk_type, DiskType::File | DiskType::Block) && self.source().is_none()
+    }
+
     /// Whether the guest sees the disk read-only.
     pub fn readonly(&self) -> bool {
         self.readonly

@@ -288,6 +288,24 @@ impl DomainDef {
         self.disks.iter().find(|d| d.target() == target)
     }
 
+    /// The position of the disk a checkpoint or snapshot document names,
+    /// as libvirt looks it up: a name starting with `/` is a source path
+    /// and must name exactly one disk; anything else is a target.
+    pub fn disk_index_by_name(&self, name: &str) -> Option<usize> {
+        if !name.starts_with('/') {
+            return self.disks.iter().position(|d| d.target() == name);
+        }
+        let mut matches = self
+            .disks
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.source() == Some(name));
+        match (matches.next(), matches.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
+    }
+
     /// Whether `<features><acpi/></features>` is set: without it libvirt
     /// starts QEMU with ACPI off, and a shutdown request has no effect.
     pub fn acpi(&self) -> bool {

@@ -19,12 +19,13 @@ use uuid::Uuid;
 use super::parse::snap_error;
 use super::{
     CreateContext, CreateFlags, PreparedCreate, SnapshotDef, SnapshotDisk, SnapshotDiskType,
-    SnapshotLocation, SnapshotState,
+    SnapshotLocation, SnapshotState, KIND,
 };
 use crate::conf::domain::{
     DiskDef, DiskDevice, DiskFormat, DiskType, DomainDef, FormatMode, Secrets,
 };
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
+use crate::conf::moment::{place_disks, Moment};
 
 fn qemu(kind: ConfErrorKind, detail: impl Into<String>) -> ConfError {
     ConfError::new(kind, ConfErrorDomain::Qemu, detail)
@@ -42,9 +43,9 @@ pub(super) fn check_create(
 ) -> Result<(), ConfError> {
     if !flags.no_metadata {
         // The name becomes a file name.
-        let why = if def.name.contains('/') {
+        let why = if def.moment.name.contains('/') {
             Some("name can't contain '/'")
-        } else if def.name.starts_with('.') {
+        } else if def.moment.name.starts_with('.') {
             Some("name can't start with '.'")
         } else {
             None
@@ -52,7 +53,7 @@ pub(super) fn check_create(
         if let Some(why) = why {
             return Err(qemu(
                 ConfErrorKind::XmlDetail,
-                format!("invalid snapshot name '{}': {why}", def.name),
+                format!("invalid snapshot name '{}': {why}", def.moment.name),
             ));
         }
     }
@@ -89,7 +90,7 @@ pub(super) fn prepare_create(
     mut def: SnapshotDef,
     ctx: &CreateContext<'_>,
 ) -> Result<PreparedCreate, ConfError> {
-    def.domain = Some(ctx.domain.clone());
+    def.moment.domain = Some(ctx.domain.clone());
     def.inactive_domain = ctx.inactive_domain.cloned();
 
     let default = if ctx.disk_only {
@@ -136,32 +137,24 @@ pub(super) fn prepare_redefine(
 ) -> Result<SnapshotDef, ConfError> {
     let invalid = |detail: String| snap_error(ConfErrorKind::InvalidArg, detail);
     let state = def.state;
+    let name = &def.moment.name;
     if disk_only && state != Some(SnapshotState::DiskSnapshot) {
         return Err(invalid(format!(
-            "disk-only flag for snapshot {} requires disk-snapshot state",
-            def.name
+            "disk-only flag for snapshot {name} requires disk-snapshot state"
         )));
     }
-    if def.domain.as_ref().is_some_and(|d| d.uuid() != domain_uuid) {
-        return Err(invalid(format!(
-            "definition for snapshot {} must use uuid {}",
-            def.name,
-            domain_uuid.hyphenated()
-        )));
-    }
+    def.moment.check_uuid(&KIND, domain_uuid)?;
     if let Some(other) = existing {
         let online = |s: Option<SnapshotState>| s.is_some_and(SnapshotState::is_online);
         if online(other.state) != online(state) {
             return Err(invalid(format!(
-                "cannot change between online and offline snapshot state in snapshot {}",
-                def.name
+                "cannot change between online and offline snapshot state in snapshot {name}"
             )));
         }
         let disk = |s: Option<SnapshotState>| s == Some(SnapshotState::DiskSnapshot);
         if disk(other.state) != disk(state) {
             return Err(invalid(format!(
-                "cannot change between disk only and full system in snapshot {}",
-                def.name
+                "cannot change between disk only and full system in snapshot {name}"
             )));
         }
     }
@@ -171,7 +164,7 @@ pub(super) fn prepare_redefine(
     } else {
         SnapshotLocation::Internal
     };
-    let domain = match (&def.domain, existing.and_then(|o| o.domain.as_ref())) {
+    let domain = match (&def.moment.domain, existing.and_then(|o| o.domain())) {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => {
             return Err(snap_error(
@@ -185,7 +178,7 @@ pub(super) fn prepare_redefine(
     // rest of the snapshot but not the domain it recorded: libvirt moves
     // the old definition over (virDomainSnapshotReplaceDef). Only that
     // one: <inactiveDomain> and <cookie> are the document's.
-    def.domain = Some(domain);
+    def.moment.domain = Some(domain);
     Ok(def)
 }
 
@@ -206,12 +199,6 @@ fn domain_disk_defaults(domain: &DomainDef) -> Vec<Option<SnapshotLocation>> {
     }
 }
 
-/// virStorageSourceIsEmpty for what the domain model knows: a local disk
-/// without a path (a cdrom without media).
-fn is_empty(disk: &DiskDef) -> bool {
-    matches!(disk.disk_type(), DiskType::File | DiskType::Block) && disk.source().is_none()
-}
-
 fn align_disks(
     def: &mut SnapshotDef,
     domain: &DomainDef,
@@ -219,70 +206,64 @@ fn align_disks(
     is_regular_file: &dyn Fn(&str) -> bool,
 ) -> Result<(), ConfError> {
     let domain_disks = domain.disks();
-    if def.disks.len() > domain_disks.len() {
-        return Err(unsupported("too many disk snapshot requests for domain"));
-    }
     // The hypervisor cannot take part of the disks into an internal
     // snapshot.
     let require_match = default == SnapshotLocation::Internal;
+    let disk_defaults = domain_disk_defaults(domain);
+
+    let requests = std::mem::take(&mut def.moment.disks);
+    let chosen = place_disks(
+        &KIND,
+        requests.into_iter(),
+        |r| &r.name,
+        domain,
+        |index, request| {
+            let dom_default = disk_defaults[index];
+            match request.snapshot {
+                None => {
+                    request.snapshot = Some(match dom_default {
+                        Some(d) if !require_match || d == SnapshotLocation::No => d,
+                        _ => default,
+                    });
+                }
+                Some(mode)
+                    if require_match
+                        && mode != default
+                        && !(mode == SnapshotLocation::No
+                            && dom_default == Some(SnapshotLocation::No)) =>
+                {
+                    return Err(unsupported(format!(
+                        "disk '{}' must use snapshot mode '{}'",
+                        request.name,
+                        default.as_str()
+                    )));
+                }
+                Some(_) => {}
+            }
+            if let Some(path) = &request.path {
+                if request.snapshot != Some(SnapshotLocation::External) {
+                    return Err(unsupported(format!(
+                        "file '{path}' for disk '{}' requires use of external snapshot mode",
+                        request.name
+                    )));
+                }
+            }
+            request.name = domain_disks[index].target().to_owned();
+            Ok(())
+        },
+    )?;
     if domain_disks.is_empty() {
         return Ok(());
     }
-    let disk_defaults = domain_disk_defaults(domain);
 
-    let requests = std::mem::take(&mut def.disks);
-    let mut chosen: Vec<Option<SnapshotDisk>> = vec![None; domain_disks.len()];
-    for mut request in requests {
-        let index = disk_index_by_name(domain_disks, &request.name)
-            .ok_or_else(|| unsupported(format!("no disk named '{}'", request.name)))?;
-        if chosen[index].is_some() {
-            return Err(unsupported(format!(
-                "disk '{}' specified twice",
-                request.name
-            )));
-        }
-        let dom_default = disk_defaults[index];
-        match request.snapshot {
-            None => {
-                request.snapshot = Some(match dom_default {
-                    Some(d) if !require_match || d == SnapshotLocation::No => d,
-                    _ => default,
-                });
-            }
-            Some(mode)
-                if require_match
-                    && mode != default
-                    && !(mode == SnapshotLocation::No
-                        && dom_default == Some(SnapshotLocation::No)) =>
-            {
-                return Err(unsupported(format!(
-                    "disk '{}' must use snapshot mode '{}'",
-                    request.name,
-                    default.as_str()
-                )));
-            }
-            Some(_) => {}
-        }
-        if let Some(path) = &request.path {
-            if request.snapshot != Some(SnapshotLocation::External) {
-                return Err(unsupported(format!(
-                    "file '{path}' for disk '{}' requires use of external snapshot mode",
-                    request.name
-                )));
-            }
-        }
-        request.name = domain_disks[index].target().to_owned();
-        chosen[index] = Some(request);
-    }
-
-    def.disks = domain_disks
+    def.moment.disks = domain_disks
         .iter()
         .zip(chosen)
         .zip(&disk_defaults)
         .map(|((disk, request), dom_default)| {
             request.unwrap_or_else(|| SnapshotDisk {
                 name: disk.target().to_owned(),
-                snapshot: Some(if is_empty(disk) {
+                snapshot: Some(if disk.is_empty() {
                     SnapshotLocation::No
                 } else {
                     dom_default.unwrap_or(default)
@@ -306,8 +287,8 @@ fn assign_external_names(
     domain_disks: &[DiskDef],
     is_regular_file: &dyn Fn(&str) -> bool,
 ) -> Result<(), ConfError> {
-    for i in 0..def.disks.len() {
-        let disk = &def.disks[i];
+    for i in 0..def.moment.disks.len() {
+        let disk = &def.moment.disks[i];
         if disk.snapshot != Some(SnapshotLocation::External) || disk.path.is_some() {
             continue;
         }
@@ -333,35 +314,19 @@ fn assign_external_names(
             Some(dot) if !orig[dot..].contains('/') => &orig[..dot],
             _ => orig,
         };
-        let path = format!("{stem}.{}", def.name);
-        if let Some(other) = def.disks[..i]
+        let path = format!("{stem}.{}", def.moment.name);
+        if let Some(other) = def.moment.disks[..i]
             .iter()
             .find(|d| d.path.as_deref() == Some(path.as_str()))
         {
             return Err(cannot(format!(
                 "for disk '{}': collision with disk '{}'",
-                def.disks[i].name, other.name
+                def.moment.disks[i].name, other.name
             )));
         }
-        def.disks[i].path = Some(path);
+        def.moment.disks[i].path = Some(path);
     }
     Ok(())
-}
-
-/// libvirt's disk lookup by name: a name starting with `/` is a source
-/// path and must name exactly one disk; anything else is a target.
-fn disk_index_by_name(disks: &[DiskDef], name: &str) -> Option<usize> {
-    if !name.starts_with('/') {
-        return disks.iter().position(|d| d.target() == name);
-    }
-    let mut matches = disks
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.source() == Some(name));
-    match (matches.next(), matches.next()) {
-        (Some((i, _)), None) => Some(i),
-        _ => None,
-    }
 }
 
 /// qemuSnapshotPrepare, without what needs the files or block jobs (see
@@ -375,7 +340,7 @@ fn qemu_prepare(def: &mut SnapshotDef, ctx: &CreateContext<'_>) -> Result<(bool,
     let unsupported = |d: String| qemu(ConfErrorKind::ConfigUnsupported, d);
     let internal = |d: String| qemu(ConfErrorKind::InternalError, d);
 
-    for (disk, dom) in def.disks.iter_mut().zip(ctx.domain.disks()) {
+    for (disk, dom) in def.moment.disks.iter_mut().zip(ctx.domain.disks()) {
         match disk.snapshot {
             Some(SnapshotLocation::Internal) => {
                 found_internal = true;
@@ -453,7 +418,7 @@ fn qemu_prepare(def: &mut SnapshotDef, ctx: &CreateContext<'_>) -> Result<(bool,
                 forbid_internal = true;
             }
             Some(SnapshotLocation::No) => {
-                if !is_empty(dom) && !dom.readonly() {
+                if !dom.is_empty() && !dom.readonly() {
                     forbid_internal = true;
                 }
             }

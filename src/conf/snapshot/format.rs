@@ -10,19 +10,9 @@ use crate::conf::xml::Element;
 
 pub(super) fn format_snapshot(def: &SnapshotDef, flags: &FormatFlags) -> String {
     let text = |name: &str, value: &str| Element::new(name).with_text(value);
-    let mut root = Element::new("domainsnapshot").with_child(text("name", &def.name));
-    if let Some(d) = &def.description {
-        root = root.with_child(text("description", d));
-    }
-    if let Some(state) = def.state {
-        root = root.with_child(text("state", state.as_str()));
-    }
-    if let Some(p) = &def.parent {
-        root = root.with_child(Element::new("parent").with_child(text("name", p)));
-    }
-    if def.creation_time != 0 {
-        root = root.with_child(text("creationTime", &def.creation_time.to_string()));
-    }
+    let moment = &def.moment;
+    let state = def.state.map(|s| text("state", s.as_str()));
+    let mut root = moment.format_head("domainsnapshot", state);
     if let Some(memory) = def.memory {
         let mut el = Element::new("memory").with_attr("snapshot", memory.as_str());
         if let Some(file) = &def.memory_file {
@@ -30,24 +20,22 @@ pub(super) fn format_snapshot(def: &SnapshotDef, flags: &FormatFlags) -> String 
         }
         root = root.with_child(el);
     }
-    if !def.disks.is_empty() {
+    if !moment.disks.is_empty() {
         let mut disks = Element::new("disks");
-        for disk in def.disks.iter().filter(|d| !d.name.is_empty()) {
+        for disk in moment.disks.iter().filter(|d| !d.name.is_empty()) {
             disks = disks.with_child(disk_element(disk));
         }
         root = root.with_child(disks);
     }
-    // As elements, so that the writer indents them one level deeper, as
-    // libvirt's buffer indentation does.
-    if let Some(domain) = &def.domain {
-        root = root
-            .with_child(domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure)));
+    if let Some(domain) = moment.domain_element(flags.secure) {
+        root = root.with_child(domain);
     } else if let Some(uuid) = flags.domain_uuid {
         root = root.with_child(
             Element::new("domain").with_child(text("uuid", &uuid.hyphenated().to_string())),
         );
     }
     if let Some(domain) = &def.inactive_domain {
+        // Indented one level deeper, as the domain is.
         let mut el = domain.to_element(FormatMode::Inactive, Secrets::shown_if(flags.secure));
         el.name = "inactiveDomain".to_owned();
         root = root.with_child(el);

@@ -98,7 +98,8 @@ use uuid::Uuid;
 pub use cookie::SaveCookie;
 
 use crate::conf::domain::DomainDef;
-use crate::conf::error::ConfError;
+use crate::conf::error::{ConfError, ConfErrorDomain};
+use crate::conf::moment::{Kind, Moment, MomentDef};
 use crate::conf::xml::{lookup_name, lookup_value, Element};
 
 /// How the document reaches libvirt (virDomainSnapshotParseFlags, from the
@@ -317,23 +318,38 @@ pub struct ParsedSnapshot {
     current: Option<bool>,
 }
 
-/// A snapshot definition: what libvirt keeps per snapshot.
+/// A snapshot definition: what libvirt keeps per snapshot, the [`Moment`]
+/// core (its accessors are there) and the snapshot's own state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotDef {
-    name: String,
-    description: Option<String>,
+    moment: MomentDef<SnapshotDisk>,
     state: Option<SnapshotState>,
-    parent: Option<String>,
-    /// Seconds since the epoch; 0 is not written out.
-    creation_time: i64,
     /// `None`: "default" (a plain create before alignment).
     memory: Option<SnapshotLocation>,
     memory_file: Option<String>,
-    disks: Vec<SnapshotDisk>,
-    domain: Option<DomainDef>,
     inactive_domain: Option<DomainDef>,
     cookie: Option<SaveCookie>,
 }
+
+impl Moment for SnapshotDef {
+    type Disk = SnapshotDisk;
+
+    fn moment(&self) -> &MomentDef<SnapshotDisk> {
+        &self.moment
+    }
+
+    fn moment_mut(&mut self) -> &mut MomentDef<SnapshotDisk> {
+        &mut self.moment
+    }
+}
+
+/// The words of snapshot documents' errors.
+const KIND: Kind = Kind {
+    noun: "snapshot",
+    root: "domainsnapshot",
+    doc_name: "(domain_snapshot)",
+    domain: ConfErrorDomain::DomainSnapshot,
+};
 
 /// What [`ParsedSnapshot::prepare_create`] needs to know about the domain.
 #[derive(Clone, Copy)]
@@ -382,35 +398,9 @@ impl SnapshotDef {
         format::format_snapshot(self, flags)
     }
 
-    /// The name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `<description>`, if any (an empty one counts as none).
-    pub fn description(&self) -> Option<&str> {
-        self.description.as_deref()
-    }
-
     /// The domain state the snapshot recorded.
     pub fn state(&self) -> Option<SnapshotState> {
         self.state
-    }
-
-    /// The parent snapshot's name; `None` for a root.
-    pub fn parent(&self) -> Option<&str> {
-        self.parent.as_deref()
-    }
-
-    /// Set the parent (the current snapshot, for a new one; the deleted
-    /// snapshot's parent, for its children).
-    pub fn set_parent(&mut self, parent: Option<String>) {
-        self.parent = parent;
-    }
-
-    /// Seconds since the epoch.
-    pub fn creation_time(&self) -> i64 {
-        self.creation_time
     }
 
     /// QEMU's save cookie (`<cookie>`: the guest CPU QEMU runs), which
@@ -435,16 +425,6 @@ impl SnapshotDef {
         self.memory_file.as_deref()
     }
 
-    /// One entry per domain disk after preparation.
-    pub fn disks(&self) -> &[SnapshotDisk] {
-        &self.disks
-    }
-
-    /// The domain definition kept with the snapshot.
-    pub fn domain(&self) -> Option<&DomainDef> {
-        self.domain.as_ref()
-    }
-
     /// The persistent definition kept with a snapshot of a running domain.
     pub fn inactive_domain(&self) -> Option<&DomainDef> {
         self.inactive_domain.as_ref()
@@ -455,6 +435,7 @@ impl SnapshotDef {
     pub fn is_external(&self) -> bool {
         self.memory == Some(SnapshotLocation::External)
             || self
+                .moment
                 .disks
                 .iter()
                 .any(|d| d.snapshot == Some(SnapshotLocation::External))
@@ -472,17 +453,14 @@ impl SnapshotDef {
 impl ParsedSnapshot {
     /// The name (given, or the default from the creation time).
     pub fn name(&self) -> &str {
-        &self.def.name
+        self.def.name()
     }
 
-    /// The parent named in the document: read only on a redefine. Before
-    /// [`Self::prepare_redefine`], the driver checks that it is not the
-    /// snapshot itself ("cannot set moment NAME as its own parent"), that
-    /// it exists ("parent P for moment NAME not found") and makes no cycle
-    /// ("parent P would create cycle to NAME"), VIR_ERR_INVALID_ARG from
-    /// VIR_FROM_DOMAIN.
+    /// The parent named in the document: read only on a redefine (see
+    /// [`Moment::parent`] for the driver's checks before
+    /// [`Self::prepare_redefine`]).
     pub fn parent(&self) -> Option<&str> {
-        self.def.parent.as_deref()
+        self.def.parent()
     }
 
     /// `<active>` of a metadata file parsed with [`ParseFlags::internal`].

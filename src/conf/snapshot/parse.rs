@@ -13,15 +13,12 @@ use super::schema;
 use super::SaveCookie;
 use super::{
     ParseFlags, ParsedSnapshot, SnapshotDef, SnapshotDisk, SnapshotDiskType, SnapshotLocation,
-    SnapshotState,
+    SnapshotState, KIND,
 };
-use crate::conf::domain::DomainDef;
 use crate::conf::error::{ConfError, ConfErrorDomain, ConfErrorKind};
-use crate::conf::xml::rng::{is_blank, local_name};
-use crate::conf::xml::{self, Element, Limits, Node};
-
-/// The label libvirt gives snapshot documents in parser errors.
-const DOC_NAME: &str = "(domain_snapshot)";
+use crate::conf::moment::{embedded_domain, strtoll, MomentDef};
+use crate::conf::xml::rng::is_blank;
+use crate::conf::xml::{Element, Node};
 
 /// The image formats libvirt knows (virStorageFileFormat without "none").
 const FORMATS: [&str; 16] = [
@@ -30,7 +27,7 @@ const FORMATS: [&str; 16] = [
 ];
 
 pub(super) fn snap_error(kind: ConfErrorKind, detail: impl Into<String>) -> ConfError {
-    ConfError::new(kind, ConfErrorDomain::DomainSnapshot, detail)
+    KIND.error(kind, detail)
 }
 
 pub(super) fn parse_snapshot(
@@ -38,62 +35,22 @@ pub(super) fn parse_snapshot(
     flags: ParseFlags,
     now_secs: i64,
 ) -> Result<ParsedSnapshot, ConfError> {
-    let root = xml::parse(input, DOC_NAME, &Limits::default()).map_err(|e| {
-        // libxml2's complaints are reported from the snapshot code.
-        match (e.kind(), e.detail()) {
-            (ConfErrorKind::XmlDetail, Some(d)) => snap_error(ConfErrorKind::XmlDetail, d),
-            _ => e,
-        }
-    })?;
-    let root_name = local_name(&root.name);
-    if root_name != "domainsnapshot" {
-        return Err(ConfError::xml_helper(format!(
-            "expecting root element of 'domainsnapshot', not '{root_name}'"
-        )));
-    }
+    let root = KIND.parse_root(input)?;
     if flags.validate {
         schema::validate(&root)?;
     }
 
-    let name = root.child("name").and_then(Element::text_nonempty);
-    if name.is_none() && flags.redefine {
-        return Err(snap_error(
-            ConfErrorKind::XmlError,
-            "a redefined snapshot must have a name",
-        ));
-    }
-    let description = root.child("description").and_then(Element::text_nonempty);
-
     let mut offline = flags.offline;
     let mut def = SnapshotDef {
-        name: String::new(),
-        description,
+        moment: MomentDef::parse_head(&root, &KIND, flags.redefine, now_secs)?,
         state: None,
-        parent: None,
-        creation_time: now_secs,
         memory: None,
         memory_file: None,
-        disks: Vec::new(),
-        domain: None,
         inactive_domain: None,
         cookie: None,
     };
 
     if flags.redefine {
-        def.creation_time = root
-            .child("creationTime")
-            .and_then(Element::text_nonempty)
-            .and_then(|t| strtoll(&t))
-            .ok_or_else(|| {
-                snap_error(
-                    ConfErrorKind::InternalError,
-                    "missing creationTime from existing snapshot",
-                )
-            })?;
-        def.parent = root
-            .child("parent")
-            .and_then(|p| p.child("name"))
-            .and_then(Element::text_nonempty);
         let state = root
             .child("state")
             .and_then(Element::text_nonempty)
@@ -117,18 +74,17 @@ pub(super) fn parse_snapshot(
             .child("domain")
             .filter(|d| d.attr("type").is_some_and(|t| !t.is_empty()))
         {
-            def.domain = Some(embedded_domain(d)?);
+            def.moment.domain = Some(embedded_domain(d)?);
         }
         if let Some(d) = root.child("inactiveDomain") {
             def.inactive_domain = Some(embedded_domain(d)?);
         }
     }
-    def.name = name.unwrap_or_else(|| def.creation_time.to_string());
 
     parse_memory(&root, &mut def, flags.redefine, offline)?;
 
     for disk in root.children_named("disks").flat_map(Element::elements) {
-        def.disks.push(parse_disk(disk, flags.redefine)?);
+        def.moment.disks.push(parse_disk(disk, flags.redefine)?);
     }
 
     let current = if flags.internal {
@@ -153,19 +109,6 @@ pub(super) fn parse_snapshot(
     }
 
     Ok(ParsedSnapshot { def, current })
-}
-
-/// `<domain>` or `<inactiveDomain>` as a domain definition. Written back
-/// out and parsed as a document of its own (see the checkpoint parser for
-/// why the limits are what they are).
-fn embedded_domain(el: &Element) -> Result<DomainDef, ConfError> {
-    let mut el = el.clone();
-    el.name = "domain".to_owned();
-    let limits = Limits {
-        max_bytes: usize::MAX,
-        ..Limits::default()
-    };
-    DomainDef::parse_with_limits(&el.to_xml_string(), &limits)
 }
 
 fn parse_memory(
@@ -342,22 +285,6 @@ fn split_source(src: &Element, disk_type: SnapshotDiskType) -> (Option<String>, 
     (path, Some(rest))
 }
 
-/// `strtoll` as libvirt's `virStrToLong_ll` uses it: leading white space
-/// and a sign allowed, nothing after the digits, within 64 bits.
-pub(super) fn strtoll(s: &str) -> Option<i64> {
-    let t = s.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{b}');
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let magnitude: i128 = digits.parse().ok()?;
-    i64::try_from(if neg { -magnitude } else { magnitude }).ok()
-}
-
 /// A size in bytes as libvirt's virParseScaledValue reads it with a scale
 /// of 1 (no unit: bytes) and no upper bound but 64 bits.
 fn scaled_bytes(el: &Element, xpath: &str) -> Result<u64, ConfError> {
@@ -396,16 +323,6 @@ fn unit_scale(suffix: &str) -> Result<u64, ConfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strtoll_is_libvirts() {
-        assert_eq!(strtoll(" +12"), Some(12));
-        assert_eq!(strtoll("-3"), Some(-3));
-        assert_eq!(strtoll("9223372036854775807"), Some(i64::MAX));
-        for bad in ["", "x", "1 ", "9223372036854775808", "+", "--1"] {
-            assert_eq!(strtoll(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn sizes_scale_from_bytes() {

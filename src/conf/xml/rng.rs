@@ -91,10 +91,44 @@ impl Schema {
             self.root
         ))
     }
+
+    /// Checks a root whose content is an `<interleave>` of optional
+    /// elements, one group per name in `groups` (the schema's order), as
+    /// libxml2 reports it: a namespaced root; then the groups in order,
+    /// the first one twice or not `valid` being "Extra element G in
+    /// interleave"; then the first child that fits no group ("has extra
+    /// content"); then the root's attributes.
+    pub fn check_interleave<const N: usize>(
+        &self,
+        root: &Element,
+        groups: &[&str; N],
+        valid: impl Fn(&str, &Element) -> bool,
+    ) -> Result<(), ConfError> {
+        if in_namespace(root) {
+            return Err(self.namespaced());
+        }
+        let (members, extra) = interleave(root, groups);
+        for (group, members) in groups.iter().zip(&members) {
+            let ok = match members.as_slice() {
+                [] => true,
+                [one] => valid(group, one),
+                // Each group is optional: a second one is one too many.
+                _ => false,
+            };
+            if !ok {
+                return Err(self.extra_in_interleave(group));
+            }
+        }
+        if let Some(what) = extra {
+            return Err(self.extra_content(&what));
+        }
+        if let Some((attr, _)) = attrs(root).next() {
+            return Err(self.invalid_attribute(attr));
+        }
+        Ok(())
+    }
 }
 
-/// The text of an element that may hold only text: no attributes, no
-/// child elements.
 /// The children of a root whose content is an `<interleave>` of the
 /// elements `names`, one list per name, and the first child that fits
 /// none of them ("text" for text, a namespaced or unknown element by its
@@ -118,6 +152,8 @@ pub(crate) fn interleave<'a, const N: usize>(
     (groups, None)
 }
 
+/// The text of an element that may hold only text: no attributes, no
+/// child elements.
 pub(crate) fn plain(e: &Element) -> Option<String> {
     let bare = e.attrs.iter().all(|(k, _)| is_ns_decl(k))
         && e.children.iter().all(|n| matches!(n, Node::Text(_)));
@@ -163,21 +199,68 @@ pub(crate) fn is_positive_integer(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.bytes().any(|b| b != b'0')
 }
 
+/// The attributes other than namespace declarations.
+pub(crate) fn attrs(e: &Element) -> impl Iterator<Item = (&str, &str)> {
+    e.attrs
+        .iter()
+        .filter(|(k, _)| !is_ns_decl(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
 /// No attributes other than namespace declarations.
 pub(crate) fn no_attrs(e: &Element) -> bool {
-    e.attrs.iter().all(|(k, _)| is_ns_decl(k))
+    attrs(e).next().is_none()
+}
+
+pub(crate) fn empty(e: &Element) -> bool {
+    !e.has_element_children() && !has_text(e)
+}
+
+/// libvirt's `unsignedLong`: digits only (no sign, no spaces) and within
+/// 64 bits.
+pub(crate) fn is_unsigned_long(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok()
+}
+
+/// A list element such as `<disks>`: no attributes, no text, and every
+/// child element a `child` outside any namespace that passes `ok`. How
+/// many there are, if so.
+pub(crate) fn list_of(e: &Element, child: &str, ok: impl Fn(&Element) -> bool) -> Option<usize> {
+    if !no_attrs(e) || has_text(e) {
+        return None;
+    }
+    let mut count = 0;
+    for c in e.elements() {
+        if c.name != child || in_namespace(c) || !ok(c) {
+            return None;
+        }
+        count += 1;
+    }
+    Some(count)
+}
+
+/// The one child element of an element that has no attributes, no text
+/// and only that child, named `child` (`<parent><name>`).
+pub(crate) fn sole_child<'a>(e: &'a Element, child: &str) -> Option<&'a Element> {
+    if !no_attrs(e) || has_text(e) {
+        return None;
+    }
+    let mut elements = e.elements();
+    match (elements.next(), elements.next()) {
+        (Some(only), None) if only.name == child => Some(only),
+        _ => None,
+    }
 }
 
 /// `devSeclabel`: `relabel='no'`, or `labelskip='yes'`, or an optional
 /// `relabel='yes'` with one or more `<label>`; `model` optional.
 pub(crate) fn seclabel_ok(e: &Element) -> bool {
     let (mut relabel, mut labelskip) = (None, None);
-    for (k, v) in &e.attrs {
-        match k.as_str() {
+    for (k, v) in attrs(e) {
+        match k {
             "model" => {}
-            "relabel" => relabel = Some(v.as_str()),
-            "labelskip" => labelskip = Some(v.as_str()),
-            k if is_ns_decl(k) => {}
+            "relabel" => relabel = Some(v),
+            "labelskip" => labelskip = Some(v),
             _ => return false,
         }
     }

@@ -21,11 +21,13 @@ use std::sync::Arc;
 
 use crate::conf::backup::{default_suffix, BackupDef, BackupEnv, BackupMode, Transport};
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags, ParsedCheckpoint};
+use crate::conf::moment::Moment;
 use crate::conf::{DiskDef, DiskFormat as ConfFormat, DomainDef};
-use crate::driver::checkpoint::{self, metadata_xml, now_secs, NewCheckpoint};
+use crate::driver::checkpoint::{self, metadata_xml, NewCheckpoint};
 use crate::driver::error::{DriverError, ErrorKind};
 use crate::driver::jobs::{now_ms, JobData};
 use crate::driver::launch;
+use crate::driver::moments::now_secs;
 use crate::driver::moments::MomentTree;
 use crate::driver::registry::DomainObj;
 use crate::driver::store::{Intent, IntentAction};
@@ -35,7 +37,7 @@ use crate::qemu::command::DiskFormat;
 use crate::qemu::jobs::JobWatch;
 use crate::qemu::monitor::Monitor;
 use crate::qemu::nbd::{self, NbdAddress, NbdExport};
-use crate::qemu::node_name::{self, Layer};
+use crate::qemu::node;
 use crate::qemu::{bitmap, QemuError};
 
 use super::follow::{BackupRecord, DiskState, PullServer, RunDisk};
@@ -63,7 +65,7 @@ impl BackupEnv for Env<'_> {
     }
 
     fn bitmap_chain_valid(&self, disk: &DiskDef, checkpoint: &str) -> bool {
-        let node = node_name::format(disk.node_index(), Layer::Format);
+        let node = node::format(disk.node_index());
         bitmap::check_bitmap(self.nodes, &node, checkpoint).is_ok()
     }
 }
@@ -144,15 +146,12 @@ impl Driver {
         let cp_bitmaps: Vec<(String, String)> = checkpoint
             .iter()
             .flat_map(|(_, bitmaps)| bitmaps.iter())
-            .map(|(_, node, bitmap)| (node.clone(), bitmap.clone()))
+            .map(|b| b.node_pair())
             .collect();
         let cp_intent = checkpoint.as_ref().map(|(cp, bitmaps)| Intent {
             checkpoint: cp.name().to_string(),
             action: IntentAction::Create,
-            bitmaps: bitmaps
-                .iter()
-                .map(|(disk, _, bitmap)| (disk.clone(), bitmap.clone()))
-                .collect(),
+            bitmaps: bitmaps.iter().map(|b| b.disk_pair()).collect(),
         });
         if let Some(intent) = cp_intent.clone() {
             if let Err(err) = self.store_io(move |s| s.save_intent(&uuid, &intent)).await {

@@ -40,7 +40,8 @@ use crate::driver::{DomainEvent, Driver};
 use crate::qemu::backup::{self as qbackup, DiskBackup};
 use crate::qemu::jobs::{self as qjobs, JobEnd, JobOutcome, JobWatch};
 use crate::qemu::nbd::{self, NbdAddress};
-use crate::qemu::{node_name, RunningVm};
+use crate::qemu::node;
+use crate::qemu::RunningVm;
 
 use super::BackupRun;
 
@@ -314,8 +315,7 @@ impl BackupRecord {
     fn highest_node(&self) -> u32 {
         self.targets
             .iter()
-            .filter_map(|t| node_name::parse(&t.target.format_node))
-            .map(|(index, _)| index)
+            .filter_map(|t| node::index(&t.target.format_node))
             .max()
             .unwrap_or(0)
     }

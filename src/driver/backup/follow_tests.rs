@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use crate::driver::jobs::BackupStats;
 use crate::qemu::blockdev::AttachedImage;
-use crate::qemu::node_name::{self, Layer};
+use crate::qemu::node;
 
 use super::*;
 
 /// A running push backup of vda and vdb with checkpoint "cp1".
 fn push() -> BackupRecord {
     let disk = |dst: &str, n: u32| {
-        let source_node = node_name::format(n, Layer::Format);
+        let source_node = node::format(n);
         let target = DiskBackup {
             disk: dst.into(),
             job_id: qbackup::job_id(dst, &source_node),
@@ -20,8 +20,8 @@ fn push() -> BackupRecord {
             fleece: false,
             target: AttachedImage {
                 path: PathBuf::from(format!("/b/{dst}.qcow2")),
-                storage_node: node_name::format(n + 2, Layer::Storage),
-                format_node: node_name::format(n + 2, Layer::Format),
+                storage_node: node::storage(n + 2),
+                format_node: node::format(n + 2),
                 created: true,
             },
         };

@@ -1,11 +1,18 @@
 //! Checkpoint procedures (411–417).
 
-use crate::driver::{CheckpointRef, DriverError};
+use crate::driver::{CheckpointRef, Checkpoints, ErrorKind};
 use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_checkpoint, remote_proc as rp};
 
-use super::{dom_ref, routes, wire_dom, Reply, Request};
+use super::{dom_ref, results, routes, wire_dom, ListLimit, Reply, Request};
+
+/// libvirtd's dispatcher refuses a longer list as an internal error.
+const LIMIT: ListLimit = ListLimit {
+    what: "domain_checkpoints",
+    max: wire::REMOTE_DOMAIN_CHECKPOINT_LIST_MAX,
+    kind: ErrorKind::InternalError,
+};
 
 pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
@@ -21,21 +28,21 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_checkpoint_get_xml_desc_ret { xml })
         },
         rp::DomainListAllCheckpoints => |a: wire::remote_domain_list_all_checkpoints_args| async move {
-            let list = driver.list_all_checkpoints(&dom_ref(a.dom), a.flags)?;
-            let (checkpoints, ret) = results(list, a.need_results)?;
+            let list = driver.list_moments::<Checkpoints>(&dom_ref(a.dom), a.flags)?;
+            let (checkpoints, ret) = results(list, a.need_results, &LIMIT, wire_cp)?;
             Ok(wire::remote_domain_list_all_checkpoints_ret { checkpoints, ret })
         },
         rp::DomainCheckpointListAllChildren => |a: wire::remote_domain_checkpoint_list_all_children_args| async move {
-            let list = driver.checkpoint_list_all_children(&cp_ref(a.checkpoint), a.flags)?;
-            let (checkpoints, ret) = results(list, a.need_results)?;
+            let list = driver.list_moment_children::<Checkpoints>(&cp_ref(a.checkpoint), a.flags)?;
+            let (checkpoints, ret) = results(list, a.need_results, &LIMIT, wire_cp)?;
             Ok(wire::remote_domain_checkpoint_list_all_children_ret { checkpoints, ret })
         },
         rp::DomainCheckpointLookupByName => |a: wire::remote_domain_checkpoint_lookup_by_name_args| async move {
-            let cp = driver.checkpoint_lookup_by_name(&dom_ref(a.dom), &a.name, a.flags)?;
+            let cp = driver.lookup_moment::<Checkpoints>(&dom_ref(a.dom), &a.name, a.flags)?;
             Ok(wire::remote_domain_checkpoint_lookup_by_name_ret { checkpoint: wire_cp(cp) })
         },
         rp::DomainCheckpointGetParent => |a: wire::remote_domain_checkpoint_get_parent_args| async move {
-            let parent = driver.checkpoint_get_parent(&cp_ref(a.checkpoint), a.flags)?;
+            let parent = driver.moment_parent::<Checkpoints>(&cp_ref(a.checkpoint), a.flags)?;
             Ok(wire::remote_domain_checkpoint_get_parent_ret { parent: wire_cp(parent) })
         },
         rp::DomainCheckpointDelete => |a: wire::remote_domain_checkpoint_delete_args| async move {
@@ -56,29 +63,6 @@ fn wire_cp(cp: CheckpointRef) -> remote_nonnull_domain_checkpoint {
         name: cp.name,
         dom: wire_dom(cp.dom),
     }
-}
-
-/// The list and count of a LIST_ALL reply: with `need_results` 0 the list
-/// stays empty and only the count is sent. More than the protocol allows is
-/// refused as libvirtd's generated dispatcher refuses it.
-fn results(
-    list: Vec<CheckpointRef>,
-    need_results: i32,
-) -> Result<(Vec<remote_nonnull_domain_checkpoint>, i32), DriverError> {
-    let max = wire::REMOTE_DOMAIN_CHECKPOINT_LIST_MAX as usize;
-    if list.len() > max {
-        return Err(DriverError::internal(format!(
-            "Too many domain_checkpoints '{}' for limit '{max}'",
-            list.len()
-        )));
-    }
-    let count = i32::try_from(list.len()).unwrap_or(i32::MAX);
-    let list = if need_results != 0 {
-        list.into_iter().map(wire_cp).collect()
-    } else {
-        Vec::new()
-    };
-    Ok((list, count))
 }
 
 #[cfg(test)]
@@ -102,18 +86,19 @@ mod tests {
 
     #[test]
     fn need_results_zero_sends_only_the_count() {
-        let (list, count) = results(refs(3), 0).unwrap();
+        let (list, count) = results(refs(3), 0, &LIMIT, wire_cp).unwrap();
         assert!(list.is_empty());
         assert_eq!(count, 3);
-        let (list, count) = results(refs(3), 1).unwrap();
+        let (list, count) = results(refs(3), 1, &LIMIT, wire_cp).unwrap();
         assert_eq!((list.len(), count), (3, 3));
     }
 
     #[test]
     fn more_than_the_protocol_allows_is_refused_like_libvirtd() {
         let max = wire::REMOTE_DOMAIN_CHECKPOINT_LIST_MAX as usize;
-        assert!(results(refs(max), 1).is_ok());
-        let err = results(refs(max + 1), 1).unwrap_err();
+        assert!(results(refs(max), 1, &LIMIT, wire_cp).is_ok());
+        let err = results(refs(max + 1), 1, &LIMIT, wire_cp).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InternalError);
         assert_eq!(
             err.detail(),
             Some("Too many domain_checkpoints '16385' for limit '16384'")

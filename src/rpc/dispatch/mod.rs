@@ -20,7 +20,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use crate::driver::{DomainRef, DriverError, ErrorOrigin};
+use crate::driver::{DomainRef, DriverError, ErrorKind, ErrorOrigin};
 use crate::xdr;
 
 use super::access::refuse_write;
@@ -199,6 +199,46 @@ pub(crate) fn wire_dom(dom: DomainRef) -> remote_nonnull_domain {
         uuid: dom.uuid,
         id: dom.id,
     }
+}
+
+/// A list the protocol bounds (checkpoints, snapshots), and how
+/// libvirtd's generated dispatcher refuses a longer one: "Too many WHAT
+/// 'N' for limit 'MAX'", with an error code that differs between them.
+pub(crate) struct ListLimit {
+    pub what: &'static str,
+    pub max: u32,
+    pub kind: ErrorKind,
+}
+
+impl ListLimit {
+    /// Refuses `n` entries beyond the limit.
+    pub fn check(&self, n: usize) -> Result<(), DriverError> {
+        if n <= self.max as usize {
+            return Ok(());
+        }
+        Err(DriverError::new(
+            self.kind,
+            format!("Too many {} '{n}' for limit '{}'", self.what, self.max),
+        ))
+    }
+}
+
+/// The list and count of a LIST_ALL reply, each entry as `wire` puts it:
+/// with `need_results` 0 the list stays empty and only the count is sent.
+pub(crate) fn results<T, W>(
+    list: Vec<T>,
+    need_results: i32,
+    limit: &ListLimit,
+    wire: impl Fn(T) -> W,
+) -> Result<(Vec<W>, i32), DriverError> {
+    limit.check(list.len())?;
+    let count = i32::try_from(list.len()).unwrap_or(i32::MAX);
+    let list = if need_results != 0 {
+        list.into_iter().map(wire).collect()
+    } else {
+        Vec::new()
+    };
+    Ok((list, count))
 }
 
 /// libvirt's C `int` booleans.

@@ -1,12 +1,19 @@
 //! Snapshot procedures (185–193, 244–247, 271–275).
 
-use crate::driver::snapshot::SnapshotRef;
-use crate::driver::{DriverError, ErrorKind};
+use crate::driver::{DriverError, ErrorKind, SnapshotRef, Snapshots};
 use crate::rpc::access::refuse_secure_flag;
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_nonnull_domain_snapshot, remote_proc as rp};
 
-use super::{dom_ref, routes, wire_dom, Reply, Request};
+use super::{dom_ref, results, routes, wire_dom, ListLimit, Reply, Request};
+
+/// libvirtd's dispatcher refuses a longer list (or `maxnames`) as an RPC
+/// error.
+const LIMIT: ListLimit = ListLimit {
+    what: "domain_snapshots",
+    max: wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX,
+    kind: ErrorKind::Rpc,
+};
 
 pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Reply> {
     let driver = &client.server.driver;
@@ -22,33 +29,33 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_snapshot_get_xml_desc_ret { xml })
         },
         rp::DomainSnapshotNum => |a: wire::remote_domain_snapshot_num_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
             Ok(wire::remote_domain_snapshot_num_ret { num: count(&list) })
         },
         rp::DomainSnapshotListNames => |a: wire::remote_domain_snapshot_list_names_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
             Ok(wire::remote_domain_snapshot_list_names_ret { names: names(list, a.maxnames)? })
         },
         rp::DomainListAllSnapshots => |a: wire::remote_domain_list_all_snapshots_args| async move {
-            let list = driver.list_all_snapshots(&dom_ref(a.dom), a.flags)?;
-            let (snapshots, ret) = results(list, a.need_results)?;
+            let list = driver.list_moments::<Snapshots>(&dom_ref(a.dom), a.flags)?;
+            let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_list_all_snapshots_ret { snapshots, ret })
         },
         rp::DomainSnapshotListAllChildren => |a: wire::remote_domain_snapshot_list_all_children_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snapshot), a.flags)?;
-            let (snapshots, ret) = results(list, a.need_results)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snapshot), a.flags)?;
+            let (snapshots, ret) = results(list, a.need_results, &LIMIT, wire_snap)?;
             Ok(wire::remote_domain_snapshot_list_all_children_ret { snapshots, ret })
         },
         rp::DomainSnapshotNumChildren => |a: wire::remote_domain_snapshot_num_children_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snap), a.flags)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_num_children_ret { num: count(&list) })
         },
         rp::DomainSnapshotListChildrenNames => |a: wire::remote_domain_snapshot_list_children_names_args| async move {
-            let list = driver.snapshot_list_all_children(&snap_ref(a.snap), a.flags)?;
+            let list = driver.list_moment_children::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_list_children_names_ret { names: names(list, a.maxnames)? })
         },
         rp::DomainSnapshotLookupByName => |a: wire::remote_domain_snapshot_lookup_by_name_args| async move {
-            let snap = driver.snapshot_lookup_by_name(&dom_ref(a.dom), &a.name, a.flags)?;
+            let snap = driver.lookup_moment::<Snapshots>(&dom_ref(a.dom), &a.name, a.flags)?;
             Ok(wire::remote_domain_snapshot_lookup_by_name_ret { snap: wire_snap(snap) })
         },
         rp::DomainHasCurrentSnapshot => |a: wire::remote_domain_has_current_snapshot_args| async move {
@@ -60,7 +67,7 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             Ok(wire::remote_domain_snapshot_current_ret { snap: wire_snap(snap) })
         },
         rp::DomainSnapshotGetParent => |a: wire::remote_domain_snapshot_get_parent_args| async move {
-            let snap = driver.snapshot_get_parent(&snap_ref(a.snap), a.flags)?;
+            let snap = driver.moment_parent::<Snapshots>(&snap_ref(a.snap), a.flags)?;
             Ok(wire::remote_domain_snapshot_get_parent_ret { snap: wire_snap(snap) })
         },
         rp::DomainSnapshotIsCurrent => |a: wire::remote_domain_snapshot_is_current_args| async move {
@@ -98,40 +105,11 @@ fn count(list: &[SnapshotRef]) -> i32 {
     i32::try_from(list.len()).unwrap_or(i32::MAX)
 }
 
-fn too_many(n: usize) -> DriverError {
-    DriverError::new(
-        ErrorKind::Rpc,
-        format!(
-            "Too many domain_snapshots '{n}' for limit '{}'",
-            wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX
-        ),
-    )
-}
-
 /// The first `maxnames` names (the older list calls), within the
 /// protocol's limit.
 fn names(list: Vec<SnapshotRef>, maxnames: i32) -> Result<Vec<String>, DriverError> {
     let max = usize::try_from(maxnames)
         .map_err(|_| DriverError::new(ErrorKind::Rpc, "maxnames must be non-negative"))?;
-    if max > wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX as usize {
-        return Err(too_many(max));
-    }
+    LIMIT.check(max)?;
     Ok(list.into_iter().take(max).map(|s| s.name).collect())
-}
-
-/// The list and count of a LIST_ALL reply, as for checkpoints.
-fn results(
-    list: Vec<SnapshotRef>,
-    need_results: i32,
-) -> Result<(Vec<remote_nonnull_domain_snapshot>, i32), DriverError> {
-    if list.len() > wire::REMOTE_DOMAIN_SNAPSHOT_LIST_MAX as usize {
-        return Err(too_many(list.len()));
-    }
-    let ret = count(&list);
-    let list = if need_results != 0 {
-        list.into_iter().map(wire_snap).collect()
-    } else {
-        Vec::new()
-    };
-    Ok((list, ret))
 }

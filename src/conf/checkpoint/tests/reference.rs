@@ -17,6 +17,7 @@ use std::fs;
 use super::{describe, fixtures, read};
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags};
 use crate::conf::domain::DomainDef;
+use crate::conf::moment::Moment;
 use crate::conf::test_support::{self, Capture};
 
 fn capture(name: &str) -> Capture {
@@ -125,12 +126,7 @@ fn create_and_redefine_outcomes_match_libvirtd() {
             _ => continue,
         };
         let dom = reference_domain(domain_at(&name));
-        // A checkpoint libvirtd named after the clock tells the time.
-        let now = cap
-            .stdout
-            .strip_prefix("ok: ")
-            .and_then(|n| n.trim_end().parse().ok())
-            .unwrap_or(1_795_325_794);
+        let now = test_support::clock(&cap.stdout, 1_795_325_794);
         let got = CheckpointDef::parse(&xml, ParseFlags { redefine }, now).and_then(|p| {
             if redefine {
                 p.prepare_redefine(&dom)
@@ -138,24 +134,8 @@ fn create_and_redefine_outcomes_match_libvirtd() {
                 p.prepare_create(&dom)
             }
         });
-        let outcome = match (cap.stdout.strip_prefix("ok: "), got) {
-            (Some(ok_name), Ok(def)) if def.name() == ok_name.trim_end() => None,
-            (Some(ok_name), Ok(def)) => Some(format!("named {} not {ok_name}", def.name())),
-            (Some(_), Err(e)) => Some(format!("libvirtd accepted it, we say {}", describe(&e))),
-            (None, Ok(_)) => Some("libvirtd refused it, we accept it".to_owned()),
-            (None, Err(e)) => {
-                // "code: 92 domain: 5 level: 2\nmessage: ..."
-                let (head, message) = cap.stdout.split_once("\nmessage: ").expect("triple");
-                let fields: Vec<&str> = head.split(' ').collect();
-                let want = format!(
-                    "code: {}\ndomain: {}\nmessage: {message}",
-                    fields[1], fields[3]
-                );
-                let got = describe(&e);
-                (got != want).then(|| format!("want\n{want}got\n{got}"))
-            }
-        };
-        if let Some(why) = outcome {
+        let name_or_error = got.as_ref().map(|def| def.name());
+        if let Some(why) = test_support::verdict(&cap.stdout, name_or_error) {
             wrong.push(format!("{name}: {why}"));
         }
         checked += 1;
@@ -198,13 +178,6 @@ fn redefined_checkpoints_format_like_libvirtd() {
     assert!(seen >= 15, "only {seen} compared");
 }
 
-/// libvirtd's metadata file: a comment, an empty line, then the dumpxml
-/// text with SECURE.
-fn strip_header(file: &str) -> &str {
-    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
-    rest
-}
-
 /// libvirt embeds the *running* definition formatted as inactive, which
 /// has `<backingStore/>` in each disk; the domain model writes that only
 /// for a live domain (see the `checkpoint` module docs). Everything else
@@ -222,7 +195,7 @@ fn libvirtd_chain_round_trips() {
     for name in ["cp1", "cp2", "1795325812"] {
         let path = fixtures().join(format!("reference/checkpoint/libvirtd-chain/{name}.xml"));
         let text = read(&path);
-        let body = strip_header(&text);
+        let body = test_support::strip_header(&text);
         let def = CheckpointDef::parse(&text, ParseFlags { redefine: true }, 0)
             .and_then(|p| p.prepare_redefine(&cpvm))
             .unwrap_or_else(|e| panic!("{name}: {}", describe(&e)));
@@ -234,7 +207,7 @@ fn libvirtd_chain_round_trips() {
     }
     // dumpxml of the same checkpoints is the same text.
     let cp2 = read(&fixtures().join("reference/checkpoint/libvirtd-chain/cp2.xml"));
-    assert_eq!(dumpxml("dumpxml-cp2"), strip_header(&cp2));
+    assert_eq!(dumpxml("dumpxml-cp2"), test_support::strip_header(&cp2));
 }
 
 #[test]
@@ -266,12 +239,7 @@ fn created_checkpoints_format_like_libvirtd() {
     ];
     for (xml, cap, parent, sizes) in cases {
         let want = dumpxml(cap);
-        let time: i64 = want
-            .split("<creationTime>")
-            .nth(1)
-            .and_then(|t| t.split('<').next())
-            .and_then(|t| t.parse().ok())
-            .expect("creation time");
+        let time = test_support::creation_time(&want);
         let mut def = CheckpointDef::parse(xml, ParseFlags::default(), time)
             .and_then(|p| p.prepare_create(&cpvm))
             .unwrap_or_else(|e| panic!("{cap}: {}", describe(&e)));

@@ -8,10 +8,10 @@
 //! order: `<seclabel>`s, `<slices>`, `<encryption>` (`<privateData>` is
 //! never allowed).
 
-use super::{attrs, empty, network, token};
+use super::{network, token};
 use crate::conf::xml::rng::{
-    has_text, in_namespace, is_abs_path, is_disk_target, is_positive_integer, is_unsigned_int,
-    no_attrs, seclabel_ok,
+    attrs, empty, has_text, is_abs_path, is_disk_target, is_positive_integer, is_unsigned_int,
+    is_unsigned_long, list_of, no_attrs, seclabel_ok,
 };
 use crate::conf::xml::{Element, Node};
 
@@ -21,11 +21,7 @@ const BACKING_FORMATS: [&str; 5] = ["cow", "qcow", "qcow2", "qed", "vmdk"];
 
 /// `<disks>`: any number of `<disk>`.
 pub(super) fn disks_ok(e: &Element) -> bool {
-    if attrs(e).next().is_some() || has_text(e) {
-        return false;
-    }
-    e.elements()
-        .all(|d| d.name == "disk" && !in_namespace(d) && disk_ok(d))
+    list_of(e, "disk", disk_ok).is_some()
 }
 
 fn disk_ok(d: &Element) -> bool {
@@ -194,7 +190,7 @@ fn driver_ok(d: &Element) -> bool {
 }
 
 fn metadata_cache_ok(c: &Element) -> bool {
-    if attrs(c).next().is_some() || has_text(c) {
+    if !no_attrs(c) || has_text(c) {
         return false;
     }
     let mut children = c.elements();
@@ -210,12 +206,7 @@ fn metadata_cache_ok(c: &Element) -> bool {
 fn scaled_integer_ok(e: &Element) -> bool {
     let unit_ok = attrs(e).all(|(k, v)| k == "unit" && is_unit(v));
     let text_only = e.children.iter().all(|n| matches!(n, Node::Text(_)));
-    let value = e.text();
-    unit_ok
-        && text_only
-        && !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_digit())
-        && value.parse::<u64>().is_ok()
+    unit_ok && text_only && is_unsigned_long(&e.text())
 }
 
 /// `unit`: `b`, `bytes` or a scale letter with an optional `i` and `b`

@@ -23,7 +23,7 @@ mod network;
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::rng::{
-    has_text, in_namespace, interleave, is_abs_path, is_ns_decl, no_attrs, plain, Schema,
+    attrs, empty, has_text, is_abs_path, no_attrs, plain, sole_child, Schema,
 };
 use crate::conf::xml::Element;
 
@@ -60,59 +60,24 @@ const STATES: [&str; 7] = [
 /// Check `root` (already known to be `<domainsnapshot>`) against the
 /// schema.
 pub(super) fn validate(root: &Element) -> Result<(), ConfError> {
-    if in_namespace(root) {
-        return Err(SCHEMA.namespaced());
-    }
-
-    let (groups, extra) = interleave(root, &GROUPS);
-
-    for (group, members) in GROUPS.iter().zip(&groups) {
-        let valid = match members.as_slice() {
-            [] => true,
-            [one] => match *group {
-                "name" | "description" | "creationTime" => plain(one).is_some(),
-                "state" => plain(one).is_some_and(|s| STATES.contains(&token(&s).as_str())),
-                "active" => plain(one).is_some_and(|s| matches!(token(&s).as_str(), "0" | "1")),
-                "memory" => memory_ok(one),
-                "disks" => disk::disks_ok(one),
-                "parent" => parent_ok(one),
-                "domain" => domain_ok(one),
-                "inactiveDomain" => typed_domain_ok(one),
-                "cookie" => cookie_ok(one),
-                _ => true,
-            },
-            _ => false,
-        };
-        if !valid {
-            return Err(SCHEMA.extra_in_interleave(group));
-        }
-    }
-
-    if let Some(what) = extra {
-        return Err(SCHEMA.extra_content(&what));
-    }
-    if let Some((attr, _)) = root.attrs.iter().find(|(k, _)| !is_ns_decl(k)) {
-        return Err(SCHEMA.invalid_attribute(attr));
-    }
-    Ok(())
+    SCHEMA.check_interleave(root, &GROUPS, |group, one| match group {
+        "name" | "description" | "creationTime" => plain(one).is_some(),
+        "state" => plain(one).is_some_and(|s| STATES.contains(&token(&s).as_str())),
+        "active" => plain(one).is_some_and(|s| matches!(token(&s).as_str(), "0" | "1")),
+        "memory" => memory_ok(one),
+        "disks" => disk::disks_ok(one),
+        // `<parent>`: exactly one `<name>`.
+        "parent" => sole_child(one, "name").is_some_and(|n| plain(n).is_some()),
+        "domain" => domain_ok(one),
+        "inactiveDomain" => typed_domain_ok(one),
+        "cookie" => cookie_ok(one),
+        _ => true,
+    })
 }
 
 /// A `<value>` compares as a token: white space collapsed and trimmed.
 fn token(s: &str) -> String {
     s.split_ascii_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The attributes other than namespace declarations.
-fn attrs(e: &Element) -> impl Iterator<Item = (&str, &str)> {
-    e.attrs
-        .iter()
-        .filter(|(k, _)| !is_ns_decl(k))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-}
-
-/// No child elements and no text.
-fn empty(e: &Element) -> bool {
-    !e.has_element_children() && !has_text(e)
 }
 
 /// `<memory snapshot='no|internal'/>` or `<memory [snapshot='external']
@@ -179,18 +144,6 @@ fn is_uuid(s: &str) -> bool {
 /// `<cookie>`: any elements (`customElement`), nothing else.
 fn cookie_ok(e: &Element) -> bool {
     no_attrs(e) && !has_text(e)
-}
-
-/// `<parent>`: exactly one `<name>`.
-fn parent_ok(e: &Element) -> bool {
-    if attrs(e).next().is_some() || has_text(e) {
-        return false;
-    }
-    let mut elements = e.elements();
-    match (elements.next(), elements.next()) {
-        (Some(name), None) => name.name == "name" && plain(name).is_some(),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,9 @@
 //! `<snapshot>`, `<config>`, `<initiator>`, `<ssl>`, `<cookies>`,
 //! `<readahead>`, `<timeout>`, `<identity>`) by name and count only.
 
-use super::attrs;
 use super::disk::{encryption_ok, slices_ok};
 use crate::conf::xml::rng::{
-    has_text, is_abs_path, is_dns_name, is_positive_integer, is_unsigned_int,
+    attrs, has_text, is_abs_path, is_dns_name, is_positive_integer, is_unsigned_int,
 };
 use crate::conf::xml::Element;
 

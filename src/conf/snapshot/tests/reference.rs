@@ -20,6 +20,7 @@ use std::fs;
 
 use super::{describe, fixtures, read};
 use crate::conf::domain::DomainDef;
+use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     CreateContext, CreateFlags, FormatFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotState,
 };
@@ -121,11 +122,7 @@ fn create_and_redefine_outcomes_match_libvirtd() {
             validate: flags & 512 != 0,
             internal: false,
         };
-        let now = cap
-            .stdout
-            .strip_prefix("ok: ")
-            .and_then(|n| n.trim_end().parse().ok())
-            .unwrap_or(1_796_541_800);
+        let now = test_support::clock(&cap.stdout, 1_796_541_800);
         let existing = existing_for(&name);
         let got = SnapshotDef::parse(&xml, parse_flags, now).and_then(|p| {
             p.check_create(create_flags, true, SnapshotState::Running)?;
@@ -143,23 +140,8 @@ fn create_and_redefine_outcomes_match_libvirtd() {
                 p.prepare_create(&ctx).map(|p| p.def)
             }
         });
-        let outcome = match (cap.stdout.strip_prefix("ok: "), got) {
-            (Some(ok_name), Ok(def)) if def.name() == ok_name.trim_end() => None,
-            (Some(ok_name), Ok(def)) => Some(format!("named {} not {ok_name}", def.name())),
-            (Some(_), Err(e)) => Some(format!("libvirtd accepted it, we say {}", describe(&e))),
-            (None, Ok(_)) => Some("libvirtd refused it, we accept it".to_owned()),
-            (None, Err(e)) => {
-                let (head, message) = cap.stdout.split_once("\nmessage: ").expect("triple");
-                let fields: Vec<&str> = head.split(' ').collect();
-                let want = format!(
-                    "code: {}\ndomain: {}\nmessage: {message}",
-                    fields[1], fields[3]
-                );
-                let got = describe(&e);
-                (got != want).then(|| format!("want\n{want}got\n{got}"))
-            }
-        };
-        if let Some(why) = outcome {
+        let name_or_error = got.as_ref().map(|def| def.name());
+        if let Some(why) = test_support::verdict(&cap.stdout, name_or_error) {
             wrong.push(format!("{name}: {why}"));
         }
         checked += 1;
@@ -196,12 +178,6 @@ fn without_backing_store(xml: &str) -> String {
     out
 }
 
-/// libvirtd's metadata file: a comment, an empty line, then the text.
-fn strip_header(file: &str) -> &str {
-    let (_, rest) = file.split_once("-->\n\n").expect("libvirtd's header");
-    rest
-}
-
 #[test]
 fn libvirtd_files_round_trip() {
     let dir = fixtures().join("reference/snapshot/libvirtd-files");
@@ -228,7 +204,7 @@ fn libvirtd_files_round_trip() {
         };
         assert_eq!(
             def.format(&flags),
-            without_backing_store(strip_header(&text)),
+            without_backing_store(test_support::strip_header(&text)),
             "{}",
             path.display()
         );
@@ -321,12 +297,7 @@ fn created_snapshots_format_like_libvirtd() {
     let regular = |_: &str| true;
     for (xml, cap, disk_only, parent) in cases {
         let want = dumpxml(cap);
-        let time: i64 = want
-            .split("<creationTime>")
-            .nth(1)
-            .and_then(|t| t.split('<').next())
-            .and_then(|t| t.parse().ok())
-            .expect("creation time");
+        let time = test_support::creation_time(&want);
         let (domain, inactive, cookie) = recorded(&want);
         let ctx = CreateContext {
             domain: &domain,

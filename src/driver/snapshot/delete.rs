@@ -1,0 +1,293 @@
+//! Deleting snapshots (virDomainSnapshotDelete): internal ones from the
+//! images (QEMU's job, or `qemu-img` shut off), an external one by
+//! committing its overlays into the images below, then the metadata with
+//! the children moved up.
+
+use std::sync::Arc;
+
+use crate::conf::moment::Moment;
+use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
+use crate::conf::DomainDef;
+use crate::qemu::snapshot::{self as qsnap, OfflineOp};
+use crate::qemu::RunningVm;
+
+use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::super::moments::MomentKind;
+use super::super::registry::DomainObj;
+use super::super::store::OverlayBase;
+use super::super::Driver;
+use super::{
+    delete_flags, internal_disks, internal_images, metadata_xml, no_backup_running, qemu_img,
+    SnapshotRef, Snapshots,
+};
+
+impl Driver {
+    /// virDomainSnapshotDelete.
+    pub async fn snapshot_delete(&self, snap: &SnapshotRef, flags: u32) -> Result<(), DriverError> {
+        use delete_flags::*;
+        DriverError::check_exclusive(
+            flags,
+            (CHILDREN, "VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN"),
+            (CHILDREN_ONLY, "VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY"),
+            ErrorOrigin::Qemu,
+        )?;
+        DriverError::check_flags(
+            flags,
+            CHILDREN | METADATA_ONLY | CHILDREN_ONLY,
+            "qemuDomainSnapshotDelete",
+        )?;
+        let obj = self.domain(&snap.dom)?;
+        let _job = obj.job.lock().await;
+        self.check_present(&obj, &snap.dom)?;
+        no_backup_running(&obj)?;
+        let (doomed, vm, live_def) = {
+            let st = obj.lock();
+            Snapshots::find(&st, &snap.name)?;
+            let mut doomed = Vec::new();
+            if flags & (CHILDREN | CHILDREN_ONLY) != 0 {
+                // Leaves first: each goes while its parent still exists.
+                let mut below = st.snapshots.descendants(Some(&snap.name));
+                below.reverse();
+                doomed.extend(below);
+            }
+            if flags & CHILDREN_ONLY == 0 {
+                doomed.push(snap.name.clone());
+            }
+            let defs: Vec<SnapshotDef> = doomed
+                .iter()
+                .filter_map(|n| st.snapshots.get(n).cloned())
+                .collect();
+            (
+                defs,
+                st.live.as_ref().map(|l| l.vm.clone()),
+                st.live.as_ref().map(|l| l.def.clone()),
+            )
+        };
+        if flags & METADATA_ONLY == 0 {
+            let target = Snapshots::find(&obj.lock(), &snap.name)?.clone();
+            // libvirt's order of checks (qemuSnapshotDeleteValidate).
+            if let (false, Some(live)) = (target.is_external(), &live_def) {
+                same_images(&target, live)?;
+            }
+            if flags & (CHILDREN | CHILDREN_ONLY) != 0 {
+                let below: Vec<&SnapshotDef> =
+                    doomed.iter().filter(|d| d.name() != snap.name).collect();
+                let external = below.iter().filter(|d| d.is_external()).count();
+                let unsupported =
+                    |what: &str| Err(DriverError::new(ErrorKind::ConfigUnsupported, what));
+                if external > 0 && external < below.len() {
+                    return unsupported(
+                        "deletion of external and internal children disk snapshots not supported",
+                    );
+                }
+                if external > 0 {
+                    return unsupported(
+                        "deletion of external children disk snapshots not supported",
+                    );
+                }
+                if target.is_external() && flags & CHILDREN != 0 {
+                    return unsupported(
+                        "deletion of external disk snapshots with children not supported",
+                    );
+                }
+            }
+            if target.is_external() && flags & (CHILDREN | CHILDREN_ONLY) == 0 {
+                self.commit_external(&obj, &target, vm.as_ref()).await?;
+                return self.forget_snapshot(&obj, &snap.name).await;
+            }
+            if let Some(live) = &live_def {
+                for def in &doomed {
+                    same_images(def, live)?;
+                }
+            }
+            for def in &doomed {
+                match &vm {
+                    Some(vm) => {
+                        let nodes = self.internal_nodes(&obj, def)?;
+                        qsnap::delete_internal(vm.monitor(), def.name(), &nodes).await?;
+                    }
+                    None => {
+                        for image in internal_images(def) {
+                            qsnap::offline(&qemu_img(), OfflineOp::Delete, def.name(), &image)
+                                .await?;
+                        }
+                    }
+                }
+            }
+        }
+        for def in &doomed {
+            self.forget_snapshot(&obj, def.name()).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an external snapshot's overlays by committing each into the
+    /// image below it, as libvirt 9.0 does; here only where the overlay is
+    /// the disk's active layer (the newest snapshot of the disk). The
+    /// definitions then name the images from before the snapshot again; the
+    /// overlay files stay, as with libvirt.
+    async fn commit_external(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: &SnapshotDef,
+        vm: Option<&Arc<RunningVm>>,
+    ) -> Result<(), DriverError> {
+        let before = def
+            .domain()
+            .ok_or_else(|| DriverError::internal("snapshot without its domain"))?;
+        let disks: Vec<(&str, &str)> = def
+            .disks()
+            .iter()
+            .filter(|d| d.snapshot() == Some(SnapshotLocation::External))
+            .filter_map(|d| Some((d.name(), d.path()?)))
+            .collect();
+        let not_top = || {
+            DriverError::new(
+                ErrorKind::OperationUnsupported,
+                format!(
+                    "deleting external snapshot '{}' whose overlays are not the active layer is not supported",
+                    def.name()
+                ),
+            )
+        };
+        match vm {
+            Some(vm) => {
+                // Per disk: the active layer's K and the snapshot's overlay
+                // layer, found by walking down from the active layer; all
+                // checked before anything is committed.
+                let commits: Vec<(String, u32, OverlayBase)> = {
+                    let st = obj.lock();
+                    let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
+                    disks
+                        .iter()
+                        .map(|(disk, path)| {
+                            let current = live.def.disk_by_target(disk).ok_or_else(not_top)?;
+                            let active = current.node_index();
+                            let mut node = active;
+                            // Each step goes one layer down; there are no
+                            // more steps than layers.
+                            for _ in 0..=live.overlays.len() {
+                                let layer = live
+                                    .overlays
+                                    .iter()
+                                    .find(|o| o.disk == *disk && o.overlay == node)
+                                    .ok_or_else(not_top)?;
+                                if layer.path == *path {
+                                    return Ok((disk.to_string(), active, layer.clone()));
+                                }
+                                node = layer.base;
+                            }
+                            Err(not_top())
+                        })
+                        .collect::<Result<_, _>>()?
+                };
+                for (disk, active, layer) in &commits {
+                    let old = before.disk_by_target(disk).cloned();
+                    let backing = old.as_ref().and_then(|d| d.source()).unwrap_or_default();
+                    qsnap::commit(
+                        vm.monitor(),
+                        disk,
+                        *active,
+                        layer.overlay,
+                        layer.base,
+                        backing,
+                    )
+                    .await?;
+                    let mut st = obj.lock();
+                    if let Some(live) = st.live.as_mut() {
+                        if *active == layer.overlay {
+                            if let Some(mut old) = old {
+                                old.set_node_index(layer.base);
+                                live.def.replace_disk(old);
+                            }
+                        }
+                        // The layer above now sits on the base.
+                        for o in &mut live.overlays {
+                            if o.disk == layer.disk && o.base == layer.overlay {
+                                o.base = layer.base;
+                            }
+                        }
+                        live.overlays.retain(|o| o.overlay != layer.overlay);
+                    }
+                }
+                self.save_live(obj).await;
+            }
+            None => {
+                let config = obj.lock().config.clone();
+                let config =
+                    config.ok_or_else(|| DriverError::internal("domain has no definition"))?;
+                for (disk, path) in &disks {
+                    let current = config.disk_by_target(disk).and_then(|d| d.source());
+                    if current != Some(*path) {
+                        return Err(not_top());
+                    }
+                }
+                for (_, path) in &disks {
+                    qsnap::offline_commit(&qemu_img(), std::path::Path::new(path)).await?;
+                }
+            }
+        }
+        self.update_config(obj, |config| {
+            for (disk, _) in &disks {
+                if let Some(old) = before.disk_by_target(disk) {
+                    let mut old = old.clone();
+                    let index = config.disk_by_target(disk).map_or(0, |d| d.node_index());
+                    old.set_node_index(index);
+                    config.replace_disk(old);
+                }
+            }
+        })
+        .await
+    }
+
+    /// The metadata half of a delete: children move up to the parent
+    /// (their files rewritten), the parent becomes current if the deleted
+    /// one was.
+    async fn forget_snapshot(&self, obj: &Arc<DomainObj>, name: &str) -> Result<(), DriverError> {
+        let uuid = obj.uuid;
+        let files = {
+            let st = obj.lock();
+            let tree = &st.snapshots;
+            let file = |def: &SnapshotDef, current: bool| {
+                (def.name().to_string(), metadata_xml(def, current, uuid))
+            };
+            let orphans = tree.orphans(name);
+            let mut files: Vec<(String, String)> = orphans
+                .iter()
+                .map(|def| file(def, tree.current() == Some(def.name())))
+                .collect();
+            // Its parent takes over as current.
+            let parent = tree.parent(name).and_then(|p| tree.get(p));
+            if let Some(parent) = parent.filter(|_| tree.current() == Some(name)) {
+                files.push(file(parent, true));
+            }
+            files
+        };
+        self.write_moments::<Snapshots>(uuid, files, Some(name.to_string()))
+            .await?;
+        obj.lock().snapshots.forget(name, true);
+        Ok(())
+    }
+}
+
+/// libvirt refuses to touch an internal snapshot whose images the VM no
+/// longer runs on (an external snapshot covered them since).
+fn same_images(def: &SnapshotDef, live: &DomainDef) -> Result<(), DriverError> {
+    let Some(domain) = def.domain() else {
+        return Ok(());
+    };
+    for disk in internal_disks(def) {
+        let then = domain.disk_by_target(disk).and_then(|d| d.source());
+        let now = live.disk_by_target(disk).and_then(|d| d.source());
+        if then != now {
+            return Err(DriverError::new(
+                ErrorKind::OperationUnsupported,
+                format!(
+                    "disk image '{disk}' for internal snapshot '{}' is not the same as disk image currently used by VM",
+                    def.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! libvirt's block node names, which the daemon gives QEMU too: every
+//! image is two nodes, `libvirt-N-storage` (the file or device) and
+//! `libvirt-N-format` (qcow2 or raw on top, the one devices, jobs and
+//! bitmaps refer to). Tools that address nodes by these names work
+//! against both daemons; only this module spells them.
+
+const PREFIX: &str = "libvirt-";
+
+/// The storage (protocol) node of image N.
+pub fn storage(index: u32) -> String {
+    format!("{PREFIX}{index}-storage")
+}
+
+/// The format node of image N.
+pub fn format(index: u32) -> String {
+    format!("{PREFIX}{index}-format")
+}
+
+/// N of either node name of image N.
+pub fn index(node: &str) -> Option<u32> {
+    let rest = node.strip_prefix(PREFIX)?;
+    let (n, layer) = rest.split_once('-')?;
+    matches!(layer, "storage" | "format")
+        .then(|| n.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_go_both_ways() {
+        assert_eq!(format(2), "libvirt-2-format");
+        assert_eq!(storage(11), "libvirt-11-storage");
+        assert_eq!(index(&format(7)), Some(7));
+        assert_eq!(index(&storage(7)), Some(7));
+        for other in [
+            "libvirt-tmp-size-xml",
+            "libvirt-nbd-x",
+            "libvirt-3-cow",
+            "vda",
+        ] {
+            assert_eq!(index(other), None, "{other}");
+        }
+    }
+}
