@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use common::images;
 use common::raw::{bytes, Answer, Raw, CALL, CALL_WITH_FDS, QEMU, REMOTE};
-use common::Daemon;
+use common::{Daemon, Run};
 use virtbackupd::rpc::wire::{self, qemu_proc_info, remote_proc_info};
 
 const ACCESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/reference/access");
@@ -295,20 +296,15 @@ fn calls_that_pass_descriptors_get_an_answer() {
 fn agent_calls_and_read_only_flags_answer_as_libvirtd() {
     let daemon = Daemon::start();
     let image = daemon.image("probe.qcow2", "qcow2", "16M");
-    let run = std::process::Command::new("/usr/bin/python3")
-        .arg(Path::new(ACCESS).join("probe.py"))
-        .args([&daemon.uri(), &daemon.uri_ro()])
-        .arg(&image)
-        .output()
-        .expect("probe");
-    let ours = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{ours}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = Run::of(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(Path::new(ACCESS).join("probe.py"))
+            .args([&daemon.uri(), &daemon.uri_ro()])
+            .arg(&image),
+    )
+    .ok();
     let theirs = fixture("libvirtd.txt");
-    let ours: Vec<&str> = ours.lines().collect();
+    let ours: Vec<&str> = run.stdout.lines().collect();
     let theirs: Vec<&str> = theirs.lines().collect();
     assert_eq!(ours.len(), theirs.len());
     for (ours, theirs) in ours.iter().zip(&theirs) {
@@ -478,22 +474,10 @@ fn internal_snapshot_names_fit_qemu() {
     daemon.virsh(&["snapshot-create-as", "names", &limit]).ok();
     daemon.virsh(&["snapshot-delete", "names", &limit]).ok();
     daemon.virsh(&["destroy", "names"]).ok();
-    let listing = std::process::Command::new("qemu-img")
-        .args(["snapshot", "-l"])
-        .arg(&image)
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&listing.stdout),
+        images::snapshot_list(&image),
         "",
         "snapshots left in the image"
     );
-    assert_eq!(
-        daemon
-            .virsh(&["snapshot-list", "names", "--name"])
-            .ok()
-            .stdout
-            .trim(),
-        ""
-    );
+    assert_eq!(daemon.answer(&["snapshot-list", "names", "--name"]), "");
 }

@@ -238,8 +238,8 @@ fn noise_in_every_procedure_gets_replies_and_no_panic() {
     let xml = daemon.domain_xml("fz", &[("vda", &disk, "qcow2")]);
     daemon.define("fz", &xml);
     daemon.virsh(&["start", "fz"]).ok();
-    let uuid_text = daemon.virsh(&["domuuid", "fz"]).ok().stdout;
-    let hex: String = uuid_text.trim().chars().filter(|c| *c != '-').collect();
+    let uuid_text = daemon.answer(&["domuuid", "fz"]);
+    let hex: String = uuid_text.chars().filter(|c| *c != '-').collect();
     let mut uuid = [0u8; 16];
     for (i, byte) in uuid.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
