@@ -5,6 +5,7 @@
 //! command in its own copy of that directory and compares, with the
 //! directory's name mapped back.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,6 +136,9 @@ pub struct Session {
     /// Our copy of the capture directory.
     pub dir: PathBuf,
     pub area: &'static Area,
+    /// Names ours and libvirtd's runs chose differently (a checkpoint
+    /// named after the time): (theirs, ours).
+    renamed: RefCell<Vec<(String, String)>>,
 }
 
 impl Session {
@@ -145,7 +149,12 @@ impl Session {
         let dir = daemon.path(base.to_str().expect("utf-8"));
         fs::create_dir_all(dir.join("xml")).unwrap();
         fs::create_dir_all(dir.join("out")).unwrap();
-        let session = Session { daemon, dir, area };
+        let session = Session {
+            daemon,
+            dir,
+            area,
+            renamed: RefCell::new(Vec::new()),
+        };
         for entry in fs::read_dir(area.path("xml")).unwrap().flatten() {
             let text = fs::read_to_string(entry.path()).unwrap();
             let copy = session.dir.join("xml").join(entry.file_name());
@@ -158,14 +167,32 @@ impl Session {
         self.dir.to_str().unwrap()
     }
 
-    /// Reference text with the capture directory made ours.
-    pub fn ours(&self, text: &str) -> String {
-        text.replace(self.area.tmp, self.dirname())
+    /// From now on `ours` stands for libvirtd's `theirs`, in the commands
+    /// replayed and in what they print.
+    pub fn rename(&self, theirs: &str, ours: &str) {
+        self.renamed
+            .borrow_mut()
+            .push((theirs.to_string(), ours.to_string()));
     }
 
-    /// Our text with our directory made the capture directory.
+    /// Reference text with the capture directory (and renamed names) made
+    /// ours.
+    pub fn ours(&self, text: &str) -> String {
+        let text = text.replace(self.area.tmp, self.dirname());
+        self.renamed
+            .borrow()
+            .iter()
+            .fold(text, |text, (theirs, ours)| text.replace(theirs, ours))
+    }
+
+    /// Our text with our directory (and renamed names) made the capture
+    /// directory.
     pub fn theirs(&self, text: &str) -> String {
-        text.replace(self.dirname(), self.area.tmp)
+        let text = text.replace(self.dirname(), self.area.tmp);
+        self.renamed
+            .borrow()
+            .iter()
+            .fold(text, |text, (theirs, ours)| text.replace(ours, theirs))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
