@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{wait_until, Daemon, PATIENCE};
+use super::{signal, wait_until, Daemon, PATIENCE};
 
 static WATCHERS: AtomicUsize = AtomicUsize::new(0);
 
@@ -83,16 +83,22 @@ impl EventLog {
             .unwrap_or_else(|| panic!("no event {needle:?}: {:?}", self.lines()));
     }
 
-    /// All events since the start, without the probes.
+    /// All events since the start, without the probes. virsh is
+    /// interrupted as by ^C: it deregisters and ends.
     #[track_caller]
     pub fn finish(mut self, daemon: &Daemon) -> Vec<String> {
         self.probe(daemon);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.lines()
+        let lines = self
+            .lines()
             .into_iter()
             .filter(|l| !l.ends_with(&self.probe_line))
-            .collect()
+            .collect();
+        signal(self.child.id(), "INT");
+        // Drop kills what does not end by itself.
+        let _ = wait_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        lines
     }
 }
 
