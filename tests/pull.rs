@@ -12,6 +12,7 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -317,7 +318,7 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
 
     // Abort while a client is connected: its reads end, and the scratch
     // file, the socket, the temporary bitmap and the nodes go.
-    let reader = Command::new("/usr/bin/python3")
+    let mut reader = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(
             "import nbd, os, sys, time\n\
@@ -335,11 +336,15 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Give the reader time to connect (its first read proves it).
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Once the reader has connected (its first read proves it), abort; the
+    // reader polls, every 50 ms for up to 30 s, for its reads to fail.
+    let mut said = BufReader::new(reader.stdout.take().unwrap());
+    let mut out = String::new();
+    said.read_line(&mut out).unwrap();
     d.virsh(&["domjobabort", "inc"]).ok();
-    let out = reader.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "connected\nended\n");
+    said.read_to_string(&mut out).unwrap();
+    reader.wait().unwrap();
+    assert_eq!(out, "connected\nended\n");
     d.wait_idle("inc");
     assert!(!sock.exists());
     assert!(!d.path("vda.scratch").exists());
