@@ -25,13 +25,14 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::images::{self, identical};
+use common::monitor::Qmp;
 use common::qemu_io::{self, reads};
 use common::reference::{
     event_shape, job_completed, lines_without, reference_events, unindexed, Area, Session, DISKS,
     PROGRESS,
 };
 use common::storage::Tmpfs;
-use common::{words, Daemon};
+use common::{wait_until, words, Daemon, PATIENCE};
 use serde_json::Value;
 
 const REFERENCE: &str = "fixtures/reference/backup";
@@ -1088,9 +1089,19 @@ fn a_backup_survives_a_daemon_restart() {
     let mut bk = Bk::new();
     bk.bkbig();
     bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    let monitor = bk.daemon.monitor_socket("bkbig");
     bk.daemon.kill();
-    // vdb (64 MiB, not slowed) ends while no daemon listens.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // vdb (64 MiB, not slowed) ends while no daemon listens: seen on the
+    // monitor the daemon let go of.
+    let mut qmp = Qmp::connect(&monitor);
+    wait_until(PATIENCE, || {
+        let jobs = qmp.execute(r#"{"execute":"query-jobs"}"#);
+        jobs.as_array().unwrap().iter().all(|job| {
+            !job["id"].as_str().unwrap().starts_with("backup-vdb-") || job["status"] == "concluded"
+        })
+    })
+    .expect("vdb's job ended");
+    drop(qmp);
     bk.daemon.restart();
     let info = words(&bk.virsh(&["domjobinfo", "bkbig"]).ok().stdout);
     assert!(
