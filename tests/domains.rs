@@ -258,7 +258,10 @@ print('xml', '<alias name=\'virtio-disk0\'/>' in d.XMLDesc(0))
 d.destroy()
 print('after', d.state(), d.ID())
 d.undefine()
-time.sleep(0.5)
+# Until the last one, Undefined Removed, has come.
+deadline = time.time() + 60
+while 'py2 1 0' not in seen and time.time() < deadline:
+    time.sleep(0.05)
 print('events', ', '.join(seen))
 "#,
         xml = daemon.path("py2.xml").display()
