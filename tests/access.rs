@@ -9,82 +9,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
 
-use common::Daemon;
+use common::images;
+use common::raw::{bytes, Answer, Raw, CALL, CALL_WITH_FDS, QEMU, REMOTE};
+use common::{Daemon, Run};
 use virtbackupd::rpc::wire::{self, qemu_proc_info, remote_proc_info};
-use virtbackupd::xdr::{to_bytes, Pack};
 
-const REMOTE: u32 = 0x2000_8086;
-const QEMU: u32 = 0x2000_8087;
 const ACCESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/reference/access");
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(ACCESS).join(name)).expect("fixture")
-}
-
-/// A connection speaking raw libvirt RPC.
-struct Raw {
-    stream: UnixStream,
-    serial: u32,
-}
-
-/// What a call got back: OK, or libvirt's (code, domain, message).
-#[derive(Debug, PartialEq)]
-enum Answer {
-    Ok,
-    Error(i32, i32, String),
-}
-
-impl Raw {
-    fn open(socket: &Path, flags: u32) -> Raw {
-        let stream = UnixStream::connect(socket).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut raw = Raw { stream, serial: 0 };
-        let open = wire::remote_connect_open_args { name: None, flags };
-        assert_eq!(raw.call(REMOTE, 1, 0, &bytes(&open)), Answer::Ok);
-        raw
-    }
-
-    fn send(&mut self, prog: u32, proc_: i32, kind: u32, body: &[u8]) {
-        self.serial += 1;
-        let mut msg = Vec::new();
-        let len = u32::try_from(28 + body.len()).unwrap();
-        for word in [len, prog, 1, proc_ as u32, kind, self.serial, 0] {
-            msg.extend_from_slice(&word.to_be_bytes());
-        }
-        msg.extend_from_slice(body);
-        self.stream.write_all(&msg).unwrap();
-    }
-
-    fn call(&mut self, prog: u32, proc_: i32, kind: u32, body: &[u8]) -> Answer {
-        self.send(prog, proc_, kind, body);
-        self.answer()
-    }
-
-    fn answer(&mut self) -> Answer {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).expect("a reply");
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-        self.stream.read_exact(&mut rest).unwrap();
-        let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().unwrap());
-        assert_eq!(word(16), self.serial, "reply to the call just made");
-        if word(20) == 0 {
-            return Answer::Ok;
-        }
-        let err: wire::remote_error = virtbackupd::xdr::from_bytes(&rest[24..]).unwrap();
-        Answer::Error(err.code, err.domain, err.message.unwrap_or_default())
-    }
-}
-
-fn bytes<T: Pack>(v: &T) -> Vec<u8> {
-    to_bytes(v).unwrap()
 }
 
 fn nowhere() -> wire::remote_nonnull_domain {
@@ -148,7 +84,7 @@ fn sweep(raw: &mut Raw) -> usize {
         // Zeros decode as any procedure's arguments (empty strings and
         // lists, absent optionals, no flags), and what is left over is
         // ignored, as libvirtd ignores it: the call reaches its checks.
-        let answer = raw.call(prog, info.number, 0, &[0; 1024]);
+        let answer = raw.call(prog, info.number, CALL, &[0; 1024]);
         let domain = *domains
             .get(api)
             .unwrap_or_else(|| panic!("{api} has no error domain"));
@@ -230,7 +166,7 @@ fn sweep(raw: &mut Raw) -> usize {
         let rule = &rules[*api];
         for bit in 0..32 {
             let flags = 1u32 << bit;
-            let answer = raw.call(REMOTE, *proc_, 0, &args(flags));
+            let answer = raw.call(REMOTE, *proc_, CALL, &args(flags));
             let secure = mask(rule, "secure").is_some_and(|m| m & flags != 0);
             let write = mask(rule, "write-flags").is_some_and(|m| m & flags != 0);
             let text = if secure {
@@ -264,7 +200,7 @@ fn sweep(raw: &mut Raw) -> usize {
         let answer = raw.call(
             REMOTE,
             wire::REMOTE_PROC_DOMAIN_INTERFACE_ADDRESSES,
-            0,
+            CALL,
             &bytes(&args),
         );
         if source == agent {
@@ -286,12 +222,12 @@ fn read_only_connections_follow_libvirts_rules_for_every_procedure() {
     let daemon = Daemon::start();
     // The read-only socket, and the read-write one opened with
     // VIR_CONNECT_RO: libvirtd makes both connections read-only.
-    let checked = sweep(&mut Raw::open(&daemon.socket_ro(), 0));
+    let checked = sweep(&mut Raw::opened(&daemon.socket_ro(), 0));
     assert!(checked > 500, "{checked} calls");
-    sweep(&mut Raw::open(&daemon.socket(), 1));
+    sweep(&mut Raw::opened(&daemon.socket(), 1));
 
     // Read-write: nothing is refused for being read-only.
-    let mut rw = Raw::open(&daemon.socket(), 0);
+    let mut rw = Raw::opened(&daemon.socket(), 0);
     let args = wire::remote_domain_get_xml_desc_args {
         dom: nowhere(),
         flags: 1,
@@ -299,7 +235,7 @@ fn read_only_connections_follow_libvirts_rules_for_every_procedure() {
     let answer = rw.call(
         REMOTE,
         wire::REMOTE_PROC_DOMAIN_GET_XML_DESC,
-        0,
+        CALL,
         &bytes(&args),
     );
     assert!(matches!(answer, Answer::Error(42, ..)), "{answer:?}");
@@ -321,32 +257,36 @@ fn calls_that_pass_descriptors_get_an_answer() {
             "operation forbidden: read only access prevents virDomainOpenGraphics",
         ),
     ] {
-        let mut raw = Raw::open(&socket, 0);
+        let mut raw = Raw::opened(&socket, 0);
         let mut body = 2u32.to_be_bytes().to_vec();
         body.extend(bytes(&nowhere()));
         body.extend([0; 8]); // idx, flags
-        raw.send(REMOTE, wire::REMOTE_PROC_DOMAIN_OPEN_GRAPHICS, 4, &body);
+        raw.send_call(
+            REMOTE,
+            wire::REMOTE_PROC_DOMAIN_OPEN_GRAPHICS,
+            CALL_WITH_FDS,
+            &body,
+        );
         // What sendfd adds: one byte per descriptor (the descriptors
         // themselves are not sent by this test).
-        raw.stream.write_all(&[0, 0]).unwrap();
+        raw.send(&[0, 0]);
         match raw.answer() {
             Answer::Error(_, _, text) => assert_eq!(text, expect),
             Answer::Ok => panic!("open-graphics succeeded"),
         }
-        let answer = raw.call(REMOTE, wire::REMOTE_PROC_CONNECT_GET_HOSTNAME, 0, &[]);
+        let answer = raw.call(REMOTE, wire::REMOTE_PROC_CONNECT_GET_HOSTNAME, CALL, &[]);
         assert_eq!(answer, Answer::Ok);
     }
     // More than libvirt's 32 descriptors ends that connection, as with
     // libvirtd, and only that one.
-    let mut raw = Raw::open(&daemon.socket(), 0);
-    raw.send(
+    let mut raw = Raw::opened(&daemon.socket(), 0);
+    raw.send_call(
         REMOTE,
         wire::REMOTE_PROC_DOMAIN_OPEN_GRAPHICS,
-        4,
+        CALL_WITH_FDS,
         &33u32.to_be_bytes(),
     );
-    let mut buf = [0u8; 4];
-    assert!(matches!(raw.stream.read(&mut buf), Ok(0) | Err(_)));
+    assert!(raw.next().is_none(), "the connection lives on");
     daemon.virsh(&["list", "--all"]).ok();
 }
 
@@ -356,20 +296,15 @@ fn calls_that_pass_descriptors_get_an_answer() {
 fn agent_calls_and_read_only_flags_answer_as_libvirtd() {
     let daemon = Daemon::start();
     let image = daemon.image("probe.qcow2", "qcow2", "16M");
-    let run = std::process::Command::new("/usr/bin/python3")
-        .arg(Path::new(ACCESS).join("probe.py"))
-        .args([&daemon.uri(), &daemon.uri_ro()])
-        .arg(&image)
-        .output()
-        .expect("probe");
-    let ours = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.status.success(),
-        "{ours}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = Run::of(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(Path::new(ACCESS).join("probe.py"))
+            .args([&daemon.uri(), &daemon.uri_ro()])
+            .arg(&image),
+    )
+    .ok();
     let theirs = fixture("libvirtd.txt");
-    let ours: Vec<&str> = ours.lines().collect();
+    let ours: Vec<&str> = run.stdout.lines().collect();
     let theirs: Vec<&str> = theirs.lines().collect();
     assert_eq!(ours.len(), theirs.len());
     for (ours, theirs) in ours.iter().zip(&theirs) {
@@ -539,22 +474,10 @@ fn internal_snapshot_names_fit_qemu() {
     daemon.virsh(&["snapshot-create-as", "names", &limit]).ok();
     daemon.virsh(&["snapshot-delete", "names", &limit]).ok();
     daemon.virsh(&["destroy", "names"]).ok();
-    let listing = std::process::Command::new("qemu-img")
-        .args(["snapshot", "-l"])
-        .arg(&image)
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&listing.stdout),
+        images::snapshot_list(&image),
         "",
         "snapshots left in the image"
     );
-    assert_eq!(
-        daemon
-            .virsh(&["snapshot-list", "names", "--name"])
-            .ok()
-            .stdout
-            .trim(),
-        ""
-    );
+    assert_eq!(daemon.answer(&["snapshot-list", "names", "--name"]), "");
 }

@@ -21,18 +21,21 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::reference::{event_shape, job_completed, reference_events, Area, EventLog, Session};
-use common::{wait_until, words, Daemon};
+use common::images::{self, identical};
+use common::monitor::Qmp;
+use common::qemu_io::{self, reads};
+use common::reference::{
+    event_shape, job_completed, lines_without, reference_events, unindexed, Area, Session, DISKS,
+    PROGRESS,
+};
+use common::storage::Tmpfs;
+use common::{wait_until, words, Daemon, PATIENCE};
 use serde_json::Value;
 
 const REFERENCE: &str = "fixtures/reference/backup";
-/// How long a test waits for something that should happen before it gives
-/// up (a hang guard: nothing asserts on how long things take).
-const PATIENCE: Duration = Duration::from_secs(60);
 /// The speed jobs are slowed to: 20 MiB/s, many seconds for the 1 GiB disk.
 const SLOW: u64 = 20 * 1024 * 1024;
 
@@ -66,13 +69,7 @@ impl Bk {
 
     /// bkvm, running: vda, vdb qcow2 64M, vdc raw 32M.
     fn bkvm(&self) {
-        for (name, format, size) in [
-            ("vda.qcow2", "qcow2", "64M"),
-            ("vdb.qcow2", "qcow2", "64M"),
-            ("vdc.raw", "raw", "32M"),
-        ] {
-            self.daemon.image(&format!("bkref/{name}"), format, size);
-        }
+        self.images(&DISKS);
         self.define("bkvm");
         self.virsh(&["start", "bkvm"]).ok();
     }
@@ -80,48 +77,14 @@ impl Bk {
     /// bkbig, running: vda a 1 GiB qcow2 with its first 512 MiB written,
     /// vdb a 64 MiB qcow2 with 8 MiB written (vda = libvirt-2-format).
     fn bkbig(&self) {
-        let big = self.daemon.image("bkref/big.qcow2", "qcow2", "1G");
-        qemu_io(&big, "write -P 0x11 0 512M");
-        let small = self.daemon.image("bkref/small.qcow2", "qcow2", "64M");
-        qemu_io(&small, "write -P 0x22 0 8M");
+        self.images(&[
+            ("big.qcow2", "qcow2", "1G"),
+            ("small.qcow2", "qcow2", "64M"),
+        ]);
+        qemu_io::write(&self.path("big.qcow2"), "qcow2", "write -P 0x11 0 512M");
+        qemu_io::write(&self.path("small.qcow2"), "qcow2", "write -P 0x22 0 8M");
         self.define("bkbig");
         self.virsh(&["start", "bkbig"]).ok();
-    }
-
-    /// Writes through the guest's view of disk `index` (0 = vda).
-    fn guest_write(&self, dom: &str, index: u32, what: &str) {
-        let cmd =
-            format!("qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{what}\"");
-        let run = self
-            .virsh(&["qemu-monitor-command", dom, "--hmp", &cmd])
-            .ok();
-        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
-    }
-
-    /// Replays the guest write of capture `name` (hmp-write-*).
-    fn replay_write(&self, name: &str) {
-        let (command, ..) = capture(name);
-        let (dom, rest) = command
-            .strip_prefix("virsh -c qemu:///system qemu-monitor-command ")
-            .and_then(|c| c.split_once(" --hmp "))
-            .expect("an HMP command");
-        let run = self
-            .virsh(&[
-                "qemu-monitor-command",
-                dom,
-                "--hmp",
-                rest.trim_matches('\''),
-            ])
-            .ok();
-        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
-    }
-
-    /// Waits until the domain has no job any more.
-    fn wait_idle(&self, dom: &str) {
-        wait_until(PATIENCE, || {
-            words(&self.virsh(&["domjobinfo", dom]).stdout) == "Job type: None"
-        })
-        .unwrap_or_else(|| panic!("the job of {dom} did not end"));
     }
 
     /// `backup-begin` and, in the same virsh, vda's QEMU job slowed down.
@@ -140,61 +103,6 @@ impl Bk {
         );
     }
 
-    /// The files in `out/` (or another directory of ours).
-    fn files(&self, rel: &str) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.path(rel))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// QEMU's nodes: name → the node's JSON.
-    fn nodes(&self, dom: &str) -> BTreeMap<String, Value> {
-        let run = self
-            .virsh(&[
-                "-q",
-                "qemu-monitor-command",
-                dom,
-                r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
-            ])
-            .ok();
-        let reply: Value = serde_json::from_str(&run.stdout).unwrap();
-        reply["return"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| (n["node-name"].as_str().unwrap().to_string(), n.clone()))
-            .collect()
-    }
-
-    fn node_names(&self, dom: &str) -> Vec<String> {
-        self.nodes(dom).into_keys().collect()
-    }
-
-    /// The named dirty bitmaps of a node: (name, count), sorted.
-    fn bitmaps(&self, dom: &str, node: &str) -> Vec<(String, u64)> {
-        let nodes = self.nodes(dom);
-        let mut out: Vec<(String, u64)> = nodes[node]["dirty-bitmaps"]
-            .as_array()
-            .map(|list| {
-                // A running backup's filter has bitmaps without a name.
-                list.iter()
-                    .filter_map(|b| {
-                        Some((
-                            b["name"].as_str()?.to_string(),
-                            b["count"].as_u64().unwrap(),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
-    }
-
     /// Asserts that our images look like the ones of capture `name`
     /// (`img-*`): format, sizes, backing file, the allocation map (host
     /// offsets aside) and the file mode. `ours` maps reference paths
@@ -208,7 +116,7 @@ impl Bk {
                 .get(&key)
                 .unwrap_or_else(|| panic!("{name} has no {key}"));
             assert_eq!(&ls_mode(path), mode, "mode of {}", path.display());
-            let our_info = image_info(path);
+            let our_info = images::info(path);
             for field in [
                 "format",
                 "virtual-size",
@@ -222,89 +130,9 @@ impl Bk {
                 };
                 assert_eq!(&value, &info[field], "{field} of {}", path.display());
             }
-            assert_eq!(&image_map(path), map, "map of {}", path.display());
+            assert_eq!(&images::map(path), map, "map of {}", path.display());
         }
     }
-}
-
-/// `qemu-io -f qcow2 -c CMD IMAGE`, offline.
-fn qemu_io(image: &Path, cmd: &str) -> String {
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", cmd])
-        .arg(image)
-        .output()
-        .expect("qemu-io");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && !stdout.contains("failed"),
-        "qemu-io {cmd}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Asserts that `image` reads `pattern` at `offset`..+`len` (qemu-io's
-/// pattern check, read-only).
-#[track_caller]
-fn reads(image: &Path, pattern: u8, offset: &str, len: &str) {
-    let out = Command::new("qemu-io")
-        .args(["-r", "-U", "-c"])
-        .arg(format!("read -P 0x{pattern:02x} {offset} {len}"))
-        .arg(image)
-        .output()
-        .expect("qemu-io");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.starts_with("read ") && !stdout.contains("failed"),
-        "{} at {offset}: {stdout}{}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn qemu_img(args: &[&str]) -> (String, String, bool) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.success(),
-    )
-}
-
-fn image_info(path: &Path) -> Value {
-    let (stdout, stderr, ok) = qemu_img(&["info", "-U", "--output=json", path.to_str().unwrap()]);
-    assert!(ok, "qemu-img info {}: {stderr}", path.display());
-    serde_json::from_str(&stdout).unwrap()
-}
-
-/// `qemu-img map` without the host offsets.
-fn image_map(path: &Path) -> Vec<Value> {
-    let (stdout, stderr, ok) = qemu_img(&["map", "-U", "--output=json", path.to_str().unwrap()]);
-    assert!(ok, "qemu-img map {}: {stderr}", path.display());
-    without_offsets(serde_json::from_str(&stdout).unwrap())
-}
-
-fn without_offsets(map: Value) -> Vec<Value> {
-    map.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let mut e = e.clone();
-            e.as_object_mut().unwrap().remove("offset");
-            e
-        })
-        .collect()
-}
-
-/// `qemu-img compare` of two stopped images.
-#[track_caller]
-fn identical(a: &Path, b: &Path) {
-    let (stdout, stderr, ok) = qemu_img(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(ok, "{} vs {}: {stdout}{stderr}", a.display(), b.display());
-    assert_eq!(stdout.trim(), "Images are identical.");
 }
 
 /// The permission string `ls -l` shows.
@@ -331,7 +159,7 @@ fn reference_images(name: &str) -> BTreeMap<String, (String, Value, Vec<Value>)>
         let info = values.next().unwrap().unwrap();
         let map = values.next().unwrap().unwrap();
         let mode = ls.split_whitespace().next().unwrap().to_string();
-        out.insert(path.to_string(), (mode, info, without_offsets(map)));
+        out.insert(path.to_string(), (mode, info, images::without_offsets(map)));
     }
     out
 }
@@ -361,28 +189,6 @@ fn epoch() -> u64 {
         .as_secs()
 }
 
-/// A small tmpfs, unmounted when dropped (also when the test fails).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
-        fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 // ---------------------------------------------------------------------------
 
 /// The reference session's first backup: vda and vdb in full, to qcow2.
@@ -390,12 +196,12 @@ impl Drop for Tmpfs {
 fn full_push_backup_copies_the_disks_like_libvirtd() {
     let bk = Bk::new();
     bk.bkvm();
-    let before = bk.node_names("bkvm");
+    let before = bk.daemon.node_names("bkvm");
     bk.replay_write("hmp-write-vda-1");
     bk.replay_write("hmp-write-vdb-1");
 
     bk.replay("backup-begin-push");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.replay("domjobinfo-completed-push-keep");
     bk.replay_api("api-jobstats-completed-keep-push", &["time_elapsed"]);
     // Without --keep-completed the stats are read once.
@@ -419,9 +225,9 @@ fn full_push_backup_copies_the_disks_like_libvirtd() {
         ],
     );
     assert_eq!(bk.files("out"), ["full-vda.qcow2", "full-vdb.qcow2"]);
-    assert_eq!(bk.node_names("bkvm"), before);
+    assert_eq!(bk.daemon.node_names("bkvm"), before);
     for node in ["libvirt-1-format", "libvirt-2-format", "libvirt-3-format"] {
-        assert_eq!(bk.bitmaps("bkvm", node), [], "{node}");
+        assert_eq!(bk.daemon.bitmaps("bkvm", node), [], "{node}");
     }
 
     // Byte for byte what the guest had, once QEMU has closed the sources.
@@ -446,15 +252,15 @@ fn incremental_backups_copy_only_what_changed_since_the_checkpoint() {
     bk.replay_write("hmp-write-vda-3");
     bk.replay_write("hmp-write-vdb-2");
 
-    let events = EventLog::start(&bk, "bkvm");
+    let events = bk.events("bkvm");
     bk.replay("backup-begin-incremental");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     events.wait_for("Backup for vda completed");
     events.wait_for("Backup for vdb completed");
     // Both disks are tiny: which one ends first varies. libvirt's shape
     // does not: the first disk's two events, job-completed, the last
     // disk's two.
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     let got = event_shape(&raw);
     let want = reference_events(&bk, "event-incremental-all");
     assert_eq!(got.len(), want.len(), "{got:#?}");
@@ -495,29 +301,26 @@ fn incremental_backups_copy_only_what_changed_since_the_checkpoint() {
 
     bk.replay_write("hmp-write-vda-4");
     bk.replay("backup-begin-incremental-with-checkpoint");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.replay_api("api-jobstats-completed-incremental-cp2", &["time_elapsed"]);
     bk.replay("checkpoint-list-after-cp2");
     let run = bk.virsh(&["checkpoint-dumpxml", "bkvm", "cp2", "--no-domain"]);
     let (_, theirs, _, _) = capture("checkpoint-dumpxml-cp2");
-    let no_time = |s: &str| -> String {
-        s.lines()
-            .filter(|l| !l.contains("creationTime"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(no_time(&run.ok().stdout), no_time(&theirs));
+    assert_eq!(
+        lines_without(&run.ok().stdout, "creationTime"),
+        lines_without(&theirs, "creationTime")
+    );
     // cp2's bitmaps were made with the jobs: empty; cp1's still count
     // everything since cp1. The backup's own bitmaps are gone.
     assert_eq!(
-        bk.bitmaps("bkvm", "libvirt-3-format"),
+        bk.daemon.bitmaps("bkvm", "libvirt-3-format"),
         [("cp1".to_string(), 393216), ("cp2".to_string(), 0)]
     );
     assert_eq!(
-        bk.bitmaps("bkvm", "libvirt-2-format"),
+        bk.daemon.bitmaps("bkvm", "libvirt-2-format"),
         [("cp1".to_string(), 131072), ("cp2".to_string(), 0)]
     );
-    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    assert_eq!(bk.daemon.bitmaps("bkvm", "libvirt-1-format"), []);
     bk.same_images(
         "img-incremental-cp2-targets",
         &[
@@ -551,7 +354,7 @@ fn default_targets_raw_targets_and_disks_left_out() {
 
     // A raw target: the whole disk, zeros included.
     bk.replay("backup-begin-raw-target");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.replay_api("api-jobstats-completed-raw", &["time_elapsed"]);
     bk.same_images(
         "img-raw-target",
@@ -564,7 +367,7 @@ fn default_targets_raw_targets_and_disks_left_out() {
 
     // backup='no': vda is not touched, only vdb's target appears.
     bk.replay("backup-begin-backup-no");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     assert_eq!(bk.files("out"), ["no-vdb.qcow2", "raw-vda.img"]);
     let run = bk.virsh(&["-q", "domjobinfo", "bkvm", "--completed"]).ok();
     assert!(
@@ -578,7 +381,7 @@ fn default_targets_raw_targets_and_disks_left_out() {
     let start = epoch();
     bk.replay("backup-begin-noxml");
     let end = epoch();
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     let new: Vec<String> = bk
         .files(".")
         .into_iter()
@@ -613,10 +416,10 @@ fn default_targets_raw_targets_and_disks_left_out() {
     // and its bitmaps are in QEMU, empty (made with the jobs); the raw disk
     // has none.
     bk.replay("backup-begin-checkpoint-only");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     for disk in ["vda.qcow2", "vdb.qcow2", "vdc.raw"] {
         let target = bk.path(&format!("{disk}.cp3"));
-        assert_eq!(image_info(&target)["format"], "qcow2", "{disk}");
+        assert_eq!(images::info(&target)["format"], "qcow2", "{disk}");
     }
     assert_eq!(
         words(
@@ -631,38 +434,22 @@ fn default_targets_raw_targets_and_disks_left_out() {
     let essential = |s: &str| -> String {
         // Their cp3 had a parent (cp2); ours is the first.
         let s = s.replace("  <parent>\n    <name>cp2</name>\n  </parent>\n", "");
-        s.lines()
-            .filter(|l| !l.contains("creationTime"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        lines_without(&s, "creationTime")
     };
     assert_eq!(essential(&run.ok().stdout), essential(&theirs));
     assert_eq!(
-        bk.bitmaps("bkvm", "libvirt-3-format"),
+        bk.daemon.bitmaps("bkvm", "libvirt-3-format"),
         [("cp3".to_string(), 0)]
     );
     assert_eq!(
-        bk.bitmaps("bkvm", "libvirt-2-format"),
+        bk.daemon.bitmaps("bkvm", "libvirt-2-format"),
         [("cp3".to_string(), 0)]
     );
-    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    assert_eq!(bk.daemon.bitmaps("bkvm", "libvirt-1-format"), []);
     // vdc raw backed up in full to qcow2 as well.
-    let info = image_info(&bk.path("vdc.raw.cp3"));
+    let info = images::info(&bk.path("vdc.raw.cp3"));
     assert_eq!(info["virtual-size"], 32 << 20);
     assert_eq!(info["cluster-size"], 65536);
-}
-
-/// `index='N'` attributes made `index='#'`.
-fn unindexed(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("index='") {
-        out.push_str(&rest[..at + 7]);
-        rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_digit());
-        out.push('#');
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The `index='N'` values of a backup XML.
@@ -702,10 +489,10 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
     .unwrap();
     bk.virsh(&["backup-begin", "bkbig", "xml/vdb-only.xml"])
         .ok();
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     fs::remove_file(bk.path("out/first-vdb.qcow2")).unwrap();
 
-    let events = EventLog::start(&bk, "bkbig");
+    let events = bk.events("bkbig");
     bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
     // vdb (8 MiB of data) ends at once; what follows sees vda alone
     // running, as the reference's running captures did.
@@ -722,13 +509,7 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
     assert_eq!(lines[5], "File total:       1.062 GiB");
     bk.replay("domjobinfo-completed-while-running");
     bk.replay_api("api-jobstats-completed-while-running", &[]);
-    let progress = &[
-        "time_elapsed",
-        "disk_total",
-        "disk_processed",
-        "disk_remaining",
-    ];
-    let run = bk.replay_api("api-jobstats-running", progress);
+    let run = bk.replay_api("api-jobstats-running", &PROGRESS);
     let total = stat(&run.stdout, "disk_total");
     let processed = stat(&run.stdout, "disk_processed");
     assert_eq!(total, BKBIG_TOTAL);
@@ -754,7 +535,7 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
     let index = indexes(&run.stdout);
     assert_eq!(index.len(), 2);
     assert_ne!(index[0], index[1]);
-    let nodes = bk.nodes("bkbig");
+    let nodes = bk.daemon.nodes("bkbig");
     let vda_target = &nodes[&format!("libvirt-{}-format", index[0])];
     assert_eq!(
         vda_target["file"].as_str().unwrap(),
@@ -773,13 +554,13 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
         "error: Requested operation is not valid: another backup job is already running",
     );
     assert_eq!(bk.files("out"), ["big-vda.qcow2", "big-vdb.qcow2"]);
-    assert_eq!(nodes.len(), bk.nodes("bkbig").len());
+    assert_eq!(nodes.len(), bk.daemon.nodes("bkbig").len());
 
     // Everything else on the domain answers.
     let run = bk.virsh(&["checkpoint-create-as", "bkbig", "cpr"]).ok();
     assert_eq!(run.stdout.trim(), "Domain checkpoint cpr created");
     for node in ["libvirt-1-format", "libvirt-2-format"] {
-        let names: Vec<String> = bk.bitmaps("bkbig", node).into_iter().map(|b| b.0).collect();
+        let names = bk.daemon.bitmap_names("bkbig", node);
         assert!(names.contains(&"cpr".to_string()), "{node}: {names:?}");
     }
     assert_eq!(
@@ -806,9 +587,9 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
     bk.replay("domjobabort-running");
     // The targets are deleted before job-completed is sent.
     events.wait_for("event 'job-completed'");
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     bk.replay("domjobinfo-completed-abort");
-    let run = bk.replay_api("api-jobstats-completed-abort", progress);
+    let run = bk.replay_api("api-jobstats-completed-abort", &PROGRESS);
     assert_eq!(stat(&run.stdout, "disk_total"), BKBIG_TOTAL);
     let run = bk
         .daemon
@@ -828,7 +609,7 @@ print(d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
     // disks, with the checkpoint's bitmaps and no backup bitmap.
     assert_eq!(bk.files("out"), Vec::<String>::new());
     assert_eq!(
-        bk.node_names("bkbig"),
+        bk.daemon.node_names("bkbig"),
         [
             "libvirt-1-format",
             "libvirt-1-storage",
@@ -837,13 +618,13 @@ print(d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
         ]
     );
     for node in ["libvirt-1-format", "libvirt-2-format"] {
-        let names: Vec<String> = bk.bitmaps("bkbig", node).into_iter().map(|b| b.0).collect();
+        let names = bk.daemon.bitmap_names("bkbig", node);
         assert_eq!(names, ["cpr"], "{node}");
     }
 
     // The events: vdb's, job-completed (cancelled), vda's "canceled".
     events.wait_for("Backup for vda canceled");
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     assert_eq!(
         event_shape(&raw),
         reference_events(&bk, "event-abort-all"),
@@ -861,20 +642,12 @@ print(d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
 fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
     let bk = Bk::new();
     bk.bkvm();
-    let nodes = bk.node_names("bkvm");
+    let nodes = bk.daemon.node_names("bkvm");
     bk.replay_write("hmp-write-vda-1");
 
     // The target exists: refused before QEMU hears of it.
     let reuse = bk.path("out/reuse-vda.qcow2");
-    let (_, _, ok) = qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        reuse.to_str().unwrap(),
-        "64M",
-    ]);
-    assert!(ok);
+    images::create(&reuse, "qcow2", "64M");
     // As the reference's was (umask 022).
     fs::set_permissions(&reuse, fs::Permissions::from_mode(0o644)).unwrap();
     let made = fs::metadata(&reuse).unwrap().modified().unwrap();
@@ -883,7 +656,7 @@ fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
     assert_eq!(fs::metadata(&reuse).unwrap().modified().unwrap(), made);
     // With --reuse-external it is written and kept, mode and all.
     bk.replay("backup-begin-reuse-external");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.same_images("img-reuse-target", &[("out/reuse-vda.qcow2", &reuse)]);
     // Missing file with --reuse-external; missing directory without.
     bk.replay("err-backup-begin-reuse-missing");
@@ -891,15 +664,15 @@ fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
     bk.replay_api("api-begin-nodir", &[]);
     assert!(!bk.path("nosuchdir").exists());
     assert_eq!(bk.files("out"), ["reuse-vda.qcow2"]);
-    assert_eq!(bk.node_names("bkvm"), nodes);
+    assert_eq!(bk.daemon.node_names("bkvm"), nodes);
 
     // A full filesystem: the job starts, then fails; its target goes.
-    bk.guest_write("bkvm", 0, "write -P 0x22 0 8M");
+    bk.daemon.guest_write("bkvm", 0, "write -P 0x22 0 8M");
     let _full = Tmpfs::mount(bk.path("full"), "4M");
-    let events = EventLog::start(&bk, "bkvm");
+    let events = bk.events("bkvm");
     bk.replay("backup-begin-full-fs");
     events.wait_for("event 'job-completed'");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.replay_api(
         "api-jobstats-completed-failed",
         &["time_elapsed", "disk_processed", "disk_remaining"],
@@ -908,7 +681,7 @@ fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
     bk.replay_api("api-jobinfo-after-failed", &[]);
     assert_eq!(bk.files("full"), Vec::<String>::new());
     events.wait_for("Backup for vda failed");
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     assert_eq!(
         event_shape(&raw),
         reference_events(&bk, "event-full-fs-all"),
@@ -919,20 +692,20 @@ fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
     assert_eq!(params["errmsg"], "No space left on device");
     // The same with a qcow2 target on 1 MiB.
     let _full1m = Tmpfs::mount(bk.path("full1m"), "1M");
-    let events = EventLog::start(&bk, "bkvm");
+    let events = bk.events("bkvm");
     bk.replay("backup-begin-full-fs-qcow2");
     events.wait_for("event 'job-completed'");
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     bk.replay_api(
         "api-jobstats-completed-failed-qcow2",
         &["time_elapsed", "disk_processed", "disk_remaining"],
     );
     assert_eq!(bk.files("full1m"), Vec::<String>::new());
     events.wait_for("Backup for vda failed");
-    let params = job_completed(&events.finish(&bk));
+    let params = job_completed(&events.finish(&bk.daemon));
     assert_eq!(params["success"], "0");
     assert_eq!(params["errmsg"], "No space left on device");
-    assert_eq!(bk.node_names("bkvm"), nodes);
+    assert_eq!(bk.daemon.node_names("bkvm"), nodes);
     assert_eq!(bk.files("out"), ["reuse-vda.qcow2"]);
 }
 
@@ -945,15 +718,7 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
 
     // --reuse-external, aborted: the files given stay.
     for (name, size) in [("out/big-vda.qcow2", "1G"), ("out/big-vdb.qcow2", "64M")] {
-        let (_, _, ok) = qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            bk.path(name).to_str().unwrap(),
-            size,
-        ]);
-        assert!(ok);
+        images::create(&bk.path(name), "qcow2", size);
     }
     bk.begin_slowed("bkbig", "xml/big.xml --reuse-external", "libvirt-2-format");
     let run = bk.virsh(&["-q", "domjobinfo", "bkbig"]).ok();
@@ -963,11 +728,11 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
         run.stdout
     );
     bk.virsh(&["domjobabort", "bkbig"]).ok();
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     bk.replay("domjobinfo-completed-abort");
     assert_eq!(bk.files("out"), ["big-vda.qcow2", "big-vdb.qcow2"]);
     for name in ["out/big-vda.qcow2", "out/big-vdb.qcow2"] {
-        assert_eq!(image_info(&bk.path(name))["format"], "qcow2");
+        assert_eq!(images::info(&bk.path(name))["format"], "qcow2");
         fs::remove_file(bk.path(name)).unwrap();
     }
 
@@ -983,18 +748,18 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
     let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "cpab");
     bk.virsh(&["domjobabort", "bkbig"]).ok();
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "");
     for node in ["libvirt-1-format", "libvirt-2-format"] {
-        assert_eq!(bk.bitmaps("bkbig", node), Vec::new(), "{node}");
+        assert_eq!(bk.daemon.bitmaps("bkbig", node), Vec::new(), "{node}");
     }
     assert_eq!(bk.files("out"), Vec::<String>::new());
 
     // destroy: the job ends cancelled with the domain, without errmsg and
     // counting only the disk that had finished; every target goes, and so
     // does the checkpoint made with it.
-    let events = EventLog::start(&bk, "bkbig");
+    let events = bk.events("bkbig");
     bk.begin_slowed("bkbig", "xml/big.xml cpab.xml", "libvirt-2-format");
     events.wait_for("Backup for vdb completed");
     bk.replay("destroy-during-backup");
@@ -1004,7 +769,7 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
     bk.replay_api("api-jobstats-completed-destroy", &["time_elapsed"]);
     bk.replay("domstate-after-destroy");
     assert_eq!(bk.files("out"), Vec::<String>::new());
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     assert_eq!(job_completed(&raw)["disk_total"], "67108864");
     // libvirtd's order: job-completed, then "Stopped Destroyed".
     let stopped = "event 'lifecycle' for domain 'bkbig': Stopped Destroyed";
@@ -1024,10 +789,10 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
     // the discarded checkpoint.
     bk.virsh(&["start", "bkbig"]).ok();
     for node in ["libvirt-1-format", "libvirt-2-format"] {
-        assert_eq!(bk.bitmaps("bkbig", node), Vec::new(), "{node}");
+        assert_eq!(bk.daemon.bitmaps("bkbig", node), Vec::new(), "{node}");
     }
     bk.virsh(&["backup-begin", "bkbig", "xml/big.xml"]).ok();
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     let run = bk.virsh(&["-q", "domjobinfo", "bkbig", "--completed"]).ok();
     let info = words(&run.stdout);
     assert!(info.starts_with("Job type: Completed"), "{info}");
@@ -1042,17 +807,9 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
     let bk = Bk::new();
     bk.bkvm();
     bk.replay("checkpoint-create-cp1");
-    let nodes = bk.node_names("bkvm");
+    let nodes = bk.daemon.node_names("bkvm");
     let taken = bk.path("out/inc-vda.qcow2");
-    let (_, _, ok) = qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        taken.to_str().unwrap(),
-        "64M",
-    ]);
-    assert!(ok);
+    images::create(&taken, "qcow2", "64M");
 
     // The captures' order (SESSION.txt); schema errors first, then
     // disk alignment, checkpoints, targets.
@@ -1140,7 +897,7 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
     // Nothing stayed: the one file made beforehand, the disks' nodes,
     // cp1 alone with its bitmaps, no job.
     assert_eq!(bk.files("out"), ["inc-vda.qcow2"]);
-    assert_eq!(bk.node_names("bkvm"), nodes);
+    assert_eq!(bk.daemon.node_names("bkvm"), nodes);
     assert_eq!(
         words(
             &bk.virsh(&["-q", "checkpoint-list", "bkvm", "--name"])
@@ -1150,10 +907,10 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
         "cp1"
     );
     for node in ["libvirt-3-format", "libvirt-2-format"] {
-        let names: Vec<String> = bk.bitmaps("bkvm", node).into_iter().map(|b| b.0).collect();
+        let names = bk.daemon.bitmap_names("bkvm", node);
         assert_eq!(names, ["cp1"], "{node}");
     }
-    assert_eq!(bk.bitmaps("bkvm", "libvirt-1-format"), []);
+    assert_eq!(bk.daemon.bitmaps("bkvm", "libvirt-1-format"), []);
     bk.replay("domjobinfo-nojob");
 
     // What libvirtd accepts of the odd ones: a raw target for an
@@ -1171,7 +928,7 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
         bk.replay_write(name);
     }
     bk.replay_api("api-begin-ok-incremental-raw-target", &[]);
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     let raw = bk.path("out/incraw-vda.img");
     bk.same_images("img-ok-targets", &[("out/incraw-vda.img", &raw)]);
     reads(&raw, 0x77, "4M", "256K");
@@ -1192,16 +949,12 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
 fn kill9_of_qemu_ends_the_backup_job() {
     let bk = Bk::new();
     bk.bkbig();
-    let events = EventLog::start(&bk, "bkbig");
+    let events = bk.events("bkbig");
     bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
     events.wait_for("Backup for vdb completed");
     let pids = bk.daemon.qemu_pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
-    let status = Command::new("kill")
-        .args(["-9", &pids[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    bk.daemon.kill_qemu();
     events.wait_for("Stopped Failed");
     // libvirtd emitted job-completed before "Stopped Failed": the job is
     // over by now.
@@ -1209,7 +962,7 @@ fn kill9_of_qemu_ends_the_backup_job() {
     bk.replay_api("api-jobstats-completed-kill9", &["time_elapsed"]);
     bk.replay("domstate-after-kill9");
     assert_eq!(bk.files("out"), Vec::<String>::new());
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     assert_eq!(
         event_shape(&raw),
         reference_events(&bk, "event-kill9-all"),
@@ -1217,7 +970,7 @@ fn kill9_of_qemu_ends_the_backup_job() {
     );
     bk.virsh(&["start", "bkbig"]).ok();
     bk.replay("backup-begin-big-natural");
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
 }
 
 /// libvirtd's destroy ends the backup job before it returns (and before
@@ -1226,7 +979,7 @@ fn kill9_of_qemu_ends_the_backup_job() {
 fn destroy_ends_the_backup_job_before_it_returns() {
     let bk = Bk::new();
     bk.bkbig();
-    let events = EventLog::start(&bk, "bkbig");
+    let events = bk.events("bkbig");
     bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
     events.wait_for("Backup for vdb completed");
     let run = bk.virsh(&["destroy", "bkbig"]).ok();
@@ -1235,7 +988,7 @@ fn destroy_ends_the_backup_job_before_it_returns() {
     bk.same_as(&run, "destroy-during-backup");
     events.wait_for("Stopped Destroyed");
     events.wait_for("event 'job-completed'");
-    let raw = events.finish(&bk);
+    let raw = events.finish(&bk.daemon);
     let mut problems = Vec::new();
     if event_shape(&raw) != reference_events(&bk, "event-destroy-all") {
         problems.push(format!("events: {raw:#?}"));
@@ -1265,7 +1018,7 @@ fn a_missing_block_target_is_refused_not_created() {
     .unwrap();
     let run = bk.virsh(&["backup-begin", "bkvm", "xml/e-block-target-here.xml"]);
     let exists = dev.exists();
-    bk.wait_idle("bkvm");
+    bk.daemon.wait_idle("bkvm");
     let (_, stdout, stderr, code) = capture("err-begin-block-target");
     assert_eq!(
         (run.stdout.as_str(), bk.theirs(&run.stderr), run.code),
@@ -1323,19 +1076,8 @@ for attempt in range(5):
 print(sorted(wrong), sorted(left))
 "#
     );
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&bk.dir)
-        .env("URI", bk.daemon.uri())
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "[] []",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = bk.python(&script, &[]);
+    assert_eq!(run.stdout.trim(), "[] []", "{}", run.stderr);
 }
 
 /// The daemon killed during a backup and started again: the new daemon
@@ -1347,9 +1089,19 @@ fn a_backup_survives_a_daemon_restart() {
     let mut bk = Bk::new();
     bk.bkbig();
     bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    let monitor = bk.daemon.monitor_socket("bkbig");
     bk.daemon.kill();
-    // vdb (64 MiB, not slowed) ends while no daemon listens.
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // vdb (64 MiB, not slowed) ends while no daemon listens: seen on the
+    // monitor the daemon let go of.
+    let mut qmp = Qmp::connect(&monitor);
+    wait_until(PATIENCE, || {
+        let jobs = qmp.execute(r#"{"execute":"query-jobs"}"#);
+        jobs.as_array().unwrap().iter().all(|job| {
+            !job["id"].as_str().unwrap().starts_with("backup-vdb-") || job["status"] == "concluded"
+        })
+    })
+    .expect("vdb's job ended");
+    drop(qmp);
     bk.daemon.restart();
     let info = words(&bk.virsh(&["domjobinfo", "bkbig"]).ok().stdout);
     assert!(
@@ -1364,7 +1116,7 @@ fn a_backup_survives_a_daemon_restart() {
         r#"{"execute":"block-job-set-speed","arguments":{"device":"backup-vda-libvirt-2-format","speed":0}}"#,
     ])
     .ok();
-    bk.wait_idle("bkbig");
+    bk.daemon.wait_idle("bkbig");
     let done = words(
         &bk.virsh(&["domjobinfo", "bkbig", "--completed"])
             .ok()
@@ -1379,20 +1131,10 @@ fn a_backup_survives_a_daemon_restart() {
     );
     bk.virsh(&["destroy", "bkbig"]).ok();
     for (source, target) in [
-        ("bkref/big.qcow2", "out/big-vda.qcow2"),
-        ("bkref/small.qcow2", "out/big-vdb.qcow2"),
+        ("big.qcow2", "out/big-vda.qcow2"),
+        ("small.qcow2", "out/big-vdb.qcow2"),
     ] {
-        let out = Command::new("qemu-img")
-            .arg("compare")
-            .arg(bk.daemon.path(source))
-            .arg(bk.path(target))
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "Images are identical.",
-            "{target}"
-        );
+        identical(&bk.path(source), &bk.path(target));
     }
 }
 
@@ -1406,12 +1148,12 @@ fn security_labels_on_stores_come_back_like_libvirtds() {
     bk.daemon.image("bkref/conf-vda.qcow2", "qcow2", "64M");
     bk.define("conf-bk");
     bk.virsh(&["start", "conf-bk"]).ok();
-    bk.guest_write("conf-bk", 0, "write -P 0x5a 0 64M");
+    bk.daemon.guest_write("conf-bk", 0, "write -P 0x5a 0 64M");
 
     // Push: the job is slowed so that it still runs when it is looked at.
     bk.begin_slowed("conf-bk", "xml/conf-seclabel-push.xml", "libvirt-1-format");
     bk.replay("conf-seclabel-push-dumpxml");
-    bk.wait_idle("conf-bk");
+    bk.daemon.wait_idle("conf-bk");
     reads(&bk.path("out/conf-vda.qcow2"), 0x5a, "0", "64M");
     fs::remove_file(bk.path("out/conf-vda.qcow2")).unwrap();
 
@@ -1423,7 +1165,7 @@ fn security_labels_on_stores_come_back_like_libvirtds() {
     ] {
         bk.replay(name);
     }
-    bk.wait_idle("conf-bk");
+    bk.daemon.wait_idle("conf-bk");
 
     // A model named twice is refused before anything is made.
     bk.replay_api("conf-seclabel-model-twice", &[]);

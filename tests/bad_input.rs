@@ -4,73 +4,29 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
+use common::raw::{call, frame, xdr_string, Raw, Reply, CALL, OK};
 use common::Daemon;
 
-const REMOTE: u32 = 0x2000_8086;
-
-fn call(prog: u32, vers: u32, proc_: i32, serial: u32, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::new();
-    let len = u32::try_from(28 + body.len()).unwrap();
-    for word in [len, prog, vers, proc_ as u32, 0, serial, 0] {
-        msg.extend_from_slice(&word.to_be_bytes());
-    }
-    msg.extend_from_slice(body);
-    msg
+/// A connection opened with CONNECT_OPEN(name = NULL, flags = 0).
+fn opened(daemon: &Daemon) -> Raw {
+    Raw::opened(&daemon.socket(), 0)
 }
 
-fn connect(daemon: &Daemon) -> UnixStream {
-    let stream = UnixStream::connect(daemon.socket()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
-
-/// Reads one reply: (proc, status, body).
-fn reply(stream: &mut UnixStream) -> Option<(i32, u32, Vec<u8>)> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let len = u32::from_be_bytes(len) as usize;
-    let mut rest = vec![0u8; len - 4];
-    stream.read_exact(&mut rest).ok()?;
-    let word = |i: usize| u32::from_be_bytes(rest[i..i + 4].try_into().unwrap());
-    Some((word(8) as i32, word(20), rest[24..].to_vec()))
-}
-
-/// The message text of an error reply body (remote_error: code, domain, message?...).
-fn error_message(body: &[u8]) -> (i32, String) {
-    let code = i32::from_be_bytes(body[0..4].try_into().unwrap());
-    assert_eq!(&body[8..12], &[0, 0, 0, 1], "message present");
-    let len = u32::from_be_bytes(body[12..16].try_into().unwrap()) as usize;
-    (
-        code,
-        String::from_utf8_lossy(&body[16..16 + len]).into_owned(),
-    )
-}
-
-fn open(stream: &mut UnixStream) {
-    // CONNECT_OPEN(name = NULL, flags = 0)
-    stream
-        .write_all(&call(REMOTE, 1, 1, 1, &[0, 0, 0, 0, 0, 0, 0, 0]))
-        .unwrap();
-    let (_, status, _) = reply(stream).unwrap();
-    assert_eq!(status, 0);
+/// The code and message of an error reply.
+#[track_caller]
+fn error_message(reply: &Reply) -> (i32, String) {
+    let (code, _, message) = reply.error();
+    (code, message)
 }
 
 #[test]
 fn an_unknown_procedure_gets_libvirts_rpc_error() {
     let daemon = Daemon::start();
-    let mut s = connect(&daemon);
-    open(&mut s);
-    s.write_all(&call(REMOTE, 1, 9999, 2, &[])).unwrap();
-    let (proc_, status, body) = reply(&mut s).unwrap();
-    assert_eq!((proc_, status), (9999, 1));
+    let mut s = opened(&daemon);
+    let reply = s.exchange(&call(9999, 2, &[]));
+    assert_eq!((reply.proc_, reply.status), (9999, 1));
     assert_eq!(
-        error_message(&body),
+        error_message(&reply),
         (39, "unknown procedure: 9999".to_string())
     );
 }
@@ -78,13 +34,11 @@ fn an_unknown_procedure_gets_libvirts_rpc_error() {
 #[test]
 fn an_unimplemented_procedure_is_not_supported() {
     let daemon = Daemon::start();
-    let mut s = connect(&daemon);
-    open(&mut s);
+    let mut s = opened(&daemon);
     // REMOTE_PROC_NODE_GET_CPU_STATS (344) is a real procedure we do not serve.
-    s.write_all(&call(REMOTE, 1, 344, 2, &[])).unwrap();
-    let (_, status, body) = reply(&mut s).unwrap();
-    assert_eq!(status, 1);
-    let (code, message) = error_message(&body);
+    let reply = s.exchange(&call(344, 2, &[]));
+    assert_eq!(reply.status, 1);
+    let (code, message) = error_message(&reply);
     assert_eq!(code, 3);
     assert!(
         message.starts_with("this function is not supported by the connection driver: vir"),
@@ -95,12 +49,11 @@ fn an_unimplemented_procedure_is_not_supported() {
 #[test]
 fn an_unknown_program_gets_an_error_reply() {
     let daemon = Daemon::start();
-    let mut s = connect(&daemon);
-    s.write_all(&call(0x1234_5678, 1, 1, 0, &[])).unwrap();
-    let (_, status, body) = reply(&mut s).unwrap();
-    assert_eq!(status, 1);
+    let mut s = Raw::connect(&daemon.socket());
+    let reply = s.exchange(&frame(0x1234_5678, 1, 1, CALL, 0, OK, &[]));
+    assert_eq!(reply.status, 1);
     assert_eq!(
-        error_message(&body).1,
+        error_message(&reply).1,
         format!("Cannot find program {} version 1", 0x1234_5678)
     );
 }
@@ -108,37 +61,30 @@ fn an_unknown_program_gets_an_error_reply() {
 #[test]
 fn a_body_that_does_not_decode_gets_an_error_and_the_connection_lives() {
     let daemon = Daemon::start();
-    let mut s = connect(&daemon);
-    open(&mut s);
+    let mut s = opened(&daemon);
     // DOMAIN_LOOKUP_BY_NAME with a string length of 4 GiB - 1.
-    s.write_all(&call(
-        REMOTE,
-        1,
+    let reply = s.exchange(&call(
         23,
         2,
         &[0xff, 0xff, 0xff, 0xff, b'a', b'b', b'c', b'd'],
-    ))
-    .unwrap();
-    let (_, status, body) = reply(&mut s).unwrap();
-    assert_eq!(status, 1);
+    ));
+    assert_eq!(reply.status, 1);
     assert_eq!(
-        error_message(&body),
+        error_message(&reply),
         (39, "Unable to decode message payload".to_string())
     );
     // The same connection still answers.
-    s.write_all(&call(REMOTE, 1, 3, 3, &[])).unwrap();
-    assert_eq!(reply(&mut s).unwrap().1, 0);
+    assert_eq!(s.exchange(&call(3, 3, &[])).status, 0);
 }
 
 #[test]
 fn calls_before_open_are_refused() {
     let daemon = Daemon::start();
-    let mut s = connect(&daemon);
-    s.write_all(&call(REMOTE, 1, 3, 0, &[])).unwrap();
-    let (_, status, body) = reply(&mut s).unwrap();
-    assert_eq!(status, 1);
+    let mut s = Raw::connect(&daemon.socket());
+    let reply = s.exchange(&call(3, 0, &[]));
+    assert_eq!(reply.status, 1);
     assert_eq!(
-        error_message(&body).1,
+        error_message(&reply).1,
         "internal error: hypervisor connection not open"
     );
 }
@@ -146,24 +92,21 @@ fn calls_before_open_are_refused() {
 #[test]
 fn garbage_closes_only_that_connection() {
     let daemon = Daemon::start();
-    let mut bad = [connect(&daemon), connect(&daemon), connect(&daemon)];
+    let connect = || Raw::connect(&daemon.socket());
+    let mut bad = [connect(), connect(), connect()];
     // A length of 4 GiB, a length below the header, random bytes.
-    bad[0]
-        .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
-        .unwrap();
-    bad[1].write_all(&[0, 0, 0, 8, 1, 2, 3, 4]).unwrap();
+    bad[0].send(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+    bad[1].send(&[0, 0, 0, 8, 1, 2, 3, 4]);
     let noise: Vec<u8> = (0..4096u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let _ = bad[2].write_all(&noise);
-    for stream in &mut bad[..2] {
-        assert!(reply(stream).is_none(), "connection should be closed");
+    let _ = bad[2].try_send(&noise);
+    for raw in &mut bad[..2] {
+        assert!(raw.next().is_none(), "connection should be closed");
     }
     // A truncated message followed by a close must not disturb anyone either.
-    let mut truncated = connect(&daemon);
-    truncated
-        .write_all(&call(REMOTE, 1, 66, 0, &[])[..10])
-        .unwrap();
+    let mut truncated = connect();
+    truncated.send(&call(66, 0, &[])[..10]);
     drop(truncated);
 
     daemon.virsh(&["list", "--all"]).ok();
@@ -275,9 +218,7 @@ impl Noise {
 
 /// The args of a domain procedure begin with remote_nonnull_domain.
 fn domain_prefix(name: &str, uuid: &[u8; 16]) -> Vec<u8> {
-    let mut out = (name.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(name.as_bytes());
-    out.resize(4 + name.len().div_ceil(4) * 4, 0);
+    let mut out = xdr_string(name.as_bytes());
     out.extend_from_slice(uuid);
     out.extend_from_slice(&(-1i32).to_be_bytes());
     out
@@ -297,37 +238,36 @@ fn noise_in_every_procedure_gets_replies_and_no_panic() {
     let xml = daemon.domain_xml("fz", &[("vda", &disk, "qcow2")]);
     daemon.define("fz", &xml);
     daemon.virsh(&["start", "fz"]).ok();
-    let uuid_text = daemon.virsh(&["domuuid", "fz"]).ok().stdout;
-    let hex: String = uuid_text.trim().chars().filter(|c| *c != '-').collect();
+    let uuid_text = daemon.answer(&["domuuid", "fz"]);
+    let hex: String = uuid_text.chars().filter(|c| *c != '-').collect();
     let mut uuid = [0u8; 16];
     for (i, byte) in uuid.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
     let prefix = domain_prefix("fz", &uuid);
 
-    let mut s = connect(&daemon);
-    open(&mut s);
+    let mut s = opened(&daemon);
     let mut serial = 10;
-    let mut send = |s: &mut UnixStream, proc_: i32, body: &[u8]| {
+    let mut send = |s: &mut Raw, proc_: i32, body: &[u8]| {
         serial += 1;
-        s.write_all(&call(REMOTE, 1, proc_, serial, body))
+        s.try_send(&call(proc_, serial, body))
             .unwrap_or_else(|e| panic!("proc {proc_}: {e}"));
-        let Some((got, status, reply_body)) = reply(s) else {
+        let Some(reply) = s.next() else {
             panic!("proc {proc_}: no reply to {body:02x?}\n{}", daemon.log());
         };
-        assert_eq!(got, proc_);
-        (status, reply_body)
+        assert_eq!(reply.proc_, proc_);
+        reply
     };
     // Which procedures the daemon serves: the others answer "not
     // supported" or "unknown procedure" before looking at the args.
     let served: Vec<i32> = (1..=460)
         .filter(|&proc_| proc_ != 2)
         .filter(|&proc_| {
-            let (status, body) = send(&mut s, proc_, &[]);
-            let message = if status == 0 {
+            let reply = send(&mut s, proc_, &[]);
+            let message = if reply.status == 0 {
                 String::new()
             } else {
-                error_message(&body).1
+                error_message(&reply).1
             };
             !message.starts_with("this function is not supported")
                 && !message.starts_with("unknown procedure")
@@ -350,9 +290,9 @@ fn noise_in_every_procedure_gets_replies_and_no_panic() {
                 prefix.clone()
             };
             body.extend(noise.body());
-            let (status, reply_body) = send(&mut s, proc_, &body);
+            let reply = send(&mut s, proc_, &body);
             calls += 1;
-            if status == 0 || error_message(&reply_body).1 != "Unable to decode message payload" {
+            if reply.status == 0 || error_message(&reply).1 != "Unable to decode message payload" {
                 decoded += 1;
             }
         }

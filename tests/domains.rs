@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{words, Daemon};
 
 #[test]
@@ -25,28 +23,19 @@ fn define_list_and_inspect_a_shut_off_domain() {
     assert_eq!(words(&run.stdout), "- vm1 shut off");
     assert_eq!(daemon.virsh(&["list"]).ok().stdout.trim(), "");
     assert_eq!(
-        daemon
-            .virsh(&["domstate", "vm1", "--reason"])
-            .ok()
-            .stdout
-            .trim(),
+        daemon.answer(&["domstate", "vm1", "--reason"]),
         "shut off (unknown)"
     );
-    assert_eq!(daemon.virsh(&["domid", "vm1"]).ok().stdout.trim(), "-");
+    assert_eq!(daemon.answer(&["domid", "vm1"]), "-");
 
     let info = daemon.virsh(&["dominfo", "vm1"]).ok().stdout;
     assert!(info.contains("State:          shut off"), "{info}");
     assert!(info.contains("Max memory:     65536 KiB"), "{info}");
     assert!(info.contains("Persistent:     yes"), "{info}");
 
-    let uuid = daemon
-        .virsh(&["domuuid", "vm1"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let uuid = daemon.answer(&["domuuid", "vm1"]);
     assert_eq!(uuid.len(), 36);
-    assert_eq!(daemon.virsh(&["domname", &uuid]).ok().stdout.trim(), "vm1");
+    assert_eq!(daemon.answer(&["domname", &uuid]), "vm1");
 
     let blk = daemon.virsh(&["domblklist", "vm1"]).ok().stdout;
     assert_eq!(words(&blk), format!("vda {}", vda.display()));
@@ -62,24 +51,15 @@ fn start_destroy_and_the_state_on_the_way() {
     );
     assert_eq!(daemon.qemu_pids().len(), 1);
     assert_eq!(
-        daemon
-            .virsh(&["domstate", "vm2", "--reason"])
-            .ok()
-            .stdout
-            .trim(),
+        daemon.answer(&["domstate", "vm2", "--reason"]),
         "running (booted)"
     );
-    let id = daemon
-        .virsh(&["domid", "vm2"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = daemon.answer(&["domid", "vm2"]);
     assert_eq!(
         words(&daemon.virsh(&["list"]).ok().stdout),
         format!("{id} vm2 running")
     );
-    assert_eq!(daemon.virsh(&["domname", &id]).ok().stdout.trim(), "vm2");
+    assert_eq!(daemon.answer(&["domname", &id]), "vm2");
     daemon
         .virsh(&["start", "vm2"])
         .fails_with("error: Domain is already active");
@@ -117,11 +97,7 @@ fn start_destroy_and_the_state_on_the_way() {
     );
     assert!(daemon.qemu_pids().is_empty());
     assert_eq!(
-        daemon
-            .virsh(&["domstate", "vm2", "--reason"])
-            .ok()
-            .stdout
-            .trim(),
+        daemon.answer(&["domstate", "vm2", "--reason"]),
         "shut off (destroyed)"
     );
     daemon
@@ -142,11 +118,7 @@ fn shutdown_without_a_guest_leaves_the_domain_running() {
         "Domain 'vm5' is being shutdown"
     );
     assert_eq!(
-        daemon
-            .virsh(&["domstate", "vm5", "--reason"])
-            .ok()
-            .stdout
-            .trim(),
+        daemon.answer(&["domstate", "vm5", "--reason"]),
         "running (booted)"
     );
     daemon.virsh(&["destroy", "vm5"]).ok();
@@ -181,19 +153,14 @@ fn undefine_a_running_domain_makes_it_transient() {
     daemon
         .virsh(&["dominfo", "vm3"])
         .fails_with("error: failed to get domain 'vm3'");
-    assert_eq!(daemon.virsh(&["list", "--all"]).ok().stdout.trim(), "");
+    assert_eq!(daemon.answer(&["list", "--all"]), "");
 }
 
 #[test]
 fn define_errors_match_libvirt() {
     let daemon = Daemon::start();
     daemon.define_two_disk("vm4");
-    let uuid = daemon
-        .virsh(&["domuuid", "vm4"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let uuid = daemon.answer(&["domuuid", "vm4"]);
     let clash = format!(
         "<domain type='qemu'><name>other</name><uuid>{uuid}</uuid><memory>65536</memory>\
          <os><type>hvm</type></os></domain>"
@@ -291,7 +258,10 @@ print('xml', '<alias name=\'virtio-disk0\'/>' in d.XMLDesc(0))
 d.destroy()
 print('after', d.state(), d.ID())
 d.undefine()
-time.sleep(0.5)
+# Until the last one, Undefined Removed, has come.
+deadline = time.time() + 60
+while 'py2 1 0' not in seen and time.time() < deadline:
+    time.sleep(0.05)
 print('events', ', '.join(seen))
 "#,
         xml = daemon.path("py2.xml").display()
@@ -340,24 +310,11 @@ fn many_clients_at_once() {
 fn qemu_going_away_on_its_own_shuts_the_domain_off() {
     let daemon = Daemon::start();
     daemon.define_two_disk("gone");
-    let state = || {
-        daemon
-            .virsh(&["domstate", "gone", "--reason"])
-            .ok()
-            .stdout
-            .trim()
-            .to_string()
-    };
 
     // Killed from outside: libvirt calls that a crash.
     daemon.virsh(&["start", "gone"]).ok();
-    let pid = daemon.qemu_pids()[0];
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    common::wait_until(Duration::from_secs(10), || state() == "shut off (crashed)")
-        .unwrap_or_else(|| panic!("after kill: {}", state()));
+    daemon.kill_qemu();
+    daemon.wait_state("gone", "shut off (crashed)");
     assert!(
         daemon.path("run").read_dir().unwrap().next().is_none(),
         "live state left behind"
@@ -366,8 +323,7 @@ fn qemu_going_away_on_its_own_shuts_the_domain_off() {
     // Told to quit through the monitor: an orderly shutdown.
     daemon.virsh(&["start", "gone"]).ok();
     let _ = daemon.virsh(&["qemu-monitor-command", "gone", "--hmp", "quit"]);
-    common::wait_until(Duration::from_secs(10), || state() == "shut off (shutdown)")
-        .unwrap_or_else(|| panic!("after quit: {}", state()));
+    daemon.wait_state("gone", "shut off (shutdown)");
     assert!(daemon.qemu_pids().is_empty());
     daemon.virsh(&["start", "gone"]).ok();
     daemon.virsh(&["destroy", "gone"]).ok();

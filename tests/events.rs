@@ -4,45 +4,33 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
+use common::events::EventLog;
 use common::Daemon;
 
 #[test]
 fn virsh_event_sees_the_lifecycle() {
     let daemon = Daemon::start();
-    let uri = daemon.uri();
-    let watcher = Command::new("virsh")
-        .args([
-            "-q",
-            "-c",
-            &uri,
-            "event",
-            "--event",
-            "lifecycle",
-            "--loop",
-            "--timeout",
-            "6",
-        ])
-        .env("LC_ALL", "C")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Time for the watcher to connect and register before anything happens.
-    std::thread::sleep(Duration::from_millis(1500));
+    // A domain defined again and again tells when the watcher listens and
+    // when it has seen everything before.
+    daemon.define_two_disk("probe");
+    let again = daemon.path("probe-again.xml");
+    let xml = daemon
+        .virsh(&["dumpxml", "--inactive", "probe"])
+        .ok()
+        .stdout;
+    std::fs::write(&again, xml).unwrap();
+    let watcher = EventLog::start(&daemon, &["--event", "lifecycle"], "probe", again);
 
     daemon.define_two_disk("ev1");
     daemon.virsh(&["start", "ev1"]).ok();
     daemon.virsh(&["destroy", "ev1"]).ok();
     daemon.virsh(&["undefine", "ev1"]).ok();
 
-    // virsh ends the loop itself after its timeout.
-    let out = watcher.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let got: Vec<&str> = text
-        .lines()
+    // virsh deregisters when interrupted.
+    let lines = watcher.finish(&daemon);
+    let got: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
         .filter(|l| l.starts_with("event 'lifecycle'"))
         .collect();
     assert_eq!(
@@ -54,6 +42,6 @@ fn virsh_event_sees_the_lifecycle() {
             "event 'lifecycle' for domain 'ev1': Stopped Destroyed",
             "event 'lifecycle' for domain 'ev1': Undefined Removed",
         ],
-        "{text}"
+        "{lines:#?}"
     );
 }

@@ -12,16 +12,18 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use common::reference::{event_shape, job_completed, reference_events, Area, EventLog, Session};
-use common::{wait_until, words, Daemon, LoopDevice, Run};
-
-/// A hang guard, not a timing assert.
-const PATIENCE: Duration = Duration::from_secs(60);
+use common::images::identical;
+use common::qemu_io;
+use common::reference::{
+    event_shape, job_completed, reference_events, unindexed, Area, Session, DISKS,
+};
+use common::storage::LoopDevice;
+use common::{command, files, words, Daemon, Run};
 
 /// libvirtd 9.0's pull-mode captures (see their README).
 const AREA: Area = Area {
@@ -35,79 +37,11 @@ const AREA: Area = Area {
 fn running_domain(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
     let vda = d.image(&format!("{name}-vda.qcow2"), "qcow2", "64M");
     let vdb = d.image(&format!("{name}-vdb.qcow2"), "qcow2", "32M");
-    qemu_io(&vda, "write -P 0x11 0 1M");
+    qemu_io::write(&vda, "qcow2", "write -P 0x11 0 1M");
     let xml = d.domain_xml(name, &[("vda", &vda, "qcow2"), ("vdb", &vdb, "qcow2")]);
     d.define(name, &xml);
     d.virsh(&["start", name]).ok();
     (vda, vdb)
-}
-
-/// Writes through the guest's view of disk `index` (0 = vda).
-fn guest_write(d: &Daemon, dom: &str, index: u32, what: &str) {
-    let cmd =
-        format!("qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{what}\"");
-    let run = d.virsh(&["qemu-monitor-command", dom, "--hmp", &cmd]).ok();
-    assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
-}
-
-fn qemu_io(image: &Path, cmd: &str) {
-    qemu_io_as(image, "qcow2", cmd);
-}
-
-fn qemu_io_as(image: &Path, format: &str, cmd: &str) {
-    let out = Command::new("qemu-io")
-        .args(["-f", format, "-c", cmd])
-        .arg(image)
-        .output()
-        .expect("qemu-io");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn command(cmd: &str, args: &[&str]) -> Run {
-    let out = Command::new(cmd)
-        .args(args)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    Run::from(out)
-}
-
-fn identical(a: &Path, b: &Path) {
-    let out = command(
-        "qemu-img",
-        &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
-    );
-    assert_eq!(
-        (out.code, out.stdout.trim()),
-        (0, "Images are identical."),
-        "{} vs {}: {}",
-        a.display(),
-        b.display(),
-        out.stderr
-    );
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-fn wait_idle(d: &Daemon, dom: &str) {
-    wait_until(PATIENCE, || {
-        words(&d.virsh(&["domjobinfo", dom]).stdout) == "Job type: None"
-    })
-    .unwrap_or_else(|| panic!("the job of {dom} did not end"));
 }
 
 /// The nodes of a two-disk domain's own disks: all that is left once a
@@ -119,30 +53,20 @@ const DISK_NODES: [&str; 4] = [
     "libvirt-2-storage",
 ];
 
-/// The node names QEMU has for the domain.
-fn node_names(d: &Daemon, dom: &str) -> Vec<String> {
-    let run = d
-        .virsh(&[
-            "qemu-monitor-command",
-            dom,
-            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
-        ])
-        .ok();
-    let reply: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    let mut names: Vec<String> = reply["return"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["node-name"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+/// virtnbdbackup or virtnbdrestore (`tool`) against our daemon: without
+/// -U they would ask the system libvirtd, which CI does not run; with any
+/// qemu+ URI they demand credentials, and any do on a unix socket.
+fn virtnbd(d: &Daemon, tool: &str, args: &[&str]) -> Run {
+    let uri = d.uri();
+    let mut all = vec!["-U", &uri, "--user", "x", "--password", "x"];
+    all.extend_from_slice(args);
+    command(tool, &all)
 }
 
 fn virtnbdbackup(d: &Daemon, dom: &str, level: &str, out: &Path, scratch: &Path) {
-    let uri = d.uri();
-    let run = command(
+    let (out, scratch) = (out.to_str().unwrap(), scratch.to_str().unwrap());
+    let run = virtnbd(
+        d,
         "virtnbdbackup",
         &[
             "-d",
@@ -150,27 +74,16 @@ fn virtnbdbackup(d: &Daemon, dom: &str, level: &str, out: &Path, scratch: &Path)
             "-l",
             level,
             "-o",
-            out.to_str().unwrap(),
-            "-U",
-            &uri,
-            // Demanded with any qemu+ URI; any value does on a unix socket.
-            "--user",
-            "x",
-            "--password",
-            "x",
+            out,
             "--scratchdir",
-            scratch.to_str().unwrap(),
+            scratch,
             "--noprogress",
         ],
     );
-    assert_eq!(
-        run.code, 0,
-        "virtnbdbackup -l {level}:\n{}\n{}",
-        run.stdout, run.stderr
-    );
     assert!(
-        run.stderr.contains("Finished successfully"),
-        "virtnbdbackup -l {level}:\n{}",
+        run.code == 0 && run.stderr.contains("Finished successfully"),
+        "virtnbdbackup -l {level}:\n{}\n{}",
+        run.stdout,
         run.stderr
     );
 }
@@ -186,11 +99,11 @@ fn virtnbdbackup_backs_up_and_virtnbdrestore_restores() {
     fs::create_dir_all(&scratch).unwrap();
 
     virtnbdbackup(&d, "vnb", "full", &out, &scratch);
-    guest_write(&d, "vnb", 0, "write -P 0x22 2M 128k");
-    guest_write(&d, "vnb", 1, "write -P 0x33 4M 192k");
+    d.guest_write("vnb", 0, "write -P 0x22 2M 128k");
+    d.guest_write("vnb", 1, "write -P 0x33 4M 192k");
     virtnbdbackup(&d, "vnb", "inc", &out, &scratch);
-    guest_write(&d, "vnb", 0, "write -P 0x44 10M 64k");
-    guest_write(&d, "vnb", 0, "write -P 0x55 0 4k");
+    d.guest_write("vnb", 0, "write -P 0x44 10M 64k");
+    d.guest_write("vnb", 0, "write -P 0x55 0 4k");
     virtnbdbackup(&d, "vnb", "inc", &out, &scratch);
 
     // Every job ended and took its scratch files and socket with it.
@@ -199,7 +112,7 @@ fn virtnbdbackup_backs_up_and_virtnbdrestore_restores() {
         "Job type: None"
     );
     assert_eq!(files(&scratch), Vec::<String>::new());
-    assert_eq!(node_names(&d, "vnb"), DISK_NODES);
+    assert_eq!(d.node_names("vnb"), DISK_NODES);
     let run = d
         .virsh(&["checkpoint-list", "vnb", "--name", "--topological"])
         .ok();
@@ -228,17 +141,10 @@ fn virtnbdbackup_backs_up_and_virtnbdrestore_restores() {
     // Shut off, the images are what QEMU wrote; the restore equals them.
     d.virsh(&["destroy", "vnb"]).ok();
     let restored = d.path("restored");
-    // Without -U it would ask the system libvirtd, which CI does not run.
-    let uri = d.uri();
-    let run = command(
+    let run = virtnbd(
+        &d,
         "virtnbdrestore",
         &[
-            "-U",
-            &uri,
-            "--user",
-            "x",
-            "--password",
-            "x",
             "-i",
             out.to_str().unwrap(),
             "-o",
@@ -298,16 +204,15 @@ if pattern:
 "#;
 
 fn nbd_probe(d: &Daemon, sock: &Path, export: &str, bitmap: &str, pattern: &str) -> Run {
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(NBD_PROBE)
-        .env("SOCK", sock)
-        .env("EXPORT", export)
-        .env("BITMAP", bitmap)
-        .env("PATTERN", pattern)
-        .output()
-        .expect("python3");
-    let run = Run::from(out);
+    let run = Run::of(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(NBD_PROBE)
+            .env("SOCK", sock)
+            .env("EXPORT", export)
+            .env("BITMAP", bitmap)
+            .env("PATTERN", pattern),
+    );
     assert_eq!(run.code, 0, "{}\n{}\n{}", run.stdout, run.stderr, d.log());
     run
 }
@@ -322,9 +227,9 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
     d.virsh(&["checkpoint-create-as", "inc", "cp1"]).ok();
     // 64 KiB clusters: 1M+64k, 5M+64k..+192k (two clusters), 20M+4k
     // (one cluster, 20M+64k..+128k).
-    guest_write(&d, "inc", 0, "write -P 0x61 1M 64k");
-    guest_write(&d, "inc", 0, "write -P 0x62 5184k 128k");
-    guest_write(&d, "inc", 0, "write -P 0x63 20544k 4k");
+    d.guest_write("inc", 0, "write -P 0x61 1M 64k");
+    d.guest_write("inc", 0, "write -P 0x62 5184k 128k");
+    d.guest_write("inc", 0, "write -P 0x63 20544k 4k");
 
     let sock = d.path("nbd.sock");
     let backup = format!(
@@ -391,7 +296,7 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
 
     // A write after the start goes to the disk; the export keeps the old
     // data (the scratch image receives it first).
-    guest_write(&d, "inc", 0, "write -P 0x77 1M 64k");
+    d.guest_write("inc", 0, "write -P 0x77 1M 64k");
     let probe = nbd_probe(&d, &sock, "vda", "backup-vda", "1048576:61");
     let lines: Vec<&str> = probe.stdout.lines().collect();
     assert_eq!(
@@ -413,7 +318,7 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
 
     // Abort while a client is connected: its reads end, and the scratch
     // file, the socket, the temporary bitmap and the nodes go.
-    let reader = Command::new("/usr/bin/python3")
+    let mut reader = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(
             "import nbd, os, sys, time\n\
@@ -428,15 +333,19 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
              print('still reading')\n",
         )
         .env("SOCK", &sock)
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Give the reader time to connect (its first read proves it).
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the reader has connected (its first read proves it), abort; the
+    // reader polls, every 50 ms for up to 30 s, for its reads to fail.
+    let mut said = BufReader::new(reader.stdout.take().unwrap());
+    let mut out = String::new();
+    said.read_line(&mut out).unwrap();
     d.virsh(&["domjobabort", "inc"]).ok();
-    let out = reader.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "connected\nended\n");
-    wait_idle(&d, "inc");
+    said.read_to_string(&mut out).unwrap();
+    reader.wait().unwrap();
+    assert_eq!(out, "connected\nended\n");
+    d.wait_idle("inc");
     assert!(!sock.exists());
     assert!(!d.path("vda.scratch").exists());
     let run = d.virsh(&["domjobinfo", "inc", "--completed"]).ok();
@@ -449,20 +358,14 @@ fn libnbd_reads_the_frozen_view_and_the_dirty_clusters() {
         info.ends_with("Error message: Operation canceled"),
         "{info}"
     );
-    assert_eq!(node_names(&d, "inc"), DISK_NODES);
+    assert_eq!(d.node_names("inc"), DISK_NODES);
     // The abort is a pull backup's normal end: the checkpoint stays.
     let run = d
         .virsh(&["checkpoint-list", "inc", "--name", "--topological"])
         .ok();
     assert_eq!(run.stdout.trim(), "cp1\ncp2");
-    let run = d
-        .virsh(&[
-            "qemu-monitor-command",
-            "inc",
-            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
-        ])
-        .ok();
-    assert!(!run.stdout.contains("backup-vda"), "{}", run.stdout);
+    let nodes = d.nodes_text("inc");
+    assert!(!nodes.contains("backup-vda"), "{nodes}");
 }
 
 /// TCP: a port from the configured range when none is given, shown by
@@ -507,24 +410,19 @@ fn tcp_ports_refusals_and_a_restart() {
 
     // A restart keeps the export readable and the job abortable.
     d.restart();
-    let read = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(format!(
-            "import nbd\nh = nbd.NBD(); h.set_export_name('vda'); h.connect_tcp('127.0.0.1', '{port}')\n\
-             print(h.get_size(), h.pread(4, 0))"
-        ))
-        .output()
-        .unwrap();
+    let read = Run::of(Command::new("/usr/bin/python3").arg("-c").arg(format!(
+        "import nbd\nh = nbd.NBD(); h.set_export_name('vda'); h.connect_tcp('127.0.0.1', '{port}')\n\
+         print(h.get_size(), h.pread(4, 0))"
+    )));
     assert_eq!(
-        String::from_utf8_lossy(&read.stdout),
-        "67108864 bytearray(b'\\x11\\x11\\x11\\x11')\n",
+        read.stdout, "67108864 bytearray(b'\\x11\\x11\\x11\\x11')\n",
         "{}",
-        String::from_utf8_lossy(&read.stderr)
+        read.stderr
     );
     let run = d.virsh(&["backup-dumpxml", "tcp"]).ok();
     assert!(words(&run.stdout).contains(&format!("port='{port}'")));
     d.virsh(&["domjobabort", "tcp"]).ok();
-    wait_idle(&d, "tcp");
+    d.wait_idle("tcp");
     // The default scratch files (next to the disks, named by the epoch)
     // went with the job.
     let leftovers: Vec<String> = files(d.dir.path())
@@ -605,15 +503,9 @@ fn tcp_ports_refusals_and_a_restart() {
     assert!(!d.path("raw.scratch").exists());
     let run = d.virsh(&["checkpoint-list", "tcp", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "");
-    let run = d
-        .virsh(&[
-            "qemu-monitor-command",
-            "tcp",
-            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
-        ])
-        .ok();
-    assert!(!run.stdout.contains("cpx"), "{}", run.stdout);
-    assert_eq!(node_names(&d, "tcp"), DISK_NODES);
+    let nodes = d.nodes_text("tcp");
+    assert!(!nodes.contains("cpx"), "{nodes}");
+    assert_eq!(d.node_names("tcp"), DISK_NODES);
     assert_eq!(
         words(&d.virsh(&["domjobinfo", "tcp"]).stdout),
         "Job type: None"
@@ -621,19 +513,6 @@ fn tcp_ports_refusals_and_a_restart() {
 }
 
 impl Session {
-    /// Runs the tool command of capture `name` and asserts that it
-    /// printed the same.
-    #[track_caller]
-    fn replay_tool(&self, name: &str) {
-        let (command, stdout, stderr, code) = self.area.capture(name);
-        let run = self.run_tool(name);
-        assert_eq!(
-            (self.theirs(&run.stdout), self.theirs(&run.stderr), run.code),
-            (stdout, stderr, code),
-            "{name} ({command})"
-        );
-    }
-
     /// Runs the reference's `nbdread.py` call of capture `name` against our
     /// server and asserts it read what it read from libvirtd's.
     #[track_caller]
@@ -645,13 +524,12 @@ impl Session {
             .split_whitespace()
             .map(|a| self.ours(a.trim_matches('\'')))
             .collect();
-        let out = Command::new("/usr/bin/python3")
-            .arg(self.area.path("nbdread.py"))
-            .args(&args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("python3");
-        let run = Run::from(out);
+        let run = Run::of(
+            Command::new("/usr/bin/python3")
+                .arg(self.area.path("nbdread.py"))
+                .args(&args)
+                .current_dir(&self.dir),
+        );
         assert_eq!(self.theirs(&run.stdout), stdout, "{name}: {}", run.stderr);
         // A traceback names the script's path: only its last line counts.
         assert_eq!(
@@ -659,19 +537,6 @@ impl Session {
             (stderr.lines().last(), code),
             "{name}"
         );
-    }
-
-    /// Replays a guest write capture (`hmp-write-*`).
-    fn replay_write(&self, name: &str) {
-        let (command, ..) = self.area.capture(name);
-        let (dom, hmp) = command
-            .strip_prefix("virsh -c qemu:///system qemu-monitor-command ")
-            .and_then(|c| c.split_once(" --hmp "))
-            .expect("an HMP command");
-        let run = self
-            .virsh(&["qemu-monitor-command", dom, "--hmp", hmp.trim_matches('\'')])
-            .ok();
-        assert_eq!(run.stdout.trim(), "", "qemu-io said: {}", run.stdout);
     }
 }
 
@@ -683,20 +548,14 @@ impl Session {
 #[test]
 fn a_pull_session_sees_what_it_saw_with_libvirtd() {
     let s = Session::start(&AREA, Daemon::start());
-    for (name, format, size) in [
-        ("vda.qcow2", "qcow2", "64M"),
-        ("vdb.qcow2", "qcow2", "64M"),
-        ("vdc.raw", "raw", "32M"),
-    ] {
-        s.daemon.image(&format!("prref/{name}"), format, size);
-    }
+    s.images(&DISKS);
     s.define("prvm");
     s.virsh(&["start", "prvm"]).ok();
     s.replay_write("hmp-write-vda-1");
     s.replay_write("hmp-write-vdb-1");
 
     // Full, over a unix socket; a write while it runs.
-    let events = EventLog::start(&s, "prvm");
+    let events = s.events("prvm");
     s.replay("backup-begin-unix");
     s.replay("backup-dumpxml-unix");
     s.replay("domjobinfo-unix");
@@ -710,13 +569,13 @@ fn a_pull_session_sees_what_it_saw_with_libvirtd() {
     s.replay_nbd("nbd-unix-full-after-write");
     s.replay("domjobabort-unix");
     events.wait_for("Backup for vdb canceled");
-    let raw = events.finish(&s);
+    let raw = events.finish(&s.daemon);
     let want: Vec<String> = reference_events(&s, "event-unix-abort-all");
     assert_eq!(event_shape(&raw), want[..11], "{raw:#?}");
     assert_eq!(job_completed(&raw)["success"], "1");
-    wait_idle(&s.daemon, "prvm");
+    s.daemon.wait_idle("prvm");
     assert_eq!(
-        files(&s.dir),
+        s.files("."),
         [
             "out",
             "prvm.xml",
@@ -747,7 +606,7 @@ fn a_pull_session_sees_what_it_saw_with_libvirtd() {
     s.replay_nbd("nbd-incremental-vdb");
     s.replay_api("api-jobstats-incremental", &["time_elapsed"]);
     s.replay("domjobabort-incremental");
-    wait_idle(&s.daemon, "prvm");
+    s.daemon.wait_idle("prvm");
     s.replay_api(
         "api-jobstats-completed-incremental-abort",
         &["time_elapsed"],
@@ -770,25 +629,11 @@ fn a_pull_session_sees_what_it_saw_with_libvirtd() {
     let run = s.replay_only("err-begin-tcp-noport");
     assert_eq!(run.code, 0, "{}", run.stderr);
     s.virsh(&["domjobabort", "prvm"]).ok();
-    wait_idle(&s.daemon, "prvm");
+    s.daemon.wait_idle("prvm");
     assert_eq!(
         words(&s.virsh(&["domjobinfo", "prvm"]).stdout),
         "Job type: None"
     );
-}
-
-/// `index='N'` attributes made `index='I'`: libvirt's counter and ours
-/// start from the same place but the reference session made more nodes.
-fn unindexed(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("index='") {
-        out.push_str(&rest[..at + 7]);
-        rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_digit());
-        out.push('I');
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate in
@@ -796,16 +641,7 @@ fn unindexed(text: &str) -> String {
 fn make_certificates(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Run::of(Command::new("openssl").args(args).current_dir(dir)).ok();
     };
     openssl(&[
         "req",
@@ -895,9 +731,7 @@ fn tls_exports_take_only_certified_clients() {
         .expect("a port")
         .to_string();
     assert!(dump.contains("tls='yes'"), "{dump}");
-    let probe = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(
+    let probe = Run::of(Command::new("/usr/bin/python3").arg("-c").arg(
             "import nbd, os, sys\n\
              port, pki = sys.argv[1], sys.argv[2]\n\
              for how in ('certificate', 'no certificate', 'plain'):\n\
@@ -908,24 +742,20 @@ fn tls_exports_take_only_certified_clients() {
              \x20       h.connect_tcp('127.0.0.1', port); print(how, 'reads', h.pread(2, 0).hex())\n\
              \x20   except nbd.Error:\n\
              \x20       print(how, 'refused')\n",
-        )
-        .args([&port, pki.to_str().unwrap()])
-        .output()
-        .unwrap();
+    ).args([&port, pki.to_str().unwrap()]));
     assert_eq!(
-        String::from_utf8_lossy(&probe.stdout),
-        "certificate reads 1111\nno certificate refused\nplain refused\n",
+        probe.stdout, "certificate reads 1111\nno certificate refused\nplain refused\n",
         "{}",
-        String::from_utf8_lossy(&probe.stderr)
+        probe.stderr
     );
     d.virsh(&["domjobabort", "tls"]).ok();
-    wait_idle(&d, "tls");
+    d.wait_idle("tls");
     assert!(!d.path("tls.scratch").exists());
     // The credentials object went with the job: a second TLS backup works.
     d.virsh(&["backup-begin", "tls", xml.to_str().unwrap()])
         .ok();
     d.virsh(&["domjobabort", "tls"]).ok();
-    wait_idle(&d, "tls");
+    d.wait_idle("tls");
 }
 
 /// Backup targets and scratch images on host block devices (loop devices
@@ -939,8 +769,8 @@ fn block_devices_are_formatted_and_kept_like_libvirtd_does() {
     let s = Session::start(&AREA, Daemon::start());
     let vda = s.daemon.image("prref/blk-vda.qcow2", "qcow2", "64M");
     let vdb = s.daemon.image("prref/blk-vdb.raw", "raw", "32M");
-    qemu_io(&vda, "write -P 0x5a 0 1M");
-    qemu_io_as(&vdb, "raw", "write -P 0x6b 0 512K");
+    qemu_io::write(&vda, "qcow2", "write -P 0x5a 0 1M");
+    qemu_io::write(&vdb, "raw", "write -P 0x6b 0 512K");
     let devices: Vec<LoopDevice> = [("a", 64), ("b", 32), ("c", 64), ("d", 32)]
         .iter()
         .map(|(x, mib)| {
@@ -953,13 +783,13 @@ fn block_devices_are_formatted_and_kept_like_libvirtd_does() {
         .collect();
     s.define("prblk");
     s.virsh(&["start", "prblk"]).ok();
-    let nodes = node_names(&s.daemon, "prblk");
+    let nodes = s.daemon.node_names("prblk");
 
     // Push: vda's qcow2 target formatted on a device, vdb's raw one
     // written over.
     let mark = s.daemon.log().len();
     s.replay("blk-backup-begin-push");
-    wait_idle(&s.daemon, "prblk");
+    s.daemon.wait_idle("prblk");
     s.same_qmp("blk-backup-begin-push", mark);
     s.replay("blk-domjobinfo-completed-push");
     s.replay_tool("blk-img-push-a");
@@ -980,9 +810,9 @@ fn block_devices_are_formatted_and_kept_like_libvirtd_does() {
     s.replay_nbd("blk-nbd-pull-vda-after-write");
     s.replay_nbd("blk-nbd-pull-vdb");
     s.replay("blk-domjobabort-pull");
-    wait_idle(&s.daemon, "prblk");
+    s.daemon.wait_idle("prblk");
     s.replay("blk-domjobinfo-completed-pull");
-    assert_eq!(node_names(&s.daemon, "prblk"), nodes);
+    assert_eq!(s.daemon.node_names("prblk"), nodes);
     for device in &devices {
         let kind = fs::metadata(&device.device).unwrap().file_type();
         assert!(kind.is_block_device(), "{}", device.device.display());
@@ -992,7 +822,7 @@ fn block_devices_are_formatted_and_kept_like_libvirtd_does() {
     // Push again onto what the first push left, with --reuse-external.
     let mark = s.daemon.log().len();
     s.replay("blk-backup-begin-reuse");
-    wait_idle(&s.daemon, "prblk");
+    s.daemon.wait_idle("prblk");
     s.same_qmp("blk-backup-begin-reuse", mark);
     s.replay("blk-domjobinfo-completed-reuse");
     s.virsh(&["destroy", "prblk"]).ok();

@@ -11,12 +11,7 @@ fn sigkill_and_restart_keep_running_domains() {
     let mut daemon = Daemon::start();
     daemon.define_two_disk("keep");
     daemon.virsh(&["start", "keep"]).ok();
-    let id = daemon
-        .virsh(&["domid", "keep"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let id = daemon.answer(&["domid", "keep"]);
     let pids = daemon.qemu_pids();
     assert_eq!(pids.len(), 1);
 
@@ -36,21 +31,11 @@ fn sigkill_and_restart_keep_running_domains() {
     daemon
         .virsh(&["qemu-monitor-command", "keep", "--hmp", "stop"])
         .ok();
-    let state = || daemon.virsh(&["domstate", "keep", "--reason"]).ok().stdout;
-    common::wait_until(std::time::Duration::from_secs(5), || {
-        state().trim() == "paused (unknown)"
-    })
-    .unwrap_or_else(|| panic!("not paused: {}", state()));
+    daemon.wait_state("keep", "paused (unknown)");
     daemon.restart();
-    assert_eq!(
-        daemon.virsh(&["domstate", "keep"]).ok().stdout.trim(),
-        "paused"
-    );
+    assert_eq!(daemon.answer(&["domstate", "keep"]), "paused");
 
     daemon.virsh(&["destroy", "keep"]).ok();
     assert!(daemon.qemu_pids().is_empty());
-    assert_eq!(
-        daemon.virsh(&["domstate", "keep"]).ok().stdout.trim(),
-        "shut off"
-    );
+    assert_eq!(daemon.answer(&["domstate", "keep"]), "shut off");
 }

@@ -8,11 +8,14 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
-use common::reference::{steady, Area, Session};
-use common::{words, Daemon, LoopDevice, Run};
+use common::images::{self, qemu_img};
+use common::qemu_io::{self, holds};
+use common::reference::{shell_words, steady, Area, Session};
+use common::storage::LoopDevice;
+use common::{words, Daemon, Run};
 
 const AREA: Area = Area {
     root: "fixtures/reference/snapshot",
@@ -119,17 +122,28 @@ fn same(s: &Session, run: &Run, name: &str) {
     );
 }
 
+/// Runs capture `name` (a virsh line or a snapi.py call) and compares.
+fn replay(s: &Session, name: &str) {
+    let (command, ..) = AREA.capture(name);
+    let run = match command.strip_prefix("./snapi.py ") {
+        Some(rest) => {
+            let args: Vec<String> = shell_words(rest).iter().map(|a| s.ours(a)).collect();
+            s.api(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+        None => s.replay_only(name),
+    };
+    same(s, &run, name);
+}
+
 /// The session's domains: snvm (two qcow2 disks, running) and snraw (a
 /// qcow2 and a raw disk, never started).
 fn snvm(s: &Session) {
-    for (name, format, size) in [
+    s.images(&[
         ("vda.qcow2", "qcow2", "64M"),
         ("vdb.qcow2", "qcow2", "64M"),
         ("raw-vda.qcow2", "qcow2", "64M"),
         ("raw-vdb.raw", "raw", "32M"),
-    ] {
-        s.daemon.image(&format!("snref/{name}"), format, size);
-    }
+    ]);
     s.define("snvm");
     s.define("snraw");
     s.virsh(&["start", "snvm"]).ok();
@@ -147,45 +161,12 @@ fn libvirtds_snapshot_session_replays_identically() {
     let s = Session::start(&AREA, Daemon::start());
     snvm(&s);
     for name in session() {
-        let (command, ..) = AREA.capture(&name);
-        let run = if command.starts_with("./") {
-            let args: Vec<String> = common::reference::shell_words(
-                command.strip_prefix("./snapi.py ").expect("snapi.py"),
-            )
-            .iter()
-            .map(|a| s.ours(a))
-            .collect();
-            s.api(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        } else {
-            s.replay_only(&name)
-        };
-        same(&s, &run, &name);
+        replay(&s, &name);
     }
 }
 
-fn qemu_io(image: &Path, cmd: &str) -> Run {
-    let out = Command::new("qemu-io")
-        .args(["-r", "-U", "-c", cmd])
-        .arg(image)
-        .output()
-        .expect("qemu-io");
-    Run::from(out)
-}
-
-/// Whether `image` reads `pattern` over the range.
-fn holds(image: &Path, pattern: u8, offset: &str, len: &str) -> bool {
-    let run = qemu_io(image, &format!("read -P 0x{pattern:02x} {offset} {len}"));
-    run.code == 0 && !run.stdout.contains("Pattern verification failed")
-}
-
-fn guest_write(d: &Daemon, dom: &str, index: u32, what: &str) {
-    let cmd =
-        format!("qemu-io -d /machine/peripheral/virtio-disk{index}/virtio-backend \"{what}\"");
-    d.virsh(&["qemu-monitor-command", dom, "--hmp", &cmd]).ok();
-}
-
 /// A running two-disk domain.
-fn running(d: &Daemon, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn running(d: &Daemon, name: &str) -> (PathBuf, PathBuf) {
     let vda = d.image(&format!("{name}-vda.qcow2"), "qcow2", "64M");
     let vdb = d.image(&format!("{name}-vdb.qcow2"), "qcow2", "64M");
     let xml = d.domain_xml(name, &[("vda", &vda, "qcow2"), ("vdb", &vdb, "qcow2")]);
@@ -201,12 +182,12 @@ fn running(d: &Daemon, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 fn snapshots_round_trip_the_guests_data() {
     let d = Daemon::start();
     let (vda, vdb) = running(&d, "rt");
-    guest_write(&d, "rt", 0, "write -P 0x11 0 1M");
+    d.guest_write("rt", 0, "write -P 0x11 0 1M");
     d.virsh(&["snapshot-create-as", "rt", "s1"]).ok();
-    guest_write(&d, "rt", 0, "write -P 0x22 0 1M");
-    guest_write(&d, "rt", 1, "write -P 0x23 0 64k");
+    d.guest_write("rt", 0, "write -P 0x22 0 1M");
+    d.guest_write("rt", 1, "write -P 0x23 0 64k");
     d.virsh(&["snapshot-create-as", "rt", "s2"]).ok();
-    guest_write(&d, "rt", 0, "write -P 0x33 0 1M");
+    d.guest_write("rt", 0, "write -P 0x33 0 1M");
 
     // Back to s1 while running: the guest runs on s1's disks.
     let run = d.virsh(&["snapshot-revert", "rt", "s1"]).ok();
@@ -240,23 +221,13 @@ fn snapshots_round_trip_the_guests_data() {
         "{}",
         info.stdout
     );
-    let out = Command::new("qemu-img")
-        .args(["snapshot", "-l", "-U"])
-        .arg(&vda)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = images::snapshot_list(&vda);
     for name in ["s1", "s2", "off1"] {
         assert!(listing.contains(name), "{listing}");
     }
     d.virsh(&["snapshot-delete", "rt", "off1"]).ok();
     d.virsh(&["snapshot-delete", "rt", "s1"]).ok();
-    let out = Command::new("qemu-img")
-        .args(["snapshot", "-l", "-U"])
-        .arg(&vda)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
+    let listing = images::snapshot_list(&vda);
     assert!(
         !listing.contains("off1") && !listing.contains(" s1 "),
         "{listing}"
@@ -275,16 +246,18 @@ fn snapshots_round_trip_the_guests_data() {
         "{}",
         blk.stdout
     );
-    let chain = Command::new("qemu-img")
-        .args(["info", "-U", "--backing-chain", "--output=json"])
-        .arg(&overlay)
-        .output()
-        .unwrap();
-    let chain: serde_json::Value = serde_json::from_slice(&chain.stdout).unwrap();
+    let chain = qemu_img(&[
+        "info",
+        "-U",
+        "--backing-chain",
+        "--output=json",
+        overlay.to_str().unwrap(),
+    ]);
+    let chain: serde_json::Value = serde_json::from_str(&chain.stdout).unwrap();
     assert_eq!(chain[0]["filename"], overlay.to_str().unwrap());
     assert_eq!(chain[0]["backing-filename"], vda.to_str().unwrap());
     assert_eq!(chain[1]["filename"], vda.to_str().unwrap());
-    guest_write(&d, "rt", 0, "write -P 0x44 2M 64k");
+    d.guest_write("rt", 0, "write -P 0x44 2M 64k");
     let info = d.virsh(&["snapshot-info", "rt", "e1"]).ok();
     assert!(words(&info.stdout).contains("State: disk-snapshot Location: external"));
     // Refused as libvirtd 9.0 refuses it.
@@ -365,20 +338,11 @@ fn a_domain_has_snapshots_or_checkpoints_never_both() {
     assert!(!d.path("ex-vda.backup").exists());
     // A backup without a checkpoint is fine.
     d.virsh(&["backup-begin", "ex", &backup]).ok();
-    common::wait_until(std::time::Duration::from_secs(60), || {
-        words(&d.virsh(&["domjobinfo", "ex"]).stdout) == "Job type: None"
-    })
-    .expect("backup ended");
+    d.wait_idle("ex");
     let run = d.virsh(&["checkpoint-list", "ex", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "");
-    let nodes = d
-        .virsh(&[
-            "qemu-monitor-command",
-            "ex",
-            r#"{"execute":"query-named-block-nodes","arguments":{"flat":true}}"#,
-        ])
-        .ok();
-    assert!(!nodes.stdout.contains("\"c1\"") && !nodes.stdout.contains("\"c2\""));
+    let nodes = d.nodes_text("ex");
+    assert!(!nodes.contains("\"c1\"") && !nodes.contains("\"c2\""));
 
     // The last snapshot gone, checkpoints come; then no snapshot.
     d.virsh(&["snapshot-delete", "ex", "s1"]).ok();
@@ -395,13 +359,7 @@ fn a_domain_has_snapshots_or_checkpoints_never_both() {
     );
     d.virsh(&["snapshot-create", "ex", &dump, "--redefine"])
         .fails_with(NO_SNAPSHOT);
-    assert_eq!(
-        d.virsh(&["snapshot-list", "ex", "--name"])
-            .ok()
-            .stdout
-            .trim(),
-        ""
-    );
+    assert_eq!(d.answer(&["snapshot-list", "ex", "--name"]), "");
     d.virsh(&["checkpoint-delete", "ex", "c1"]).ok();
     d.virsh(&["snapshot-create-as", "ex", "s2"]).ok();
 
@@ -423,10 +381,7 @@ fn a_domain_has_snapshots_or_checkpoints_never_both() {
         "error: Requested operation is not valid: a backup job is running on the domain",
     );
     d.virsh(&["domjobabort", "ex"]).ok();
-    common::wait_until(std::time::Duration::from_secs(60), || {
-        words(&d.virsh(&["domjobinfo", "ex"]).stdout) == "Job type: None"
-    })
-    .expect("pull backup ended");
+    d.wait_idle("ex");
 
     // Two clients racing, one for each kind, many times over: never both.
     d.virsh(&["snapshot-delete", "ex", "s2"]).ok();
@@ -493,14 +448,7 @@ fn metadata_survives_restarts_and_undefine_asks_for_it() {
     )
     .unwrap();
     fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let sed = editor.to_str().unwrap();
-    let edit = Command::new("virsh")
-        .args(["-q", "-c", &d.uri(), "snapshot-edit", "md", "b"])
-        .env("EDITOR", sed)
-        .env("VISUAL", sed)
-        .output()
-        .unwrap();
-    assert!(edit.status.success(), "{edit:?}");
+    d.virsh_editing(&editor, &["snapshot-edit", "md", "b"]).ok();
     let dump = d.virsh(&["snapshot-dumpxml", "md", "b"]).ok();
     assert!(dump.stdout.contains("<description>via-edit</description>"));
     // Its path by hand: dumpxml, then redefine.
@@ -524,12 +472,7 @@ fn metadata_survives_restarts_and_undefine_asks_for_it() {
     );
     d.virsh(&["undefine", "md", "--snapshots-metadata"]).ok();
     assert!(vda.exists());
-    let out = Command::new("qemu-img")
-        .args(["snapshot", "-l"])
-        .arg(&vda)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(" b "));
+    assert!(images::snapshot_list(&vda).contains(" b "));
 }
 
 /// Only what does not vary from run to run: `read N/N bytes at offset O`
@@ -556,8 +499,7 @@ fn block_device_and_reused_overlays_replay_libvirtds_session() {
     let s = Session::start(&AREA, Daemon::start());
     for (name, pattern) in [("blk-vda.qcow2", 0x5a), ("blk-vdb.qcow2", 0x6b)] {
         let image = s.daemon.image(&format!("snref/{name}"), "qcow2", "64M");
-        let run = qemu_io_rw(&image, &format!("write -P 0x{pattern:x} 0 1M"));
-        assert_eq!(run.code, 0, "{}", run.stderr);
+        qemu_io::write(&image, "qcow2", &format!("write -P 0x{pattern:x} 0 1M"));
     }
     let _devices: Vec<LoopDevice> = ["a", "b"]
         .iter()
@@ -569,14 +511,21 @@ fn block_device_and_reused_overlays_replay_libvirtds_session() {
             )
         })
         .collect();
+    let backing = s.path("blk-vdb.qcow2");
     for overlay in ["blk-reuse-vdb.qcow2", "blk-reuse2-vdb.qcow2"] {
-        let made = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(s.path("blk-vdb.qcow2"))
-            .arg(s.path(overlay))
-            .status()
-            .unwrap();
-        assert!(made.success());
+        let overlay = s.path(overlay);
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            backing.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+        ])
+        .ok();
     }
     fs::write(s.path("blk-empty.qcow2"), "").unwrap();
     fs::write(s.path("blk-regular"), "not a block device\n").unwrap();
@@ -616,15 +565,6 @@ fn block_device_and_reused_overlays_replay_libvirtds_session() {
     );
 }
 
-fn qemu_io_rw(image: &Path, cmd: &str) -> Run {
-    let out = Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", cmd])
-        .arg(image)
-        .output()
-        .expect("qemu-io");
-    Run::from(out)
-}
-
 // ---------------------------------------------------------------------------
 // conf-session.sh: schema validation, redefines without a domain, the
 // save cookie (SESSION-conf.txt).
@@ -636,22 +576,6 @@ fn conf_sn(s: &Session) {
     s.daemon.image("snref/conf-vda.qcow2", "qcow2", "64M");
     s.define("conf-sn");
     s.virsh(&["start", "conf-sn"]).ok();
-}
-
-/// Runs capture `name` (a virsh line or a snapi.py call) and compares.
-fn replay_conf(s: &Session, name: &str) {
-    let (command, ..) = AREA.capture(name);
-    let run = match command.strip_prefix("./snapi.py ") {
-        Some(rest) => {
-            let args: Vec<String> = common::reference::shell_words(rest)
-                .iter()
-                .map(|a| s.ours(a))
-                .collect();
-            s.api(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        }
-        None => s.replay_only(name),
-    };
-    same(s, &run, name);
 }
 
 /// A snapshot document without its embedded definitions, whose content
@@ -708,7 +632,7 @@ fn validate_checks_the_schema_like_libvirtd() {
         .collect();
     assert!(names.len() > 80, "{names:?}");
     for name in &names {
-        replay_conf(&s, name);
+        replay(&s, name);
     }
     let run = s.virsh(&["snapshot-list", "conf-sn", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "");
@@ -729,7 +653,7 @@ fn cookie_and_redefines_without_a_domain_match_libvirtd() {
     let capture = |name: &str| s.theirs(&s.ours(&AREA.capture(name).1));
     let file = |name: &str| AREA.text(&format!("libvirtd-files/{name}.xml"));
 
-    replay_conf(&s, "conf-create-s1");
+    replay(&s, "conf-create-s1");
     assert_eq!(
         cookie_of(&dumpxml("s1")),
         cookie_of(&capture("conf-dumpxml-s1"))
@@ -756,7 +680,7 @@ fn cookie_and_redefines_without_a_domain_match_libvirtd() {
             None,
         ),
     ] {
-        replay_conf(&s, redefine);
+        replay(&s, redefine);
         let ours = dumpxml("s1");
         assert_eq!(
             without_domains(&ours),
@@ -778,7 +702,7 @@ fn cookie_and_redefines_without_a_domain_match_libvirtd() {
     }
 
     // libvirtd's own dump of s1 brings its cookie back.
-    replay_conf(&s, "conf-redefine-back");
+    replay(&s, "conf-redefine-back");
     assert_eq!(
         cookie_of(&dumpxml("s1")),
         cookie_of(&capture("conf-dumpxml-after-back"))

@@ -4,12 +4,21 @@
 
 #![allow(dead_code)]
 
+pub mod events;
+pub mod images;
+pub mod monitor;
+pub mod qemu_io;
 pub mod raw;
 pub mod reference;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long a test waits for what should happen before it gives up: a
+/// hang guard, not a timing assert.
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
@@ -33,6 +42,12 @@ impl Run {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             code: output.status.code().unwrap_or(-1),
         }
+    }
+
+    /// Runs `cmd` to its end.
+    pub fn of(cmd: &mut Command) -> Run {
+        let output = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        Run::from(output)
     }
 
     /// Panics with everything the command printed unless it succeeded.
@@ -159,27 +174,72 @@ impl Daemon {
         self.run_virsh(&["-c", &self.uri()], args)
     }
 
+    /// What a virsh command that must succeed printed, trimmed.
+    #[track_caller]
+    pub fn answer(&self, args: &[&str]) -> String {
+        self.virsh(args).ok().stdout.trim().to_string()
+    }
+
+    /// Loud virsh with `editor` as its EDITOR (and VISUAL), for the
+    /// `*-edit` commands.
+    pub fn virsh_editing(&self, editor: &Path, args: &[&str]) -> Run {
+        Run::of(
+            Command::new("virsh")
+                .args(["-c", &self.uri()])
+                .args(args)
+                .env("EDITOR", editor)
+                .env("VISUAL", editor)
+                .env("LC_ALL", "C")
+                .env_remove("LIBVIRT_DEFAULT_URI"),
+        )
+    }
+
     fn run_virsh(&self, options: &[&str], args: &[&str]) -> Run {
-        let output = Command::new("virsh")
-            .args(options)
-            .args(args)
-            .env("LC_ALL", "C")
-            .env_remove("LIBVIRT_DEFAULT_URI")
-            .output()
-            .expect("run virsh");
-        Run::from(output)
+        Run::of(
+            Command::new("virsh")
+                .args(options)
+                .args(args)
+                .env("LC_ALL", "C")
+                .env_remove("LIBVIRT_DEFAULT_URI"),
+        )
+    }
+
+    /// Waits until the domain has no job any more.
+    #[track_caller]
+    pub fn wait_idle(&self, dom: &str) {
+        wait_until(PATIENCE, || {
+            words(&self.virsh(&["domjobinfo", dom]).stdout) == "Job type: None"
+        })
+        .unwrap_or_else(|| panic!("the job of {dom} did not end"));
+    }
+
+    /// Waits until `domstate --reason` prints `want` ("shut off
+    /// (crashed)"), or, when `want` names no reason ("shut off"), that
+    /// state with any reason.
+    #[track_caller]
+    pub fn wait_state(&self, dom: &str, want: &str) {
+        let state = || {
+            let state = self.virsh(&["domstate", dom, "--reason"]).stdout;
+            let state = state.trim();
+            if want.contains('(') {
+                state.to_string()
+            } else {
+                state.split(" (").next().unwrap_or_default().to_string()
+            }
+        };
+        wait_until(PATIENCE, || state() == want)
+            .unwrap_or_else(|| panic!("{dom} is {:?}, not {want:?}", state()));
     }
 
     /// Runs a Python snippet with Debian's python3 (which has the libvirt
     /// module); `URI` is set in its environment.
     pub fn python(&self, script: &str) -> Run {
-        let output = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(script)
-            .env("URI", self.uri())
-            .output()
-            .expect("run python3");
-        Run::from(output)
+        Run::of(
+            Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(script)
+                .env("URI", self.uri()),
+        )
     }
 
     /// Like [`Daemon::python`], for scripts whose stderr is noise: libvirt
@@ -193,17 +253,7 @@ impl Daemon {
     /// Creates a qcow2 (or raw) image in the test directory.
     pub fn image(&self, name: &str, format: &str, size: &str) -> PathBuf {
         let path = self.path(name);
-        let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", format])
-            .arg(&path)
-            .arg(size)
-            .output()
-            .expect("qemu-img");
-        assert!(
-            out.status.success(),
-            "qemu-img create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        images::create(&path, format, size);
         path
     }
 
@@ -239,6 +289,14 @@ impl Daemon {
         self.define(name, &xml);
     }
 
+    /// SIGKILL to every QEMU of this test, as a crash would.
+    #[track_caller]
+    pub fn kill_qemu(&self) {
+        for pid in self.qemu_pids() {
+            signal(pid.unsigned_abs(), "KILL");
+        }
+    }
+
     /// Pids of QEMU processes started from this test's directory.
     pub fn qemu_pids(&self) -> Vec<i32> {
         let needle = self.dir.path().to_string_lossy().into_owned();
@@ -271,40 +329,6 @@ impl Drop for Daemon {
     }
 }
 
-/// A loop device over a sparse file, reached through a symlink so that
-/// what clients print names the link, not whichever /dev/loopN was free;
-/// detached when dropped (lazily, should QEMU still hold it).
-pub struct LoopDevice {
-    pub device: PathBuf,
-}
-
-impl LoopDevice {
-    pub fn attach(file: &Path, size: u64, link: &Path) -> LoopDevice {
-        std::fs::File::create(file)
-            .and_then(|f| f.set_len(size))
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        std::os::unix::fs::symlink(&device, link).unwrap();
-        LoopDevice { device }
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
-    }
-}
-
 /// `text` with every run of white space made one space: virsh pads its
 /// table columns to the longest entry.
 pub fn words(text: &str) -> String {
@@ -321,4 +345,27 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<(
         std::thread::sleep(Duration::from_millis(50));
     }
     cond().then_some(())
+}
+
+/// Sends signal `sig` ("KILL", "INT") to process `pid`.
+#[track_caller]
+pub fn signal(pid: u32, sig: &str) {
+    command("kill", &[&format!("-{sig}"), &pid.to_string()]).ok();
+}
+
+/// Runs `program` with `args` in the C locale.
+pub fn command(program: &str, args: &[&str]) -> Run {
+    Run::of(Command::new(program).args(args).env("LC_ALL", "C"))
+}
+
+/// The names in a directory, sorted.
+#[track_caller]
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

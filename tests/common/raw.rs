@@ -6,16 +6,23 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use virtbackupd::rpc::wire::remote_error;
-use virtbackupd::xdr::from_bytes;
+use virtbackupd::rpc::wire::{remote_connect_open_args, remote_error};
+use virtbackupd::xdr::{from_bytes, to_bytes, Pack};
+
+/// How long a reply may take: a hang guard.
+const WAIT: Duration = Duration::from_secs(20);
 
 pub const REMOTE: u32 = 0x2000_8086;
+pub const QEMU: u32 = 0x2000_8087;
 pub const KEEPALIVE: u32 = 0x6b65_6570;
 pub const CALL: u32 = 0;
 pub const REPLY: u32 = 1;
 pub const MESSAGE: u32 = 2;
+pub const CALL_WITH_FDS: u32 = 4;
 pub const OK: u32 = 0;
 pub const ERROR: u32 = 1;
+
+pub const PROC_CONNECT_OPEN: i32 = 1;
 
 /// A frame: length word, the six header words, the body.
 pub fn frame(
@@ -39,6 +46,11 @@ pub fn frame(
 /// A remote-program call with status OK.
 pub fn call(proc_: i32, serial: u32, body: &[u8]) -> Vec<u8> {
     frame(REMOTE, 1, proc_, CALL, serial, OK, body)
+}
+
+/// The XDR encoding of `value`.
+pub fn bytes<T: Pack>(value: &T) -> Vec<u8> {
+    to_bytes(value).expect("XDR")
 }
 
 /// An XDR string: length, bytes, zero padding.
@@ -90,6 +102,13 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
+/// What a call got back: OK, or libvirt's (code, domain, message).
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Ok,
+    Error(i32, i32, String),
+}
+
 impl Reply {
     /// The body of an error reply: code, error domain, message.
     #[track_caller]
@@ -98,19 +117,60 @@ impl Reply {
         let err: remote_error = from_bytes(&self.body).expect("remote_error");
         (err.code, err.domain, err.message.unwrap_or_default())
     }
+
+    #[track_caller]
+    pub fn answer(&self) -> Answer {
+        if self.status == OK {
+            return Answer::Ok;
+        }
+        let (code, domain, message) = self.error();
+        Answer::Error(code, domain, message)
+    }
 }
 
 pub struct Raw {
     stream: UnixStream,
+    /// The serial of the last [`Raw::send_call`].
+    serial: u32,
 }
 
 impl Raw {
     pub fn connect(socket: &Path) -> Raw {
         let stream = UnixStream::connect(socket).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Raw { stream }
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        Raw { stream, serial: 0 }
+    }
+
+    /// A connection opened as its first call: CONNECT_OPEN with no name
+    /// (the default URI) and `flags`.
+    #[track_caller]
+    pub fn opened(socket: &Path, flags: u32) -> Raw {
+        let mut raw = Raw::connect(socket);
+        let open = remote_connect_open_args { name: None, flags };
+        let answer = raw.call(REMOTE, PROC_CONNECT_OPEN, CALL, &bytes(&open));
+        assert_eq!(answer, Answer::Ok);
+        raw
+    }
+
+    /// Sends a call of version 1 of `prog` with the next serial.
+    pub fn send_call(&mut self, prog: u32, proc_: i32, kind: u32, body: &[u8]) {
+        self.serial += 1;
+        self.send(&frame(prog, 1, proc_, kind, self.serial, OK, body));
+    }
+
+    /// The reply to the last [`Raw::send_call`].
+    #[track_caller]
+    pub fn answer(&mut self) -> Answer {
+        let reply = self.reply();
+        assert_eq!(reply.serial, self.serial, "reply to the call just made");
+        reply.answer()
+    }
+
+    /// [`Raw::send_call`], then its [`Raw::answer`].
+    #[track_caller]
+    pub fn call(&mut self, prog: u32, proc_: i32, kind: u32, body: &[u8]) -> Answer {
+        self.send_call(prog, proc_, kind, body);
+        self.answer()
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -130,9 +190,7 @@ impl Raw {
             .expect("timeout");
         let mut len = [0u8; 4];
         let got = self.stream.read_exact(&mut len);
-        self.stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        self.stream.set_read_timeout(Some(WAIT)).expect("timeout");
         got.ok()?;
         let len = u32::from_be_bytes(len) as usize;
         let mut rest = vec![0u8; len.checked_sub(4)?];
@@ -149,10 +207,15 @@ impl Raw {
         })
     }
 
+    /// The next frame; `None` when the connection is closed (or after a
+    /// hang guard's wait).
+    pub fn next(&mut self) -> Option<Reply> {
+        self.next_within(WAIT)
+    }
+
     #[track_caller]
     pub fn reply(&mut self) -> Reply {
-        self.next_within(Duration::from_secs(10))
-            .expect("a reply before the timeout")
+        self.next().expect("a reply before the timeout")
     }
 
     /// Sends one frame and reads the frame that answers it.

@@ -5,21 +5,24 @@
 //! command in its own copy of that directory and compares, with the
 //! directory's name mapped back.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::Value;
 
-use super::{wait_until, Daemon, Run};
+use super::events::EventLog;
+use super::{files, images, Daemon, Run};
 
-/// A hang guard for what should happen, not a timing assert.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-static WATCHERS: AtomicUsize = AtomicUsize::new(0);
+/// The disks of the reference sessions' main domain (bkvm, cpvm, prvm):
+/// (file, format, size).
+pub const DISKS: [(&str, &str, &str); 3] = [
+    ("vda.qcow2", "qcow2", "64M"),
+    ("vdb.qcow2", "qcow2", "64M"),
+    ("vdc.raw", "raw", "32M"),
+];
 
 /// One folder of captures.
 pub struct Area {
@@ -87,6 +90,23 @@ pub fn steady(text: &str) -> String {
         .join("\n")
 }
 
+/// The keys of a backup job's progress in its statistics and events.
+pub const PROGRESS: [&str; 4] = [
+    "time_elapsed",
+    "disk_total",
+    "disk_processed",
+    "disk_remaining",
+];
+
+/// `text` without the lines that contain `needle` (`creationTime`, whose
+/// value is the run's).
+pub fn lines_without(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains(needle))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `text` with the number after each `'key': ` (a Python dict repr) or
 /// `key: ` (an event parameter) replaced by N.
 pub fn masked(text: &str, keys: &[&str]) -> String {
@@ -116,6 +136,9 @@ pub struct Session {
     /// Our copy of the capture directory.
     pub dir: PathBuf,
     pub area: &'static Area,
+    /// Names ours and libvirtd's runs chose differently (a checkpoint
+    /// named after the time): (theirs, ours).
+    renamed: RefCell<Vec<(String, String)>>,
 }
 
 impl Session {
@@ -126,7 +149,12 @@ impl Session {
         let dir = daemon.path(base.to_str().expect("utf-8"));
         fs::create_dir_all(dir.join("xml")).unwrap();
         fs::create_dir_all(dir.join("out")).unwrap();
-        let session = Session { daemon, dir, area };
+        let session = Session {
+            daemon,
+            dir,
+            area,
+            renamed: RefCell::new(Vec::new()),
+        };
         for entry in fs::read_dir(area.path("xml")).unwrap().flatten() {
             let text = fs::read_to_string(entry.path()).unwrap();
             let copy = session.dir.join("xml").join(entry.file_name());
@@ -139,32 +167,74 @@ impl Session {
         self.dir.to_str().unwrap()
     }
 
-    /// Reference text with the capture directory made ours.
-    pub fn ours(&self, text: &str) -> String {
-        text.replace(self.area.tmp, self.dirname())
+    /// From now on `ours` stands for libvirtd's `theirs`, in the commands
+    /// replayed and in what they print.
+    pub fn rename(&self, theirs: &str, ours: &str) {
+        self.renamed
+            .borrow_mut()
+            .push((theirs.to_string(), ours.to_string()));
     }
 
-    /// Our text with our directory made the capture directory.
+    /// Reference text with the capture directory (and renamed names) made
+    /// ours.
+    pub fn ours(&self, text: &str) -> String {
+        let text = text.replace(self.area.tmp, self.dirname());
+        self.renamed
+            .borrow()
+            .iter()
+            .fold(text, |text, (theirs, ours)| text.replace(theirs, ours))
+    }
+
+    /// Our text with our directory (and renamed names) made the capture
+    /// directory.
     pub fn theirs(&self, text: &str) -> String {
-        text.replace(self.dirname(), self.area.tmp)
+        let text = text.replace(self.dirname(), self.area.tmp);
+        self.renamed
+            .borrow()
+            .iter()
+            .fold(text, |text, (theirs, ours)| text.replace(ours, theirs))
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
 
+    /// Creates images in our directory: (file, format, size).
+    #[track_caller]
+    pub fn images(&self, list: &[(&str, &str, &str)]) {
+        for (name, format, size) in list {
+            images::create(&self.path(name), format, size);
+        }
+    }
+
+    /// The files in a directory of ours (`out/`, `.`), sorted.
+    #[track_caller]
+    pub fn files(&self, rel: &str) -> Vec<String> {
+        files(&self.path(rel))
+    }
+
+    /// Watches the events of `dom`, which `define` defined.
+    #[track_caller]
+    pub fn events(&self, dom: &str) -> EventLog {
+        EventLog::start(
+            &self.daemon,
+            &[dom, "--all"],
+            dom,
+            self.path(&format!("{dom}.xml")),
+        )
+    }
+
     /// The stock virsh, run in our reference directory (as the captures
     /// were made in theirs), loud like the captures.
     pub fn virsh(&self, args: &[&str]) -> Run {
-        let out = Command::new("virsh")
-            .args(["-c", &self.daemon.uri()])
-            .args(args)
-            .current_dir(&self.dir)
-            .env("LC_ALL", "C")
-            .env_remove("LIBVIRT_DEFAULT_URI")
-            .output()
-            .expect("run virsh");
-        Run::from(out)
+        Run::of(
+            Command::new("virsh")
+                .args(["-c", &self.daemon.uri()])
+                .args(args)
+                .current_dir(&self.dir)
+                .env("LC_ALL", "C")
+                .env_remove("LIBVIRT_DEFAULT_URI"),
+        )
     }
 
     /// Asserts that `run` printed what libvirtd printed in capture `name`.
@@ -211,13 +281,37 @@ impl Session {
     pub fn run_tool(&self, name: &str) -> Run {
         let (command, ..) = self.area.capture(name);
         let args: Vec<String> = shell_words(&command).iter().map(|a| self.ours(a)).collect();
-        let out = Command::new(&args[0])
-            .args(&args[1..])
-            .current_dir(&self.dir)
-            .env("LC_ALL", "C")
-            .output()
-            .unwrap_or_else(|e| panic!("{command}: {e}"));
-        Run::from(out)
+        Run::of(
+            Command::new(&args[0])
+                .args(&args[1..])
+                .current_dir(&self.dir)
+                .env("LC_ALL", "C"),
+        )
+    }
+
+    /// Runs the tool command of capture `name` and asserts that it
+    /// printed the same.
+    #[track_caller]
+    pub fn replay_tool(&self, name: &str) {
+        let (command, stdout, stderr, code) = self.area.capture(name);
+        let run = self.run_tool(name);
+        assert_eq!(
+            (self.theirs(&run.stdout), self.theirs(&run.stderr), run.code),
+            (stdout, stderr, code),
+            "{name} ({command})"
+        );
+    }
+
+    /// Replays the guest write of capture `name` (`hmp-write-*`: an HMP
+    /// qemu-io command).
+    #[track_caller]
+    pub fn replay_write(&self, name: &str) {
+        let (command, ..) = self.area.capture(name);
+        let (dom, hmp) = command
+            .strip_prefix("virsh -c qemu:///system qemu-monitor-command ")
+            .and_then(|c| c.split_once(" --hmp "))
+            .expect("an HMP command");
+        self.daemon.hmp_qemu_io(dom, hmp.trim_matches('\''));
     }
 
     /// Asserts that the image-handling QMP commands the daemon sent since
@@ -267,15 +361,20 @@ impl Session {
             "libvirt.open(\"qemu:///system\")",
             "libvirt.open(__import__('os').environ['URI'])",
         );
-        let out = Command::new("/usr/bin/python3")
-            .arg("-c")
-            .arg(script)
-            .args(args)
-            .current_dir(&self.dir)
-            .env("URI", self.daemon.uri())
-            .output()
-            .expect("run python3");
-        Run::from(out)
+        self.python(&script, args)
+    }
+
+    /// A Python script run with Debian's python3 in our directory, `URI`
+    /// set to our daemon's.
+    pub fn python(&self, script: &str, args: &[&str]) -> Run {
+        Run::of(
+            Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(script)
+                .args(args)
+                .current_dir(&self.dir)
+                .env("URI", self.daemon.uri()),
+        )
     }
 
     /// Runs the bkapi.py call of capture `name` and asserts the same
@@ -311,87 +410,6 @@ impl Session {
 // ---------------------------------------------------------------------------
 // Domain events as `virsh event` prints them.
 
-/// A `virsh event DOM --all --loop` writing to a file. Readiness and
-/// completeness are made certain with a probe: the domain is defined again
-/// (`Defined Updated`) until the probe's event shows.
-pub struct EventLog {
-    child: Child,
-    file: PathBuf,
-    dom: String,
-}
-
-impl EventLog {
-    pub fn start(bk: &Session, dom: &str) -> EventLog {
-        let n = WATCHERS.fetch_add(1, Ordering::SeqCst);
-        let file = bk.daemon.path(&format!("events-{n}.txt"));
-        let child = Command::new("virsh")
-            .args(["-c", &bk.daemon.uri(), "event", dom, "--all", "--loop"])
-            .args(["--timeout", "600"])
-            .env("LC_ALL", "C")
-            .stdout(fs::File::create(&file).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("virsh event");
-        let log = EventLog {
-            child,
-            file,
-            dom: dom.to_string(),
-        };
-        log.probe(bk);
-        log
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    pub fn probes(&self) -> usize {
-        self.lines()
-            .iter()
-            .filter(|l| l.ends_with(": Defined Updated"))
-            .count()
-    }
-
-    /// Every event emitted before this returns is in the file.
-    pub fn probe(&self, bk: &Session) {
-        let before = self.probes();
-        let xml = format!("{}.xml", self.dom);
-        wait_until(PATIENCE, || {
-            bk.virsh(&["define", &xml]).ok();
-            wait_until(Duration::from_millis(500), || self.probes() > before).is_some()
-        })
-        .unwrap_or_else(|| panic!("virsh event never saw the probe: {:?}", self.lines()));
-    }
-
-    /// Waits for an event line containing `needle`.
-    pub fn wait_for(&self, needle: &str) {
-        wait_until(PATIENCE, || self.lines().iter().any(|l| l.contains(needle)))
-            .unwrap_or_else(|| panic!("no event {needle:?}: {:?}", self.lines()));
-    }
-
-    /// All events since the start, without the probes.
-    pub fn finish(mut self, bk: &Session) -> Vec<String> {
-        self.probe(bk);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.lines()
-            .into_iter()
-            .filter(|l| !l.ends_with(": Defined Updated"))
-            .collect()
-    }
-}
-
-impl Drop for EventLog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Event lines with their varying numbers masked and without timestamps.
 pub fn event_shape(lines: &[String]) -> Vec<String> {
     lines
@@ -402,15 +420,7 @@ pub fn event_shape(lines: &[String]) -> Vec<String> {
                 Some((stamp, rest)) if is_date(&stamp[..10.min(stamp.len())]) => rest,
                 _ => l.as_str(),
             };
-            masked(
-                l,
-                &[
-                    "time_elapsed",
-                    "disk_total",
-                    "disk_processed",
-                    "disk_remaining",
-                ],
-            )
+            masked(l, &PROGRESS)
         })
         .collect()
 }
@@ -436,6 +446,20 @@ pub fn job_completed(lines: &[String]) -> BTreeMap<String, String> {
             (k.to_string(), v.to_string())
         })
         .collect()
+}
+
+/// `index='N'` attributes made `index='I'`: libvirt's counter and ours
+/// start from the same place but the reference sessions made more nodes.
+pub fn unindexed(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("index='") {
+        out.push_str(&rest[..at + 7]);
+        rest = rest[at + 7..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('I');
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A command line split as the shell splits it, for the captures' simple
