@@ -528,7 +528,7 @@ impl Driver {
             obj.lock()
                 .live
                 .as_ref()
-                .is_some_and(|l| Arc::ptr_eq(&l.vm, vm))
+                .is_some_and(|l| Arc::ptr_eq(&l.vm, vm) && !l.gone)
         });
         if let Some(vm) = alive {
             let _job = obj.job.lock().await;

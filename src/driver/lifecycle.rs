@@ -144,7 +144,9 @@ impl Driver {
         let _record = obj.live_record.lock().await;
         let record = {
             let st = obj.lock();
-            let Some(live) = &st.live else { return };
+            let Some(live) = st.live.as_ref().filter(|l| !l.gone) else {
+                return;
+            };
             LiveRecord {
                 id: live.id,
                 persistent: st.config.is_some(),
@@ -303,6 +305,19 @@ impl Driver {
 
     /// QEMU is gone: the domain is shut off, or forgotten if transient.
     async fn on_exit(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>) {
+        let _exit = obj.exit.lock().await;
+        let ours = {
+            let mut st = obj.lock();
+            let live = st.live.as_mut().filter(|l| Arc::ptr_eq(&l.vm, vm));
+            live.map(|l| l.gone = true).is_some()
+        };
+        if ours {
+            // A backup ends with its QEMU, before the domain is reported
+            // stopped, as libvirt orders it; the run directory goes before
+            // anyone can see the domain shut off.
+            self.end_backup_with_qemu(obj, vm).await;
+            self.delete_live(obj).await;
+        }
         let ended = {
             let mut st = obj.lock();
             st.live.take_if(|l| Arc::ptr_eq(&l.vm, vm)).map(|live| {
@@ -326,17 +341,10 @@ impl Driver {
             })
         };
         let Some((dom, event, transient)) = ended else {
-            // The other of destroy and the exit watcher is ending the
-            // domain; whichever returns, the backup has ended first
-            // (destroy must not return before domjobinfo --completed has
-            // its figures).
-            self.end_backup_with_qemu(obj, vm).await;
+            // The other of destroy and the exit watcher ended the domain
+            // while this one waited for `exit`.
             return;
         };
-        // A backup ends with its QEMU, before the domain is reported
-        // stopped, as libvirt orders it.
-        self.end_backup_with_qemu(obj, vm).await;
-        self.delete_live(obj).await;
         if transient {
             // A transient domain's checkpoints and snapshots end with it,
             // as in libvirt.

@@ -54,6 +54,10 @@ pub struct DomainObj {
     /// and the API both do so, and a record written from a state read
     /// before QEMU went must not land after the removal.
     pub live_record: tokio::sync::Mutex<()>,
+    /// Held for the whole of the end of a QEMU, which both destroy and the
+    /// exit watcher run: whichever comes second returns only once the
+    /// first has removed the files and sent the event.
+    pub exit: tokio::sync::Mutex<()>,
 }
 
 pub struct DomainState {
@@ -89,6 +93,9 @@ pub struct Live {
     pub stopping: Option<StopCause>,
     /// QEMU announced a shutdown (guest or host initiated).
     pub shutdown_seen: bool,
+    /// QEMU has exited and its files are being removed: nothing writes
+    /// the live record any more.
+    pub gone: bool,
     /// The next free N for block nodes `libvirt-N-*` the daemon adds
     /// (backup targets); the disks have 1..=their count.
     pub next_node: u32,
@@ -138,6 +145,7 @@ impl DomainState {
             vm,
             stopping: None,
             shutdown_seen: false,
+            gone: false,
             next_node: highest.unwrap_or(0).saturating_add(1),
             overlays: Vec::new(),
         });
@@ -176,6 +184,7 @@ impl DomainObj {
             job: tokio::sync::Mutex::new(()),
             backup_end: tokio::sync::Mutex::new(()),
             live_record: tokio::sync::Mutex::new(()),
+            exit: tokio::sync::Mutex::new(()),
         })
     }
 
