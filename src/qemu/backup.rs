@@ -590,5 +590,8 @@ pub async fn finish(
 }
 
 #[cfg(test)]
+#[path = "backup_test_harness.rs"]
+mod test_harness;
+#[cfg(test)]
 #[path = "backup_tests.rs"]
 mod tests;
