@@ -128,6 +128,20 @@ pub struct Capture {
 }
 
 /// Reads a capture file (`$ command`, `--- stdout ---`, ...).
+/// The names of the captures in `fixtures/reference/<area>/` (without
+/// `.txt`) that `wanted` picks, sorted.
+pub fn capture_names(area: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let dir = fixtures().join("reference").join(area);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("capture dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".txt").map(str::to_owned))
+        .filter(|n| wanted(n))
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn capture_file(path: &Path) -> Capture {
     let text = read(path);
     let (command, rest) = text.split_once('\n').expect("command line");

@@ -18,7 +18,7 @@ use super::{describe, fixtures, read};
 use crate::conf::checkpoint::{CheckpointDef, FormatFlags, ParseFlags};
 use crate::conf::domain::DomainDef;
 use crate::conf::moment::Moment;
-use crate::conf::test_support::{self, Capture};
+use crate::conf::test_support::{self, capture_names, Capture};
 
 fn capture(name: &str) -> Capture {
     test_support::capture("checkpoint", name)
@@ -93,13 +93,9 @@ fn domain_at(name: &str) -> &'static str {
 #[test]
 fn create_and_redefine_outcomes_match_libvirtd() {
     let dir = fixtures().join("reference/checkpoint");
-    let mut names: Vec<String> = fs::read_dir(&dir)
-        .expect("capture dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|f| f.strip_suffix(".txt").map(str::to_owned))
-        .filter(|n| n.starts_with("api-create-") || n.starts_with("api-redefine-"))
-        .collect();
-    names.sort();
+    let names = capture_names("checkpoint", |n| {
+        n.starts_with("api-create-") || n.starts_with("api-redefine-")
+    });
     let mut checked = 0;
     let mut wrong = Vec::new();
     for name in names {

@@ -24,7 +24,7 @@ use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     CreateContext, CreateFlags, FormatFlags, ParseFlags, SaveCookie, SnapshotDef, SnapshotState,
 };
-use crate::conf::test_support::{self, Capture};
+use crate::conf::test_support::{self, capture_names, Capture};
 use crate::conf::xml::{self, Limits};
 
 fn capture(name: &str) -> Capture {
@@ -75,22 +75,16 @@ fn existing_for(name: &str) -> Option<SnapshotDef> {
 #[test]
 fn create_and_redefine_outcomes_match_libvirtd() {
     let dir = fixtures().join("reference/snapshot");
-    let mut names: Vec<String> = fs::read_dir(&dir)
-        .expect("capture dir")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|f| f.strip_suffix(".txt").map(str::to_owned))
-        .filter(|n| {
-            [
-                "api-create-",
-                "api-validate-",
-                "api-disk-only-",
-                "api-redefine-",
-            ]
-            .iter()
-            .any(|p| n.starts_with(p))
-        })
-        .collect();
-    names.sort();
+    let names = capture_names("snapshot", |n| {
+        [
+            "api-create-",
+            "api-validate-",
+            "api-disk-only-",
+            "api-redefine-",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    });
     let dom = snvm();
     let regular = |_: &str| true;
     let mut checked = 0;
