@@ -9,12 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{images, words, Daemon};
+use common::{images, qemu_io, words, Daemon};
 
 const DOM: &str = "bb-vm";
+const DEVICE: &str = "/machine/peripheral/virtio-disk0/virtio-backend";
 
 /// Every named bitmap QEMU has on any node: (node, name, inconsistent).
 fn live_bitmaps(daemon: &Daemon) -> Vec<(String, String, bool)> {
@@ -93,27 +92,24 @@ fn checkpoints_broken_by_a_killed_qemu() {
     daemon.virsh(&["start", DOM]).ok();
     daemon.virsh(&["checkpoint-create-as", DOM, "c3"]).ok();
 
-    // SIGKILL while the guest writes: the monitor is busy with the write.
-    let writer = Command::new("virsh")
-        .args([
-            "-q",
-            "-c",
-            &daemon.uri(),
+    // SIGKILL while a guest write is in flight: writes are throttled to
+    // 1 MiB/s, a first 8 MiB fills the bucket, so the next one waits in
+    // QEMU for seconds, and QEMU dies holding it.
+    daemon
+        .virsh(&[
             "qemu-monitor-command",
             DOM,
-            "--hmp",
+            &format!(
+                r#"{{"execute":"block_set_io_throttle","arguments":{{"id":"{DEVICE}",
+                   "bps":0,"bps_rd":0,"bps_wr":1048576,"iops":0,"iops_rd":0,"iops_wr":0}}}}"#
+            ),
         ])
-        .arg("qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P 0x33 0 48M\"")
-        .env("LC_ALL", "C")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+        .ok();
+    daemon.guest_write(DOM, 0, "write -P 0x22 8M 8M");
+    daemon.guest_write(DOM, 0, "aio_write -P 0x33 0 1M");
     daemon.kill_qemu();
-    let mut writer = writer;
-    writer.wait().unwrap();
     daemon.wait_state(DOM, "shut off");
+    assert!(!qemu_io::holds(&vda, 0x33, "0", "1M"));
     // QEMU marked the bitmaps in use when it opened the image and never
     // got to clear the mark; c3 was never written.
     assert_eq!(
@@ -235,6 +231,32 @@ fn checkpoints_broken_by_a_killed_qemu() {
     );
     assert!(completed.contains("Job type: Completed"), "{completed}");
     assert!(target.exists());
+
+    // Only the named checkpoint's bitmap counts (it has every write since
+    // then): a broken one after it, here c5's bitmap removed behind the
+    // daemon's back, does not stop a backup from c4, as in libvirt.
+    daemon.virsh(&["checkpoint-create-as", DOM, "c5"]).ok();
+    let (node, _, _) = live_bitmaps(&daemon)
+        .into_iter()
+        .find(|b| b.1 == "c5")
+        .unwrap();
+    daemon
+        .virsh(&[
+            "qemu-monitor-command",
+            DOM,
+            &format!(
+                r#"{{"execute":"block-dirty-bitmap-remove","arguments":{{"node":"{node}","name":"c5"}}}}"#
+            ),
+        ])
+        .ok();
+    let again = daemon.path("inc-again.qcow2");
+    let xml = push_xml(&daemon, Some("c4"), &again);
+    daemon.virsh(&["backup-begin", DOM, &xml]).ok();
+    daemon.wait_idle(DOM);
+    assert!(again.exists());
+    daemon
+        .virsh(&["checkpoint-delete", DOM, "c5", "--metadata"])
+        .ok();
 
     // 4. A broken checkpoint deletes without --metadata and takes its
     // bitmap with it; one whose bitmap is missing needs --metadata, with
