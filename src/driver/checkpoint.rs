@@ -509,7 +509,9 @@ impl Driver {
             .collect();
         self.write_moments::<Checkpoints>(uuid, children, Some(name.to_string()))
             .await?;
-        obj.lock().checkpoints.forget(name, update_parent);
+        let mut st = obj.lock();
+        st.checkpoints.forget(name, update_parent);
+        st.broken_bitmaps.retain(|b| b.checkpoint != name);
         Ok(())
     }
 

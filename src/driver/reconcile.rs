@@ -12,9 +12,12 @@
 //!   finished at start-up, the bitmap half when QEMU is there.
 //! - A checkpoint whose bitmap is missing or broken (QEMU was killed before
 //!   it wrote the bitmaps into the image, or somebody removed them): kept,
-//!   logged, and reported in the domain's messages (`virsh dominfo`), never
-//!   dropped behind the user's back. Deleting it needs `--metadata`, as in
-//!   libvirt.
+//!   logged, and reported in the domain's messages (`virsh dominfo`) until
+//!   it is deleted, never dropped behind the user's back. Backups from it
+//!   are refused and its size is not reported (libvirt's bitmap rule, in
+//!   conf and `qemu::bitmap`). An inconsistent bitmap is still there and
+//!   QEMU removes it, so such a checkpoint deletes normally; one whose
+//!   bitmap is missing needs `--metadata`, as in libvirt.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use crate::qemu::bitmap;
 
 use super::checkpoint::format_node;
 use super::moments::MomentTree;
-use super::registry::DomainObj;
+use super::registry::{BrokenBitmap, DomainObj};
 use super::store::{Intent, IntentAction};
 use super::Driver;
 
@@ -161,11 +164,11 @@ impl Driver {
             }
             Err(err) => tracing::error!(%err, "cannot remove stray checkpoint bitmaps"),
         }
-        let messages = lost_bitmaps(obj, &domain, &present);
-        for message in &messages {
-            tracing::warn!(domain = %domain.name(), "{message}");
+        let broken = broken_bitmaps(obj, &domain, &present);
+        for problem in &broken {
+            tracing::warn!(domain = %domain.name(), "{problem}");
         }
-        obj.lock().messages = messages;
+        obj.lock().broken_bitmaps = broken;
     }
 
     /// virDomainGetMessages.
@@ -180,34 +183,37 @@ impl Driver {
         let st = obj.lock();
         // Ours are neither taint nor deprecation: only "all" shows them.
         Ok(if flags == 0 {
-            st.messages.clone()
+            st.broken_bitmaps.iter().map(ToString::to_string).collect()
         } else {
             Vec::new()
         })
     }
 }
 
-/// One message per checkpoint bitmap QEMU does not have in a usable state.
-fn lost_bitmaps(
+/// Every checkpoint bitmap QEMU does not have in a usable state.
+fn broken_bitmaps(
     obj: &DomainObj,
     domain: &crate::conf::DomainDef,
     present: &[bitmap::NodeBitmaps],
-) -> Vec<String> {
+) -> Vec<BrokenBitmap> {
     let st = obj.lock();
-    let mut messages = Vec::new();
+    let mut broken = Vec::new();
     for (name, def) in st.checkpoints.iter_topological() {
         for (disk, bitmap_name) in def.bitmaps() {
             let Some(node) = format_node(domain, disk) else {
                 continue;
             };
             if let Err(problem) = bitmap::check_bitmap(present, &node, bitmap_name) {
-                messages.push(format!(
-                    "checkpoint '{name}': bitmap '{bitmap_name}' of disk '{disk}' is {problem}"
-                ));
+                broken.push(BrokenBitmap {
+                    checkpoint: name.to_string(),
+                    disk: disk.to_string(),
+                    bitmap: bitmap_name.to_string(),
+                    problem,
+                });
             }
         }
     }
-    messages
+    broken
 }
 
 /// Links loaded checkpoints parent first. One whose parent is missing, or

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::conf::checkpoint::CheckpointDef;
 use crate::conf::snapshot::SnapshotDef;
 use crate::conf::DomainDef;
+use crate::qemu::bitmap::BitmapProblem;
 use crate::qemu::RunningVm;
 
 use super::backup::BackupRun;
@@ -76,9 +77,10 @@ pub struct DomainState {
     /// Snapshot metadata, kept like the checkpoints'. A domain never has
     /// both (see `rules.rs`).
     pub snapshots: MomentTree<SnapshotDef>,
-    /// What virDomainGetMessages reports for the current run: problems
-    /// found when QEMU came up, such as a checkpoint whose bitmap is gone.
-    pub messages: Vec<String>,
+    /// Checkpoint bitmaps found unusable when this QEMU came up, for
+    /// virDomainGetMessages; a checkpoint's go with its metadata, so the
+    /// messages never name a checkpoint that no longer exists.
+    pub broken_bitmaps: Vec<BrokenBitmap>,
     pub jobs: Jobs,
     /// The backup running in this domain's QEMU, if any.
     pub backup: Option<BackupRun>,
@@ -105,6 +107,25 @@ pub struct Live {
     pub overlays: Vec<super::store::OverlayBase>,
 }
 
+/// A checkpoint's bitmap on one disk that cannot stand for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenBitmap {
+    pub checkpoint: String,
+    pub disk: String,
+    pub bitmap: String,
+    pub problem: BitmapProblem,
+}
+
+impl std::fmt::Display for BrokenBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "checkpoint '{}': bitmap '{}' of disk '{}' is {}",
+            self.checkpoint, self.bitmap, self.disk, self.problem
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopCause {
     Destroy,
@@ -122,7 +143,7 @@ impl DomainState {
             removed: false,
             checkpoints: MomentTree::default(),
             snapshots: MomentTree::default(),
-            messages: Vec::new(),
+            broken_bitmaps: Vec::new(),
             jobs: Jobs::default(),
             backup: None,
         }
@@ -151,7 +172,7 @@ impl DomainState {
         });
         self.state = run_state;
         self.reason = reason;
-        self.messages.clear();
+        self.broken_bitmaps.clear();
     }
 
     pub fn name(&self) -> &str {
