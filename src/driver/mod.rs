@@ -28,6 +28,7 @@ mod launch;
 mod lifecycle;
 mod metadata;
 pub mod moments;
+mod pause;
 mod reconcile;
 mod registry;
 mod rules;

@@ -103,6 +103,10 @@ pub struct Live {
     /// with the nodes below them, so that deleting the snapshot can commit
     /// an overlay back.
     pub overlays: Vec<super::store::OverlayBase>,
+    /// The reason the next pause or resume has, when the API asked for it:
+    /// QEMU's STOP or RESUME event may arrive before or after the reply to
+    /// `stop`/`cont`, and whichever comes first records it.
+    pub pending_reason: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +152,7 @@ impl DomainState {
             gone: false,
             next_node: highest.unwrap_or(0).saturating_add(1),
             overlays: Vec::new(),
+            pending_reason: None,
         });
         self.state = run_state;
         self.reason = reason;

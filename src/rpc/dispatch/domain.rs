@@ -45,6 +45,12 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
         rp::DomainDestroyFlags => |a: wire::remote_domain_destroy_flags_args| async move {
             driver.destroy(&dom_ref(a.dom), a.flags).await
         },
+        rp::DomainSuspend => |a: wire::remote_domain_suspend_args| async move {
+            driver.suspend(&dom_ref(a.dom)).await
+        },
+        rp::DomainResume => |a: wire::remote_domain_resume_args| async move {
+            driver.resume(&dom_ref(a.dom)).await
+        },
         rp::DomainShutdown => |a: wire::remote_domain_shutdown_args| async move {
             driver.shutdown(&dom_ref(a.dom), 0).await
         },

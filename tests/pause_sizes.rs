@@ -1,0 +1,95 @@
+#![allow(clippy::tests_outside_test_module)]
+//! Pause and sizes through the stock virsh: libvirtd 9.0's session of
+//! suspend/resume, domblkinfo, domblkstat and domstats
+//! (fixtures/reference/pause/, see its README) replayed against
+//! virtbackupd, with the lifecycle events it produced.
+
+mod common;
+
+use common::qemu_io;
+use common::reference::{Area, Session};
+use common::storage::LoopDevice;
+use common::Daemon;
+
+const AREA: Area = Area {
+    root: "fixtures/reference/pause",
+    tmp: "/tmp/ps-ref",
+    api_script: "",
+};
+
+/// The captures not replayed yet: what virtbackupd does not serve.
+fn pending(name: &str) -> bool {
+    name.starts_with("domblkinfo-")
+        || name.starts_with("domblkstat-")
+        || name.starts_with("domstats-")
+}
+
+/// The session's domain as libvirtd had it: vda qcow2 with 3 MiB written,
+/// vdb raw with 1 MiB written at 1 MiB, vdc a 16 MiB loop device.
+fn ps_vm1(s: &Session) -> LoopDevice {
+    let vda = s.path("vda.qcow2");
+    let vdb = s.path("vdb.raw");
+    s.images(&[("vda.qcow2", "qcow2", "64M"), ("vdb.raw", "raw", "32M")]);
+    qemu_io::write(&vda, "qcow2", "write -P 0x5a 0 3M");
+    qemu_io::write(&vdb, "raw", "write -P 0x11 1M 1M");
+    let blk = LoopDevice::attach(&s.path("blk.img"), 16 << 20, &s.path("blk"));
+    // libvirtd named the device itself, /dev/loop0.
+    s.rename("/dev/loop0", &format!("{}/blk", AREA.tmp));
+    s.virsh(&["define", "xml/ps-vm1.xml"]).ok();
+    std::fs::copy(s.path("xml/ps-vm1.xml"), s.path("ps-vm1.xml")).unwrap();
+    blk
+}
+
+#[test]
+fn libvirtds_pause_and_sizes_session_replays() {
+    let s = Session::start(&AREA, Daemon::start());
+    let _blk = ps_vm1(&s);
+    let events = s.events("ps-vm1");
+    for name in AREA.text("SESSION.txt").lines() {
+        if !pending(name) {
+            s.replay(name);
+        }
+    }
+    let lines = events.finish(&s.daemon);
+    let got: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("event 'lifecycle'") && !l.ends_with("Defined Updated"))
+        .collect();
+    let want = AREA.text("events-session.txt");
+    let want: Vec<&str> = want.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(got, want, "{lines:#?}");
+}
+
+/// libvirt-python sees the states, reasons and errors libvirtd gives.
+#[test]
+fn libvirt_python_suspends_and_resumes() {
+    let daemon = Daemon::start();
+    daemon.define_two_disk("py");
+    daemon.virsh(&["start", "py"]).ok();
+    let script = r#"import libvirt, os
+c = libvirt.open(os.environ['URI'])
+d = c.lookupByName('py')
+def attempt(what, call):
+    try:
+        call()
+        print(what, 'ok', d.state())
+    except libvirt.libvirtError as e:
+        print(what, e.get_error_code(), e.get_error_domain(), e.get_error_message())
+attempt('resume', d.resume)
+attempt('suspend', d.suspend)
+attempt('suspend', d.suspend)
+attempt('resume', d.resume)
+d.destroy()
+attempt('suspend', d.suspend)
+"#;
+    let run = daemon.python(script).ok();
+    assert_eq!(
+        run.stdout,
+        "resume 55 10 Requested operation is not valid: domain is already running\n\
+         suspend ok [3, 1]\n\
+         suspend ok [3, 1]\n\
+         resume ok [1, 5]\n\
+         suspend 55 10 Requested operation is not valid: domain is not running\n"
+    );
+}
