@@ -19,6 +19,7 @@
 
 pub mod agent;
 mod backup;
+mod blockinfo;
 pub mod checkpoint;
 mod domain;
 pub mod error;
