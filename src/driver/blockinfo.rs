@@ -180,7 +180,7 @@ impl Driver {
         let obj = self.domain(dom)?;
         let (targets, vm): (Vec<DiskTarget>, Arc<RunningVm>) = {
             let st = obj.lock();
-            let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
+            let live = st.live.as_ref().ok_or_else(DriverError::inactive)?;
             let disks = live.def.disks();
             let targets = if path.is_empty() {
                 disks.iter().map(DiskTarget::of).collect()

@@ -34,6 +34,7 @@ mod reconcile;
 mod registry;
 mod rules;
 pub mod snapshot;
+mod stats;
 pub mod store;
 
 use std::path::PathBuf;

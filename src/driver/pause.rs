@@ -26,7 +26,7 @@ impl Driver {
         let vm = {
             let mut st = obj.lock();
             let paused = st.state == state::PAUSED;
-            let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
+            let live = st.live.as_mut().ok_or_else(DriverError::inactive)?;
             if paused {
                 return Ok(());
             }
@@ -48,7 +48,7 @@ impl Driver {
         let vm = {
             let mut st = obj.lock();
             let current = st.state;
-            let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
+            let live = st.live.as_mut().ok_or_else(DriverError::inactive)?;
             match current {
                 state::RUNNING => {
                     return Err(DriverError::operation_invalid("domain is already running"))
