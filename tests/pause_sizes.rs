@@ -142,6 +142,11 @@ fn libvirtds_pause_and_sizes_session_replays() {
         unaddressed(&run.stdout),
         unaddressed(&AREA.text("api-libvirtd.txt"))
     );
+
+    // An image that is not there: an error for its sizes, none in the stats.
+    s.virsh(&["define", "xml/ps-miss.xml"]).ok();
+    replay(&s, "domblkinfo-shutoff-missing");
+    replay(&s, "domstats-shutoff-missing");
 }
 
 /// Python's `<... object at 0x7f...>` without the address.
@@ -189,4 +194,22 @@ attempt('suspend', d.suspend)
          resume ok [1, 5]\n\
          suspend 55 20 Requested operation is not valid: domain is not running\n"
     );
+}
+
+/// A daemon killed while a domain is paused finds it paused for the user's
+/// reason, and resumes it.
+#[test]
+fn a_suspended_domain_stays_suspended_across_a_daemon_restart() {
+    let mut daemon = Daemon::start();
+    daemon.define_two_disk("rs");
+    daemon.virsh(&["start", "rs"]).ok();
+    daemon.virsh(&["suspend", "rs"]).ok();
+    daemon.kill();
+    daemon.restart();
+    let run = daemon.virsh(&["domstate", "rs", "--reason"]).ok();
+    assert_eq!(run.stdout.trim(), "paused (user)");
+    daemon.virsh(&["resume", "rs"]).ok();
+    let run = daemon.virsh(&["domstate", "rs", "--reason"]).ok();
+    assert_eq!(run.stdout.trim(), "running (unpaused)");
+    daemon.virsh(&["destroy", "rs"]).ok();
 }

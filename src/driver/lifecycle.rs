@@ -271,8 +271,14 @@ impl Driver {
 
     async fn on_vm_event(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, event: VmEvent) {
         match event {
-            VmEvent::Stop => return self.transition(obj, vm, Transition::Paused).await,
-            VmEvent::Resume => return self.transition(obj, vm, Transition::Resumed).await,
+            VmEvent::Stop => {
+                self.transition(obj, vm, Transition::Paused).await;
+                return;
+            }
+            VmEvent::Resume => {
+                self.transition(obj, vm, Transition::Resumed).await;
+                return;
+            }
             _ => {}
         }
         let lifecycle = {

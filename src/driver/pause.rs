@@ -37,7 +37,7 @@ impl Driver {
             Self::forget_pending(&obj, &vm);
             return Err(DriverError::from(err));
         }
-        self.transition(&obj, &vm, Transition::Paused).await;
+        self.transition_saved(&obj, &vm, Transition::Paused).await;
         Ok(())
     }
 
@@ -65,7 +65,7 @@ impl Driver {
             Self::forget_pending(&obj, &vm);
             return Err(DriverError::from(err));
         }
-        self.transition(&obj, &vm, Transition::Resumed).await;
+        self.transition_saved(&obj, &vm, Transition::Resumed).await;
         Ok(())
     }
 
@@ -76,21 +76,30 @@ impl Driver {
         }
     }
 
+    /// [`Driver::transition`] for the API, which returns only once the live
+    /// record says so, also when QEMU's event made the change and its
+    /// write may still be under way.
+    async fn transition_saved(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, way: Transition) {
+        if !self.transition(obj, vm, way).await {
+            self.save_live(obj).await;
+        }
+    }
+
     /// Records that this QEMU's vCPUs stopped or started, with the reason
     /// the API left, or libvirt's for a change nobody asked for, and sends
     /// the lifecycle event. Both the API and QEMU's event call it; only
-    /// the first changes anything.
+    /// the first changes anything, and learns so.
     pub(super) async fn transition(
         &self,
         obj: &Arc<DomainObj>,
         vm: &Arc<RunningVm>,
         way: Transition,
-    ) {
+    ) -> bool {
         let changed = {
             let mut st = obj.lock();
             let from = st.state;
             let Some(live) = st.live.as_mut().filter(|l| Arc::ptr_eq(&l.vm, vm)) else {
-                return;
+                return false;
             };
             match way {
                 Transition::Paused if from == state::RUNNING => {
@@ -117,5 +126,6 @@ impl Driver {
             });
             self.save_live(obj).await;
         }
+        changed.is_some()
     }
 }
