@@ -9,9 +9,9 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use common::qemu_io;
 use common::reference::{Area, Session};
 use common::storage::LoopDevice;
+use common::{images, qemu_io};
 use common::{Daemon, Run};
 
 const AREA: Area = Area {
@@ -212,4 +212,23 @@ fn a_suspended_domain_stays_suspended_across_a_daemon_restart() {
     let run = daemon.virsh(&["domstate", "rs", "--reason"]).ok();
     assert_eq!(run.stdout.trim(), "running (unpaused)");
     daemon.virsh(&["destroy", "rs"]).ok();
+}
+
+/// A qcow2 image on a block device: no allocation libvirt can tell from
+/// the host, the device's size as physical.
+#[test]
+fn a_qcow2_on_a_block_device_has_libvirts_sizes() {
+    let s = Session::start(&AREA, Daemon::start());
+    let link = s.path("bq");
+    let _dev = LoopDevice::attach(&s.path("bq.img"), 32 << 20, &link);
+    images::create(&link, "qcow2", "16M");
+    qemu_io::write(&link, "qcow2", "write -P 0x33 0 2M");
+    s.rename("/dev/loop1", &format!("{}/bq", AREA.tmp));
+    s.virsh(&["define", "xml/ps-bq.xml"]).ok();
+    replay(&s, "bq-domblkinfo-shutoff");
+    replay(&s, "bq-domstats-shutoff");
+    s.virsh(&["start", "ps-bq"]).ok();
+    replay(&s, "bq-domblkinfo-running");
+    replay(&s, "bq-domstats-running");
+    s.virsh(&["destroy", "ps-bq"]).ok();
 }
