@@ -32,6 +32,9 @@ pub struct DiskStats {
 #[derive(Debug, Clone)]
 pub struct BlockStats {
     devices: Value,
+    /// `query-blockstats` per node, for a format node that is not a
+    /// device's root (a backup's filter sits above it).
+    node_stats: Value,
     nodes: Value,
 }
 
@@ -40,13 +43,22 @@ pub async fn query(mon: &Monitor, sizes: bool) -> Result<BlockStats, QemuError> 
     let devices = mon
         .execute_value("query-blockstats", json!({"query-nodes": false}))
         .await?;
-    let nodes = if sizes {
-        mon.execute_value("query-named-block-nodes", json!({"flat": true}))
-            .await?
+    let (node_stats, nodes) = if sizes {
+        let node_stats = mon
+            .execute_value("query-blockstats", json!({"query-nodes": true}))
+            .await?;
+        let nodes = mon
+            .execute_value("query-named-block-nodes", json!({"flat": true}))
+            .await?;
+        (node_stats, nodes)
     } else {
-        Value::Null
+        (Value::Null, Value::Null)
     };
-    Ok(BlockStats { devices, nodes })
+    Ok(BlockStats {
+        devices,
+        node_stats,
+        nodes,
+    })
 }
 
 impl BlockStats {
@@ -93,18 +105,15 @@ impl BlockStats {
         };
         // The device's root is the format node; the highest offset is
         // counted on the storage below it, which QEMU shows as "parent".
-        if dev.get("node-name").and_then(Value::as_str) == Some(format_node) {
-            out.wr_highest_offset = dev
-                .pointer("/parent/stats/wr_highest_offset")
-                .and_then(Value::as_u64);
-        }
-        let image = self
-            .nodes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|n| n.get("node-name").and_then(Value::as_str) == Some(format_node))
-            .and_then(|n| n.get("image"));
+        let format_entry = if dev.get("node-name").and_then(Value::as_str) == Some(format_node) {
+            Some(dev)
+        } else {
+            node_named(&self.node_stats, format_node)
+        };
+        out.wr_highest_offset = format_entry
+            .and_then(|e| e.pointer("/parent/stats/wr_highest_offset"))
+            .and_then(Value::as_u64);
+        let image = node_named(&self.nodes, format_node).and_then(|n| n.get("image"));
         if let Some(size) = image
             .and_then(|i| i.get("virtual-size"))
             .and_then(Value::as_u64)
@@ -119,6 +128,13 @@ impl BlockStats {
     }
 }
 
+/// The entry of a list QEMU gave whose `node-name` is `node`.
+fn node_named<'a>(list: &'a Value, node: &str) -> Option<&'a Value> {
+    list.as_array()?
+        .iter()
+        .find(|n| n.get("node-name").and_then(Value::as_str) == Some(node))
+}
+
 /// The counters libvirt reads from each `stats` object.
 const COUNTERS: [&str; 8] = [
     "rd_bytes",
@@ -130,3 +146,61 @@ const COUNTERS: [&str; 8] = [
     "flush_operations",
     "flush_total_time_ns",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(devices: Value, node_stats: Value, nodes: Value) -> BlockStats {
+        BlockStats {
+            devices,
+            node_stats,
+            nodes,
+        }
+    }
+
+    const QDEV: &str = "/machine/peripheral/virtio-disk0/virtio-backend";
+
+    #[test]
+    fn the_device_gives_counters_and_the_format_node_sizes() {
+        let s = stats(
+            json!([{"qdev": QDEV, "node-name": "libvirt-1-format",
+                    "stats": {"rd_bytes": 512, "wr_bytes": 0, "rd_operations": 1, "wr_operations": 0,
+                              "rd_total_time_ns": 7, "flush_operations": 0},
+                    "parent": {"stats": {"wr_highest_offset": 4096}}}]),
+            Value::Null,
+            json!([{"node-name": "libvirt-1-format", "image": {"virtual-size": 65536}}]),
+        );
+        let d = s.disk("virtio-disk0", "libvirt-1-format").unwrap();
+        assert_eq!((d.rd_req, d.rd_bytes, d.rd_total_times), (1, 512, Some(7)));
+        assert_eq!((d.wr_total_times, d.flush_req), (None, Some(0)));
+        assert_eq!(d.wr_highest_offset, Some(4096));
+        // No actual-size: not thin, physical is the capacity.
+        assert_eq!((d.capacity, d.physical), (65536, 65536));
+        assert_eq!(s.count(), 6);
+    }
+
+    #[test]
+    fn a_filter_above_the_format_node_leaves_the_offset_to_the_node_list() {
+        let s = stats(
+            json!([{"qdev": QDEV, "node-name": "backup-top", "stats": {}}]),
+            json!([{"node-name": "libvirt-1-format", "stats": {},
+                    "parent": {"stats": {"wr_highest_offset": 8192}}}]),
+            json!([{"node-name": "libvirt-1-format",
+                    "image": {"virtual-size": 65536, "actual-size": 0}}]),
+        );
+        let d = s.disk("virtio-disk0", "libvirt-1-format").unwrap();
+        assert_eq!(d.wr_highest_offset, Some(8192));
+        assert_eq!((d.capacity, d.physical), (65536, 0));
+    }
+
+    #[test]
+    fn an_unknown_device_is_libvirts_internal_error() {
+        let s = stats(json!([]), Value::Null, Value::Null);
+        let err = s.disk("virtio-disk1", "libvirt-1-format").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot find statistics for device '/machine/peripheral/virtio-disk1/virtio-backend'"
+        );
+    }
+}
