@@ -273,7 +273,7 @@ print('events', ', '.join(seen))
     assert_eq!(lines[2], "xml True");
     assert_eq!(lines[3], "after [5, 2] -1");
     assert_eq!(
-        lines[4], "events py2 0 0, py2 2 0, py2 6 2, py2 5 1, py2 1 0",
+        lines[4], "events py2 0 0, py2 4 0, py2 2 0, py2 6 2, py2 5 1, py2 1 0",
         "{}",
         run.stdout
     );

@@ -37,6 +37,9 @@ fn virsh_event_sees_the_lifecycle() {
         got,
         [
             "event 'lifecycle' for domain 'ev1': Defined Added",
+            // libvirtd reports QEMU's first RESUME before the start
+            // (fixtures/reference/pause/events-session.txt).
+            "event 'lifecycle' for domain 'ev1': Resumed Unpaused",
             "event 'lifecycle' for domain 'ev1': Started Booted",
             "event 'lifecycle' for domain 'ev1': Shutdown Finished after host request",
             "event 'lifecycle' for domain 'ev1': Stopped Destroyed",

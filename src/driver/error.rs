@@ -154,6 +154,12 @@ impl DriverError {
         Self::operation_invalid("domain is not running")
     }
 
+    /// virDomainObjCheckActive's "domain is not running", which libvirt
+    /// reports from its domain code, not the QEMU driver.
+    pub fn inactive() -> Self {
+        Self::not_running().with_origin(ErrorOrigin::Domain)
+    }
+
     /// libvirt's virReportSystemError: "<what>: <strerror>".
     pub fn system(what: impl std::fmt::Display, err: std::io::Error) -> Self {
         let detail = format!("{what}: {}", io_error_text(&err));

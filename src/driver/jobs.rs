@@ -52,13 +52,15 @@ pub struct TypedParam {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamValue {
     Int(i32),
+    UInt(u32),
+    LLong(i64),
     ULLong(u64),
     Boolean(bool),
     String(String),
 }
 
 impl TypedParam {
-    fn new(field: &str, value: ParamValue) -> TypedParam {
+    pub(super) fn new(field: &str, value: ParamValue) -> TypedParam {
         TypedParam {
             field: field.to_string(),
             value,

@@ -9,6 +9,7 @@ use crate::conf::{DomainDef, FormatMode, Secrets};
 use crate::qemu::{self, RunningVm, VmEvent};
 
 use super::error::DriverError;
+use super::pause::Transition;
 use super::registry::{state, DomainObj, DomainState, StopCause};
 use super::store::LiveRecord;
 use super::{launch, DomainEvent, DomainRef, Driver, Lifecycle};
@@ -124,6 +125,14 @@ impl Driver {
             .set_live(id, def, vm.clone(), (run_state, reason));
         self.reconcile_checkpoints(obj).await;
         let dom = obj.reference();
+        // libvirt reports QEMU's RESUME from the first `cont` before the
+        // start itself.
+        if !paused {
+            self.emit(DomainEvent::Lifecycle {
+                dom: dom.clone(),
+                event: Lifecycle::ResumedUnpaused,
+            });
+        }
         self.emit(DomainEvent::Lifecycle {
             dom: dom.clone(),
             event: Lifecycle::StartedBooted,
@@ -261,6 +270,17 @@ impl Driver {
     }
 
     async fn on_vm_event(&self, obj: &Arc<DomainObj>, vm: &Arc<RunningVm>, event: VmEvent) {
+        match event {
+            VmEvent::Stop => {
+                self.transition(obj, vm, Transition::Paused).await;
+                return;
+            }
+            VmEvent::Resume => {
+                self.transition(obj, vm, Transition::Resumed).await;
+                return;
+            }
+            _ => {}
+        }
         let lifecycle = {
             let mut st = obj.lock();
             let Some(live) = st.live.as_mut().filter(|l| Arc::ptr_eq(&l.vm, vm)) else {
@@ -276,18 +296,6 @@ impl Driver {
                     } else {
                         Lifecycle::ShutdownHost
                     })
-                }
-                // Nobody asked through the API, so libvirt cannot name a
-                // reason either.
-                VmEvent::Stop if st.state == state::RUNNING => {
-                    st.state = state::PAUSED;
-                    st.reason = state::PAUSED_UNKNOWN;
-                    Some(Lifecycle::SuspendedPaused)
-                }
-                VmEvent::Resume if st.state == state::PAUSED => {
-                    st.state = state::RUNNING;
-                    st.reason = state::RUNNING_UNPAUSED;
-                    Some(Lifecycle::ResumedUnpaused)
                 }
                 _ => None,
             }

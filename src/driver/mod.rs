@@ -19,6 +19,7 @@
 
 pub mod agent;
 mod backup;
+mod blockinfo;
 pub mod checkpoint;
 mod domain;
 pub mod error;
@@ -28,10 +29,12 @@ mod launch;
 mod lifecycle;
 mod metadata;
 pub mod moments;
+mod pause;
 mod reconcile;
 mod registry;
 mod rules;
 pub mod snapshot;
+mod stats;
 pub mod store;
 
 use std::path::PathBuf;

@@ -105,6 +105,10 @@ pub struct Live {
     /// with the nodes below them, so that deleting the snapshot can commit
     /// an overlay back.
     pub overlays: Vec<super::store::OverlayBase>,
+    /// The reason the next pause or resume has, when the API asked for it:
+    /// QEMU's STOP or RESUME event may arrive before or after the reply to
+    /// `stop`/`cont`, and whichever comes first records it.
+    pub pending_reason: Option<i32>,
 }
 
 /// A checkpoint's bitmap on one disk that cannot stand for it.
@@ -169,6 +173,7 @@ impl DomainState {
             gone: false,
             next_node: highest.unwrap_or(0).saturating_add(1),
             overlays: Vec::new(),
+            pending_reason: None,
         });
         self.state = run_state;
         self.reason = reason;

@@ -28,10 +28,12 @@
 pub mod backup;
 pub mod bitmap;
 pub mod blockdev;
+pub mod blockstats;
 pub mod command;
 pub mod cpu;
 pub mod error;
 pub mod events;
+pub mod image;
 pub mod jobs;
 pub mod json;
 mod log;

@@ -122,6 +122,8 @@ pub fn typed_params(params: &[TypedParam]) -> Vec<wire::remote_typed_param> {
             field: p.field.clone(),
             value: match &p.value {
                 ParamValue::Int(v) => wire::remote_typed_param_value::Int(*v),
+                ParamValue::UInt(v) => wire::remote_typed_param_value::Uint(*v),
+                ParamValue::LLong(v) => wire::remote_typed_param_value::Llong(*v),
                 ParamValue::ULLong(v) => wire::remote_typed_param_value::Ullong(*v),
                 ParamValue::Boolean(v) => wire::remote_typed_param_value::Boolean(i32::from(*v)),
                 ParamValue::String(v) => wire::remote_typed_param_value::String(v.clone()),

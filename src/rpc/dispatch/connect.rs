@@ -5,7 +5,9 @@ use crate::driver::{DriverError, ErrorKind, LIB_VERSION};
 use crate::rpc::client::Client;
 use crate::rpc::wire::{self, remote_proc as rp};
 
-use super::{int_bool, not_open, routes, wire_dom, Reply, Request};
+use crate::rpc::events::typed_params;
+
+use super::{dom_ref, int_bool, not_open, routes, wire_dom, Reply, Request};
 
 /// The URIs this daemon answers to; the client strips transport and
 /// `socket=` before sending it.
@@ -56,6 +58,15 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
             let count = u32::try_from(domains.len()).unwrap_or(u32::MAX);
             let domains = if a.need_results != 0 { domains.into_iter().map(wire_dom).collect() } else { Vec::new() };
             Ok(wire::remote_connect_list_all_domains_ret { domains, ret: count })
+        },
+        rp::ConnectGetAllDomainStats => |a: wire::remote_connect_get_all_domain_stats_args| async move {
+            let doms: Vec<_> = a.doms.into_iter().map(dom_ref).collect();
+            let records = driver.domain_stats(&doms, a.stats, a.flags).await?;
+            let records = records
+                .into_iter()
+                .map(|(dom, params)| wire::remote_domain_stats_record { dom: wire_dom(dom), params: typed_params(&params) })
+                .collect();
+            Ok(wire::remote_connect_get_all_domain_stats_ret { retStats: records })
         },
         rp::ConnectNumOfDomains => |()| async {
             Ok(wire::remote_connect_num_of_domains_ret { num: count(driver.list_all(1)?.len()) })

@@ -4,6 +4,7 @@ use crate::driver::agent::vcpu_flags;
 use crate::driver::{DomainRef, DriverError};
 use crate::rpc::access::{refuse_secure_flag, refuse_when};
 use crate::rpc::client::Client;
+use crate::rpc::events::typed_params;
 use crate::rpc::wire::{self, remote_proc as rp};
 
 use super::{dom_ref, int_bool, routes, wire_dom, Reply, Request};
@@ -44,6 +45,46 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
         },
         rp::DomainDestroyFlags => |a: wire::remote_domain_destroy_flags_args| async move {
             driver.destroy(&dom_ref(a.dom), a.flags).await
+        },
+        rp::DomainSuspend => |a: wire::remote_domain_suspend_args| async move {
+            driver.suspend(&dom_ref(a.dom)).await
+        },
+        rp::DomainResume => |a: wire::remote_domain_resume_args| async move {
+            driver.resume(&dom_ref(a.dom)).await
+        },
+        rp::DomainGetBlockInfo => |a: wire::remote_domain_get_block_info_args| async move {
+            let info = driver.get_block_info(&dom_ref(a.dom), &a.path, a.flags).await?;
+            Ok(wire::remote_domain_get_block_info_ret {
+                allocation: info.allocation,
+                capacity: info.capacity,
+                physical: info.physical,
+            })
+        },
+        rp::DomainBlockStats => |a: wire::remote_domain_block_stats_args| async move {
+            let s = driver.block_stats(&dom_ref(a.dom), &a.path).await?;
+            Ok(wire::remote_domain_block_stats_ret {
+                rd_req: s.rd_req,
+                rd_bytes: s.rd_bytes,
+                wr_req: s.wr_req,
+                wr_bytes: s.wr_bytes,
+                errs: s.errs,
+            })
+        },
+        rp::DomainBlockStatsFlags => |a: wire::remote_domain_block_stats_flags_args| async move {
+            // libvirtd's own checks of the count, before the driver's.
+            if a.nparams < 0 {
+                return Err(DriverError::internal("nparams must be non-negative"));
+            }
+            let wanted = usize::try_from(a.nparams).unwrap_or(usize::MAX);
+            if wanted > wire::REMOTE_DOMAIN_BLOCK_STATS_PARAMETERS_MAX as usize {
+                return Err(DriverError::internal("nparams too large"));
+            }
+            let (count, params) = driver
+                .block_stats_flags(&dom_ref(a.dom), &a.path, wanted, a.flags)
+                .await?;
+            // libvirtd answers the count only when asked for it.
+            let nparams = if wanted == 0 { i32::try_from(count).unwrap_or(i32::MAX) } else { 0 };
+            Ok(wire::remote_domain_block_stats_flags_ret { params: typed_params(&params), nparams })
         },
         rp::DomainShutdown => |a: wire::remote_domain_shutdown_args| async move {
             driver.shutdown(&dom_ref(a.dom), 0).await
