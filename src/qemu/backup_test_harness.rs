@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::net::UnixStream;
 
 use super::*;
-use crate::qemu::command::{build_argv, Accel, DiskSpec, LaunchSpec, RunPaths, SourceKind};
+use crate::qemu::command::{build_argv, DiskSpec, RunPaths, SourceKind};
 pub(super) use crate::qemu::monitor::Monitor;
 use crate::qemu::transcript::{play, Recording};
 
@@ -127,18 +127,7 @@ pub(super) async fn real(dir: &Path, sizes: [&str; 2]) -> (Ctx, Real) {
         )
         .await;
     }
-    let spec = LaunchSpec {
-        name: "backup-vm".into(),
-        uuid: uuid::Uuid::new_v4(),
-        emulator: "qemu-system-x86_64".into(),
-        machine: "pc-i440fx-7.2".into(),
-        accel: Accel::Tcg,
-        memory_kib: 64 * 1024,
-        vcpus: 1,
-        acpi: false,
-        disks: disks.clone(),
-        run_dir: dir.join("run"),
-    };
+    let spec = crate::qemu::command::test_spec("backup-vm", disks.clone(), dir.join("run"));
     std::fs::create_dir_all(&spec.run_dir).unwrap();
     let child = tokio::process::Command::new(&spec.emulator)
         .args(build_argv(&spec).unwrap())

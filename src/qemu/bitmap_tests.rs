@@ -218,7 +218,7 @@ impl Booted {
 /// A domain with two 16 MiB qcow2 disks, vda (node 2) and vdb (node 1),
 /// as libvirt numbers them.
 async fn domain() -> (tempfile::TempDir, crate::qemu::LaunchSpec) {
-    use crate::qemu::{Accel, DiskFormat, DiskSpec, LaunchSpec, SourceKind};
+    use crate::qemu::{DiskFormat, DiskSpec, SourceKind};
     let dir = tempfile::tempdir().unwrap();
     let disks: Vec<DiskSpec> = (0..2)
         .map(|index| DiskSpec {
@@ -247,18 +247,7 @@ async fn domain() -> (tempfile::TempDir, crate::qemu::LaunchSpec) {
         )
         .await;
     }
-    let spec = LaunchSpec {
-        name: "bitmap-vm".into(),
-        uuid: uuid::Uuid::new_v4(),
-        emulator: "qemu-system-x86_64".into(),
-        machine: "pc-i440fx-7.2".into(),
-        accel: Accel::Tcg,
-        memory_kib: 64 * 1024,
-        vcpus: 1,
-        acpi: false,
-        disks,
-        run_dir: dir.path().join("run"),
-    };
+    let spec = crate::qemu::command::test_spec("bitmap-vm", disks, dir.path().join("run"));
     (dir, spec)
 }
 
