@@ -90,6 +90,25 @@ fn device_end(file: &mut File, path: &Path) -> Result<u64, QemuError> {
         .map_err(|e| QemuError::io(format!("failed to seek to end of '{}'", path.display()), e))
 }
 
+/// Whether a qcow2 image's header names a backing file (bytes 8..16: the
+/// offset of its name, 0 for none). An unreadable image counts as having
+/// none; QEMU then reports what is wrong with it.
+pub async fn qcow2_has_backing(path: PathBuf) -> bool {
+    let header = blocking(move || {
+        let mut header = [0u8; 16];
+        File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .map_err(|e| QemuError::io(open_failed(&path), e))?;
+        Ok(header)
+    });
+    match header.await {
+        Ok(header) => header[..4] == QCOW2_MAGIC && header[8..16].iter().any(|&b| b != 0),
+        Err(_) => false,
+    }
+}
+
+const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+
 /// Bytes 24..32 of a qcow2 header, big-endian, after its magic.
 fn qcow2_virtual_size(file: &mut File, path: &Path) -> Result<u64, QemuError> {
     let mut header = [0u8; 32];
@@ -106,7 +125,7 @@ fn qcow2_virtual_size(file: &mut File, path: &Path) -> Result<u64, QemuError> {
 
 /// The virtual size a qcow2 header gives, if it is one.
 fn parse_qcow2_size(header: &[u8; 32]) -> Option<u64> {
-    if header[..4] != *b"QFI\xfb" {
+    if header[..4] != QCOW2_MAGIC {
         return None;
     }
     let mut size = [0u8; 8];

@@ -42,9 +42,9 @@ use tracing::{debug, warn};
 use super::command::{build_argv, environment, DiskFormat, LaunchSpec, RunPaths};
 use super::error::QemuError;
 use super::events::{Exit, VmEvent};
-use super::log;
 use super::monitor::{Monitor, CONNECT_TIMEOUT};
 use super::watch::{remove_stale_files, watch_vm, ExitSource};
+use super::{image, log};
 
 /// How long [`RunningVm::destroy`] waits after SIGTERM before SIGKILL
 /// (libvirt: 10 s).
@@ -82,30 +82,12 @@ impl Drop for RunningVm {
     }
 }
 
-/// Whether a qcow2 image's header names a backing file (bytes 8..16: the
-/// offset of its name, 0 for none), read on the blocking pool. An
-/// unreadable image counts as having none; QEMU then reports what is
-/// wrong with it.
-async fn qcow2_has_backing(path: PathBuf) -> bool {
-    let read = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut header = [0u8; 16];
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut header))
-            .map(|()| header)
-    });
-    match read.await {
-        Ok(Ok(header)) => header[..4] == *b"QFI\xfb" && header[8..16].iter().any(|&b| b != 0),
-        _ => false,
-    }
-}
-
 /// Starts QEMU for `spec`, paused, with its monitor connected.
 pub async fn start(spec: &LaunchSpec) -> Result<RunningVm, QemuError> {
     let mut spec = spec.clone();
     for disk in spec.disks.iter_mut() {
         disk.has_backing =
-            disk.format == DiskFormat::Qcow2 && qcow2_has_backing(disk.source.clone()).await;
+            disk.format == DiskFormat::Qcow2 && image::qcow2_has_backing(disk.source.clone()).await;
     }
     let spec = &spec;
     let argv = build_argv(spec)?;
