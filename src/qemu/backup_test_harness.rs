@@ -97,15 +97,7 @@ pub(super) fn disk_specs(dir: &Path) -> Vec<DiskSpec> {
         .collect()
 }
 
-pub(super) async fn run(program: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
+pub(super) use crate::qemu::test_support::run;
 
 pub(super) fn s(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -127,7 +119,7 @@ pub(super) async fn real(dir: &Path, sizes: [&str; 2]) -> (Ctx, Real) {
         )
         .await;
     }
-    let spec = crate::qemu::command::test_spec("backup-vm", disks.clone(), dir.join("run"));
+    let spec = crate::qemu::test_support::spec("backup-vm", disks.clone(), dir.join("run"));
     std::fs::create_dir_all(&spec.run_dir).unwrap();
     let child = tokio::process::Command::new(&spec.emulator)
         .args(build_argv(&spec).unwrap())

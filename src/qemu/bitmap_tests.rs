@@ -247,7 +247,7 @@ async fn domain() -> (tempfile::TempDir, crate::qemu::LaunchSpec) {
         )
         .await;
     }
-    let spec = crate::qemu::command::test_spec("bitmap-vm", disks, dir.path().join("run"));
+    let spec = crate::qemu::test_support::spec("bitmap-vm", disks, dir.path().join("run"));
     (dir, spec)
 }
 
@@ -259,15 +259,7 @@ async fn boot(spec: &crate::qemu::LaunchSpec) -> Booted {
     Booted { vm, pidfd }
 }
 
-async fn run(program: &str, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{program} {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::qemu::test_support::run;
 
 /// The bitmaps stored in an image, from `qemu-img info` (`-U` while QEMU
 /// has it open).

@@ -384,23 +384,6 @@ fn escape_comma_str(value: &str) -> String {
     value.replace(',', ",,")
 }
 
-/// The small TCG machine the tests that run a real QEMU use.
-#[cfg(test)]
-pub(crate) fn test_spec(name: &str, disks: Vec<DiskSpec>, run_dir: PathBuf) -> LaunchSpec {
-    LaunchSpec {
-        name: name.into(),
-        uuid: uuid::Uuid::new_v4(),
-        emulator: "qemu-system-x86_64".into(),
-        machine: "pc-i440fx-7.2".into(),
-        accel: Accel::Tcg,
-        memory_kib: 64 * 1024,
-        vcpus: 1,
-        acpi: false,
-        disks,
-        run_dir,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

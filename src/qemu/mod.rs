@@ -43,6 +43,8 @@ pub mod node;
 pub mod process;
 pub mod snapshot;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod transcript;
 mod watch;
 
