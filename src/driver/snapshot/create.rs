@@ -32,6 +32,17 @@ fn is_regular_file(path: &str) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
+/// Runs conf's preparation, which asks [`is_regular_file`], on the
+/// blocking pool.
+async fn off_thread<T: Send + 'static>(
+    prepare: impl FnOnce() -> Result<T, crate::conf::ConfError> + Send + 'static,
+) -> Result<T, DriverError> {
+    tokio::task::spawn_blocking(prepare)
+        .await
+        .map_err(|e| DriverError::internal(format!("snapshot preparation failed: {e}")))?
+        .map_err(DriverError::from)
+}
+
 /// One disk of an external snapshot, before anything is made.
 struct Plan {
     disk: String,
@@ -186,18 +197,19 @@ impl Driver {
         parsed: ParsedSnapshot,
         flags: u32,
     ) -> Result<String, DriverError> {
-        let uuid = obj.uuid;
-        let def = {
+        let uuid = uuid::Uuid::from_bytes(obj.uuid);
+        let existing = {
             let st = obj.lock();
             st.snapshots.check_cycles(parsed.name(), parsed.parent())?;
-            let existing = st.snapshots.get(parsed.name());
-            parsed.prepare_redefine(
-                uuid::Uuid::from_bytes(uuid),
-                existing,
-                flags & create_flags::DISK_ONLY != 0,
-                &is_regular_file,
-            )?
+            st.snapshots.get(parsed.name()).cloned()
         };
+        // conf stats disk sources: off the async threads and the lock (the
+        // job lock keeps the tree as it is meanwhile).
+        let disk_only = flags & create_flags::DISK_ONLY != 0;
+        let def = off_thread(move || {
+            parsed.prepare_redefine(uuid, existing.as_ref(), disk_only, &is_regular_file)
+        })
+        .await?;
         let name = def.name().to_string();
         let make_current = flags & create_flags::CURRENT != 0;
         self.commit_snapshot(obj, def, make_current, false).await?;
@@ -211,21 +223,30 @@ impl Driver {
         flags: u32,
     ) -> Result<String, DriverError> {
         use create_flags::*;
-        let (prepared, live_vm, running) = {
+        let (domain, inactive, domain_state, active) = {
             let st = obj.lock();
             let domain = st
                 .current_def()
-                .ok_or_else(|| DriverError::internal("domain has no definition"))?;
-            let inactive = st.live.as_ref().and(st.config.as_ref());
-            let ctx = CreateContext {
-                domain,
-                inactive_domain: inactive,
-                state: snapshot_state(st.state),
-                active: st.is_active(),
+                .ok_or_else(|| DriverError::internal("domain has no definition"))?
+                .clone();
+            let inactive = st.live.as_ref().and(st.config.clone());
+            (domain, inactive, snapshot_state(st.state), st.is_active())
+        };
+        // conf stats disk sources: off the async threads and the lock (the
+        // job lock keeps the domain as it is meanwhile).
+        let prepared = off_thread(move || {
+            parsed.prepare_create(&CreateContext {
+                domain: &domain,
+                inactive_domain: inactive.as_ref(),
+                state: domain_state,
+                active,
                 disk_only: flags & DISK_ONLY != 0,
                 is_regular_file: &is_regular_file,
-            };
-            let prepared = parsed.prepare_create(&ctx)?;
+            })
+        })
+        .await?;
+        let (live_vm, running) = {
+            let st = obj.lock();
             if flags & NO_METADATA == 0 && st.snapshots.contains(prepared.def.name()) {
                 return Err(DriverError::new(
                     ErrorKind::OperationFailed,
@@ -234,7 +255,6 @@ impl Driver {
                 .with_origin(ErrorOrigin::Domain));
             }
             (
-                prepared,
                 st.live.as_ref().map(|l| l.vm.clone()),
                 st.state == state::RUNNING,
             )
