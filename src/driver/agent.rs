@@ -127,15 +127,17 @@ impl AgentCall {
                 ErrorKind::ArgumentUnsupported,
                 "Specifying mount point is not supported for now",
             )),
-            Self::Hostname => exclusive(
+            Self::Hostname => DriverError::check_exclusive(
                 flags,
-                ("VIR_DOMAIN_GET_HOSTNAME_LEASE", hostname_flags::LEASE),
-                ("VIR_DOMAIN_GET_HOSTNAME_AGENT", hostname_flags::AGENT),
+                (hostname_flags::LEASE, "VIR_DOMAIN_GET_HOSTNAME_LEASE"),
+                (hostname_flags::AGENT, "VIR_DOMAIN_GET_HOSTNAME_AGENT"),
+                ErrorOrigin::Qemu,
             ),
-            Self::SshKeysSet => exclusive(
+            Self::SshKeysSet => DriverError::check_exclusive(
                 flags,
-                ("VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_APPEND", SSH_KEYS_APPEND),
-                ("VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_REMOVE", SSH_KEYS_REMOVE),
+                (SSH_KEYS_APPEND, "VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_APPEND"),
+                (SSH_KEYS_REMOVE, "VIR_DOMAIN_AUTHORIZED_SSH_KEYS_SET_REMOVE"),
+                ErrorOrigin::Qemu,
             ),
             Self::GuestInfo { types } if types & !GUEST_INFO_TYPES != 0 => {
                 Err(DriverError::invalid_arg(format!(
@@ -149,22 +151,6 @@ impl AgentCall {
             _ => Ok(()),
         }
     }
-}
-
-/// libvirt's VIR_EXCLUSIVE_FLAGS_RET.
-fn exclusive(flags: u32, a: (&str, u32), b: (&str, u32)) -> Result<(), DriverError> {
-    if flags & a.1 != 0 && flags & b.1 != 0 {
-        return Err(DriverError::verbatim(
-            ErrorKind::InvalidArg,
-            format!("Flags '{}' and '{}' are mutually exclusive", a.0, b.0),
-        ));
-    }
-    Ok(())
-}
-
-/// virDomainObjCheckActive's refusal (raised in domain_conf.c).
-fn not_active() -> DriverError {
-    DriverError::not_running().with_origin(ErrorOrigin::Domain)
 }
 
 /// qemuDomainAgentAvailable for a domain that has no agent: it wants the
@@ -205,7 +191,7 @@ impl Driver {
             return Err(self.hostname_from_lease(&obj, dom));
         }
         if matches!(call.steps(), Steps::ActiveThenAgent) && !obj.lock().is_active() {
-            return Err(not_active());
+            return Err(DriverError::inactive());
         }
         Err(agent_unavailable(&obj))
     }
@@ -214,7 +200,7 @@ impl Driver {
     /// interface (the daemon runs none), so no lease names it.
     fn hostname_from_lease(&self, obj: &DomainObj, dom: &DomainRef) -> DriverError {
         if !obj.lock().is_active() {
-            return not_active();
+            return DriverError::inactive();
         }
         DriverError::new(
             ErrorKind::NoHostname,
@@ -233,7 +219,7 @@ impl Driver {
         DriverError::check_flags(flags, 0, "qemuDomainInterfaceAddresses")?;
         let obj = self.domain(dom)?;
         if !obj.lock().is_active() {
-            return Err(not_active());
+            return Err(DriverError::inactive());
         }
         match source {
             address_source::LEASE | address_source::ARP => Ok(()),
@@ -276,15 +262,15 @@ impl Driver {
         let obj = self.domain(dom)?;
         let count = {
             let st = obj.lock();
-            exclusive(
+            DriverError::check_exclusive(
                 flags,
-                ("VIR_DOMAIN_AFFECT_LIVE", LIVE),
-                ("VIR_DOMAIN_AFFECT_CONFIG", CONFIG),
-            )
-            .map_err(|e| e.with_origin(ErrorOrigin::Domain))?;
+                (LIVE, "VIR_DOMAIN_AFFECT_LIVE"),
+                (CONFIG, "VIR_DOMAIN_AFFECT_CONFIG"),
+                ErrorOrigin::Domain,
+            )?;
             let live = st.live.as_ref().map(|l| &l.def);
             let def = if flags & LIVE != 0 {
-                live.ok_or_else(not_active)?
+                live.ok_or_else(DriverError::inactive)?
             } else if flags & CONFIG != 0 {
                 st.config.as_ref().ok_or_else(|| {
                     DriverError::operation_invalid(

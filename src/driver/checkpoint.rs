@@ -313,7 +313,7 @@ impl Driver {
                 current.is_none() || (def.parent().is_some() && def.parent() == current);
             let (vm, bitmaps) = match (&st.live, validate) {
                 (_, false) => (None, Vec::new()),
-                (None, true) => return Err(not_running_domain()),
+                (None, true) => return Err(DriverError::inactive()),
                 (Some(live), true) => {
                     // libvirt checks the bitmap named after the checkpoint,
                     // whatever the disk's bitmap= says.
@@ -380,7 +380,7 @@ impl Driver {
         let (vm, bitmaps) = {
             let st = obj.lock();
             let def = Checkpoints::find(&st, &cp.name)?;
-            let live = st.live.as_ref().ok_or_else(not_running_domain)?;
+            let live = st.live.as_ref().ok_or_else(DriverError::inactive)?;
             (live.vm.clone(), bitmap_nodes(&live.def, def, None))
         };
         let measured = bitmap::dirty_size(vm.monitor(), &node_pairs(&bitmaps)).await?;
@@ -610,10 +610,4 @@ async fn missing_bitmap(vm: &RunningVm, bitmaps: &[DiskBitmap]) -> Option<Driver
 /// VIR_ERR_OPERATION_UNSUPPORTED from the QEMU driver.
 fn inactive(detail: &str) -> DriverError {
     DriverError::new(ErrorKind::OperationUnsupported, detail)
-}
-
-/// virDomainObjCheckActive's error, which comes from libvirt's domain
-/// code rather than the QEMU driver.
-fn not_running_domain() -> DriverError {
-    DriverError::not_running().with_origin(ErrorOrigin::Domain)
 }

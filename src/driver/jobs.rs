@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::qemu::backup as qbackup;
 
 use super::backup::Event as BackupEvent;
-use super::error::{DriverError, ErrorKind, ErrorOrigin};
+use super::error::{DriverError, ErrorKind};
 use super::events::BLOCK_JOB_TYPE_BACKUP;
 use super::registry::DomainObj;
 use super::{DomainRef, Driver};
@@ -277,7 +277,7 @@ impl Driver {
         let (vm, mut job, running) = {
             let st = obj.lock();
             if st.live.is_none() {
-                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+                return Err(DriverError::inactive());
             }
             let Some(run) = &st.backup else {
                 return Ok(None);
@@ -318,10 +318,7 @@ impl Driver {
         let obj = self.domain(dom)?;
         let (vm, target) = {
             let st = obj.lock();
-            let live = st
-                .live
-                .as_ref()
-                .ok_or_else(|| DriverError::not_running().with_origin(ErrorOrigin::Domain))?;
+            let live = st.live.as_ref().ok_or_else(DriverError::inactive)?;
             let disk = live
                 .def
                 .disks()
@@ -365,7 +362,7 @@ impl Driver {
         let (vm, actions) = {
             let mut st = obj.lock();
             if st.live.is_none() {
-                return Err(DriverError::not_running().with_origin(ErrorOrigin::Domain));
+                return Err(DriverError::inactive());
             }
             let Some(run) = st.backup.as_mut() else {
                 return Err(DriverError::operation_invalid(
