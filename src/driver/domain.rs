@@ -186,9 +186,7 @@ impl Driver {
         let _job = obj.job.lock().await;
         let uuid = obj.uuid;
         let saved = self
-            .shared
-            .store
-            .run(move |s| s.save_config(&uuid, &inactive_xml))
+            .store_io(move |s| s.save_config(&uuid, &inactive_xml))
             .await;
         if let Err(err) = saved {
             if added {
@@ -267,18 +265,16 @@ impl Driver {
             st.is_active()
         };
         let uuid = obj.uuid;
-        self.shared
-            .store
-            .run(move |store| {
-                // A running domain keeps its checkpoints and snapshots
-                // until it stops.
-                if !active {
-                    store.delete_all_checkpoints(&uuid)?;
-                    store.delete_all_snapshots(&uuid)?;
-                }
-                store.delete_config(&uuid)
-            })
-            .await?;
+        self.store_io(move |store| {
+            // A running domain keeps its checkpoints and snapshots
+            // until it stops.
+            if !active {
+                store.delete_all_checkpoints(&uuid)?;
+                store.delete_all_snapshots(&uuid)?;
+            }
+            store.delete_config(&uuid)
+        })
+        .await?;
         let reference = obj.reference();
         obj.lock().config = None;
         if !active {

@@ -95,10 +95,7 @@ impl Driver {
             overlays: Vec::new(),
         };
         let uuid = obj.uuid;
-        self.shared
-            .store
-            .run(move |s| s.save_live(&uuid, &record))
-            .await?;
+        self.store_io(move |s| s.save_live(&uuid, &record)).await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {
                 let events = vm.take_events();
@@ -167,7 +164,7 @@ impl Driver {
             }
         };
         let uuid = obj.uuid;
-        let saved = self.shared.store.run(move |s| s.save_live(&uuid, &record));
+        let saved = self.store_io(move |s| s.save_live(&uuid, &record));
         if let Err(err) = saved.await {
             tracing::warn!(%err, "cannot record the domain's live state");
         }
@@ -178,9 +175,7 @@ impl Driver {
         let _record = obj.live_record.lock().await;
         let uuid = obj.uuid;
         let _ = self
-            .shared
-            .store
-            .run(move |s| {
+            .store_io(move |s| {
                 s.delete_live(&uuid);
                 Ok(())
             })
@@ -357,7 +352,7 @@ impl Driver {
             // A transient domain's checkpoints and snapshots end with it,
             // as in libvirt.
             let uuid = obj.uuid;
-            let deleted = self.shared.store.run(move |s| {
+            let deleted = self.store_io(move |s| {
                 s.delete_all_checkpoints(&uuid)?;
                 s.delete_all_snapshots(&uuid)
             });
@@ -372,7 +367,7 @@ impl Driver {
     /// Reads every stored definition. A file that no longer parses is
     /// reported and left on disk for the administrator.
     pub(super) async fn load_configs(&self) -> Result<(), DriverError> {
-        for (path, xml) in self.shared.store.run(|s| s.load_configs()).await? {
+        for (path, xml) in self.store_io(|s| s.load_configs()).await? {
             let def = xml.and_then(|xml| DomainDef::parse(&xml).map_err(DriverError::from));
             let def = match def {
                 Ok(def) => def,
@@ -394,7 +389,7 @@ impl Driver {
 
     /// Takes back every QEMU a previous run of the daemon started.
     pub(super) async fn reconnect_all(&self) {
-        let records = self.shared.store.run(|s| Ok(s.load_live())).await;
+        let records = self.store_io(|s| Ok(s.load_live())).await;
         for (dir, record) in records.unwrap_or_default() {
             let record = match record {
                 Ok(record) => record,

@@ -21,7 +21,8 @@ pub(super) fn with_header(edit_command: &str, body: &str) -> String {
 }
 
 impl Driver {
-    /// Runs a store operation off the async threads (it fsyncs).
+    /// The one way the driver reaches its files: on the blocking pool
+    /// (every write fsyncs), see [`super::store::Metadata`].
     pub(super) async fn store_io<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Store) -> Result<T, DriverError> + Send + 'static,
