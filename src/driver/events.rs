@@ -14,6 +14,9 @@ pub enum Lifecycle {
     UndefinedRemoved,
     StartedBooted,
     SuspendedPaused,
+    /// Suspended after the guest powered off during a backup that
+    /// preserves the domain (libvirt 11.10's detail 9).
+    SuspendedGuestShutdown,
     ResumedUnpaused,
     StoppedShutdown,
     StoppedDestroyed,
@@ -33,6 +36,7 @@ impl Lifecycle {
             Lifecycle::UndefinedRemoved => (1, 0),
             Lifecycle::StartedBooted => (2, 0),
             Lifecycle::SuspendedPaused => (3, 0),
+            Lifecycle::SuspendedGuestShutdown => (3, 9),
             Lifecycle::ResumedUnpaused => (4, 0),
             Lifecycle::StoppedShutdown => (5, 0),
             Lifecycle::StoppedDestroyed => (5, 1),

@@ -274,6 +274,8 @@ impl Driver {
                 self.transition(obj, vm, Transition::Resumed).await;
                 return;
             }
+            // A backup may keep the domain (backup/preserve.rs).
+            VmEvent::Shutdown { guest, .. } if self.shutdown_event(obj, vm, guest).await => return,
             _ => {}
         }
         let lifecycle = {
@@ -455,6 +457,7 @@ impl Driver {
         }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
         self.resume_backup(&obj).await;
+        self.note_preserving(&obj);
         self.watch(obj, vm, events);
         Ok(())
     }

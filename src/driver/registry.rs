@@ -34,6 +34,9 @@ pub mod state {
     pub const RUNNING_UNPAUSED: i32 = 5;
     pub const PAUSED_UNKNOWN: i32 = 0;
     pub const PAUSED_USER: i32 = 1;
+    /// VIR_DOMAIN_PAUSED_SHUTTING_DOWN: kept after the guest powered off
+    /// while a backup that preserves the domain runs.
+    pub const PAUSED_SHUTTING_DOWN: i32 = 8;
     pub const SHUTOFF_UNKNOWN: i32 = 0;
     pub const SHUTOFF_SHUTDOWN: i32 = 1;
     pub const SHUTOFF_DESTROYED: i32 = 2;
@@ -109,6 +112,10 @@ pub struct Live {
     /// QEMU's STOP or RESUME event may arrive before or after the reply to
     /// `stop`/`cont`, and whichever comes first records it.
     pub pending_reason: Option<i32>,
+    /// QEMU's shutdown action is `pause` (a backup that preserves the
+    /// domain armed it), so a guest power-off leaves QEMU stopped rather
+    /// than exiting; see `backup/preserve.rs`.
+    pub shutdown_pauses: bool,
 }
 
 /// A checkpoint's bitmap on one disk that cannot stand for it.
@@ -174,6 +181,7 @@ impl DomainState {
             next_node: highest.unwrap_or(0).saturating_add(1),
             overlays: Vec::new(),
             pending_reason: None,
+            shutdown_pauses: false,
         });
         self.state = run_state;
         self.reason = reason;

@@ -480,6 +480,27 @@ impl RunningVm {
             .map(drop)
     }
 
+    /// What QEMU does when the guest powers off (QMP `set-action`, QEMU
+    /// 6.0+): exit (`pause: false`, the default here, since QEMU runs
+    /// without `-no-shutdown`) or stop the vCPUs and stay (`pause: true`).
+    /// A host's SIGTERM or `quit` always ends QEMU.
+    pub async fn set_shutdown_pauses(&self, pause: bool) -> Result<(), QemuError> {
+        let action = if pause { "pause" } else { "poweroff" };
+        self.monitor
+            .execute_value("set-action", serde_json::json!({ "shutdown": action }))
+            .await
+            .map(drop)
+    }
+
+    /// Resets the machine (QMP `system_reset`); a QEMU stopped after the
+    /// guest powered off can then `cont` and boot again.
+    pub async fn reset(&self) -> Result<(), QemuError> {
+        self.monitor
+            .execute(qapi::qmp::system_reset {})
+            .await
+            .map(drop)
+    }
+
     /// Stops QEMU: SIGTERM, then SIGKILL after [`TERM_GRACE`]. Returns once
     /// the process is gone and its events delivered.
     pub async fn destroy(&self) -> Result<Exit, QemuError> {

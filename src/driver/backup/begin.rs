@@ -86,7 +86,11 @@ impl Driver {
         checkpoint_xml: Option<&str>,
         flags: u32,
     ) -> Result<(), DriverError> {
-        DriverError::check_flags(flags, BEGIN_REUSE_EXTERNAL, "qemuBackupBegin")?;
+        DriverError::check_flags(
+            flags,
+            BEGIN_REUSE_EXTERNAL | super::preserve::BEGIN_PRESERVE_SHUTDOWN_DOMAIN,
+            "qemuBackupBegin",
+        )?;
         let reuse = flags & BEGIN_REUSE_EXTERNAL != 0;
         let obj = self.domain(dom)?;
         let parsed = BackupDef::parse(backup_xml)?;
@@ -112,6 +116,7 @@ impl Driver {
                 "another backup job is already running",
             ));
         }
+        let preserve = self.arm_preserve(&obj, &vm, flags).await?;
         if def.needs_port() {
             let port = self.allocate_port(&def)?;
             def.assign_port(port);
@@ -207,6 +212,7 @@ impl Driver {
                 tls,
                 stopped: false,
             }),
+            preserve: preserve.is_some(),
         };
         self.save_backup(&obj, record.clone()).await;
         {
@@ -216,6 +222,9 @@ impl Driver {
                 record,
                 vm: vm.clone(),
             });
+        }
+        if let Some(armed) = preserve {
+            armed.keep();
         }
         let driver = self.clone();
         let followed = obj.clone();

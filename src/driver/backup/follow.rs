@@ -64,6 +64,10 @@ pub struct BackupRecord {
     /// Pull mode: the NBD server the disks are exported on.
     #[serde(default)]
     pub(super) pull: Option<PullServer>,
+    /// Begun with VIR_DOMAIN_BACKUP_BEGIN_PRESERVE_SHUTDOWN_DOMAIN: a guest
+    /// power-off keeps the domain paused until the end (`preserve.rs`).
+    #[serde(default)]
+    pub(super) preserve: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -428,7 +432,11 @@ impl Driver {
                 }
                 (Action::Close(job), _) => {
                     closed = true;
+                    let preserve = Self::preserving(obj, vm);
                     self.close_backup(obj, vm, job).await;
+                    if let Some(vm) = vm.filter(|_| preserve) {
+                        self.end_preserve(obj, vm).await;
+                    }
                 }
                 (Action::Notify { path, dst, status }, _) => self.emit(DomainEvent::BlockJob {
                     dom: obj.reference(),

@@ -41,6 +41,7 @@ fn push() -> BackupRecord {
         disks,
         targets,
         cancel_requested: HashSet::new(),
+        preserve: false,
         checkpoint: Some("cp1".into()),
         pull: None,
     }

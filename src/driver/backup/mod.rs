@@ -18,6 +18,7 @@
 
 mod begin;
 mod follow;
+mod preserve;
 
 use std::sync::Arc;
 
