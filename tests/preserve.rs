@@ -262,3 +262,16 @@ fn other_flags_are_refused_as_libvirt_refuses_them() {
         "unsupported flags (0x4) in function qemuBackupBegin"
     );
 }
+
+#[test]
+fn a_restarted_daemon_keeps_preserving() {
+    let mut daemon = Daemon::start();
+    let _events = running(&daemon);
+    begin(&daemon, 2);
+    daemon.restart();
+    guest_powers_off(&daemon);
+    daemon.wait_state(DOM, "paused (shutting down)");
+    finish_backup(&daemon);
+    daemon.wait_state(DOM, "shut off (shutdown)");
+    assert_eq!(ended(&daemon), "Job type: Completed Operation: Backup");
+}

@@ -244,12 +244,15 @@ impl Driver {
     }
 
     /// After a restart: QEMU's shutdown action is whatever the previous
-    /// run left, `pause` while a preserving backup runs.
+    /// run left, `pause` while a preserving backup runs, and possibly
+    /// still `pause` if that run ended before it switched it back. So a
+    /// reconnected QEMU counts as pausing: a guest power-off is then
+    /// libvirt 9.0's shutdown with the daemon ending QEMU (which exits by
+    /// itself if the action was `poweroff`), never a QEMU left stopped.
     pub(in crate::driver) fn note_preserving(&self, obj: &Arc<DomainObj>) {
         let mut st = obj.lock();
-        let pauses = st.backup.as_ref().is_some_and(|r| r.record.preserve);
         if let Some(live) = st.live.as_mut() {
-            live.shutdown_pauses = pauses;
+            live.shutdown_pauses = true;
         }
     }
 }
