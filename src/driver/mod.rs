@@ -32,10 +32,15 @@ pub mod moments;
 mod pause;
 mod reconcile;
 mod registry;
+#[cfg(test)]
+#[path = "rollback_tests.rs"]
+mod rollback_tests;
 mod rules;
 pub mod snapshot;
 mod stats;
 pub mod store;
+#[cfg(test)]
+mod test_harness;
 
 use std::path::PathBuf;
 use std::sync::Arc;

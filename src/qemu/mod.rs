@@ -43,9 +43,9 @@ pub mod node;
 pub mod process;
 pub mod snapshot;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
-mod transcript;
+pub(crate) mod transcript;
 mod watch;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};

@@ -578,3 +578,17 @@ fn parse_version(text: &str) -> Option<u64> {
 #[cfg(test)]
 #[path = "process_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+impl RunningVm {
+    /// A QEMU for the driver's tests, whose monitor is already connected:
+    /// to a real QEMU (`child`), or to a QMP transcript played back, with
+    /// any process standing in for QEMU as `child`. Dropping it kills
+    /// `child` if it was spawned with `kill_on_drop`.
+    pub(crate) fn attach(child: Child, monitor: Monitor, run_dir: PathBuf) -> RunningVm {
+        let raw = child.id().and_then(|id| i32::try_from(id).ok());
+        let pid = raw.and_then(Pid::from_raw).expect("a running child");
+        let pidfd = Arc::new(pidfd_open(pid, PidfdFlags::NONBLOCK).expect("pidfd"));
+        RunningVm::new(pid, pidfd, monitor, ExitSource::Child(child), run_dir)
+    }
+}

@@ -22,7 +22,8 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Plays QEMU's side of fixtures/qmp/NAME with `@DIR@` read as `dir`:
-/// sends the `S:` lines, checks that the client sends the `C:` lines.
+/// sends the `S:` lines, checks that the client sends the `C:` lines,
+/// makes the unix sockets of `BIND:` lines.
 pub async fn play(stream: UnixStream, name: &str, dir: &Path) -> Result<(), String> {
     let path = fixture(name);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -48,6 +49,10 @@ pub async fn play(stream: UnixStream, name: &str, dir: &Path) -> Result<(), Stri
             if parsed != expected {
                 return Err(format!("expected {expected}, got {got}"));
             }
+        } else if let Some(path) = line.strip_prefix("BIND: ") {
+            // What QEMU leaves on the host: a unix socket it listens on
+            // (the NBD server's), which the client then finds there.
+            std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{line}: {e}"))?;
         } else if line == "EOF" {
             return Ok(());
         } else {

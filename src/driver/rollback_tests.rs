@@ -1,0 +1,156 @@
+//! The driver's operations called directly against a replayed QEMU
+//! (test_harness.rs): each success and each way back checked for what it
+//! leaves on disk and in the driver's state.
+
+use std::time::Duration;
+
+use super::test_harness::Harness;
+use super::ErrorKind;
+
+const CHECKPOINT: &str = "<domaincheckpoint><name>c1</name></domaincheckpoint>";
+
+/// Waits (polling, bounded) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn checkpoint_create_adds_bitmaps_then_metadata() {
+    let h = Harness::recorded("driver-checkpoint-create.txt").await;
+    let cp = h
+        .driver
+        .checkpoint_create_xml(&h.dom, CHECKPOINT, 0)
+        .await
+        .unwrap();
+    assert_eq!(cp.name, "c1");
+    assert_eq!(h.checkpoint_files(), ["c1.xml"]);
+    assert!(h.state().checkpoints.contains("c1"));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn checkpoint_create_refused_by_qemu_leaves_no_metadata_nor_intent() {
+    let h = Harness::replayed("driver-checkpoint-create-refused.txt").await;
+    let err = h
+        .driver
+        .checkpoint_create_xml(&h.dom, CHECKPOINT, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InternalError, "{err}");
+    assert!(
+        err.to_string().contains("Bitmap already exists: c1"),
+        "{err}"
+    );
+    assert!(
+        h.checkpoint_files().is_empty(),
+        "{:?}",
+        h.checkpoint_files()
+    );
+    assert!(!h.state().checkpoints.contains("c1"));
+    h.finish().await;
+}
+
+fn push_xml(h: &Harness) -> String {
+    format!(
+        "<domainbackup><disks>\
+         <disk name='vda' type='file'><target file='{}'/></disk>\
+         <disk name='vdb' type='file'><target file='{}'/></disk>\
+         </disks></domainbackup>",
+        h.path("a.qcow2").display(),
+        h.path("b.qcow2").display()
+    )
+}
+
+fn pull_xml(h: &Harness) -> String {
+    format!(
+        "<domainbackup mode='pull'><server transport='unix' socket='{}'/><disks>\
+         <disk name='vda' type='file'><scratch file='{}'/></disk>\
+         <disk name='vdb' type='file'><scratch file='{}'/></disk>\
+         </disks></domainbackup>",
+        h.path("nbd.sock").display(),
+        h.path("sa.qcow2").display(),
+        h.path("sb.qcow2").display()
+    )
+}
+
+/// Nothing of a backup that did not start: no file, no checkpoint (nor
+/// its intent), no job, no record.
+fn nothing_left(h: &Harness) {
+    assert!(h.test_files().is_empty(), "{:?}", h.test_files());
+    assert!(
+        h.checkpoint_files().is_empty(),
+        "{:?}",
+        h.checkpoint_files()
+    );
+    assert!(h.run_files().is_empty(), "{:?}", h.run_files());
+    let st = h.state();
+    assert!(st.backup.is_none());
+    assert!(!st.checkpoints.contains("c1"));
+}
+
+#[tokio::test]
+async fn push_backup_with_checkpoint_runs_to_its_end() {
+    let h = Harness::recorded("driver-backup-push.txt").await;
+    let xml = push_xml(&h);
+    h.driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap();
+    assert_eq!(h.checkpoint_files(), ["c1.xml"]);
+    until("the backup ends", || h.state().backup.is_none()).await;
+    let completed = h.state().jobs.completed.clone().expect("completed job");
+    assert_eq!(completed.status, super::jobs::JobStatus::Completed);
+    assert_eq!(h.test_files(), ["a.qcow2", "b.qcow2"]);
+    assert_eq!(h.checkpoint_files(), ["c1.xml"]);
+    assert!(h.run_files().is_empty(), "{:?}", h.run_files());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn push_backup_whose_second_target_fails_removes_the_first() {
+    let h = Harness::replayed("driver-backup-push-target-fails.txt").await;
+    let xml = push_xml(&h);
+    let err = h
+        .driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    nothing_left(&h);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn pull_backup_with_checkpoint_exports_the_disks() {
+    let h = Harness::recorded("driver-backup-pull.txt").await;
+    let xml = pull_xml(&h);
+    h.driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap();
+    // The end (abort) is left out: its commands and the follower's
+    // interleave differently from run to run.
+    assert_eq!(h.test_files(), ["nbd.sock", "sa.qcow2", "sb.qcow2"]);
+    assert_eq!(h.checkpoint_files(), ["c1.xml"]);
+    assert_eq!(h.run_files(), ["backup.json"]);
+    assert!(h.state().backup.is_some());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn pull_backup_whose_nbd_server_fails_leaves_nothing() {
+    let h = Harness::replayed("driver-backup-pull-server-fails.txt").await;
+    let xml = pull_xml(&h);
+    let err = h
+        .driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Address already in use"), "{err}");
+    nothing_left(&h);
+    h.finish().await;
+}
