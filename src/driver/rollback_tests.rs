@@ -154,3 +154,45 @@ async fn pull_backup_whose_nbd_server_fails_leaves_nothing() {
     nothing_left(&h);
     h.finish().await;
 }
+
+#[tokio::test]
+async fn push_backup_whose_transaction_is_refused_drops_targets_and_intent() {
+    let h = Harness::replayed("driver-backup-push-transaction-refused.txt").await;
+    let xml = push_xml(&h);
+    let err = h
+        .driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Bitmap already exists: c1"),
+        "{err}"
+    );
+    // The intent was written before the transaction: it goes with it.
+    nothing_left(&h);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn preserving_backup_that_fails_restores_the_shutdown_action() {
+    let h = Harness::replayed("driver-backup-preserve-target-fails.txt").await;
+    let xml = push_xml(&h);
+    let flags = super::backup::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
+    let err = h
+        .driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), flags)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Permission denied"), "{err}");
+    nothing_left(&h);
+    // `set-action poweroff` comes from the begin's way back, after it
+    // returned: finish waits for the transcript's last line.
+    let obj = h.obj.clone();
+    h.finish().await;
+    let pauses =
+        |obj: &super::registry::DomainObj| obj.lock().live.as_ref().map(|l| l.shutdown_pauses);
+    until("the domain knows the action is poweroff again", || {
+        pauses(&obj) == Some(false)
+    })
+    .await;
+}

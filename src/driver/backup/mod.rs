@@ -20,6 +20,9 @@ mod begin;
 mod follow;
 mod preserve;
 
+#[cfg(test)]
+pub(super) use preserve::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
+
 use std::sync::Arc;
 
 use crate::qemu::RunningVm;
