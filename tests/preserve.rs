@@ -275,3 +275,25 @@ fn a_restarted_daemon_keeps_preserving() {
     daemon.wait_state(DOM, "shut off (shutdown)");
     assert_eq!(ended(&daemon), "Job type: Completed Operation: Backup");
 }
+
+#[test]
+fn preserved_pull_backup_ends_with_the_domain_on_abort() {
+    // What a newer virtnbdbackup asks: a pull backup with the flag.
+    let daemon = Daemon::start();
+    let _events = running(&daemon);
+    let socket = daemon.path("nbd.sock");
+    let script = format!(
+        "d.backupBegin(\"<domainbackup mode='pull'><server transport='unix' socket='{}'/><disks><disk name='vda' type='file'><scratch file='{}'/></disk></disks></domainbackup>\", None, 2)\n",
+        socket.display(),
+        daemon.path("scratch.qcow2").display()
+    );
+    python(&daemon, &script);
+    guest_powers_off(&daemon);
+    daemon.wait_state(DOM, "paused (shutting down)");
+    // The export is still there for the client.
+    assert!(socket.exists());
+    daemon.virsh(&["domjobabort", DOM]).ok();
+    daemon.wait_state(DOM, "shut off (shutdown)");
+    assert!(!socket.exists());
+    assert!(!daemon.path("scratch.qcow2").exists());
+}
