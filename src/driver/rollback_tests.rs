@@ -96,12 +96,24 @@ fn nothing_left(h: &Harness) {
 async fn push_backup_with_checkpoint_runs_to_its_end() {
     let h = Harness::recorded("driver-backup-push.txt").await;
     let xml = push_xml(&h);
+    let mut events = h.driver.subscribe();
     h.driver
         .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
         .await
         .unwrap();
     assert_eq!(h.checkpoint_files(), ["c1.xml"]);
-    until("the backup ends", || h.state().backup.is_none()).await;
+    // job-completed is raised once the job is wholly over.
+    let completed = async {
+        loop {
+            if let super::DomainEvent::JobCompleted { .. } = events.recv().await.unwrap() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), completed)
+        .await
+        .expect("job-completed");
+    assert!(h.state().backup.is_none());
     let completed = h.state().jobs.completed.clone().expect("completed job");
     assert_eq!(completed.status, super::jobs::JobStatus::Completed);
     assert_eq!(h.test_files(), ["a.qcow2", "b.qcow2"]);
@@ -195,4 +207,25 @@ async fn preserving_backup_that_fails_restores_the_shutdown_action() {
         pauses(&obj) == Some(false)
     })
     .await;
+}
+
+#[tokio::test]
+async fn pull_backup_whose_export_qemu_refuses_undoes_everything() {
+    // A real refusal, recorded: QEMU takes export names up to 4096 bytes.
+    let h = Harness::recorded("driver-backup-pull-export-refused.txt").await;
+    let long = "x".repeat(5000);
+    let xml = pull_xml(&h).replace(
+        "<disk name='vdb' type='file'>",
+        &format!("<disk name='vdb' type='file' exportname='{long}'>"),
+    );
+    let err = h
+        .driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InternalError, "{err}");
+    // The server, both jobs, the scratch images, the checkpoint's bitmaps
+    // (the transaction made them) and its intent: all gone.
+    nothing_left(&h);
+    h.finish().await;
 }

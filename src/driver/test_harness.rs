@@ -10,7 +10,8 @@
 //! [`Harness::recorded`] with `VIRTBACKUPD_RECORD_QMP=1`, a real QEMU 7.2
 //! through the recording proxy, which writes the transcript. Transcripts
 //! with a failure in them are such recordings with one reply changed by
-//! hand (their header says which); [`Harness::replayed`] only plays.
+//! hand (their header says which); [`Harness::replayed`] only plays. A
+//! recording gets a `BIND:` line where QEMU made its NBD server's socket.
 //!
 //! The domain is made live directly (no start, no reconcile, no event
 //! watcher), so the transcript holds only the handshake and what the
@@ -198,6 +199,9 @@ impl Harness {
             Qemu::Recorded(recording, name) => {
                 let scenario = name.trim_end_matches(".txt").to_owned();
                 recording.save_if_asked(&name, &format!("{HEADER}\nScenario: {scenario}."));
+                if std::env::var_os("VIRTBACKUPD_RECORD_QMP").is_some() {
+                    add_binds(&crate::qemu::transcript::fixture(&name));
+                }
             }
         }
     }
@@ -217,6 +221,27 @@ fn domain_xml(dir: &Path) -> String {
         disk("vda"),
         disk("vdb")
     )
+}
+
+/// A `BIND:` line after each `nbd-server-start` on a unix socket, so
+/// that the replay makes the socket the real QEMU made.
+fn add_binds(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let Some(command) = line.strip_prefix("C: ") else {
+            continue;
+        };
+        let command: serde_json::Value = serde_json::from_str(command).unwrap();
+        if command["execute"] == "nbd-server-start" {
+            if let Some(socket) = command["arguments"]["addr"]["data"]["path"].as_str() {
+                out.push_str(&format!("BIND: {socket}\n"));
+            }
+        }
+    }
+    std::fs::write(path, out).unwrap();
 }
 
 async fn connect(socket: &Path) -> UnixStream {
