@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use super::registry::state;
 use super::test_harness::Harness;
-use super::ErrorKind;
+use super::{DomainEvent, ErrorKind, Lifecycle};
 
 const CHECKPOINT: &str = "<domaincheckpoint><name>c1</name></domaincheckpoint>";
 
@@ -228,4 +229,77 @@ async fn pull_backup_whose_export_qemu_refuses_undoes_everything() {
     // (the transaction made them) and its intent: all gone.
     nothing_left(&h);
     h.finish().await;
+}
+
+#[tokio::test]
+async fn guest_power_off_during_a_preserving_backup_pauses_then_stops() {
+    let h = Harness::replayed("driver-backup-preserve-shutdown.txt").await;
+    let xml = push_xml(&h);
+    let mut events = h.driver.subscribe();
+    let flags = super::backup::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
+    h.driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), flags)
+        .await
+        .unwrap();
+    // QEMU's SHUTDOWN (guest) as the domain's event watcher hands it on.
+    assert!(h.driver.shutdown_event(&h.obj, &h.vm, true).await);
+    {
+        let st = h.state();
+        assert_eq!(
+            (st.state, st.reason),
+            (state::PAUSED, state::PAUSED_SHUTTING_DOWN)
+        );
+    }
+    let mut seen = Vec::new();
+    let completed = async {
+        loop {
+            match events.recv().await.unwrap() {
+                DomainEvent::Lifecycle { event, .. } => seen.push(event),
+                DomainEvent::JobCompleted { .. } => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), completed)
+        .await
+        .expect("job-completed");
+    assert_eq!(seen, [Lifecycle::SuspendedGuestShutdown]);
+    // Then QEMU (here its stand-in) is stopped, as the power-off would
+    // have stopped it.
+    until("QEMU is stopped", || h.vm.exit_status().is_some()).await;
+    {
+        let st = h.state();
+        assert_eq!(st.state, state::SHUTDOWN);
+        assert!(st.live.as_ref().is_some_and(|l| l.shutdown_seen));
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn domain_resumed_during_a_preserving_backup_keeps_running() {
+    let h = Harness::replayed("driver-backup-preserve-resumed.txt").await;
+    let xml = push_xml(&h);
+    let mut events = h.driver.subscribe();
+    let flags = super::backup::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
+    h.driver
+        .backup_begin(&h.dom, &xml, Some(CHECKPOINT), flags)
+        .await
+        .unwrap();
+    assert!(h.driver.shutdown_event(&h.obj, &h.vm, true).await);
+    h.driver.resume(&h.dom).await.unwrap();
+    let completed =
+        async { while !matches!(events.recv().await, Ok(DomainEvent::JobCompleted { .. })) {} };
+    tokio::time::timeout(Duration::from_secs(10), completed)
+        .await
+        .expect("job-completed");
+    // finish: the last line is `set-action poweroff`, the guest's next
+    // power-off ends QEMU again.
+    let (obj, vm) = (h.obj.clone(), h.vm.clone());
+    h.finish().await;
+    let st = obj.lock();
+    assert_eq!(
+        (st.state, st.reason),
+        (state::RUNNING, state::RUNNING_UNPAUSED)
+    );
+    assert!(vm.exit_status().is_none());
 }
