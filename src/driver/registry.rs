@@ -109,6 +109,9 @@ pub struct Live {
     /// QEMU's STOP or RESUME event may arrive before or after the reply to
     /// `stop`/`cont`, and whichever comes first records it.
     pub pending_reason: Option<i32>,
+    /// The block jobs (commit, pull, copy) running on this QEMU's disks,
+    /// at most one per disk (driver/blockjob).
+    pub blockjobs: Vec<super::blockjob::BlockJob>,
 }
 
 /// A checkpoint's bitmap on one disk that cannot stand for it.
@@ -174,6 +177,7 @@ impl DomainState {
             next_node: highest.unwrap_or(0).saturating_add(1),
             overlays: Vec::new(),
             pending_reason: None,
+            blockjobs: Vec::new(),
         });
         self.state = run_state;
         self.reason = reason;
