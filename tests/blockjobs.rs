@@ -208,3 +208,81 @@ fn snapshot_copy_active_commit_recipe() {
     d.virsh(&["start", "rc"]).ok();
     assert_eq!(source_of(&d, "rc", false), vda.display().to_string());
 }
+
+/// virt-backup (PyPI 0.5.6, unchanged; scripts/install-deps.sh makes its
+/// venv) backs a running domain up twice: each run snapshots, copies the
+/// frozen image and commits with pivot; afterwards the domain runs on its
+/// own image again, no overlay is left, and each backup is the disk as it
+/// was at its snapshot.
+#[test]
+fn virt_backup_twice() {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/virt-backup-venv/bin/virt-backup");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/install-deps.sh",
+        venv.display()
+    );
+    let d = Daemon::start();
+    let vda = running(&d, "vb");
+    let backups = d.path("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let config = d.path("virt-backup.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "uri: \"{}\"\ngroups:\n  test:\n    target: {}\n    packager: directory\n    hosts:\n      - \"vb\"\n",
+            d.uri(),
+            backups.display()
+        ),
+    )
+    .unwrap();
+    let mut made: Vec<PathBuf> = Vec::new();
+    for (round, pattern) in [(1, "0x5a"), (2, "0x6b")] {
+        d.guest_write("vb", 0, &format!("write -P {pattern} {round}M 1M"));
+        let run = common::Run::of(
+            std::process::Command::new(&venv)
+                .args(["-c", config.to_str().unwrap(), "backup"])
+                .env("HOME", d.path("")),
+        );
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("vb: Backup finished"), "{run:?}");
+        // No write since the snapshot: the disk now is the disk then.
+        let now = d.path(&format!("now{round}.qcow2"));
+        qemu_img(&["convert", "-U", "-O", "qcow2", vda.to_str().unwrap(), now.to_str().unwrap()]).ok();
+        let mut disks: Vec<PathBuf> = std::fs::read_dir(backups.join("vb"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "qcow2") && !made.contains(p))
+            .collect();
+        assert_eq!(disks.len(), 1, "{disks:?}");
+        let disk = disks.remove(0);
+        qemu_img(&["compare", "-U", now.to_str().unwrap(), disk.to_str().unwrap()]).ok();
+        made.push(disk);
+        assert_eq!(source_of(&d, "vb", false), vda.display().to_string());
+        assert_eq!(source_of(&d, "vb", true), vda.display().to_string());
+        assert_eq!(chain_of(&vda), [vda.display().to_string()]);
+        let leftovers: Vec<String> = common::files(d.dir.path())
+            .into_iter()
+            .filter(|f| f.starts_with("vb.") && f != "vb.xml")
+            .collect();
+        assert_eq!(leftovers, ["vb.qcow2"], "an overlay is left");
+        // virt-backup names backups by the second: the next run must
+        // start in a later one.
+        let secs = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let then = secs();
+        wait_until(PATIENCE, || secs() > then).unwrap();
+    }
+    // The two differ by the second round's write.
+    assert_ne!(
+        qemu_img(&["compare", "-U", made[0].to_str().unwrap(), made[1].to_str().unwrap()]).code,
+        0
+    );
+    qemu_io::reads(&made[0], 0x5a, "1M", "1M");
+    qemu_io::reads(&made[0], 0x00, "2M", "1M");
+    qemu_io::reads(&made[1], 0x6b, "2M", "1M");
+}
