@@ -80,9 +80,9 @@ fn wait_ready(d: &Daemon, dom: &str) {
 
 fn wait_no_job(d: &Daemon, dom: &str) {
     wait_until(PATIENCE, || {
-        d.virsh(&["blockjob", dom, "vda", "--info"])
+        d.virsh_loud(&["blockjob", dom, "vda", "--info"])
             .stdout
-            .contains("No current block job")
+            .contains("No current block job for vda")
     })
     .expect("the job never ended");
 }
@@ -143,10 +143,7 @@ fn snapshot_copy_active_commit_recipe() {
     assert_eq!(source_of(&d, "rc", false), vda.display().to_string());
     assert_eq!(source_of(&d, "rc", true), vda.display().to_string());
     assert_eq!(chain_of(&vda), [vda.display().to_string()]);
-    d.virsh(&["blockjob", "rc", "vda", "--info"])
-        .ok()
-        .stdout
-        .contains("No current block job for vda");
+    wait_no_job(&d, "rc");
 
     // The plain recipe, as a shell script runs it.
     d.virsh(&[
@@ -285,4 +282,132 @@ fn virt_backup_twice() {
     qemu_io::reads(&made[0], 0x5a, "1M", "1M");
     qemu_io::reads(&made[0], 0x00, "2M", "1M");
     qemu_io::reads(&made[1], 0x6b, "2M", "1M");
+}
+
+fn snapshot(d: &Daemon, dom: &str, name: &str) -> PathBuf {
+    d.virsh(&[
+        "snapshot-create-as",
+        dom,
+        name,
+        "--disk-only",
+        "--no-metadata",
+        "--atomic",
+    ])
+    .ok();
+    d.path(&format!("{dom}.{name}"))
+}
+
+/// Active commit ended without pivot (keep-overlay, abort), a commit of
+/// layers below the top, a pull; and the errors around them.
+#[test]
+fn keep_overlay_abort_lower_commit_pull_and_errors() {
+    let d = Daemon::start();
+    let vda = running(&d, "lc");
+    let events = watcher(&d);
+    let p = |p: &Path| p.display().to_string();
+
+    // Nothing to commit into yet.
+    d.virsh(&["blockcommit", "lc", "vda", "--active"]).fails_with(&format!(
+        "error: invalid argument: could not find base image in chain for 'vda'"
+    ));
+    let s1 = snapshot(&d, "lc", "s1");
+    d.guest_write("lc", 0, "write -P 0x11 0 1M");
+    d.virsh(&["blockcommit", "lc", "vdz", "--active"])
+        .fails_with("error: invalid argument: disk 'vdz' not found in domain");
+    d.virsh(&["blockcommit", "lc", "vda"]).fails_with(
+        "error: invalid argument: commit of 'vda' active layer requires active flag",
+    );
+    d.virsh(&["blockcommit", "lc", "vda", "--active", "--bandwidth", "8796093022208"])
+        .fails_with("error: numerical overflow: bandwidth must be less than 8796093022207");
+    d.virsh(&["blockjob", "lc", "vda", "--abort"])
+        .fails_with("error: invalid argument: disk vda does not have an active block job");
+    d.virsh(&["blockjob", "lc", "vda", "--bandwidth", "1"])
+        .fails_with("error: invalid argument: disk vda does not have an active block job");
+
+    // Keep the overlay: the data is in the base too, the disk stays on top.
+    d.virsh(&["blockcommit", "lc", "vda", "--active", "--keep-overlay", "--wait"])
+        .ok();
+    assert_eq!(source_of(&d, "lc", false), p(&s1));
+    assert!(qemu_io::holds(&vda, 0x11, "0", "1M"));
+    // Abort while it runs (slowed down): nothing changes.
+    d.guest_write("lc", 0, "write -P 0x22 1M 2M");
+    d.virsh(&["blockcommit", "lc", "vda", "--active", "--bandwidth", "1"])
+        .ok();
+    d.virsh(&["blockjob", "lc", "vda", "--abort"]).ok();
+    assert_eq!(source_of(&d, "lc", false), p(&s1));
+    wait_no_job(&d, "lc");
+
+    // Two more layers, then the middle one committed into the base.
+    let s2 = snapshot(&d, "lc", "s2");
+    d.guest_write("lc", 0, "write -P 0x33 3M 1M");
+    let s3 = snapshot(&d, "lc", "s3");
+    d.guest_write("lc", 0, "write -P 0x44 4M 1M");
+    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&s3)])
+        .fails_with(&format!(
+            "error: invalid argument: could not find image '{}' beneath '{}' in chain for 'vda'",
+            p(&s3),
+            p(&s2)
+        ));
+    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--active"])
+        .fails_with(&format!(
+            "error: invalid argument: active commit requested but '{}' is not active",
+            p(&s2)
+        ));
+    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&vda), "--shallow"])
+        .fails_with(&format!(
+            "error: invalid argument: base '{}' is not immediately below '{}' in chain for '{}'",
+            p(&vda),
+            p(&s2),
+            p(&s3)
+        ));
+    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&vda), "--wait"])
+        .ok();
+    assert_eq!(chain_of(&s3), [p(&s3), p(&vda)]);
+    assert_eq!(source_of(&d, "lc", false), p(&s3));
+
+    // Pull everything into the top: it stands alone.
+    d.virsh(&["blockpull", "lc", "vda", "--bandwidth", "1"]).ok();
+    d.virsh(&["blockjob", "lc", "vda", "--pivot"]).fails_with(
+        "error: block copy still active: block job 'pull-vda-libvirt-4-format' not ready for pivot yet",
+    );
+    d.guest_write("lc", 0, "write -P 0x55 5M 1M");
+    d.virsh(&["blockjob", "lc", "vda", "--bandwidth", "0"]).ok();
+    wait_no_job(&d, "lc");
+    assert_eq!(chain_of(&s3), [p(&s3)]);
+
+    let lines = block_events(&events.finish(&d));
+    let commit = |path: &Path, what: &str| {
+        [
+            format!("event 'block-job' for domain 'lc': {what}"),
+            format!("event 'block-job-2' for domain 'lc': {what}"),
+        ]
+        .map(|l| l.replace("PATH", &p(path)))
+    };
+    let mut want = Vec::new();
+    want.extend(commit(&s1, "Active Block Commit for PATH ready"));
+    want.extend(commit(&s1, "Active Block Commit for PATH canceled"));
+    want.extend(commit(&s1, "Active Block Commit for PATH canceled"));
+    want.extend(commit(&s3, "Block Commit for PATH completed"));
+    want.extend(commit(&s3, "Block Pull for PATH completed"));
+    let want: Vec<String> = want
+        .into_iter()
+        .map(|l| {
+            if l.starts_with("event 'block-job-2'") {
+                l.replace(&p(&s1), "vda").replace(&p(&s3), "vda")
+            } else {
+                l
+            }
+        })
+        .collect();
+    assert_eq!(lines, want);
+
+    d.virsh(&["destroy", "lc"]).ok();
+    for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "3M"), (0x44, "4M"), (0x55, "5M")] {
+        qemu_io::reads(&s3, pattern, at, "1M");
+    }
+    // Shut off: libvirt knows no chain below the image.
+    d.virsh(&["blockcommit", "lc", "vda", "--active", "--shallow"])
+        .fails_with("error: Requested operation is not valid: domain is not running");
+    d.virsh(&["blockjob", "lc", "vda", "--info"])
+        .fails_with("error: Requested operation is not valid: domain is not running");
 }
