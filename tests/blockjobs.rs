@@ -411,3 +411,69 @@ fn keep_overlay_abort_lower_commit_pull_and_errors() {
     d.virsh(&["blockjob", "lc", "vda", "--info"])
         .fails_with("error: Requested operation is not valid: domain is not running");
 }
+
+/// The daemon killed while jobs run: a job that ended meanwhile is
+/// applied when it comes back, one still running is followed to its end;
+/// QEMU killed in the middle of a commit leaves the definition on the
+/// image QEMU ran on.
+#[test]
+fn daemon_or_qemu_killed_mid_commit() {
+    let mut d = Daemon::start();
+    let vda = running(&d, "rs");
+    let p = |p: &Path| p.display().to_string();
+    d.guest_write("rs", 0, "write -P 0x11 0 1M");
+    let s1 = snapshot(&d, "rs", "s1");
+    d.guest_write("rs", 0, "write -P 0x22 1M 2M");
+    let s2 = snapshot(&d, "rs", "s2");
+    d.guest_write("rs", 0, "write -P 0x33 3M 1M");
+    let monitor = d.monitor_socket("rs");
+
+    // A lower commit that ends while no daemon listens.
+    d.virsh(&["blockcommit", "rs", "vda", "--top", &p(&s1), "--bandwidth", "1"])
+        .ok();
+    d.kill();
+    {
+        let mut qmp = common::monitor::Qmp::connect(&monitor);
+        qmp.execute(
+            r#"{"execute":"block-job-set-speed","arguments":{"device":"commit-vda-libvirt-2-format","speed":0}}"#,
+        );
+        wait_until(PATIENCE, || {
+            let jobs = qmp.execute(r#"{"execute":"query-jobs"}"#);
+            jobs[0]["status"] == "concluded"
+        })
+        .expect("the commit never concluded");
+    }
+    d.restart();
+    wait_no_job(&d, "rs");
+    assert_eq!(chain_of(&s2), [p(&s2), p(&vda)]);
+
+    // An active commit still running when the daemon comes back.
+    d.virsh(&["blockcommit", "rs", "vda", "--active", "--bandwidth", "1"])
+        .ok();
+    d.restart();
+    let info = d.virsh(&["blockjob", "rs", "vda", "--info"]).ok();
+    assert!(info.stderr.contains("Active Block Commit: ["), "{info:?}");
+    d.virsh(&["blockjob", "rs", "vda", "--bandwidth", "0"]).ok();
+    wait_ready(&d, "rs");
+    d.virsh(&["blockjob", "rs", "vda", "--pivot"]).ok();
+    assert_eq!(source_of(&d, "rs", false), p(&vda));
+    assert_eq!(source_of(&d, "rs", true), p(&vda));
+    d.restart();
+    assert_eq!(source_of(&d, "rs", false), p(&vda));
+
+    // QEMU dies under an active commit: the domain is off, its definition
+    // names the overlay it ran on, and it starts from there.
+    let s3 = snapshot(&d, "rs", "s3");
+    d.guest_write("rs", 0, "write -P 0x44 4M 1M");
+    d.virsh(&["blockcommit", "rs", "vda", "--active", "--bandwidth", "1"])
+        .ok();
+    d.kill_qemu();
+    d.wait_state("rs", "shut off");
+    assert_eq!(source_of(&d, "rs", true), p(&s3));
+    d.virsh(&["start", "rs"]).ok();
+    assert_eq!(source_of(&d, "rs", false), p(&s3));
+    d.virsh(&["destroy", "rs"]).ok();
+    for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "3M"), (0x44, "4M")] {
+        qemu_io::reads(&s3, pattern, at, "1M");
+    }
+}
