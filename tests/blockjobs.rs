@@ -1,14 +1,15 @@
+#![allow(clippy::tests_outside_test_module)]
 //! Block jobs with the stock virsh: the snapshot / copy / commit backup
 //! recipe, commit of lower layers, pull, abort and pivot, the job's info,
 //! speed and events, and the errors of each in libvirt 9.0's words.
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use common::events::EventLog;
-use common::images::qemu_img;
+use common::images::{self, qemu_img};
 use common::qemu_io;
 use common::{wait_until, Daemon, PATIENCE};
+use std::path::{Path, PathBuf};
 
 /// A running one-disk domain on a 64 MiB qcow2 image, and a probe domain
 /// for event watchers.
@@ -127,14 +128,15 @@ fn snapshot_copy_active_commit_recipe() {
     let info = d.virsh(&["blockjob", "rc", "vda", "--info"]).ok();
     assert!(info.stderr.contains("Active Block Commit: ["), "{info:?}");
     assert!(
-        info.stdout.contains("Bandwidth limit: 1048576 bytes/s (1.000 MiB/s)"),
+        info.stdout
+            .contains("Bandwidth limit: 1048576 bytes/s (1.000 MiB/s)"),
         "{info:?}"
     );
     d.virsh(&["blockjob", "rc", "vda", "--pivot"]).fails_with(
         "error: block copy still active: block job 'commit-vda-libvirt-2-format' not ready for pivot yet",
     );
     d.virsh(&["blockcommit", "rc", "vda", "--active"])
-        .fails_with("error: Operation not supported: disk 'vda' already in active block job");
+        .fails_with("error: block copy still active: disk 'vda' already in active block job");
     d.guest_write("rc", 0, "write -P 0x33 3M 1M");
     d.virsh(&["blockjob", "rc", "vda", "--bandwidth", "0"]).ok();
     wait_ready(&d, "rc");
@@ -213,7 +215,8 @@ fn snapshot_copy_active_commit_recipe() {
 /// was at its snapshot.
 #[test]
 fn virt_backup_twice() {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/virt-backup-venv/bin/virt-backup");
+    let venv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/virt-backup-venv/bin/virt-backup");
     assert!(
         venv.exists(),
         "{} is missing: run scripts/install-deps.sh",
@@ -245,7 +248,15 @@ fn virt_backup_twice() {
         assert!(run.stdout.contains("vb: Backup finished"), "{run:?}");
         // No write since the snapshot: the disk now is the disk then.
         let now = d.path(&format!("now{round}.qcow2"));
-        qemu_img(&["convert", "-U", "-O", "qcow2", vda.to_str().unwrap(), now.to_str().unwrap()]).ok();
+        qemu_img(&[
+            "convert",
+            "-U",
+            "-O",
+            "qcow2",
+            vda.to_str().unwrap(),
+            now.to_str().unwrap(),
+        ])
+        .ok();
         let mut disks: Vec<PathBuf> = std::fs::read_dir(backups.join("vb"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -253,7 +264,13 @@ fn virt_backup_twice() {
             .collect();
         assert_eq!(disks.len(), 1, "{disks:?}");
         let disk = disks.remove(0);
-        qemu_img(&["compare", "-U", now.to_str().unwrap(), disk.to_str().unwrap()]).ok();
+        qemu_img(&[
+            "compare",
+            "-U",
+            now.to_str().unwrap(),
+            disk.to_str().unwrap(),
+        ])
+        .ok();
         made.push(disk);
         assert_eq!(source_of(&d, "vb", false), vda.display().to_string());
         assert_eq!(source_of(&d, "vb", true), vda.display().to_string());
@@ -276,7 +293,13 @@ fn virt_backup_twice() {
     }
     // The two differ by the second round's write.
     assert_ne!(
-        qemu_img(&["compare", "-U", made[0].to_str().unwrap(), made[1].to_str().unwrap()]).code,
+        qemu_img(&[
+            "compare",
+            "-U",
+            made[0].to_str().unwrap(),
+            made[1].to_str().unwrap()
+        ])
+        .code,
         0
     );
     qemu_io::reads(&made[0], 0x5a, "1M", "1M");
@@ -307,26 +330,38 @@ fn keep_overlay_abort_lower_commit_pull_and_errors() {
     let p = |p: &Path| p.display().to_string();
 
     // Nothing to commit into yet.
-    d.virsh(&["blockcommit", "lc", "vda", "--active"]).fails_with(&format!(
-        "error: invalid argument: could not find base image in chain for 'vda'"
-    ));
+    d.virsh(&["blockcommit", "lc", "vda", "--active"])
+        .fails_with("error: invalid argument: could not find base image in chain for 'vda'");
     let s1 = snapshot(&d, "lc", "s1");
     d.guest_write("lc", 0, "write -P 0x11 0 1M");
     d.virsh(&["blockcommit", "lc", "vdz", "--active"])
         .fails_with("error: invalid argument: disk 'vdz' not found in domain");
-    d.virsh(&["blockcommit", "lc", "vda"]).fails_with(
-        "error: invalid argument: commit of 'vda' active layer requires active flag",
-    );
-    d.virsh(&["blockcommit", "lc", "vda", "--active", "--bandwidth", "8796093022208"])
-        .fails_with("error: numerical overflow: bandwidth must be less than 8796093022207");
+    d.virsh(&["blockcommit", "lc", "vda"])
+        .fails_with("error: invalid argument: commit of 'vda' active layer requires active flag");
+    d.virsh(&[
+        "blockcommit",
+        "lc",
+        "vda",
+        "--active",
+        "--bandwidth",
+        "8796093022208",
+    ])
+    .fails_with("error: numerical overflow: bandwidth must be less than 8796093022207");
     d.virsh(&["blockjob", "lc", "vda", "--abort"])
         .fails_with("error: invalid argument: disk vda does not have an active block job");
     d.virsh(&["blockjob", "lc", "vda", "--bandwidth", "1"])
         .fails_with("error: invalid argument: disk vda does not have an active block job");
 
     // Keep the overlay: the data is in the base too, the disk stays on top.
-    d.virsh(&["blockcommit", "lc", "vda", "--active", "--keep-overlay", "--wait"])
-        .ok();
+    d.virsh(&[
+        "blockcommit",
+        "lc",
+        "vda",
+        "--active",
+        "--keep-overlay",
+        "--wait",
+    ])
+    .ok();
     assert_eq!(source_of(&d, "lc", false), p(&s1));
     assert!(qemu_io::holds(&vda, 0x11, "0", "1M"));
     // Abort while it runs (slowed down): nothing changes.
@@ -342,31 +377,58 @@ fn keep_overlay_abort_lower_commit_pull_and_errors() {
     d.guest_write("lc", 0, "write -P 0x33 3M 1M");
     let s3 = snapshot(&d, "lc", "s3");
     d.guest_write("lc", 0, "write -P 0x44 4M 1M");
-    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&s3)])
-        .fails_with(&format!(
-            "error: invalid argument: could not find image '{}' beneath '{}' in chain for 'vda'",
-            p(&s3),
-            p(&s2)
-        ));
+    d.virsh(&[
+        "blockcommit",
+        "lc",
+        "vda",
+        "--top",
+        &p(&s2),
+        "--base",
+        &p(&s3),
+    ])
+    .fails_with(&format!(
+        "error: invalid argument: could not find image '{}' beneath '{}' in chain for 'vda'",
+        p(&s3),
+        p(&s2)
+    ));
     d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--active"])
         .fails_with(&format!(
             "error: invalid argument: active commit requested but '{}' is not active",
             p(&s2)
         ));
-    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&vda), "--shallow"])
-        .fails_with(&format!(
-            "error: invalid argument: base '{}' is not immediately below '{}' in chain for '{}'",
-            p(&vda),
-            p(&s2),
-            p(&s3)
-        ));
-    d.virsh(&["blockcommit", "lc", "vda", "--top", &p(&s2), "--base", &p(&vda), "--wait"])
-        .ok();
+    d.virsh(&[
+        "blockcommit",
+        "lc",
+        "vda",
+        "--top",
+        &p(&s2),
+        "--base",
+        &p(&vda),
+        "--shallow",
+    ])
+    .fails_with(&format!(
+        "error: invalid argument: base '{}' is not immediately below '{}' in chain for '{}'",
+        p(&vda),
+        p(&s2),
+        p(&s3)
+    ));
+    d.virsh(&[
+        "blockcommit",
+        "lc",
+        "vda",
+        "--top",
+        &p(&s2),
+        "--base",
+        &p(&vda),
+        "--wait",
+    ])
+    .ok();
     assert_eq!(chain_of(&s3), [p(&s3), p(&vda)]);
     assert_eq!(source_of(&d, "lc", false), p(&s3));
 
     // Pull everything into the top: it stands alone.
-    d.virsh(&["blockpull", "lc", "vda", "--bandwidth", "1"]).ok();
+    d.virsh(&["blockpull", "lc", "vda", "--bandwidth", "1"])
+        .ok();
     d.virsh(&["blockjob", "lc", "vda", "--pivot"]).fails_with(
         "error: block copy still active: block job 'pull-vda-libvirt-4-format' not ready for pivot yet",
     );
@@ -402,7 +464,13 @@ fn keep_overlay_abort_lower_commit_pull_and_errors() {
     assert_eq!(lines, want);
 
     d.virsh(&["destroy", "lc"]).ok();
-    for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "3M"), (0x44, "4M"), (0x55, "5M")] {
+    for (pattern, at) in [
+        (0x11, "0"),
+        (0x22, "1M"),
+        (0x33, "3M"),
+        (0x44, "4M"),
+        (0x55, "5M"),
+    ] {
         qemu_io::reads(&s3, pattern, at, "1M");
     }
     // Shut off: libvirt knows no chain below the image.
@@ -429,8 +497,16 @@ fn daemon_or_qemu_killed_mid_commit() {
     let monitor = d.monitor_socket("rs");
 
     // A lower commit that ends while no daemon listens.
-    d.virsh(&["blockcommit", "rs", "vda", "--top", &p(&s1), "--bandwidth", "1"])
-        .ok();
+    d.virsh(&[
+        "blockcommit",
+        "rs",
+        "vda",
+        "--top",
+        &p(&s1),
+        "--bandwidth",
+        "1",
+    ])
+    .ok();
     d.kill();
     {
         let mut qmp = common::monitor::Qmp::connect(&monitor);
@@ -475,5 +551,145 @@ fn daemon_or_qemu_killed_mid_commit() {
     d.virsh(&["destroy", "rs"]).ok();
     for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "3M"), (0x44, "4M")] {
         qemu_io::reads(&s3, pattern, at, "1M");
+    }
+}
+
+/// Block copy: to a qcow2 file with pivot (guest writes during the copy
+/// land in the copy), to a raw file with --finish (the disk stays), to a
+/// block device; and libvirt's refusals.
+#[test]
+fn block_copy_pivot_finish_device_and_errors() {
+    let d = Daemon::start();
+    running(&d, "cp");
+    let events = watcher(&d);
+    let p = |p: &Path| p.display().to_string();
+    d.guest_write("cp", 0, "write -P 0x11 0 2M");
+    let dest1 = d.path("copy1.qcow2");
+    d.virsh(&["blockcopy", "cp", "vda", "--dest", &p(&dest1), "--wait"])
+        .fails_with("error: Requested operation is not valid: domain is not transient");
+    d.virsh(&[
+        "blockcopy",
+        "cp",
+        "vda",
+        &p(&dest1),
+        "--transient-job",
+        "--bandwidth",
+        "1",
+    ])
+    .ok();
+    d.virsh(&["blockjob", "cp", "vda", "--abort"]).ok();
+    wait_no_job(&d, "cp");
+    std::fs::remove_file(&dest1).unwrap();
+
+    d.virsh(&[
+        "blockcopy",
+        "cp",
+        "vda",
+        &p(&dest1),
+        "--transient-job",
+        "--bandwidth",
+        "1",
+    ])
+    .ok();
+    d.virsh(&[
+        "blockcopy",
+        "cp",
+        "vda",
+        &p(&d.path("other.qcow2")),
+        "--transient-job",
+    ])
+    .fails_with("error: block copy still active: disk 'vda' already in active block job");
+    d.guest_write("cp", 0, "write -P 0x22 2M 1M");
+    d.virsh(&["blockjob", "cp", "vda", "--bandwidth", "0"]).ok();
+    wait_ready(&d, "cp");
+    d.guest_write("cp", 0, "write -P 0x33 3M 1M");
+    d.virsh(&["blockjob", "cp", "vda", "--pivot"]).ok();
+    assert_eq!(source_of(&d, "cp", false), p(&dest1));
+    assert_eq!(source_of(&d, "cp", true), p(&dest1));
+    assert_eq!(chain_of(&dest1), [p(&dest1)]);
+
+    // A raw copy, finished without pivot: the disk stays where it is.
+    let dest2 = d.path("copy2.img");
+    let xml = d.path("dest2.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<disk type='file'><source file='{}'/><driver type='raw'/></disk>",
+            p(&dest2)
+        ),
+    )
+    .unwrap();
+    d.virsh(&[
+        "blockcopy",
+        "cp",
+        "vda",
+        "--xml",
+        &p(&xml),
+        "--transient-job",
+        "--finish",
+        "--wait",
+    ])
+    .ok();
+    assert_eq!(source_of(&d, "cp", false), p(&dest1));
+    assert_eq!(images::info(&dest2)["format"], "raw");
+    d.virsh(&["blockcopy", "cp", "vda", "--xml", &p(&xml), "--transient-job"])
+        .fails_with(&format!(
+            "error: unsupported configuration: external destination file for disk vda already exists and is not a block device: {}",
+            p(&dest2)
+        ));
+
+    // Onto a block device, raw, pivoted.
+    let link = d.path("blk");
+    let _dev = common::storage::LoopDevice::attach(&d.path("blk.img"), 64 << 20, &link);
+    d.virsh(&[
+        "blockcopy",
+        "cp",
+        "vda",
+        "--dest",
+        &p(&link),
+        "--blockdev",
+        "--format",
+        "raw",
+        "--transient-job",
+        "--pivot",
+        "--wait",
+    ])
+    .ok();
+    assert_eq!(source_of(&d, "cp", false), p(&link));
+    let dumped = d.virsh(&["dumpxml", "--inactive", "cp"]).ok().stdout;
+    assert!(
+        dumped.contains("<disk type='block' device='disk'>"),
+        "{dumped}"
+    );
+    d.guest_write("cp", 0, "write -P 0x44 4M 1M");
+
+    let lines = block_events(&events.finish(&d));
+    let vda = d.path("cp.qcow2");
+    let mut want = Vec::new();
+    for (path, what) in [
+        (&vda, "canceled"),
+        (&vda, "ready"),
+        (&dest1, "completed"),
+        (&dest1, "ready"),
+        (&dest1, "canceled"),
+        (&dest1, "ready"),
+        (&link, "completed"),
+    ] {
+        want.push(format!(
+            "event 'block-job' for domain 'cp': Block Copy for {} {what}",
+            p(path)
+        ));
+        want.push(format!(
+            "event 'block-job-2' for domain 'cp': Block Copy for vda {what}"
+        ));
+    }
+    assert_eq!(lines, want);
+
+    d.virsh(&["destroy", "cp"]).ok();
+    for (pattern, at) in [(0x11, "0"), (0x22, "2M"), (0x33, "3M"), (0x44, "4M")] {
+        qemu_io::reads(&link, pattern, at, "1M");
+    }
+    for (pattern, at) in [(0x11, "0"), (0x22, "2M"), (0x33, "3M")] {
+        qemu_io::reads(&dest2, pattern, at, "1M");
     }
 }

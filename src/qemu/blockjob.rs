@@ -194,7 +194,9 @@ pub async fn stream(
 }
 
 /// Starts `blockdev-mirror` of `device` into the attached node `target`;
-/// `shallow` copies only the top image.
+/// `shallow` copies only the top image; `sync_writes` makes guest writes
+/// wait for the copy (`copy-mode: write-blocking`).
+#[allow(clippy::too_many_arguments)]
 pub async fn mirror(
     mon: &Monitor,
     device: &str,
@@ -204,6 +206,7 @@ pub async fn mirror(
     speed: u64,
     granularity: Option<u32>,
     buf_size: Option<u64>,
+    sync_writes: bool,
 ) -> Result<(), QemuError> {
     let mut args = json!({
         "job-id": id,
@@ -218,6 +221,9 @@ pub async fn mirror(
     }
     if let Some(b) = buf_size {
         args["buf-size"] = json!(b);
+    }
+    if sync_writes {
+        args["copy-mode"] = json!("write-blocking");
     }
     mon.execute_value("blockdev-mirror", with_speed(args, speed))
         .await

@@ -116,20 +116,29 @@ impl Driver {
         }
     }
 
-    async fn follow(&self, obj: Arc<DomainObj>, vm: Arc<RunningVm>, id: String, mut watch: JobWatch) {
+    async fn follow(
+        &self,
+        obj: Arc<DomainObj>,
+        vm: Arc<RunningVm>,
+        id: String,
+        mut watch: JobWatch,
+    ) {
         let mon = vm.monitor();
         let mut ready_checked = false;
         let outcome = loop {
             let step = if ready_checked {
                 watch.next().await.map(|end| end.map(|e| e.outcome))
             } else {
-                watch.wait_status(&id, JobStatus::ready).await.map(|()| None)
+                watch
+                    .wait_status(&id, JobStatus::ready)
+                    .await
+                    .map(|()| None)
             };
             match step {
                 Ok(Some(outcome)) => break outcome,
                 Ok(None) if !ready_checked => {
                     ready_checked = true;
-                    if watch.pending().iter().any(|p| *p == id) {
+                    if watch.pending().contains(&id) {
                         self.job_ready(&obj, &id).await;
                     }
                 }
@@ -305,8 +314,9 @@ impl Driver {
                 .unwrap_or_default()
                 .to_string()
         };
-        let transient = job.mirror.as_ref().is_some_and(|m| m.transient);
-        if let (Some(top), false) = (&new_top, transient) {
+        // The persistent definition follows when it named the same image,
+        // for a transient copy job too (qemuBlockJobRewriteConfigDiskSource).
+        if let Some(top) = &new_top {
             let changed = self
                 .change_config(obj, |config| {
                     if let Some(disk) = config.disk_by_target_mut(&job.disk) {

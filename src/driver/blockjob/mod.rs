@@ -122,8 +122,8 @@ pub struct Mirror {
     /// The daemon made the file (so it removes it when the copy fails
     /// to start).
     pub created: bool,
-    /// VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB: the persistent definition
-    /// does not follow the pivot.
+    /// VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB (libvirt forgets such a job
+    /// when QEMU stops; here every job goes with its QEMU).
     pub transient: bool,
     /// A shallow copy keeps the old chain's backing images under it.
     pub shallow: bool,
@@ -211,30 +211,37 @@ fn chain_lookup(
             index_wanted = Some(idx);
         }
     }
-    let found = chain.iter().enumerate().skip(start).find(|(i, layer)| {
-        match (name, index_wanted) {
-            (_, Some(idx)) => crate::qemu::node::index(&layer.node) == Some(idx),
-            (None, None) => *i + 1 == chain.len(),
-            (Some(name), None) => layer.path == name || same_file(name, &layer.path),
-        }
-    });
+    let found =
+        chain
+            .iter()
+            .enumerate()
+            .skip(start)
+            .find(|(i, layer)| match (name, index_wanted) {
+                (_, Some(idx)) => crate::qemu::node::index(&layer.node) == Some(idx),
+                (None, None) => *i + 1 == chain.len(),
+                (Some(name), None) => layer.path == name || same_file(name, &layer.path),
+            });
     if let Some((i, _)) = found {
         // The last image cannot be found by "none": it has no backing.
         if name.is_some() || index_wanted.is_some() || start < chain.len() {
             return Ok(i);
         }
     }
-    Err(DriverError::invalid_arg(match (index_wanted, name, below) {
-        (Some(idx), _, _) => {
-            format!("could not find backing store index '{idx}' in chain for '{disk}'")
-        }
-        (None, Some(name), Some(b)) => format!(
-            "could not find image '{name}' beneath '{}' in chain for '{disk}'",
-            chain[b].path
-        ),
-        (None, Some(name), None) => format!("could not find image '{name}' in chain for '{disk}'"),
-        (None, None, _) => format!("could not find base image in chain for '{disk}'"),
-    }))
+    Err(DriverError::invalid_arg(
+        match (index_wanted, name, below) {
+            (Some(idx), _, _) => {
+                format!("could not find backing store index '{idx}' in chain for '{disk}'")
+            }
+            (None, Some(name), Some(b)) => format!(
+                "could not find image '{name}' beneath '{}' in chain for '{disk}'",
+                chain[b].path
+            ),
+            (None, Some(name), None) => {
+                format!("could not find image '{name}' in chain for '{disk}'")
+            }
+            (None, None, _) => format!("could not find base image in chain for '{disk}'"),
+        },
+    ))
 }
 
 /// A relative or differently spelled name of the same file (libvirt's
@@ -414,21 +421,26 @@ impl Driver {
 /// (qemuDomainDiskBlockJobIsActive, qemuDomainSupportsCheckpointsBlockjobs).
 fn check_disk_free(obj: &DomainObj, disk: &str) -> Result<(), DriverError> {
     let st = obj.lock();
-    let busy = st
+    let job = st
         .live
         .as_ref()
-        .is_some_and(|l| l.blockjobs.iter().any(|j| j.disk == disk))
-        || st
-            .backup
-            .as_ref()
-            .is_some_and(|run| run.record.running_targets().iter().any(|t| t.disk == disk));
-    if busy {
-        return Err(DriverError::new(
-            ErrorKind::OperationUnsupported,
-            format!("disk '{disk}' already in active block job"),
-        ));
-    }
-    Ok(())
+        .and_then(|l| l.blockjobs.iter().find(|j| j.disk == disk));
+    let in_backup = st
+        .backup
+        .as_ref()
+        .is_some_and(|run| run.record.running_targets().iter().any(|t| t.disk == disk));
+    // A copy or an active commit gives the disk a mirror, which libvirt
+    // reports with its own code.
+    let kind = match job.map(|j| j.kind) {
+        Some(Kind::Copy | Kind::ActiveCommit) => ErrorKind::BlockCopyActive,
+        Some(_) => ErrorKind::OperationUnsupported,
+        None if in_backup => ErrorKind::OperationUnsupported,
+        None => return Ok(()),
+    };
+    Err(DriverError::new(
+        kind,
+        format!("disk '{disk}' already in active block job"),
+    ))
 }
 
 fn check_no_checkpoints(obj: &DomainObj) -> Result<(), DriverError> {
@@ -491,6 +503,9 @@ mod tests {
         assert_eq!(speed_bytes(2, false).unwrap(), 2 << 20);
         assert_eq!(speed_bytes(u64::MAX, true).unwrap(), u64::MAX);
         let err = speed_bytes(1 << 43, false).unwrap_err();
-        assert_eq!(err.detail(), Some("bandwidth must be less than 8796093022207"));
+        assert_eq!(
+            err.detail(),
+            Some("bandwidth must be less than 8796093022207")
+        );
     }
 }

@@ -142,7 +142,10 @@ impl Driver {
         let backing_file = if active {
             None
         } else if flags & RELATIVE != 0 {
-            Some(relative_backing(&chain[top_idx - 1].path, &base_layer.path)?)
+            Some(relative_backing(
+                &chain[top_idx - 1].path,
+                &base_layer.path,
+            )?)
         } else {
             Some(base_layer.path.clone())
         };
@@ -276,7 +279,9 @@ impl Driver {
         let vm = self.running_vm_of(&obj)?;
         let mon = vm.monitor();
         let watch = JobWatch::new(mon, [job.id.clone()]);
-        let base_arg = base_idx.map(|i| chain[i].node.as_str()).zip(backing_file.as_deref());
+        let base_arg = base_idx
+            .map(|i| chain[i].node.as_str())
+            .zip(backing_file.as_deref());
         qjob::stream(mon, &chain[0].node, &job.id, base_arg, speed).await?;
         self.job_started(&obj, &vm, job, watch).await;
         Ok(())
@@ -303,11 +308,7 @@ fn relative_backing(image: &str, base: &str) -> Result<String, DriverError> {
     let base = Path::new(base);
     let ours: Vec<_> = dir.components().collect();
     let theirs: Vec<_> = base.components().collect();
-    let common = ours
-        .iter()
-        .zip(&theirs)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let common = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
     if common == 0 {
         return Err(DriverError::operation_invalid(
             "can't keep relative backing relationship",
@@ -329,7 +330,13 @@ mod tests {
 
     #[test]
     fn relative_backing_walks_from_the_image_directory() {
-        assert_eq!(relative_backing("/a/b/top.qcow2", "/a/b/base.qcow2").unwrap(), "base.qcow2");
-        assert_eq!(relative_backing("/a/b/top.qcow2", "/a/c/base.qcow2").unwrap(), "../c/base.qcow2");
+        assert_eq!(
+            relative_backing("/a/b/top.qcow2", "/a/b/base.qcow2").unwrap(),
+            "base.qcow2"
+        );
+        assert_eq!(
+            relative_backing("/a/b/top.qcow2", "/a/c/base.qcow2").unwrap(),
+            "../c/base.qcow2"
+        );
     }
 }
