@@ -693,3 +693,95 @@ fn block_copy_pivot_finish_device_and_errors() {
         qemu_io::reads(&dest2, pattern, at, "1M");
     }
 }
+
+const AREA: common::reference::Area = common::reference::Area {
+    root: "fixtures/reference/blockjob",
+    tmp: "/tmp/bj-ref",
+    api_script: "",
+};
+
+/// libvirtd 9.0's whole block job session (fixtures/reference/blockjob,
+/// `session.sh`), replayed command for command: every output, error and
+/// exit status the same, and the same block job events in the same order.
+#[test]
+fn libvirtd_session_replayed() {
+    use common::reference::Session;
+    let s = Session::start(&AREA, Daemon::start());
+    s.images(&[("vda.qcow2", "qcow2", "64M")]);
+    std::fs::copy(s.path("xml/bjvm.xml"), s.path("bjvm.xml")).unwrap();
+    let write = |what: &str| s.daemon.guest_write("bjvm", 0, what);
+    let mut events = None;
+    for name in AREA.text("SESSION.txt").lines() {
+        let (command, stdout, _, code) = AREA.capture(name);
+        match name {
+            // What qemu-img says of the images' sizes is the file
+            // system's; the chains are checked below.
+            "chain-after-commit" | "chain-after-pull" => {}
+            // Progress lines are timing; the rest is compared.
+            "commit-pivot-wait" | "commit-keep-overlay" | "copy-pivot" => {
+                let run = s.replay_only(name);
+                assert_eq!(
+                    (s.theirs(&run.stdout), run.code),
+                    (stdout, code),
+                    "{name} ({command})"
+                );
+            }
+            // virsh sizes the table to the longest path, which is ours.
+            n if n.starts_with("domblklist") => {
+                let run = s.replay_only(name);
+                assert_eq!(
+                    common::words(&s.theirs(&run.stdout).replace('-', "")),
+                    common::words(&stdout.replace('-', "")),
+                    "{name}"
+                );
+            }
+            // dumpxml lacks libvirtd's defaults (README); the disk is
+            // compared.
+            "dumpxml-inactive-copied" => {
+                let run = s.replay_only(name);
+                assert!(
+                    s.theirs(&run.stdout)
+                        .contains("<source file='/tmp/bj-ref/copy1.qcow2'/>"),
+                    "{run:?}"
+                );
+            }
+            _ => {
+                s.replay(name);
+            }
+        }
+        match name {
+            "define" => events = Some(s.events("bjvm")),
+            "snapshot-s1" => write("write -P 0x11 0 2M"),
+            "snapshot-s2" => write("write -P 0x22 2M 1M"),
+            "snapshot-s3" => write("write -P 0x33 3M 1M"),
+            "snapshot-s4" => write("write -P 0x44 4M 1M"),
+            "speed-0" => wait_ready(&s.daemon, "bjvm"),
+            "abort" | "commit-shallow-not-below" | "pull-speed-0" => wait_no_job(&s.daemon, "bjvm"),
+            "commit-lower" => assert_eq!(
+                chain_of(&s.path("vda.s4")),
+                [
+                    s.ours("/tmp/bj-ref/vda.s4"),
+                    s.ours("/tmp/bj-ref/vda.qcow2")
+                ]
+            ),
+            _ => {}
+        }
+        if name == "pull-speed-0" {
+            assert_eq!(chain_of(&s.path("vda.s4")), [s.ours("/tmp/bj-ref/vda.s4")]);
+        }
+        if name == "undefine" {
+            break;
+        }
+    }
+    let want: Vec<String> = AREA
+        .text("events-session.txt")
+        .lines()
+        .filter(|l| l.contains("'block-job"))
+        .map(str::to_string)
+        .collect();
+    let got: Vec<String> = block_events(&events.expect("watching").finish(&s.daemon))
+        .iter()
+        .map(|l| s.theirs(l))
+        .collect();
+    assert_eq!(got, want);
+}
