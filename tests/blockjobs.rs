@@ -785,3 +785,87 @@ fn libvirtd_session_replayed() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// One job per disk between block jobs and backups, in both directions;
+/// `blockjob --bandwidth` steers a push backup's copy (libvirt 9.0 has
+/// no way to); no block job while the domain has checkpoints.
+#[test]
+fn disks_shared_with_backups_and_checkpoints() {
+    let d = Daemon::start();
+    // Enough data that the backup still copies when its speed is set.
+    let vda = d.image("sh.qcow2", "qcow2", "128M");
+    qemu_io::write(&vda, "qcow2", "write -P 0x11 0 120M");
+    d.define("sh", &d.domain_xml("sh", &[("vda", &vda, "qcow2")]));
+    d.virsh(&["start", "sh"]).ok();
+    snapshot(&d, "sh", "s1");
+    let target = d.path("sh-backup.qcow2");
+    let xml = d.path("backup.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domainbackup><disks><disk name='vda' type='file'><target file='{}'/><driver type='qcow2'/></disk></disks></domainbackup>",
+            target.display()
+        ),
+    )
+    .unwrap();
+    let cmd = format!(
+        "backup-begin sh {}; blockjob sh vda --bandwidth 1; blockjob sh vda --info --bytes",
+        xml.display()
+    );
+    let run = d.virsh(&[&cmd]).ok();
+    assert!(
+        run.stdout.contains("Bandwidth limit: 1048576 bytes/s"),
+        "{run:?}"
+    );
+    d.virsh(&["blockcommit", "sh", "vda", "--active"])
+        .fails_with("error: Operation not supported: disk 'vda' already in active block job");
+    d.virsh(&["blockpull", "sh", "vda"])
+        .fails_with("error: Operation not supported: disk 'vda' already in active block job");
+    d.virsh(&["domjobabort", "sh"]).ok();
+    d.wait_idle("sh");
+
+    d.virsh(&["blockcommit", "sh", "vda", "--active", "--bandwidth", "1"])
+        .ok();
+    d.virsh(&["backup-begin", "sh", xml.to_str().unwrap()])
+        .fails_with("error: internal error: disk 'vda' has a blockjob assigned");
+    d.virsh(&[
+        "snapshot-create-as",
+        "sh",
+        "s2",
+        "--disk-only",
+        "--no-metadata",
+    ])
+    .fails_with("error: Operation not supported: disk 'vda' already in active block job");
+    d.virsh(&["blockjob", "sh", "vda", "--abort"]).ok();
+    wait_no_job(&d, "sh");
+
+    // Checkpoints keep their bitmaps: no block job while there are any.
+    let ck = running(&d, "ck");
+    let _ = ck;
+    d.virsh(&["checkpoint-create-as", "ck", "c1"]).ok();
+    let refused =
+        "error: Operation not supported: cannot perform block operations while checkpoint exists";
+    d.virsh(&["blockpull", "ck", "vda"]).fails_with(refused);
+    d.virsh(&["blockcommit", "ck", "vda", "--active", "--shallow"])
+        .fails_with(refused);
+    let dest = d.path("ck-copy.qcow2");
+    d.virsh(&[
+        "blockcopy",
+        "ck",
+        "vda",
+        dest.to_str().unwrap(),
+        "--transient-job",
+    ])
+    .fails_with(refused);
+    d.virsh(&["checkpoint-delete", "ck", "c1"]).ok();
+    d.virsh(&[
+        "blockcopy",
+        "ck",
+        "vda",
+        dest.to_str().unwrap(),
+        "--transient-job",
+        "--pivot",
+        "--wait",
+    ])
+    .ok();
+}

@@ -359,11 +359,21 @@ impl Driver {
             .flatten()
             .next()
             .map_or((0, 1), |job| (job.current, job.total));
+        // The speed `blockjob --bandwidth` gave the copy (driver/blockjob).
+        let speed = crate::qemu::blockjob::query(vm.monitor())
+            .await?
+            .get(&target.job_id)
+            .map_or(0, |j| j.speed);
+        let bandwidth = if flags & BLOCK_JOB_INFO_BANDWIDTH_BYTES == 0 {
+            speed.div_ceil(1 << 20)
+        } else {
+            speed
+        };
         Ok(Some(BlockJobInfo {
             job_type: BLOCK_JOB_TYPE_BACKUP,
             cur,
             end,
-            bandwidth: 0,
+            bandwidth,
         }))
     }
 
