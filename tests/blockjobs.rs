@@ -425,7 +425,10 @@ fn keep_overlay_abort_lower_commit_pull_and_errors() {
     ])
     .ok();
     assert_eq!(chain_of(&s3), [p(&s3), p(&vda)]);
-    assert!(!s1.exists() && !s2.exists(), "--delete left the committed images");
+    assert!(
+        !s1.exists() && !s2.exists(),
+        "--delete left the committed images"
+    );
     assert_eq!(source_of(&d, "lc", false), p(&s3));
 
     // Pull everything into the top: it stands alone.

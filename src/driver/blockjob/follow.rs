@@ -316,7 +316,11 @@ impl Driver {
         };
         // The persistent definition follows when it named the same image,
         // for a transient copy job too (qemuBlockJobRewriteConfigDiskSource).
-        if let Some(top) = &new_top {
+        // The three records are independent files: written side by side.
+        let config = async {
+            let Some(top) = &new_top else {
+                return;
+            };
             let changed = self
                 .change_config(obj, |config| {
                     if let Some(disk) = config.disk_by_target_mut(&job.disk) {
@@ -330,9 +334,8 @@ impl Driver {
             if let Err(err) = changed {
                 tracing::warn!(%err, "cannot write the definition after a block job");
             }
-        }
-        self.save_live(obj).await;
-        self.save_block_jobs(obj).await;
+        };
+        tokio::join!(config, self.save_live(obj), self.save_block_jobs(obj));
         self.emit_block_job(obj.reference(), path, job.disk.clone(), job.kind, status);
         job.ended.send(ended);
     }
