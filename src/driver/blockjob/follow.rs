@@ -48,6 +48,17 @@ impl EndSignal {
         self.0.send_replace(Some(ended));
     }
 
+    /// Gone, unless the end was told already.
+    fn gone(&self) {
+        self.0.send_if_modified(|v| {
+            let unset = v.is_none();
+            if unset {
+                *v = Some(Ended::Gone);
+            }
+            unset
+        });
+    }
+
     async fn wait(&self) -> Ended {
         let mut rx = self.0.subscribe();
         let result = rx.wait_for(Option::is_some).await;
@@ -116,7 +127,23 @@ impl Driver {
         }
     }
 
-    async fn follow(
+    async fn follow(&self, obj: Arc<DomainObj>, vm: Arc<RunningVm>, id: String, watch: JobWatch) {
+        let signal = {
+            let st = obj.lock();
+            st.live
+                .as_ref()
+                .and_then(|l| l.blockjobs.iter().find(|j| j.id == id))
+                .map(|j| j.ended.clone())
+        };
+        self.follow_to_end(obj, vm, id, watch).await;
+        // Whatever took the job away (QEMU's end, a destroy), a caller
+        // waiting for it is told.
+        if let Some(signal) = signal {
+            signal.gone();
+        }
+    }
+
+    async fn follow_to_end(
         &self,
         obj: Arc<DomainObj>,
         vm: Arc<RunningVm>,
