@@ -370,6 +370,8 @@ impl Driver {
 
     /// Writes the domain's block jobs into its run directory.
     async fn save_block_jobs(&self, obj: &DomainObj) {
+        // As the live record: never written once QEMU's files go.
+        let _record = obj.live_record.lock().await;
         let jobs = {
             let st = obj.lock();
             match st.live.as_ref().filter(|l| !l.gone) {
