@@ -874,3 +874,82 @@ fn disks_shared_with_backups_and_checkpoints() {
     ])
     .ok();
 }
+
+/// The less common forms: a shallow copy (the copy sits on the old
+/// backing image), a copy into an image the user made, a lower commit
+/// keeping the backing name relative, an asynchronous pivot.
+#[test]
+fn shallow_and_reused_copies_relative_commit_async_pivot() {
+    let d = Daemon::start();
+    let vda = running(&d, "sc");
+    let p = |p: &Path| p.display().to_string();
+    d.guest_write("sc", 0, "write -P 0x11 0 1M");
+    let s1 = snapshot(&d, "sc", "s1");
+    d.guest_write("sc", 0, "write -P 0x22 1M 1M");
+
+    let shallow = d.path("shallow.qcow2");
+    d.virsh(&[
+        "blockcopy",
+        "sc",
+        "vda",
+        &p(&shallow),
+        "--shallow",
+        "--transient-job",
+        "--pivot",
+        "--wait",
+    ])
+    .ok();
+    assert_eq!(source_of(&d, "sc", false), p(&shallow));
+    assert_eq!(chain_of(&shallow), [p(&shallow), p(&vda)]);
+    // The copy holds the overlay's data; the rest reads through vda.
+    assert!(qemu_io::holds(&shallow, 0x22, "1M", "1M"));
+
+    // Into an image made beforehand, with no backing: a full copy.
+    let reused = d.path("reused.qcow2");
+    images::create(&reused, "qcow2", "64M");
+    d.virsh(&[
+        "blockcopy",
+        "sc",
+        "vda",
+        &p(&reused),
+        "--reuse-external",
+        "--transient-job",
+        "--pivot",
+        "--wait",
+    ])
+    .ok();
+    assert_eq!(source_of(&d, "sc", false), p(&reused));
+
+    // Two layers again; the middle one committed, its name kept relative.
+    // Overlays are named after the image the disk runs on.
+    snapshot(&d, "sc", "s2");
+    let s2 = d.path("reused.s2");
+    d.guest_write("sc", 0, "write -P 0x33 2M 1M");
+    snapshot(&d, "sc", "s3");
+    let s3 = d.path("reused.s3");
+    d.virsh(&[
+        "blockcommit",
+        "sc",
+        "vda",
+        "--top",
+        &p(&s2),
+        "--keep-relative",
+        "--wait",
+    ])
+    .ok();
+    let info = images::info(&s3);
+    assert_eq!(info["backing-filename"], "reused.qcow2", "{info}");
+
+    // An asynchronous pivot returns at once; the job ends after.
+    d.virsh(&["blockcommit", "sc", "vda", "--active", "--wait"])
+        .ok();
+    d.virsh(&["blockjob", "sc", "vda", "--pivot", "--async"])
+        .ok();
+    wait_no_job(&d, "sc");
+    assert_eq!(source_of(&d, "sc", false), p(&reused));
+    d.virsh(&["destroy", "sc"]).ok();
+    for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "2M")] {
+        qemu_io::reads(&reused, pattern, at, "1M");
+    }
+    let _ = s1;
+}
