@@ -276,11 +276,13 @@ impl Driver {
             ready_sent: false,
             ended: Arc::default(),
         };
-        let watch = JobWatch::new(mon, [job.id.clone()]);
+        let id = job.id.clone();
+        let watch = JobWatch::new(mon, [id.clone()]);
+        self.record_job(&obj, job).await;
         let started = qjob::mirror(
             mon,
             &chain[0].node,
-            &job.id,
+            &id,
             &attached.format_node,
             shallow,
             tuning.bandwidth,
@@ -290,6 +292,7 @@ impl Driver {
         )
         .await;
         if let Err(err) = started {
+            self.forget_job(&obj, &id).await;
             for problem in blockdev::detach_image(mon, &attached).await {
                 tracing::warn!(%problem, "cannot detach an unused copy target");
             }
@@ -298,7 +301,7 @@ impl Driver {
             }
             return Err(err.into());
         }
-        self.job_started(&obj, &vm, job, watch).await;
+        self.job_started(&obj, &vm, id, watch);
         Ok(())
     }
 }

@@ -70,15 +70,9 @@ impl EndSignal {
 }
 
 impl Driver {
-    /// Records a job QEMU accepted and starts following it.
-    pub(super) async fn job_started(
-        &self,
-        obj: &Arc<DomainObj>,
-        vm: &Arc<RunningVm>,
-        job: BlockJob,
-        watch: JobWatch,
-    ) {
-        let id = job.id.clone();
+    /// Records a job before QEMU is asked to start it: a daemon killed
+    /// in between finds the record, and asks QEMU, when it comes back.
+    pub(super) async fn record_job(&self, obj: &Arc<DomainObj>, job: BlockJob) {
         {
             let mut st = obj.lock();
             if let Some(live) = st.live.as_mut() {
@@ -86,6 +80,27 @@ impl Driver {
             }
         }
         self.save_block_jobs(obj).await;
+    }
+
+    /// Drops the record of a job QEMU refused to start.
+    pub(super) async fn forget_job(&self, obj: &Arc<DomainObj>, id: &str) {
+        {
+            let mut st = obj.lock();
+            if let Some(live) = st.live.as_mut() {
+                live.blockjobs.retain(|j| j.id != id);
+            }
+        }
+        self.save_block_jobs(obj).await;
+    }
+
+    /// Follows a recorded job QEMU accepted.
+    pub(super) fn job_started(
+        &self,
+        obj: &Arc<DomainObj>,
+        vm: &Arc<RunningVm>,
+        id: String,
+        watch: JobWatch,
+    ) {
         let driver = self.clone();
         let (obj, vm) = (obj.clone(), vm.clone());
         tokio::spawn(async move { driver.follow(obj, vm, id, watch).await });

@@ -177,18 +177,24 @@ impl Driver {
         };
         let vm = self.running_vm_of(&obj)?;
         let mon = vm.monitor();
-        let watch = JobWatch::new(mon, [job.id.clone()]);
-        qjob::commit(
+        let id = job.id.clone();
+        let watch = JobWatch::new(mon, [id.clone()]);
+        self.record_job(&obj, job).await;
+        let started = qjob::commit(
             mon,
             &chain[0].node,
-            &job.id,
+            &id,
             &top_layer.node,
             &base_layer.node,
             backing_file.as_deref(),
             speed,
         )
-        .await?;
-        self.job_started(&obj, &vm, job, watch).await;
+        .await;
+        if let Err(err) = started {
+            self.forget_job(&obj, &id).await;
+            return Err(err.into());
+        }
+        self.job_started(&obj, &vm, id, watch);
         Ok(())
     }
 
@@ -278,12 +284,17 @@ impl Driver {
         };
         let vm = self.running_vm_of(&obj)?;
         let mon = vm.monitor();
-        let watch = JobWatch::new(mon, [job.id.clone()]);
+        let id = job.id.clone();
+        let watch = JobWatch::new(mon, [id.clone()]);
+        self.record_job(&obj, job).await;
         let base_arg = base_idx
             .map(|i| chain[i].node.as_str())
             .zip(backing_file.as_deref());
-        qjob::stream(mon, &chain[0].node, &job.id, base_arg, speed).await?;
-        self.job_started(&obj, &vm, job, watch).await;
+        if let Err(err) = qjob::stream(mon, &chain[0].node, &id, base_arg, speed).await {
+            self.forget_job(&obj, &id).await;
+            return Err(err.into());
+        }
+        self.job_started(&obj, &vm, id, watch);
         Ok(())
     }
 
