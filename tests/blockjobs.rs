@@ -953,3 +953,22 @@ fn shallow_and_reused_copies_relative_commit_async_pivot() {
     }
     let _ = s1;
 }
+
+/// libvirt-python's view of the errors (code, domain, message), running
+/// and shut off: `probe.py` against virtbackupd prints what it printed
+/// against libvirtd 9.0 (`libvirtd.txt`).
+#[test]
+fn api_errors_as_libvirtd() {
+    let d = Daemon::start();
+    let dir = d.path("bj-probe");
+    std::fs::create_dir(&dir).unwrap();
+    let run = common::Run::of(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(AREA.path("probe.py"))
+            .arg(d.uri())
+            .arg(&dir),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let ours = run.stdout.replace(dir.to_str().unwrap(), "/tmp/bj-probe");
+    assert_eq!(ours, AREA.text("libvirtd.txt"));
+}

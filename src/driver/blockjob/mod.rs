@@ -35,7 +35,7 @@ use crate::conf::DomainDef;
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::RunningVm;
 
-use super::error::{DriverError, ErrorKind};
+use super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::events::{
     BLOCK_JOB_TYPE_ACTIVE_COMMIT, BLOCK_JOB_TYPE_COMMIT, BLOCK_JOB_TYPE_COPY, BLOCK_JOB_TYPE_PULL,
 };
@@ -206,7 +206,8 @@ fn chain_lookup(
             if idx != 0 && target != disk {
                 return Err(DriverError::invalid_arg(format!(
                     "requested target '{target}' does not match target '{disk}'"
-                )));
+                ))
+                .with_origin(ErrorOrigin::Storage));
             }
             index_wanted = Some(idx);
         }
@@ -227,21 +228,21 @@ fn chain_lookup(
             return Ok(i);
         }
     }
-    Err(DriverError::invalid_arg(
-        match (index_wanted, name, below) {
-            (Some(idx), _, _) => {
-                format!("could not find backing store index '{idx}' in chain for '{disk}'")
-            }
-            (None, Some(name), Some(b)) => format!(
-                "could not find image '{name}' beneath '{}' in chain for '{disk}'",
-                chain[b].path
-            ),
-            (None, Some(name), None) => {
-                format!("could not find image '{name}' in chain for '{disk}'")
-            }
-            (None, None, _) => format!("could not find base image in chain for '{disk}'"),
-        },
-    ))
+    Err(DriverError::invalid_arg(match (index_wanted, name, below) {
+        (Some(idx), _, _) => {
+            format!("could not find backing store index '{idx}' in chain for '{disk}'")
+        }
+        (None, Some(name), Some(b)) => format!(
+            "could not find image '{name}' beneath '{}' in chain for '{disk}'",
+            chain[b].path
+        ),
+        (None, Some(name), None) => {
+            format!("could not find image '{name}' in chain for '{disk}'")
+        }
+        (None, None, _) => format!("could not find base image in chain for '{disk}'"),
+    })
+    // libvirt's storage code reports these.
+    .with_origin(ErrorOrigin::Storage))
 }
 
 /// A relative or differently spelled name of the same file (libvirt's
