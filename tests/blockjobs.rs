@@ -972,3 +972,44 @@ fn api_errors_as_libvirtd() {
     let ours = run.stdout.replace(dir.to_str().unwrap(), "/tmp/bj-probe");
     assert_eq!(ours, AREA.text("libvirtd.txt"));
 }
+
+/// A copy that runs out of space fails: the failed events, the disk where
+/// it was, the copy's nodes gone, and the disk free for the next job.
+#[test]
+fn a_copy_that_fails_leaves_the_disk_as_it_was() {
+    let d = Daemon::start();
+    let vda = running(&d, "fl");
+    let events = watcher(&d);
+    d.guest_write("fl", 0, "write -P 0x11 0 16M");
+    let small = common::storage::Tmpfs::mount(d.path("small"), "4M");
+    let dest = d.path("small/copy.qcow2");
+    d.virsh(&[
+        "blockcopy",
+        "fl",
+        "vda",
+        dest.to_str().unwrap(),
+        "--transient-job",
+    ])
+    .ok();
+    wait_no_job(&d, "fl");
+    let lines = block_events(&events.finish(&d));
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "event 'block-job' for domain 'fl': Block Copy for {} failed",
+                vda.display()
+            ),
+            "event 'block-job-2' for domain 'fl': Block Copy for vda failed".to_string(),
+        ]
+    );
+    assert_eq!(source_of(&d, "fl", false), vda.display().to_string());
+    let nodes = d.node_names("fl");
+    assert_eq!(
+        nodes,
+        ["libvirt-1-format", "libvirt-1-storage"],
+        "{nodes:?}"
+    );
+    d.virsh(&["blockpull", "fl", "vda", "--wait"]).ok();
+    drop(small);
+}
