@@ -542,20 +542,46 @@ fn daemon_or_qemu_killed_mid_commit() {
     d.restart();
     assert_eq!(source_of(&d, "rs", false), p(&vda));
 
+    // A copy still running when the daemon comes back, then a snapshot
+    // (a new node number) and its commit.
+    let copy = d.path("rs-copy.qcow2");
+    d.virsh(&[
+        "blockcopy",
+        "rs",
+        "vda",
+        &p(&copy),
+        "--transient-job",
+        "--bandwidth",
+        "1",
+    ])
+    .ok();
+    d.restart();
+    d.virsh(&["blockjob", "rs", "vda", "--bandwidth", "0"]).ok();
+    wait_ready(&d, "rs");
+    d.virsh(&["blockjob", "rs", "vda", "--pivot"]).ok();
+    assert_eq!(source_of(&d, "rs", false), p(&copy));
+    d.restart();
+    snapshot(&d, "rs", "s3");
+    d.virsh(&["blockcommit", "rs", "vda", "--active", "--pivot", "--wait"])
+        .ok();
+    assert_eq!(source_of(&d, "rs", false), p(&copy));
+    assert_eq!(chain_of(&copy), [p(&copy)]);
+
     // QEMU dies under an active commit: the domain is off, its definition
     // names the overlay it ran on, and it starts from there.
-    let s3 = snapshot(&d, "rs", "s3");
+    snapshot(&d, "rs", "s4");
+    let s4 = d.path("rs-copy.s4");
     d.guest_write("rs", 0, "write -P 0x44 4M 1M");
     d.virsh(&["blockcommit", "rs", "vda", "--active", "--bandwidth", "1"])
         .ok();
     d.kill_qemu();
     d.wait_state("rs", "shut off");
-    assert_eq!(source_of(&d, "rs", true), p(&s3));
+    assert_eq!(source_of(&d, "rs", true), p(&s4));
     d.virsh(&["start", "rs"]).ok();
-    assert_eq!(source_of(&d, "rs", false), p(&s3));
+    assert_eq!(source_of(&d, "rs", false), p(&s4));
     d.virsh(&["destroy", "rs"]).ok();
     for (pattern, at) in [(0x11, "0"), (0x22, "1M"), (0x33, "3M"), (0x44, "4M")] {
-        qemu_io::reads(&s3, pattern, at, "1M");
+        qemu_io::reads(&s4, pattern, at, "1M");
     }
 }
 

@@ -132,6 +132,11 @@ impl Driver {
             {
                 let mut st = obj.lock();
                 if let Some(live) = st.live.as_mut() {
+                    // A copy's image took a node number of its own.
+                    let mirror = job.mirror.as_ref().and_then(|m| node::index(&m.layer.node));
+                    if let Some(n) = mirror {
+                        live.next_node = live.next_node.max(n + 1);
+                    }
                     live.blockjobs.push(job);
                 }
             }
