@@ -500,31 +500,20 @@ impl Driver {
 }
 
 /// The overlays a snapshot recorded for the disk, after a job took
-/// `job.removed` out of its chain (or, for a copy, moved the disk).
+/// `job.removed` out of its chain (or, for a copy, moved the disk): the
+/// ones that went are forgotten, the ones above them sit on the job's
+/// base now, and a shallow copy's image sits on the old top's backing.
 fn follow_chain(overlays: &mut Vec<OverlayBase>, job: &BlockJob) {
     let index = |l: &Layer| node::index(&l.node);
     let gone: Vec<u32> = job.removed.iter().filter_map(index).collect();
-    let below = match job.kind {
-        Kind::Commit | Kind::ActiveCommit => job.base.as_ref().and_then(index),
-        Kind::Pull => job.base.as_ref().and_then(index),
-        Kind::Copy => None,
-    };
+    let below = job.base.as_ref().and_then(index);
     let top = index(&job.top);
-    overlays.retain(|o| o.disk != job.disk || !gone.contains(&o.overlay));
-    for o in overlays.iter_mut().filter(|o| o.disk == job.disk) {
-        if gone.contains(&o.base) {
-            if let Some(b) = below {
-                o.base = b;
-            }
-        }
-    }
-    if job.kind == Kind::Pull && below.is_none() {
-        overlays.retain(|o| o.disk != job.disk || Some(o.overlay) != top);
-    }
-    if let (Kind::Copy, Some(mirror)) = (job.kind, &job.mirror) {
-        overlays.retain(|o| o.disk != job.disk || Some(o.overlay) != top);
-        if let (true, Some(m)) = (mirror.shallow, index(&mirror.layer)) {
-            if let Some(b) = mirror_base(job) {
+    let mine = |o: &OverlayBase| o.disk == job.disk;
+    overlays.retain(|o| !mine(o) || !gone.contains(&o.overlay));
+    match (job.kind, &job.mirror) {
+        (Kind::Copy, Some(mirror)) => {
+            overlays.retain(|o| !mine(o) || Some(o.overlay) != top);
+            if let (true, Some(m), Some(b)) = (mirror.shallow, index(&mirror.layer), below) {
                 overlays.push(OverlayBase {
                     disk: job.disk.clone(),
                     overlay: m,
@@ -533,10 +522,74 @@ fn follow_chain(overlays: &mut Vec<OverlayBase>, job: &BlockJob) {
                 });
             }
         }
+        // A pull without a base leaves the top on its own.
+        (Kind::Pull, _) if below.is_none() => {
+            overlays.retain(|o| !mine(o) || Some(o.overlay) != top);
+        }
+        _ => {
+            for o in overlays
+                .iter_mut()
+                .filter(|o| mine(o) && gone.contains(&o.base))
+            {
+                if let Some(b) = below {
+                    o.base = b;
+                }
+            }
+        }
     }
 }
 
-/// The node a shallow copy's image sits on (the old top's backing).
-fn mirror_base(job: &BlockJob) -> Option<u32> {
-    job.base.as_ref().and_then(|l| node::index(&l.node))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u32) -> Layer {
+        Layer {
+            node: node::format(n),
+            storage: Some(node::storage(n)),
+            path: format!("/i/{n}"),
+            format: "qcow2".into(),
+            block: false,
+        }
+    }
+
+    fn overlay(overlay: u32, base: u32) -> OverlayBase {
+        OverlayBase {
+            disk: "vda".into(),
+            overlay,
+            base,
+            path: format!("/i/{overlay}"),
+        }
+    }
+
+    fn job(kind: Kind, top: u32, removed: &[u32], base: Option<u32>) -> BlockJob {
+        BlockJob {
+            disk: "vda".into(),
+            kind,
+            id: "j".into(),
+            state: State::Running,
+            top: layer(top),
+            removed: removed.iter().map(|&n| layer(n)).collect(),
+            base: base.map(layer),
+            mirror: None,
+            delete: false,
+            ready_sent: false,
+            ended: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn the_recorded_overlays_follow_commits_and_pulls() {
+        // 4 on 3 on 2 on 1; 3 and 2 committed into 1.
+        let mut o = vec![overlay(2, 1), overlay(3, 2), overlay(4, 3)];
+        follow_chain(&mut o, &job(Kind::Commit, 4, &[3, 2], Some(1)));
+        assert_eq!(o, [overlay(4, 1)]);
+        // The active layer committed: nothing is left on top.
+        follow_chain(&mut o, &job(Kind::ActiveCommit, 4, &[4], Some(1)));
+        assert!(o.is_empty());
+        // A pull of everything into the top.
+        let mut o = vec![overlay(2, 1), overlay(3, 2)];
+        follow_chain(&mut o, &job(Kind::Pull, 3, &[2, 1], None));
+        assert!(o.is_empty());
+    }
 }
