@@ -35,3 +35,6 @@ lib_uri=""
 [ "${#targets[@]}" = 2 ] && lib_uri="qemu:///system"
 LIBVIRTD_URI=${lib_uri:-none:///} VIRTBACKUPD_URI="qemu+unix:///system?socket=$dir/sock" \
   scripts/bench_pull.sh
+
+# Block jobs on 1 GiB: active commit with pivot and copy with pivot, both daemons.
+/usr/bin/python3 scripts/bench_blockjob.py "${cp_targets[@]}"

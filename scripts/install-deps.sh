@@ -8,7 +8,7 @@ set -euo pipefail
 # (the reference) needs the matching bookworm one, so name the release.
 packages=(qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
           libvirt-clients python3-libvirt python3-libnbd virtnbdbackup openssl
-          mount golang-go golang-github-digitalocean-go-libvirt-dev)
+          mount golang-go golang-github-digitalocean-go-libvirt-dev python3-venv)
 
 need_install=0
 command -v qemu-system-x86_64 >/dev/null || need_install=1
@@ -21,6 +21,7 @@ command -v losetup >/dev/null || need_install=1
 command -v go >/dev/null || need_install=1
 [ -d /usr/share/gocode/src/github.com/digitalocean/go-libvirt ] || need_install=1
 /usr/bin/python3 -c 'import libvirt, nbd' 2>/dev/null || need_install=1
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_install=1
 case "$(qemu-img --version 2>/dev/null | head -n1)" in
   *"version 7.2"*) ;;
   *) need_install=1 ;;
@@ -35,3 +36,11 @@ if [ "$need_install" = 1 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }
+
+# tests/blockjobs.rs runs virt-backup (PyPI) unchanged: a venv over
+# Debian's python3 (for python3-libvirt), made once under target/.
+venv="$(dirname "$0")/../target/virt-backup-venv"
+if [ ! -x "$venv/bin/virt-backup" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install -q virt-backup==0.5.6
+fi

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     OperationAborted,
     OperationUnsupported,
     Overflow,
+    /// VIR_ERR_BLOCK_COPY_ACTIVE: a block job is in the way.
+    BlockCopyActive,
     XmlInvalidSchema,
     ResourceBusy,
     InvalidDomainCheckpoint,

@@ -55,10 +55,16 @@ pub enum BlockJobStatus {
     Completed = 0,
     Failed = 1,
     Cancelled = 2,
+    Ready = 3,
 }
 
 /// virDomainBlockJobType of a backup's block jobs.
 pub const BLOCK_JOB_TYPE_BACKUP: i32 = 5;
+/// virDomainBlockJobType of the other block jobs (see driver/blockjob).
+pub const BLOCK_JOB_TYPE_PULL: i32 = 1;
+pub const BLOCK_JOB_TYPE_COPY: i32 = 2;
+pub const BLOCK_JOB_TYPE_COMMIT: i32 = 3;
+pub const BLOCK_JOB_TYPE_ACTIVE_COMMIT: i32 = 4;
 
 /// One event, for every connection that registered for its kind.
 #[derive(Debug, Clone, PartialEq)]

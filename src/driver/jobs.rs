@@ -220,6 +220,8 @@ pub struct BlockJobInfo {
     pub cur: u64,
     /// Bytes in all.
     pub end: u64,
+    /// MiB/s (bytes/s with VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES).
+    pub bandwidth: u64,
 }
 
 impl Driver {
@@ -316,6 +318,16 @@ impl Driver {
             "qemuDomainGetBlockJobInfo",
         )?;
         let obj = self.domain(dom)?;
+        if let Some((job_type, bandwidth, cur, end)) =
+            self.client_block_job_info(&obj, path, flags).await?
+        {
+            return Ok(Some(BlockJobInfo {
+                job_type,
+                cur,
+                end,
+                bandwidth,
+            }));
+        }
         let (vm, target) = {
             let st = obj.lock();
             let live = st.live.as_ref().ok_or_else(DriverError::inactive)?;
@@ -347,10 +359,21 @@ impl Driver {
             .flatten()
             .next()
             .map_or((0, 1), |job| (job.current, job.total));
+        // The speed `blockjob --bandwidth` gave the copy (driver/blockjob).
+        let speed = crate::qemu::blockjob::query(vm.monitor())
+            .await?
+            .get(&target.job_id)
+            .map_or(0, |j| j.speed);
+        let bandwidth = if flags & BLOCK_JOB_INFO_BANDWIDTH_BYTES == 0 {
+            speed.div_ceil(1 << 20)
+        } else {
+            speed
+        };
         Ok(Some(BlockJobInfo {
             job_type: BLOCK_JOB_TYPE_BACKUP,
             cur,
             end,
+            bandwidth,
         }))
     }
 

@@ -458,6 +458,7 @@ impl Driver {
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");
         self.resume_backup(&obj).await;
         self.note_preserving(&obj);
+        self.resume_block_jobs(&obj).await;
         self.watch(obj, vm, events);
         Ok(())
     }

@@ -20,6 +20,7 @@
 pub mod agent;
 mod backup;
 mod blockinfo;
+mod blockjob;
 pub mod checkpoint;
 mod domain;
 pub mod error;

@@ -116,6 +116,9 @@ pub struct Live {
     /// domain armed it), so a guest power-off leaves QEMU stopped rather
     /// than exiting; see `backup/preserve.rs`.
     pub shutdown_pauses: bool,
+    /// The block jobs (commit, pull, copy) running on this QEMU's disks,
+    /// at most one per disk (driver/blockjob).
+    pub blockjobs: Vec<super::blockjob::BlockJob>,
 }
 
 /// A checkpoint's bitmap on one disk that cannot stand for it.
@@ -182,6 +185,7 @@ impl DomainState {
             overlays: Vec::new(),
             pending_reason: None,
             shutdown_pauses: false,
+            blockjobs: Vec::new(),
         });
         self.state = run_state;
         self.reason = reason;

@@ -10,6 +10,8 @@
 //! - [`cpu`]: the guest CPU QEMU runs (its vCPU's feature properties).
 //! - [`blockdev`]: images added at run time (backup targets): created
 //!   through `blockdev-create`, attached, detached.
+//! - [`blockjob`]: block commit, pull and copy jobs a client starts, and
+//!   the disk's backing chain as QEMU has it open.
 //! - [`jobs`]: QEMU jobs followed to their end through events and
 //!   `query-jobs`, also across a reconnect.
 //! - [`bitmap`]: persistent dirty bitmaps for checkpoints (add, remove,
@@ -28,6 +30,7 @@
 pub mod backup;
 pub mod bitmap;
 pub mod blockdev;
+pub mod blockjob;
 pub mod blockstats;
 pub mod command;
 pub mod cpu;

@@ -117,6 +117,9 @@ fn code_and_texts(kind: ErrorKind) -> (i32, &'static str, &'static str) {
         ErrorKind::ArgumentUnsupported => (74, "argument unsupported", "argument unsupported: %s"),
         ErrorKind::OperationAborted => (78, "operation aborted", "operation aborted: %s"),
         ErrorKind::Overflow => (82, "numerical overflow", "numerical overflow: %s"),
+        ErrorKind::BlockCopyActive => {
+            (83, "block copy still active", "block copy still active: %s")
+        }
         ErrorKind::OperationUnsupported => {
             (84, "Operation not supported", "Operation not supported: %s")
         }

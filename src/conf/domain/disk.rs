@@ -260,6 +260,14 @@ impl DiskDef {
         self.node_index = node_index;
     }
 
+    /// Points the disk at another image of its chain, or at a copy (a
+    /// block job's end): `format` is QEMU's driver name, kept as libvirt's
+    /// format name where it knows it.
+    pub fn set_image(&mut self, path: &str, block: bool, format: &str, node_index: u32) {
+        self.set_overlay(path, block, node_index);
+        self.format = Some(DiskFormat::parse(format).unwrap_or(DiskFormat::Raw));
+    }
+
     /// Sets the K of the disk's node names (a live definition read back
     /// after an external snapshot moved it on).
     pub fn set_node_index(&mut self, node_index: u32) {

@@ -143,6 +143,7 @@ impl Driver {
             def.prepare_disks(&running, &mut env)?;
         }
         let requests = backup_requests(&def, &running, pull.is_some())?;
+        crate::driver::rules::backup_disks_free(&obj, requests.iter().map(|r| &*r.source.target))?;
         let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
             .await
             .map_err(DriverError::from)?;

@@ -266,6 +266,13 @@ impl Driver {
                 "manual disk snapshots are not supported",
             ));
         }
+        crate::driver::rules::snapshot_disks_free(
+            obj,
+            def.disks()
+                .iter()
+                .filter(|d| d.snapshot() == Some(SnapshotLocation::External))
+                .map(|d| d.name()),
+        )?;
         let name = def.name().to_string();
         if !def.is_external() && name.len() > qsnap::INTERNAL_NAME_MAX {
             // QEMU would keep a cut name in the image, which the delete

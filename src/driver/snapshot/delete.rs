@@ -91,6 +91,12 @@ impl Driver {
                     );
                 }
             }
+            if target.is_external() {
+                crate::driver::rules::no_block_jobs(
+                    &obj,
+                    crate::driver::rules::BlockJobBlocks::ExternalDelete,
+                )?;
+            }
             if target.is_external() && flags & (CHILDREN | CHILDREN_ONLY) == 0 {
                 self.commit_external(&obj, &target, vm.as_ref()).await?;
                 return self.forget_snapshot(&obj, &snap.name).await;

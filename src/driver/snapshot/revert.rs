@@ -40,6 +40,7 @@ impl Driver {
         let _job = obj.job.lock().await;
         self.check_present(&obj, &snap.dom)?;
         no_backup_running(&obj)?;
+        crate::driver::rules::no_block_jobs(&obj, crate::driver::rules::BlockJobBlocks::Revert)?;
         let (def, vm) = {
             let st = obj.lock();
             let def = Snapshots::find(&st, &snap.name)?.clone();

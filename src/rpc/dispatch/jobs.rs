@@ -46,7 +46,7 @@ pub async fn route(client: &Client, proc_: i32, req: &Request<'_>) -> Option<Rep
                 Some(info) => wire::remote_domain_get_block_job_info_ret {
                     found: 1,
                     r#type: info.job_type,
-                    bandwidth: 0,
+                    bandwidth: info.bandwidth,
                     cur: info.cur,
                     end: info.end,
                 },

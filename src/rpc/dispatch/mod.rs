@@ -8,6 +8,7 @@
 //! and encoding happen only in [`call`].
 
 mod agent;
+mod blockjob;
 mod checkpoint;
 mod connect;
 mod domain;
@@ -110,6 +111,9 @@ async fn route_remote(client: &Client, proc_: i32, req: &Request<'_>) -> Option<
         return Some(reply);
     }
     if let Some(reply) = snapshot::route(client, proc_, req).await {
+        return Some(reply);
+    }
+    if let Some(reply) = blockjob::route(client, proc_, req).await {
         return Some(reply);
     }
     jobs::route(client, proc_, req).await
