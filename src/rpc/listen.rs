@@ -1,0 +1,232 @@
+//! The sockets clients reach the daemon on: unix sockets (read-write and
+//! read-only, at libvirt's standard paths or our own), libvirt's TLS port
+//! and, when asked for explicitly, plain TCP.
+//!
+//! Everything that can fail is done in [`Listeners::bind`], before the
+//! daemon reports itself ready, so a bad certificate or a socket that
+//! libvirtd owns stops the daemon at start with a clear message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::server::{serve_connection, ServerShared};
+use super::tls::{self, TlsFiles};
+
+/// How long a TLS client may take to finish its handshake. It runs in the
+/// connection's own task, so a stalled one holds up nobody meanwhile; this
+/// only bounds what it costs.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("{} is served by another daemon (libvirtd?); stop it or choose other sockets", path.display())]
+    Owned { path: PathBuf },
+    #[error("cannot listen on {what}")]
+    Bind {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS: {}: {reason}", file.display())]
+    Tls { file: PathBuf, reason: String },
+}
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub listen: PathBuf,
+    pub listen_ro: Option<PathBuf>,
+    /// libvirt's TLS port (qemu+tls://), with its certificates.
+    pub listen_tls: Option<(SocketAddr, TlsFiles)>,
+    /// Plain TCP (qemu+tcp://) with no authentication at all: the caller
+    /// decides whether that is wanted.
+    pub listen_tcp: Option<SocketAddr>,
+}
+
+/// The bound sockets, ready to accept.
+pub struct Listeners {
+    rw: (PathBuf, UnixListener),
+    ro: Option<(PathBuf, UnixListener)>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every socket of `config`, or fails without serving any.
+    pub async fn bind(config: &ListenConfig) -> Result<Listeners, ListenError> {
+        // The certificates first: a mistake there leaves no socket behind.
+        let acceptor = match &config.listen_tls {
+            Some((_, files)) => Some(tls::acceptor(files)?),
+            None => None,
+        };
+        let rw = (
+            config.listen.clone(),
+            bind_unix(&config.listen, 0o700).await?,
+        );
+        let ro = match &config.listen_ro {
+            Some(path) => Some((path.clone(), bind_unix(path, 0o777).await?)),
+            None => None,
+        };
+        let tls = match (&config.listen_tls, acceptor) {
+            (Some((addr, _)), Some(acceptor)) => Some((bind_tcp(*addr).await?, acceptor)),
+            _ => None,
+        };
+        let tcp = match config.listen_tcp {
+            Some(addr) => Some(bind_tcp(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { rw, ro, tls, tcp })
+    }
+
+    /// The TCP addresses actually bound (port 0 asks for any free port).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Accepts on every socket until `shutdown` resolves, then removes the
+    /// unix socket files.
+    pub(super) async fn accept_all(
+        self,
+        shared: Arc<ServerShared>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let Listeners { rw, ro, tls, tcp } = self;
+        let mut paths = vec![rw.0.clone()];
+        tracing::info!(listen = %rw.0.display(), "serving");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(accept_unix(shared.clone(), rw.1, false));
+        if let Some((path, listener)) = ro {
+            tracing::info!(listen_ro = %path.display(), "serving read-only");
+            paths.push(path);
+            tasks.spawn(accept_unix(shared.clone(), listener, true));
+        }
+        if let Some((listener, acceptor)) = tls {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving TLS");
+            }
+            tasks.spawn(accept_tcp(shared.clone(), listener, Some(acceptor)));
+        }
+        if let Some(listener) = tcp {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::warn!(%addr, "serving plain TCP without authentication");
+            }
+            tasks.spawn(accept_tcp(shared.clone(), listener, None));
+        }
+        shutdown.await;
+        tasks.abort_all();
+        for path in paths {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind {
+            what: addr.to_string(),
+            source,
+        })
+}
+
+async fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
+    let err = |source| ListenError::Bind {
+        what: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(err)?;
+    }
+    // A socket file left by a previous run would make bind fail, but one
+    // that something answers on belongs to a live daemon (libvirtd, or a
+    // second virtbackupd) and must not be taken from it. Anything that is
+    // not a socket is not ours to remove.
+    if let Ok(meta) = tokio::fs::symlink_metadata(path).await {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(ListenError::Owned {
+                    path: path.to_path_buf(),
+                });
+            }
+            tokio::fs::remove_file(path).await.map_err(err)?;
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .await
+        .map_err(err)?;
+    Ok(listener)
+}
+
+/// Out of descriptors and the like: back off instead of spinning.
+async fn accept_failed(err: std::io::Error) {
+    tracing::warn!(%err, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn accept_unix(shared: Arc<ServerShared>, listener: UnixListener, readonly: bool) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                accept_failed(err).await;
+                continue;
+            }
+        };
+        let Some(permit) = shared.admit() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(shared, stream, readonly).await;
+            drop(permit);
+        });
+    }
+}
+
+/// TCP clients are read-write, as libvirtd's: with TLS they proved who
+/// they are with a certificate; plain TCP is the administrator's choice.
+async fn accept_tcp(shared: Arc<ServerShared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                accept_failed(err).await;
+                continue;
+            }
+        };
+        let Some(permit) = shared.admit() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(shared, stream, false).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(shared, stream, false).await,
+                        Ok(Err(err)) => {
+                            tracing::info!(%peer, %err, "TLS handshake refused");
+                        }
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
