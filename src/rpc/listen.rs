@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::server::{serve_connection, ServerShared};
@@ -216,8 +217,8 @@ async fn accept_tcp(shared: Arc<ServerShared>, listener: TcpListener, tls: Optio
             match tls {
                 None => serve_connection(shared, stream, false).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
+                    let handshake = handshake(&acceptor, stream);
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(stream)) => serve_connection(shared, stream, false).await,
                         Ok(Err(err)) => {
                             tracing::info!(%peer, %err, "TLS handshake refused");
@@ -229,4 +230,17 @@ async fn accept_tcp(shared: Arc<ServerShared>, listener: TcpListener, tls: Optio
             drop(permit);
         });
     }
+}
+
+/// The TLS handshake (which checks the client's certificate and DN), then
+/// libvirt's confirmation: one byte 1 inside the TLS stream, which the
+/// client waits for before its first call.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut stream = acceptor.accept(stream).await?;
+    stream.write_all(&[1]).await?;
+    stream.flush().await?;
+    Ok(stream)
 }

@@ -84,12 +84,17 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ListenError> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, e))?;
 
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(&files.cert, e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| bad(&files.key, e))?;
+    // libvirt's client reads exactly one record after the handshake, the
+    // confirmation byte; a TLS 1.3 session ticket arriving first makes that
+    // read fail ("Unable to read TLS confirmation"). libvirt clients never
+    // resume sessions, so there is nothing to lose.
+    config.send_tls13_tickets = 0;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
