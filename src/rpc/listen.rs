@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -217,13 +217,8 @@ async fn accept_tcp(shared: Arc<ServerShared>, listener: TcpListener, tls: Optio
             match tls {
                 None => serve_connection(shared, stream, false).await,
                 Some(acceptor) => {
-                    let handshake = handshake(&acceptor, stream);
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(stream)) => serve_connection(shared, stream, false).await,
-                        Ok(Err(err)) => {
-                            tracing::info!(%peer, %err, "TLS handshake refused");
-                        }
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    if let Some(stream) = handshake(&acceptor, stream, peer).await {
+                        serve_connection(shared, stream, false).await;
                     }
                 }
             }
@@ -234,13 +229,50 @@ async fn accept_tcp(shared: Arc<ServerShared>, listener: TcpListener, tls: Optio
 
 /// The TLS handshake (which checks the client's certificate and DN), then
 /// libvirt's confirmation: one byte 1 inside the TLS stream, which the
-/// client waits for before its first call.
+/// client waits for before its first call. `None` when the client is
+/// refused or too slow; either is logged.
 async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    let mut stream = acceptor.accept(stream).await?;
-    stream.write_all(&[1]).await?;
-    stream.flush().await?;
-    Ok(stream)
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accept = acceptor.accept(stream).into_fallible();
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err((err, tcp))) => {
+            tracing::info!(%peer, %err, "TLS handshake refused");
+            linger(tcp).await;
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let confirm = async {
+        stream.write_all(&[1]).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, confirm).await {
+        Ok(Ok(())) => Some(stream),
+        _ => None,
+    }
+}
+
+/// Closes a refused client's connection gently. The client sent its last
+/// handshake flight in one go and rustls stopped reading at the bad
+/// certificate: closing with that unread would reset the connection,
+/// which the client may see before our alert (or die of SIGPIPE writing
+/// into). So: end our side, and read what is left, for a moment.
+async fn linger(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }

@@ -94,14 +94,19 @@ impl Cursor<'_> {
         self.bump(); // the opening quote
         let mut bytes = Vec::new();
         loop {
-            match self.bump() {
-                Some(b'"') => break,
+            // Checked before taking it, so the error names this line.
+            let c = match self.peek() {
                 Some(b'\n') | None => return self.error("unterminated string"),
-                Some(b'\\') => match self.bump() {
+                Some(c) => c,
+            };
+            self.bump();
+            match c {
+                b'"' => break,
+                b'\\' => match self.bump() {
                     Some(c @ (b'"' | b'\\')) => bytes.push(c),
                     _ => return self.error("unknown escape in string"),
                 },
-                Some(c) => bytes.push(c),
+                c => bytes.push(c),
             }
         }
         String::from_utf8(bytes).or_else(|_| self.error("string is not UTF-8"))
@@ -222,6 +227,7 @@ mod tests {
         let err = |text: &str| parse(text).unwrap_err();
         assert_eq!(err("a = 1\nb 2\n").line, 2);
         assert_eq!(err("a = \"x\n").reason, "unterminated string");
+        assert_eq!(err("a = \"x\n").line, 1);
         assert_eq!(err("\n\na = yes\n").line, 3);
         assert_eq!(err("a = 1 2\n").reason, "unexpected text after the value");
         assert_eq!(err("a = [\"x\"\n\"y\"]\n").line, 2);

@@ -10,6 +10,7 @@ pub mod monitor;
 pub mod qemu_io;
 pub mod raw;
 pub mod reference;
+pub mod service;
 pub mod storage;
 
 use std::path::{Path, PathBuf};
