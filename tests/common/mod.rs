@@ -11,6 +11,7 @@ pub mod qemu_io;
 pub mod raw;
 pub mod reference;
 pub mod service;
+pub mod sshd;
 pub mod storage;
 
 use std::path::{Path, PathBuf};

@@ -129,6 +129,11 @@ impl Daemon {
         found.unwrap_or_else(|| panic!("no '{needle}' in the log:\n{}", self.log()))
     }
 
+    /// `virsh -r` (a read-only connection) at `uri`.
+    pub fn virsh_readonly_at(&self, uri: &str, args: &[&str]) -> Run {
+        self.run_virsh(&["-q", "-r", "-c", uri], args)
+    }
+
     /// Writes a configuration file into the test directory.
     pub fn config_file(&self, text: &str) -> PathBuf {
         let path = self.path("virtbackupd.conf");
