@@ -492,6 +492,29 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configuration_file_is_valid_commented_or_not() {
+        let text = include_str!("../../packaging/virtbackupd.conf");
+        assert!(read_file(text).is_ok());
+        // Every setting it shows, switched on.
+        let on: Vec<&str> = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+                _ => l,
+            })
+            .collect();
+        let args = read_file(&on.join("\n")).unwrap();
+        let opts = resolve(Args::default(), args, false).unwrap();
+        assert_eq!(opts.listen_tls, Some("0.0.0.0:16514".parse().unwrap()));
+        assert_eq!(opts.listen_tcp, Some("127.0.0.1:16509".parse().unwrap()));
+        assert_eq!(
+            opts.tls_allowed_dn,
+            Some(vec!["C=GB,O=Example,CN=*".to_string()])
+        );
+        assert_eq!(opts.backup_tls_dir, PathBuf::from("/etc/pki/qemu"));
+    }
+
+    #[test]
     fn addresses() {
         assert_eq!(
             parse_tls_addr("[::1]:5").unwrap(),

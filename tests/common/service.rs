@@ -59,13 +59,21 @@ impl Daemon {
     /// `$NOTIFY_SOCKET` naming a datagram socket bound here; returns when
     /// it reported READY=1 (and panics if it never does).
     pub fn start_as_service(&mut self, config: &Path) {
+        self.start_as_service_in(&[], config);
+    }
+
+    /// [`Daemon::start_as_service`] with the daemon's command line
+    /// preceded by `wrapper` (to run it in other namespaces, say).
+    pub fn start_as_service_in(&mut self, wrapper: &[&str], config: &Path) {
         let notify_path = self.path("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
-        self.spawn_with(&["--config", config.to_str().expect("path")], &notify_path);
+        let mut args: Vec<&str> = wrapper.to_vec();
+        args.extend([binary(), "--config", config.to_str().expect("path")]);
+        self.spawn_command(&args, &notify_path);
         let mut buf = [0u8; 512];
         let ready = wait_until(PATIENCE, || match notify.recv(&mut buf) {
             Ok(n) => String::from_utf8_lossy(&buf[..n])
@@ -80,15 +88,16 @@ impl Daemon {
         );
     }
 
-    /// Spawns the daemon with exactly `args` (none of the test defaults).
-    pub fn spawn_with(&mut self, args: &[&str], notify_socket: &Path) {
+    /// Spawns `command` (the daemon's binary and exactly its arguments,
+    /// none of the test defaults; or a wrapper that ends by exec'ing it).
+    pub fn spawn_command(&mut self, command: &[&str], notify_socket: &Path) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path("daemon.log"))
             .expect("log");
-        let child = Command::new(binary())
-            .args(args)
+        let child = Command::new(command[0])
+            .args(&command[1..])
             .env("RUST_LOG", "debug")
             .env("NOTIFY_SOCKET", notify_socket)
             .stdin(Stdio::null())

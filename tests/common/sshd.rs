@@ -20,6 +20,12 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd with its files in `dir`. `port` 0 picks a free one.
     pub fn start(dir: &Path, port: u16) -> Sshd {
+        Self::start_in(&[], dir, port)
+    }
+
+    /// [`Sshd::start`] with sshd's command line preceded by `wrapper`
+    /// (`ip netns exec NS`).
+    pub fn start_in(wrapper: &[&str], dir: &Path, port: u16) -> Sshd {
         std::fs::create_dir_all(dir).expect("sshd dir");
         let keygen = |name: &str| {
             let path = dir.join(name);
@@ -51,7 +57,7 @@ impl Sshd {
                  AuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\n\
                  UsePAM no\nStrictModes no\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 LogLevel VERBOSE\n",
+                 Subsystem sftp internal-sftp\nLogLevel VERBOSE\n",
                 host = host_key.display(),
                 dir = dir.display(),
             ),
@@ -60,7 +66,15 @@ impl Sshd {
         // sshd wants its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         let log = std::fs::File::create(dir.join("sshd.log")).expect("log");
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("/usr/sbin/sshd");
+                cmd
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -74,8 +88,10 @@ impl Sshd {
             dir: dir.to_path_buf(),
             child,
         };
+        // In another network namespace the port cannot be probed from
+        // here; sshd says when it listens.
         wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            sshd.log().contains("Server listening on")
         })
         .unwrap_or_else(|| panic!("sshd did not start:\n{}", sshd.log()));
         // A host key from an earlier run under this name would make ssh
