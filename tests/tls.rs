@@ -48,9 +48,8 @@ fn tls_uri(daemon: &Daemon, port: u16, who: &str) -> String {
 
 #[test]
 fn ca_signed_clients_get_in_and_the_others_are_refused_at_the_handshake() {
-    let (daemon, port) = tls_daemon(&format!(
-        "tls_allowed_dn_list = [\"C=GB,L=London,O=virtbackupd test,CN=cl*\"]"
-    ));
+    let (daemon, port) =
+        tls_daemon("tls_allowed_dn_list = [\"C=GB,L=London,O=virtbackupd test,CN=cl*\"]");
     let good = tls_uri(&daemon, port, "client");
     // Read-write: a TLS client proved who it is.
     let image = daemon.image("tls.qcow2", "qcow2", "16M");

@@ -19,17 +19,48 @@ pub fn stopping() -> std::io::Result<bool> {
 }
 
 fn send(state: &str) -> std::io::Result<bool> {
-    let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(false);
-    };
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(name) => send_to(&name, state).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// One datagram with `state` to the socket `name` ('@' for abstract).
+fn send_to(name: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     let addr = match name.as_bytes().strip_prefix(b"@") {
         Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
-        None => SocketAddr::from_pathname(std::path::Path::new(&name))?,
+        None => SocketAddr::from_pathname(std::path::Path::new(name))?,
     };
     let socket = UnixDatagram::unbound()?;
     // A datagram to a local socket: it is queued or refused at once, so
     // this never waits even on an async thread.
     socket.set_nonblocking(true)?;
     socket.send_to_addr(state.as_bytes(), &addr)?;
-    Ok(true)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reaches_abstract_and_path_sockets() {
+        let name = format!("virtbackupd-notify-test-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = UnixDatagram::bind_addr(&addr).unwrap();
+        send_to(std::ffi::OsStr::new(&format!("@{name}")), "READY=1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        send_to(path.as_os_str(), "STOPPING=1\n").unwrap();
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1\n");
+        // Nobody listening: an error, which the caller logs.
+        drop(listener);
+        assert!(send_to(path.as_os_str(), "READY=1\n").is_err());
+    }
 }
