@@ -9,6 +9,8 @@
 #   DIR/other/    the same, signed by the CA but another DN (CN=intruder)
 #   DIR/expired/  the same DN as client/, expired in 2020
 #   DIR/rogue/    the same DN as client/, signed by another CA
+#   DIR/revoked/  the same DN as client/, signed by the CA and revoked in
+#                 DIR/cacrl.pem (the CA's revocation list)
 #   DIR/qemu/     ca-cert.pem server-cert.pem server-key.pem for QEMU's NBD
 #                 server (a pull backup's tls='yes'), and client-cert.pem
 #                 client-key.pem for an NBD client
@@ -67,6 +69,9 @@ database = $PWD/ca-db/index.txt
 new_certs_dir = $PWD/ca-db
 serial = $PWD/ca-db/serial
 default_md = sha256
+default_crl_days = 30
+crlnumber = $PWD/ca-db/crlnumber
+crl_extensions = crl_ext
 policy = any
 copy_extensions = none
 preserve = yes
@@ -76,18 +81,32 @@ countryName = optional
 localityName = optional
 organizationName = optional
 commonName = supplied
+[crl_ext]
+authorityKeyIdentifier = keyid:always
 [client]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = clientAuth
 CNF
 echo 01 > ca-db/serial
+echo 01 > ca-db/crlnumber
+echo "unique_subject = no" > ca-db/index.txt.attr
 quiet openssl req -newkey rsa:2048 -nodes -keyout expired/clientkey.pem -out expired/client.csr -subj "$client_dn"
 quiet openssl ca -batch -config ca-db/ca.cnf -cert cacert.pem -keyfile cakey.pem \
   -startdate 20200101000000Z -enddate 20200102000000Z -notext \
   -in expired/client.csr -out expired/clientcert.pem
 rm -f expired/client.csr
 cp cacert.pem expired/cacert.pem
+
+# A revoked client, and the CA's list that says so.
+mkdir -p revoked
+quiet openssl req -newkey rsa:2048 -nodes -keyout revoked/clientkey.pem -out revoked/client.csr -subj "$client_dn"
+quiet openssl ca -batch -config ca-db/ca.cnf -cert cacert.pem -keyfile cakey.pem -days 30 -notext \
+  -in revoked/client.csr -out revoked/clientcert.pem
+rm -f revoked/client.csr
+cp cacert.pem revoked/cacert.pem
+quiet openssl ca -batch -config ca-db/ca.cnf -cert cacert.pem -keyfile cakey.pem -revoke revoked/clientcert.pem
+quiet openssl ca -batch -config ca-db/ca.cnf -cert cacert.pem -keyfile cakey.pem -gencrl -out cacrl.pem
 
 # QEMU's x509 credentials directory for NBD over TLS.
 mkdir -p qemu

@@ -62,6 +62,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     ca: options.tls_ca.clone(),
                     cert: options.tls_cert.clone(),
                     key: options.tls_key.clone(),
+                    crl: options.tls_crl.clone(),
                     allowed_dns: options.tls_allowed_dn.clone(),
                 },
             )

@@ -30,6 +30,7 @@ fn tls_daemon(extra: &str) -> (Daemon, u16) {
          tls_key = \"{pki}/serverkey.pem\"\n{extra}\n",
         dir = daemon.dir.path().display(),
         pki = pki.display(),
+        extra = extra.replace("PKI", &pki.display().to_string()),
     ));
     daemon.start_as_service(&conf);
     let port = daemon.logged_addr("serving TLS").port();
@@ -92,6 +93,21 @@ fn ca_signed_clients_get_in_and_the_others_are_refused_at_the_handshake() {
     // Nor is there a plain TCP port unless one is asked for.
     let tcp = daemon.virsh_at("qemu+tcp://127.0.0.1:16509/system", &["list"]);
     assert_ne!(tcp.code, 0);
+}
+
+#[test]
+fn a_revoked_client_is_refused() {
+    let (daemon, port) = tls_daemon("tls_crl = \"PKI/cacrl.pem\"");
+    daemon
+        .virsh_at(&tls_uri(&daemon, port, "client"), &["list"])
+        .ok();
+    let run = daemon.virsh_at(&tls_uri(&daemon, port, "revoked"), &["list"]);
+    assert_ne!(run.code, 0, "a revoked client got in");
+    assert!(
+        run.stderr.contains("Unable to read TLS confirmation"),
+        "{run:?}"
+    );
+    assert!(daemon.log().contains("Revoked"), "{}", daemon.log());
 }
 
 #[test]

@@ -21,6 +21,7 @@ const OWN_SOCK: &str = "/run/virtbackupd/libvirt-sock";
 const OWN_SOCK_RO: &str = "/run/virtbackupd/libvirt-sock-ro";
 /// Where libvirt's own daemons live; `libvirt_sockets = "auto"` leaves
 /// the standard sockets to them when they are installed.
+const DEFAULT_CRL: &str = "/etc/pki/CA/cacrl.pem";
 const LIBVIRT_DAEMONS: [&str; 2] = ["/usr/sbin/libvirtd", "/usr/sbin/virtqemud"];
 
 /// A daemon that speaks libvirt's RPC protocol for backups, checkpoints
@@ -69,12 +70,20 @@ pub struct Args {
     /// [default: /etc/pki/libvirt/private/serverkey.pem]
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// The CA's certificate revocation list: clients whose certificate it
+    /// names are refused. [default: /etc/pki/CA/cacrl.pem if it exists]
+    #[arg(long, value_name = "FILE")]
+    pub tls_crl: Option<PathBuf>,
     /// Only TLS clients whose certificate DN matches PATTERN get in
     /// (libvirtd's tls_allowed_dn_list; `*` matches any text, e.g.
     /// "C=GB,O=Example,CN=*"; see virt-pki-query-dn). Repeatable; in the
     /// file the list `tls_allowed_dn_list`. [default: any CA-signed client]
     #[arg(long, value_name = "PATTERN")]
     pub tls_allowed_dn: Vec<String>,
+    /// Whether the file set `tls_allowed_dn_list`: an empty list there
+    /// means, as in libvirtd, that no client gets in.
+    #[arg(skip)]
+    pub tls_allowed_dn_set: bool,
     /// Serve plain, unencrypted qemu+tcp:// on ADDR (port 16509 unless
     /// given). Needs --auth-tcp none: anyone who reaches the port has full
     /// control. [default: off]
@@ -141,6 +150,7 @@ pub struct Options {
     pub tls_ca: PathBuf,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
+    pub tls_crl: Option<PathBuf>,
     /// `None`: no allow-list, any CA-signed client.
     pub tls_allowed_dn: Option<Vec<String>>,
     pub listen_tcp: Option<SocketAddr>,
@@ -192,7 +202,12 @@ impl Options {
             None => Args::default(),
         };
         let libvirt_installed = LIBVIRT_DAEMONS.iter().any(|p| Path::new(p).exists());
-        resolve(args, from_file, libvirt_installed)
+        let mut options = resolve(args, from_file, libvirt_installed)?;
+        // As libvirtd: the default list is used when it is there.
+        if options.tls_crl.is_none() && Path::new(DEFAULT_CRL).exists() {
+            options.tls_crl = Some(DEFAULT_CRL.into());
+        }
+        Ok(options)
     }
 }
 
@@ -217,8 +232,12 @@ fn set(args: &mut Args, key: &str, value: Value) -> Result<(), String> {
         "tls_ca" => args.tls_ca = Some(path(value)?),
         "tls_cert" => args.tls_cert = Some(path(value)?),
         "tls_key" => args.tls_key = Some(path(value)?),
+        "tls_crl" => args.tls_crl = Some(path(value)?),
         "tls_allowed_dn_list" => match value {
-            Value::List(items) => args.tls_allowed_dn = items,
+            Value::List(items) => {
+                args.tls_allowed_dn = items;
+                args.tls_allowed_dn_set = true;
+            }
             _ => return Err("expected a list of strings".into()),
         },
         "listen_tcp" => args.listen_tcp = Some(parse_tcp_addr(&string(value)?)?),
@@ -288,7 +307,7 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
     }
     let tls_allowed_dn = if !cli.tls_allowed_dn.is_empty() {
         Some(cli.tls_allowed_dn)
-    } else if !file.tls_allowed_dn.is_empty() {
+    } else if file.tls_allowed_dn_set {
         Some(file.tls_allowed_dn)
     } else {
         None
@@ -304,6 +323,7 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
         tls_ca: cli.tls_ca.or(file.tls_ca).unwrap_or(defaults.ca),
         tls_cert: cli.tls_cert.or(file.tls_cert).unwrap_or(defaults.cert),
         tls_key: cli.tls_key.or(file.tls_key).unwrap_or(defaults.key),
+        tls_crl: cli.tls_crl.or(file.tls_crl),
         tls_allowed_dn,
         listen_tcp,
         state_dir: cli
@@ -438,6 +458,15 @@ mod tests {
         assert_eq!(opts.listen_tls, Some("127.0.0.1:16514".parse().unwrap()));
         assert_eq!(opts.tls_allowed_dn, Some(vec!["CN=a".to_string()]));
         assert_eq!(opts.listen_ro, PathBuf::from(OWN_SOCK_RO));
+    }
+
+    #[test]
+    fn an_empty_dn_list_lets_nobody_in_as_in_libvirtd() {
+        let file = read_file("tls_allowed_dn_list = []\n").unwrap();
+        let opts = resolve(cli(&[]), file, true).unwrap();
+        assert_eq!(opts.tls_allowed_dn, Some(vec![]));
+        let opts = resolve(cli(&[]), Args::default(), true).unwrap();
+        assert_eq!(opts.tls_allowed_dn, None);
     }
 
     #[test]
