@@ -267,6 +267,28 @@ fn bad_tls_files_and_a_served_socket_stop_the_daemon() {
         bad_tls.stderr
     );
     assert!(!first.path("s3").exists(), "no socket is left behind");
+
+    // A port that is taken: the unix sockets already bound go again.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let busy = run_daemon(&[
+        "--listen",
+        first.path("s4").to_str().unwrap(),
+        "--listen-ro",
+        first.path("s4-ro").to_str().unwrap(),
+        "--listen-tcp",
+        &addr,
+        "--auth-tcp",
+        "none",
+    ]);
+    assert_eq!(busy.code, 1);
+    assert!(
+        busy.stderr
+            .contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{}",
+        busy.stderr
+    );
+    assert!(!first.path("s4").exists() && !first.path("s4-ro").exists());
 }
 
 #[test]

@@ -70,15 +70,27 @@ impl Listeners {
             bind_unix(&config.listen, 0o700).await?,
         );
         let ro = match &config.listen_ro {
-            Some(path) => Some((path.clone(), bind_unix(path, 0o777).await?)),
+            Some(path) => match bind_unix(path, 0o777).await {
+                Ok(listener) => Some((path.clone(), listener)),
+                Err(err) => return Err(forget(&[&rw.0], err).await),
+            },
             None => None,
         };
+        let ours: Vec<&Path> = std::iter::once(rw.0.as_path())
+            .chain(ro.as_ref().map(|(p, _)| p.as_path()))
+            .collect();
         let tls = match (&config.listen_tls, acceptor) {
-            (Some((addr, _)), Some(acceptor)) => Some((bind_tcp(*addr).await?, acceptor)),
+            (Some((addr, _)), Some(acceptor)) => match bind_tcp(*addr).await {
+                Ok(listener) => Some((listener, acceptor)),
+                Err(err) => return Err(forget(&ours, err).await),
+            },
             _ => None,
         };
         let tcp = match config.listen_tcp {
-            Some(addr) => Some(bind_tcp(addr).await?),
+            Some(addr) => match bind_tcp(addr).await {
+                Ok(listener) => Some(listener),
+                Err(err) => return Err(forget(&ours, err).await),
+            },
             None => None,
         };
         Ok(Listeners { rw, ro, tls, tcp })
@@ -128,6 +140,14 @@ impl Listeners {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// A start that fails leaves none of the socket files it made behind.
+async fn forget(paths: &[&Path], err: ListenError) -> ListenError {
+    for path in paths {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    err
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenError> {
