@@ -82,10 +82,28 @@ fn ca_signed_clients_get_in_and_the_others_are_refused_at_the_handshake() {
             "{who}: no '{reason}' in the log"
         );
     }
-    // No RPC was read from any of them: the only client that dispatched
-    // calls is the good one (and the unix one).
+    // A TLS client with no certificate at all.
+    let ca = daemon.path("pki/cacert.pem");
+    let bare_tls = common::Run::of(
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "localhost", "-CAfile", ca.to_str().unwrap()])
+            .stdin(std::process::Stdio::null()),
+    );
+    assert!(!bare_tls.stdout.contains("\u{1}"), "{bare_tls:?}");
+    common::wait_until(common::PATIENCE, || {
+        daemon.log().matches("TLS handshake refused").count() == 4
+    });
+    assert!(
+        daemon.log().contains("peer sent no certificates"),
+        "{}",
+        daemon.log()
+    );
+    // No RPC was read from any of them: the only connections served are
+    // the good client's (and the unix socket's).
     let log = daemon.log();
-    assert_eq!(log.matches("TLS handshake refused").count(), 3, "{log}");
+    assert_eq!(log.matches("TLS handshake refused").count(), 4, "{log}");
+    assert_eq!(log.matches("rpc::server: connected").count(), 3, "{log}");
 
     // A plain libvirt client on the TLS port gets nothing served.
     let plain = daemon.virsh_at(&format!("qemu+tcp://127.0.0.1:{port}/system"), &["list"]);
