@@ -96,15 +96,6 @@ impl Listeners {
         Ok(Listeners { rw, ro, tls, tcp })
     }
 
-    /// The TCP addresses actually bound (port 0 asks for any free port).
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
-    }
-
-    pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
     /// Accepts on every socket until `shutdown` resolves, then removes the
     /// unix socket files.
     pub(super) async fn accept_all(
