@@ -6,12 +6,16 @@ SOCK  := $(VAR)/run/libvirt-sock
 BIN   := target/release/virtbackupd
 URI   := qemu+unix:///system?socket=$(SOCK)
 
-.PHONY: deps build run stop test check bench
+.PHONY: deps build release run stop test check bench bench-tls install deb
 
 deps:
 	@scripts/install-deps.sh
 
 build: deps
+	$(CARGO) build --release --locked
+
+## The release binary alone, without installing the test tools.
+release:
 	$(CARGO) build --release --locked
 
 ## Starts the daemon in the background with its state under ./var.
@@ -38,3 +42,49 @@ test: deps
 ## libvirtd vs virtbackupd, same client workload (needs root for libvirtd).
 bench: build
 	scripts/bench.sh
+
+## libvirtd vs virtbackupd over qemu+tls (calls/s and the ratio; root).
+bench-tls: build
+	scripts/bench-tls.sh
+
+# --- Installing as a system service -------------------------------------
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SBINDIR    := $(PREFIX)/sbin
+UNITDIR    := $(PREFIX)/lib/systemd/system
+DOCDIR     := $(PREFIX)/share/doc/virtbackupd
+CONFDIR    := /etc/virtbackupd
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+ARCH       := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB        := target/virtbackupd_$(VERSION)_$(ARCH).deb
+
+## The binary, the systemd unit, the configuration file (kept if it
+## exists) and the README, under $(DESTDIR)$(PREFIX). Then, on the host:
+## systemctl daemon-reload && systemctl enable --now virtbackupd
+install: release
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/virtbackupd
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' packaging/virtbackupd.service.in > $(DESTDIR)$(UNITDIR)/virtbackupd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/virtbackupd.service
+	@if [ -e $(DESTDIR)$(CONFDIR)/virtbackupd.conf ]; then \
+		echo "keeping $(DESTDIR)$(CONFDIR)/virtbackupd.conf"; \
+	else \
+		install -D -m 0644 packaging/virtbackupd.conf $(DESTDIR)$(CONFDIR)/virtbackupd.conf; \
+	fi
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+## A Debian package under target/, built with dpkg-deb:
+## apt-get install ./target/virtbackupd_*.deb
+deb: release
+	rm -rf target/deb
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/target/deb PREFIX=/usr
+	strip --strip-debug target/deb/usr/sbin/virtbackupd
+	install -d target/deb/DEBIAN
+	install -m 0644 packaging/debian/conffiles target/deb/DEBIAN/conffiles
+	install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm target/deb/DEBIAN/
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(ARCH)|' \
+		-e "s|@SIZE@|$$(du -sk target/deb --exclude=DEBIAN | cut -f1)|" \
+		packaging/debian/control.in > target/deb/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build target/deb $(DEB)
+	@echo "built $(DEB)"

@@ -8,13 +8,21 @@ set -euo pipefail
 # (the reference) needs the matching bookworm one, so name the release.
 packages=(qemu-system-x86 qemu-utils/bookworm qemu-block-extra/bookworm
           libvirt-clients python3-libvirt python3-libnbd virtnbdbackup openssl
-          mount golang-go golang-github-digitalocean-go-libvirt-dev python3-venv)
+          mount golang-go golang-github-digitalocean-go-libvirt-dev python3-venv
+          openssh-server netcat-openbsd iproute2 libvirt-daemon)
 
 need_install=0
 command -v qemu-system-x86_64 >/dev/null || need_install=1
 command -v virsh >/dev/null || need_install=1
 command -v virtnbdbackup >/dev/null || need_install=1
 command -v openssl >/dev/null || need_install=1
+# The system-service tests: a real sshd, `nc -U` and virt-ssh-helper (in
+# libvirt-daemon; its libvirtd is not started) on the ssh side, network
+# namespaces (ip) for virtnbdbackup's remote mode.
+command -v /usr/sbin/sshd >/dev/null || need_install=1
+command -v nc >/dev/null || need_install=1
+command -v ip >/dev/null || need_install=1
+command -v virt-ssh-helper >/dev/null || need_install=1
 # losetup: the tests put backup targets on loop devices.
 command -v losetup >/dev/null || need_install=1
 # tests/go_libvirt.rs builds a client with Debian's go-libvirt, offline.

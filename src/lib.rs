@@ -17,4 +17,5 @@ pub mod conf;
 pub mod driver;
 pub mod qemu;
 pub mod rpc;
+pub mod service;
 pub mod xdr;

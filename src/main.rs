@@ -1,6 +1,8 @@
 //! Command line and start-up only.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,98 +10,103 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use virtbackupd::driver::{Driver, DriverConfig};
-use virtbackupd::rpc::{self, ServerConfig};
+use virtbackupd::rpc::{self, ListenConfig, Listeners, ServerConfig, TlsFiles};
+use virtbackupd::service::{notify, Args, Options};
 
-/// A daemon that speaks libvirt's RPC protocol for backups, checkpoints and
-/// snapshots, and carries the calls out on QEMU over QMP.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// Read-write socket; point virsh at it with
-    /// qemu+unix:///system?socket=PATH.
-    #[arg(long, default_value = "/run/virtbackupd/libvirt-sock")]
-    listen: PathBuf,
-    /// Read-only socket (every call that changes something is refused).
-    #[arg(long, default_value = "/run/virtbackupd/libvirt-sock-ro")]
-    listen_ro: PathBuf,
-    /// Persistent state: domain definitions and metadata.
-    #[arg(long, default_value = "/var/lib/virtbackupd")]
-    state_dir: PathBuf,
-    /// Live state of running domains (QMP sockets, pid files).
-    #[arg(long, default_value = "/run/virtbackupd")]
-    run_dir: PathBuf,
-    /// The emulator whose version the daemon reports.
-    #[arg(long, default_value = "/usr/bin/qemu-system-x86_64")]
-    qemu: PathBuf,
-    /// Seconds of silence before pinging a client that asked for keepalive.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    keepalive_interval: u64,
-    /// Unanswered pings after which such a client is disconnected.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    keepalive_count: u32,
-    /// Ports for a pull backup's TCP NBD server that names none: MIN-MAX.
-    #[arg(long, default_value = "10809-10872", value_parser = parse_port_range)]
-    nbd_port_range: std::ops::RangeInclusive<u16>,
-    /// Octal mode of a pull backup's unix NBD socket (0600: only the
-    /// daemon's user can connect; 0660 lets its group in too).
-    #[arg(long, default_value = "0600", value_parser = parse_mode)]
-    nbd_socket_mode: u32,
-    /// Directory with ca-cert.pem, server-cert.pem and server-key.pem for
-    /// pull backups asking for tls='yes'.
-    #[arg(long, default_value = "/etc/pki/qemu")]
-    backup_tls_dir: PathBuf,
-}
-
-fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (min, max) = text
-        .split_once('-')
-        .ok_or_else(|| format!("'{text}' is not MIN-MAX"))?;
-    let min: u16 = min.trim().parse().map_err(|e| format!("{min}: {e}"))?;
-    let max: u16 = max.trim().parse().map_err(|e| format!("{max}: {e}"))?;
-    if min == 0 || min > max {
-        return Err(format!("'{text}' is not a range of ports"));
-    }
-    Ok(min..=max)
-}
-
-fn parse_mode(text: &str) -> Result<u32, String> {
-    let mode = u32::from_str_radix(text, 8).map_err(|e| format!("{text}: {e}"))?;
-    if mode > 0o777 {
-        return Err(format!("'{text}' is not a file mode"));
-    }
-    Ok(mode)
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // The journal (or a log file) gets plain text; colours only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    let state_dir = absolute(&args.state_dir)?;
-    let run_dir = absolute(&args.run_dir)?;
+    // Options and the configuration file are read before the runtime
+    // starts: it is blocking work, and a mistake must stop the daemon
+    // before it touches anything.
+    let options = match Options::load(Args::parse()) {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("virtbackupd: {}", chain(&err));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("virtbackupd: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{}", chain(err.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(options: Options) -> anyhow::Result<()> {
+    let listen = ListenConfig {
+        listen: absolute(&options.listen)?,
+        listen_ro: Some(absolute(&options.listen_ro)?),
+        listen_tls: options.listen_tls.map(|addr| {
+            (
+                addr,
+                TlsFiles {
+                    ca: options.tls_ca.clone(),
+                    cert: options.tls_cert.clone(),
+                    key: options.tls_key.clone(),
+                    crl: options.tls_crl.clone(),
+                    allowed_dns: options.tls_allowed_dn.clone(),
+                },
+            )
+        }),
+        listen_tcp: options.listen_tcp,
+    };
+    // The sockets before the domains: if another daemon owns them, this
+    // one must not take its QEMUs back.
+    let listeners = Listeners::bind(&listen).await?;
     let driver = Driver::open(DriverConfig {
-        nbd_ports: args.nbd_port_range,
-        nbd_socket_mode: args.nbd_socket_mode,
-        backup_tls_dir: args.backup_tls_dir,
-        ..DriverConfig::new(state_dir, run_dir, args.qemu)
+        nbd_ports: options.nbd_port_range,
+        nbd_socket_mode: options.nbd_socket_mode,
+        backup_tls_dir: options.backup_tls_dir,
+        ..DriverConfig::new(
+            absolute(&options.state_dir)?,
+            absolute(&options.run_dir)?,
+            options.qemu,
+        )
     })
     .await
     .context("cannot start the driver")?;
     let config = ServerConfig {
-        listen: absolute(&args.listen)?,
-        listen_ro: Some(absolute(&args.listen_ro)?),
-        keepalive_interval: Duration::from_secs(args.keepalive_interval),
-        keepalive_count: args.keepalive_count,
+        keepalive_interval: Duration::from_secs(options.keepalive_interval),
+        keepalive_count: options.keepalive_count,
     };
-    rpc::serve(driver, config, shutdown_signal())
-        .await
-        .context("cannot serve")?;
+    if let Err(err) = notify::ready() {
+        tracing::warn!(%err, "cannot tell systemd the daemon is ready");
+    }
+    rpc::serve(driver, listeners, config, shutdown_signal()).await;
+    let _ = notify::stopping();
     tracing::info!("stopped; running domains keep running");
     Ok(())
+}
+
+/// An error and its causes on one line: "cannot listen on X: Address in use".
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Paths are stored in QEMU command lines and live state, so they must not

@@ -6,11 +6,16 @@
 pub mod access;
 pub mod client;
 pub mod dispatch;
+pub mod dn;
 pub mod error;
 pub mod events;
 pub mod frame;
 pub mod keepalive;
+pub mod listen;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
+pub use listen::{ListenConfig, ListenError, Listeners};
 pub use server::{serve, ServerConfig};
+pub use tls::TlsFiles;

@@ -1,4 +1,4 @@
-//! Listeners and connections.
+//! Connections: one task per client, whatever the transport.
 //!
 //! The flow of one connection:
 //!
@@ -12,14 +12,13 @@
 //! 4. Replies, events and keepalive messages all go through one bounded
 //!    channel to a single writer task, so frames never interleave.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -27,6 +26,7 @@ use crate::driver::Driver;
 
 use super::client::Client;
 use super::frame::{self, kind, Header};
+use super::listen::Listeners;
 use super::{dispatch, events, keepalive};
 
 /// Calls one connection may have running at once.
@@ -38,8 +38,6 @@ const MAX_CLIENTS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: PathBuf,
-    pub listen_ro: Option<PathBuf>,
     /// A ping after this much silence from a client that asked for
     /// keepalive (libvirtd's keepalive_interval, 5 s)...
     pub keepalive_interval: Duration,
@@ -64,12 +62,25 @@ impl ServerShared {
     }
 }
 
-/// Binds the sockets and serves until `shutdown` resolves.
+impl ServerShared {
+    /// A place for one more connection, or `None` (and a warning) when
+    /// [`MAX_CLIENTS`] are connected.
+    pub(super) fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.clients.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            tracing::warn!("refusing a connection: {MAX_CLIENTS} clients already");
+        }
+        permit
+    }
+}
+
+/// Serves clients on `listeners` until `shutdown` resolves.
 pub async fn serve(
     driver: Driver,
+    listeners: Listeners,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+) {
     let shared = Arc::new(ServerShared {
         driver,
         keepalive: (config.keepalive_interval, config.keepalive_count),
@@ -77,75 +88,16 @@ pub async fn serve(
         next_client_id: AtomicU64::new(1),
         clients: Arc::new(Semaphore::new(MAX_CLIENTS)),
     });
-    let rw = bind(&config.listen, 0o700)?;
-    let ro = match &config.listen_ro {
-        Some(path) => Some(bind(path, 0o777)?),
-        None => None,
-    };
-    tracing::info!(listen = %config.listen.display(), "serving");
-    let accept_rw = accept_loop(shared.clone(), rw, false);
-    let accept_ro = async {
-        match ro {
-            Some(ro) => accept_loop(shared.clone(), ro, true).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = accept_rw => {}
-        _ = accept_ro => {}
-        _ = shutdown => {}
-    }
-    let _ = std::fs::remove_file(&config.listen);
-    if let Some(path) = &config.listen_ro {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+    listeners.accept_all(shared, shutdown).await;
 }
 
-fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // A socket file left by a previous run would make bind fail; anything
-    // else at that path is not ours to remove.
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
-}
-
-async fn accept_loop(shared: Arc<ServerShared>, listener: UnixListener, readonly: bool) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                tracing::warn!(%err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = shared.clients.clone().try_acquire_owned() else {
-            tracing::warn!("refusing a connection: {MAX_CLIENTS} clients already");
-            continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve_connection(shared, stream, readonly).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_connection(shared: Arc<ServerShared>, stream: UnixStream, readonly: bool) {
+/// One client on any byte stream: a unix socket, TCP, or TLS over TCP.
+pub(super) async fn serve_connection<S>(shared: Arc<ServerShared>, stream: S, readonly: bool)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTBOX);
     let writer = tokio::spawn(async move {
         let mut sink = FramedWrite::new(write_half, frame::write_codec());

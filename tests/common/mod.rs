@@ -10,6 +10,8 @@ pub mod monitor;
 pub mod qemu_io;
 pub mod raw;
 pub mod reference;
+pub mod service;
+pub mod sshd;
 pub mod storage;
 
 use std::path::{Path, PathBuf};
