@@ -48,6 +48,12 @@ struct Args {
     /// pull backups asking for tls='yes'.
     #[arg(long, default_value = "/etc/pki/qemu")]
     backup_tls_dir: PathBuf,
+    /// Threads that run calls and QMP sessions (files and qemu-img have a
+    /// pool of their own). One keeps the CPU per call lowest: a call is
+    /// answered by the thread that read it, with no hand-over; more help
+    /// only where calls themselves keep a thread busy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_threads: u16,
 }
 
 fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -70,15 +76,23 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let state_dir = absolute(&args.state_dir)?;
     let run_dir = absolute(&args.run_dir)?;
     let driver = Driver::open(DriverConfig {
