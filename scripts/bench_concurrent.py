@@ -91,7 +91,10 @@ def latencies(uri, seconds=None, during=None):
         time.sleep(seconds)
         result = None
     stop.set()
-    samples = sorted(out.get())
+    try:
+        samples = sorted(out.get(timeout=30))
+    except Exception:  # the loop died (its daemon went away): no figures
+        samples = [float("nan")]
     proc.join()
     return result, samples
 
