@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs scripts/bench.py against libvirtd and virtbackupd in one run and
-# prints calls/s for each, the ratio, and RSS idle and loaded.
+# Runs the benchmarks against libvirtd and virtbackupd in one run: RPC
+# calls/s, CPU per call, latency and RSS (bench.py), checkpoints at scale
+# (bench_checkpoints.py), push backups with qemu-img convert and cp as
+# floors (bench_backup.py), 8 backups at once (bench_concurrent.py) and
+# pull backups with virtnbdbackup (bench_pull.sh).
 # Needs root for the reference libvirtd; without it only virtbackupd runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +14,11 @@ dir=$(mktemp -d /tmp/vbd-bench.XXXXXX)
 ./target/release/virtbackupd --listen "$dir/sock" --listen-ro "$dir/sock-ro" \
   --state-dir "$dir/state" --run-dir "$dir/run" 2>"$dir/log" &
 vbd=$!
-trap 'kill $vbd 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $vbd 2>/dev/null; rm -rf "$dir"; [ -z "${started_libvirtd:-}" ] || scripts/reference-libvirtd.sh stop' EXIT
 for _ in $(seq 50); do [ -S "$dir/sock" ] && break; sleep 0.1; done
 
 targets=("virtbackupd,qemu+unix:///system?socket=$dir/sock,$vbd")
+pgrep -x libvirtd >/dev/null || started_libvirtd=1
 if [ "$(id -u)" = 0 ] && scripts/reference-libvirtd.sh; then
   targets=("libvirtd,qemu:///system,$(pgrep -xo libvirtd)" "${targets[@]}")
 else
@@ -29,6 +33,9 @@ for t in "${targets[@]}"; do cp_targets+=("${t%,*}"); done
 
 # Push backups of 1 GiB (full, then incremental), with qemu-img convert as the floor.
 /usr/bin/python3 scripts/bench_backup.py "${cp_targets[@]}"
+
+# 8 domains backed up at once, with the RPC latency of another domain meanwhile.
+/usr/bin/python3 scripts/bench_concurrent.py "${cp_targets[@]}"
 
 # Pull backups with virtnbdbackup (1 GiB full, then incremental), both daemons.
 lib_uri=""

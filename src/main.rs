@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(options.worker_threads))
         .enable_all()
         .build()
     {

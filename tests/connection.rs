@@ -90,3 +90,42 @@ fn libvirt_python_connects_and_reads() {
         "42 Domain not found: no domain with matching name 'nope'"
     );
 }
+
+/// A call that has to wait (a definition, written to disk on the blocking
+/// pool) goes on in a task of its own while the calls sent behind it on
+/// the same connection are answered by the connection's task: every one
+/// gets exactly one reply, whichever way it went.
+#[test]
+fn pipelined_calls_each_get_one_reply_waiting_or_not() {
+    use common::raw::{bytes, Raw, CALL, OK, REMOTE};
+    use virtbackupd::rpc::wire::remote_domain_define_xml_args;
+    const DEFINE_XML: i32 = 11;
+    const GET_VERSION: i32 = 4;
+
+    let daemon = Daemon::start();
+    let mut raw = Raw::opened(&daemon.socket(), 0);
+    for round in 0..3 {
+        let xml = format!(
+            "<domain type='qemu'><name>pipelined-{round}</name><memory unit='MiB'>64</memory>\
+             <os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"
+        );
+        let define = bytes(&remote_domain_define_xml_args { xml });
+        raw.send_call(REMOTE, DEFINE_XML, CALL, &define);
+        for _ in 0..20 {
+            raw.send_call(REMOTE, GET_VERSION, CALL, &[]);
+        }
+    }
+    let mut serials: Vec<u32> = (0..63)
+        .map(|_| raw.reply())
+        .map(|r| {
+            assert_eq!(r.status, OK, "{r:?}");
+            r.serial
+        })
+        .collect();
+    serials.sort_unstable();
+    // Serial 1 was the open.
+    assert_eq!(serials, (2..65).collect::<Vec<u32>>());
+    assert!(raw
+        .next_within(std::time::Duration::from_millis(200))
+        .is_none());
+}

@@ -119,6 +119,11 @@ pub(super) async fn real(dir: &Path, sizes: [&str; 2]) -> (Ctx, Real) {
         )
         .await;
     }
+    real_on(dir, disks).await
+}
+
+/// [`real`] on images the caller made.
+pub(super) async fn real_on(dir: &Path, disks: Vec<DiskSpec>) -> (Ctx, Real) {
     let spec = crate::qemu::test_support::spec("backup-vm", disks.clone(), dir.join("run"));
     std::fs::create_dir_all(&spec.run_dir).unwrap();
     let child = tokio::process::Command::new(&spec.emulator)

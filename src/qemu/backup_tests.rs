@@ -414,7 +414,8 @@ async fn resume_replays() {
 
 /// The transaction libvirtd 9.0 sent for an incremental backup of two
 /// disks from cp1 that also creates cp2 (the bkref capture
-/// backup-begin-incremental-with-checkpoint.qmp).
+/// backup-begin-incremental-with-checkpoint.qmp), but for the push jobs'
+/// `x-perf` (see push_perf).
 #[test]
 fn the_transaction_is_libvirts() {
     let disk = |name: &str, node: &str, target: u32| DiskBackup {
@@ -449,10 +450,10 @@ fn the_transaction_is_libvirts() {
       {"type":"block-dirty-bitmap-add","data":{"node":"libvirt-2-format","name":"cp2","persistent":true,"disabled":false}},
       {"type":"block-dirty-bitmap-add","data":{"node":"libvirt-3-format","name":"backup-vda","persistent":false,"disabled":true,"granularity":65536}},
       {"type":"block-dirty-bitmap-merge","data":{"node":"libvirt-3-format","target":"backup-vda","bitmaps":[{"node":"libvirt-3-format","name":"cp1"}]}},
-      {"type":"blockdev-backup","data":{"device":"libvirt-3-format","job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format","sync":"incremental","bitmap":"backup-vda","auto-finalize":true,"auto-dismiss":false}},
+      {"type":"blockdev-backup","data":{"device":"libvirt-3-format","job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format","sync":"incremental","bitmap":"backup-vda","auto-finalize":true,"auto-dismiss":false,"x-perf":{"use-copy-range":true}}},
       {"type":"block-dirty-bitmap-add","data":{"node":"libvirt-2-format","name":"backup-vdb","persistent":false,"disabled":true,"granularity":65536}},
       {"type":"block-dirty-bitmap-merge","data":{"node":"libvirt-2-format","target":"backup-vdb","bitmaps":[{"node":"libvirt-2-format","name":"cp1"}]}},
-      {"type":"blockdev-backup","data":{"device":"libvirt-2-format","job-id":"backup-vdb-libvirt-2-format","target":"libvirt-23-format","sync":"incremental","bitmap":"backup-vdb","auto-finalize":true,"auto-dismiss":false}}]"#).unwrap();
+      {"type":"blockdev-backup","data":{"device":"libvirt-2-format","job-id":"backup-vdb-libvirt-2-format","target":"libvirt-23-format","sync":"incremental","bitmap":"backup-vdb","auto-finalize":true,"auto-dismiss":false,"x-perf":{"use-copy-range":true}}}]"#).unwrap();
     assert_eq!(serde_json::to_value(&all).unwrap(), expected);
 
     let full = DiskBackup {
@@ -463,7 +464,8 @@ fn the_transaction_is_libvirts() {
         serde_json::to_value(actions(&[full])).unwrap()[0],
         json!({"type":"blockdev-backup","data":{"device":"libvirt-3-format",
             "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
-            "sync":"full","auto-finalize":true,"auto-dismiss":false}})
+            "sync":"full","auto-finalize":true,"auto-dismiss":false,
+            "x-perf":{"use-copy-range":true}}})
     );
 
     // Pull: the exported bitmap is made the same way, but the job only
@@ -491,4 +493,165 @@ fn the_transaction_is_libvirts() {
             "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
             "sync":"none","auto-finalize":true,"auto-dismiss":false}})
     );
+}
+
+// ---- Copy offloading (push_perf) keeps every byte ----
+
+/// Push jobs copy with `copy_file_range` (push_perf). The targets must
+/// still read exactly as the disks did when the jobs started: data that
+/// lives only in a backing file, a top layer over it, clusters zeroed over
+/// backing data, holes, targets reused with other data in them (so a
+/// skipped hole would show), one qcow2 and one raw, and guest writes
+/// while the jobs run, which the copy-before-write filter copies first.
+/// Real QEMU only: there is nothing new on the wire to replay.
+#[tokio::test]
+async fn copy_offloading_copies_every_byte_as_it_was_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let img = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("qemu-img", &args).await;
+    };
+    let io = |format: &str, file: &Path, cmds: &[&str]| {
+        let mut args = vec!["-f".to_owned(), format.to_owned()];
+        for cmd in cmds {
+            args.extend(["-c".to_owned(), (*cmd).to_owned()]);
+        }
+        args.push(s(file).to_owned());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run("qemu-io", &args).await;
+        }
+    };
+    let create = |format: &str, file: &Path, size: &str| {
+        vec![
+            "create".into(),
+            "-q".into(),
+            "-f".into(),
+            format.into(),
+            s(file).into(),
+            size.into(),
+        ]
+    };
+
+    // vda: base.qcow2 <- vda.qcow2; vdb: a qcow2 with holes.
+    let base = path("base.qcow2");
+    img(create("qcow2", &base, "32M")).await;
+    io(
+        "qcow2",
+        &base,
+        &["write -P 0x11 0 4M", "write -P 0x12 16M 1M"],
+    )
+    .await;
+    let mut disks = disk_specs(dir.path());
+    img(vec![
+        "create".into(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-F".into(),
+        "qcow2".into(),
+        "-b".into(),
+        s(&base).into(),
+        s(&disks[0].source).into(),
+    ])
+    .await;
+    io(
+        "qcow2",
+        &disks[0].source,
+        &[
+            "write -P 0x22 2M 1M",
+            "write -z 3M 1M",
+            "write -P 0x23 24M 64k",
+        ],
+    )
+    .await;
+    disks[0].has_backing = true;
+    img(create("qcow2", &disks[1].source, "32M")).await;
+    io(
+        "qcow2",
+        &disks[1].source,
+        &["write -P 0x33 1M 1M", "write -P 0x34 20M 64k"],
+    )
+    .await;
+    // What the targets must read, written out plainly.
+    let (want_a, want_b) = (path("want-a.raw"), path("want-b.raw"));
+    img(create("raw", &want_a, "32M")).await;
+    io(
+        "raw",
+        &want_a,
+        &[
+            "write -P 0x11 0 2M",
+            "write -P 0x22 2M 1M",
+            "write -P 0x12 16M 1M",
+            "write -P 0x23 24M 64k",
+        ],
+    )
+    .await;
+    img(create("raw", &want_b, "32M")).await;
+    io(
+        "raw",
+        &want_b,
+        &["write -P 0x33 1M 1M", "write -P 0x34 20M 64k"],
+    )
+    .await;
+    // Reused targets that do not read as zeros anywhere.
+    let (tgt_a, tgt_b) = (path("tgt-a.qcow2"), path("tgt-b.raw"));
+    img(create("qcow2", &tgt_a, "32M")).await;
+    io("qcow2", &tgt_a, &["write -P 0xee 0 32M"]).await;
+    img(create("raw", &tgt_b, "32M")).await;
+    io("raw", &tgt_b, &["write -P 0xff 0 32M"]).await;
+
+    let (ctx, _real) = real_on(dir.path(), disks).await;
+    let mut a = ctx.backup(0, "tgt-a.qcow2", DiskFormat::Qcow2, 3, None);
+    a.store = tgt_a.clone();
+    let mut b = ctx.backup(1, "tgt-b.raw", DiskFormat::Raw, 4, None);
+    b.store = tgt_b.clone();
+    let prepared = prepare(&ctx.mon, &[a, b], true).await.unwrap();
+    // Started as start() does, but held back to 1 MiB/s from the first
+    // moment, so that the guest's writes come before the copy.
+    let mut watch = JobWatch::new(&ctx.mon, prepared.iter().map(|d| d.job_id.clone()));
+    let mut held = actions(&prepared);
+    for action in &mut held {
+        if let TransactionAction::blockdev_backup(backup) = action {
+            assert!(backup.data.base.x_perf.is_some());
+            backup.data.base.speed = Some(1 << 20);
+        }
+    }
+    ctx.mon
+        .execute(qapi::qmp::transaction {
+            actions: held,
+            properties: None,
+        })
+        .await
+        .unwrap();
+    let speed = |device: &str, speed: u64| {
+        ctx.mon.execute_value(
+            "block-job-set-speed",
+            json!({"device": device, "speed": speed}),
+        )
+    };
+    // The guest overwrites most of each disk while the jobs are held
+    // back (and copies it first: what is left to the jobs is the tail).
+    ctx.write(0, "write -P 0x77 0 20M").await;
+    ctx.write(1, "write -P 0x78 512K 20M").await;
+    for disk in &prepared {
+        // A job may have concluded meanwhile; the result says.
+        let _ = speed(&disk.job_id, 0).await;
+    }
+    let finished = finish(&ctx.mon, &mut watch, &prepared).await.unwrap();
+    assert!(finished.problems.is_empty(), "{:?}", finished.problems);
+    assert_eq!(finished.outcome(), JobOutcome::Completed);
+    ctx.quit().await;
+
+    run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", s(&want_a), s(&tgt_a)],
+    )
+    .await;
+    run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", s(&want_b), s(&tgt_b)],
+    )
+    .await;
 }

@@ -6,14 +6,25 @@
 //!    length over libvirt's message limit before buffering it).
 //! 2. Keepalive messages are answered in the loop itself, so a slow call
 //!    never delays a PONG.
-//! 3. Each call runs in its own task, at most [`CALLS_IN_FLIGHT`] at once
-//!    per connection; when that many are running the reader stops reading,
-//!    which pushes back on the client instead of queueing without bound.
-//! 4. Replies, events and keepalive messages all go through one bounded
-//!    channel to a single writer task, so frames never interleave.
+//! 3. A call is first run in the connection's own task, up to its first
+//!    wait: most calls (lookups, XML, info) finish there and are answered
+//!    at once, with no hand-over to another task or thread — that
+//!    hand-over (a task woken on the other core, and woken again to write)
+//!    was most of the daemon's CPU per call. A call that has to wait (QMP,
+//!    a domain's job, the blocking pool) goes on in a task of its own, at
+//!    most [`CALLS_IN_FLIGHT`] at once per connection; when that many are
+//!    running the reader stops reading, which pushes back on the client
+//!    instead of queueing without bound.
+//! 4. Only the connection's task writes to the socket, so frames never
+//!    interleave: its own replies, events and keepalive messages directly,
+//!    and the replies of calls that went on in their own task through one
+//!    bounded channel.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,16 +110,9 @@ where
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let (read_half, write_half) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUTBOX);
-    let writer = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(write_half, frame::write_codec());
-        while let Some(frame) = out_rx.recv().await {
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
+    let mut sink = FramedWrite::new(write_half, frame::write_codec());
 
-    let client = Arc::new(Client::new(id, shared.clone(), readonly, out_tx.clone()));
+    let client = Arc::new(Client::new(id, shared.clone(), readonly, out_tx));
     let mut frames = FramedRead::new(read_half, frame::FrameReader::new());
     let mut driver_events = shared.driver.subscribe();
     let calls = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
@@ -134,7 +138,7 @@ where
                 };
                 if keepalive::is_keepalive(&header) {
                     if let Some(pong) = keepalive::answer(&header) {
-                        if out_tx.send(pong).await.is_err() {
+                        if sink.send(pong).await.is_err() {
                             break;
                         }
                     }
@@ -147,18 +151,43 @@ where
                     continue;
                 }
                 let Ok(permit) = calls.clone().acquire_owned().await else { break };
-                let client = client.clone();
-                tokio::spawn(async move {
-                    if let Some(reply) = dispatch::dispatch(&client, header, frame.slice(frame::HEADER_SIZE..)).await {
-                        let _ = client.send(reply).await;
-                    }
+                let body = frame.slice(frame::HEADER_SIZE..);
+                let call_client = client.clone();
+                let mut call = Box::pin(async move {
+                    let reply = dispatch::dispatch(&call_client, header, body).await;
                     drop(permit);
+                    reply
                 });
+                match poll_once(call.as_mut()).await {
+                    Poll::Ready(reply) => {
+                        if let Some(reply) = reply {
+                            if sink.send(reply).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    // The call waits: it goes on in a task of its own (the
+                    // box keeps it where it was polled, and that task's
+                    // first poll hands it the new waker).
+                    Poll::Pending => {
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            if let Some(reply) = call.await {
+                                let _ = client.send(reply).await;
+                            }
+                        });
+                    }
+                }
+            }
+            Some(reply) = out_rx.recv() => {
+                if sink.send(reply).await.is_err() {
+                    break;
+                }
             }
             event = driver_events.recv() => match event {
                 Ok(event) => {
                     for message in events::encode_for(&client, &event) {
-                        if out_tx.send(message).await.is_err() {
+                        if sink.send(message).await.is_err() {
                             break;
                         }
                     }
@@ -170,7 +199,7 @@ where
             },
             action = keepalive.tick(&mut keepalive_on) => match action {
                 keepalive::Action::Ping => {
-                    if out_tx.send(keepalive::ping()).await.is_err() {
+                    if sink.send(keepalive::ping()).await.is_err() {
                         break;
                     }
                 }
@@ -181,11 +210,19 @@ where
             },
         }
     }
-    // The writer drains what is queued and ends once the calls still
-    // running have dropped their handles on the channel.
-    drop(out_tx);
+    // The replies of calls still running are written as they come, until
+    // the last of them has dropped its handle on the channel.
     client.close();
     drop(client);
-    let _ = writer.await;
+    while let Some(reply) = out_rx.recv().await {
+        if sink.send(reply).await.is_err() {
+            break;
+        }
+    }
     tracing::debug!(client = id, "disconnected");
+}
+
+/// Polls `fut` once, in the calling task.
+async fn poll_once<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }

@@ -127,6 +127,12 @@ pub struct Args {
     /// backup_tls_x509_cert_dir). [default: /etc/pki/qemu]
     #[arg(long, value_name = "DIR")]
     pub backup_tls_dir: Option<PathBuf>,
+    /// Threads that run calls and QMP sessions (1-256; files and qemu-img
+    /// have a pool of their own). One keeps the CPU per call lowest: a call
+    /// is answered by the thread that read it, with no hand-over; more help
+    /// only where calls themselves keep a thread busy. [default: 1]
+    #[arg(long, value_name = "N", value_parser = parse_worker_threads)]
+    pub worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +168,7 @@ pub struct Options {
     pub nbd_port_range: RangeInclusive<u16>,
     pub nbd_socket_mode: u32,
     pub backup_tls_dir: PathBuf,
+    pub worker_threads: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +259,7 @@ fn set(args: &mut Args, key: &str, value: Value) -> Result<(), String> {
         "nbd_port_range" => args.nbd_port_range = Some(parse_port_range(&string(value)?)?),
         "nbd_socket_mode" => args.nbd_socket_mode = Some(parse_mode(&string(value)?)?),
         "backup_tls_dir" => args.backup_tls_dir = Some(path(value)?),
+        "worker_threads" => args.worker_threads = Some(parse_worker_threads(&number(value)?)?),
         _ => return Err("unknown key".into()),
     }
     Ok(())
@@ -355,6 +363,7 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
             .backup_tls_dir
             .or(file.backup_tls_dir)
             .unwrap_or_else(|| "/etc/pki/qemu".into()),
+        worker_threads: cli.worker_threads.or(file.worker_threads).unwrap_or(1),
     })
 }
 
@@ -408,6 +417,10 @@ fn parse_keepalive_interval(text: &str) -> Result<u64, String> {
 
 fn parse_keepalive_count(text: &str) -> Result<u32, String> {
     bounded(text, 1, 100).map(|n| n as u32)
+}
+
+fn parse_worker_threads(text: &str) -> Result<u16, String> {
+    bounded(text, 1, 256).map(|n| n as u16)
 }
 
 fn bounded(text: &str, min: u64, max: u64) -> Result<u64, String> {

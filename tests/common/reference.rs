@@ -342,6 +342,7 @@ impl Session {
             .filter(|l| l.contains("QMP send"))
             .filter_map(|l| l.find("{\"execute\"").map(|at| &l[at..]))
             .filter_map(|l| wanted(&self.theirs(l)))
+            .map(without_push_tuning)
             .collect();
         let theirs: Vec<Value> = self
             .area
@@ -490,4 +491,30 @@ pub fn shell_words(line: &str) -> Vec<String> {
         words.push(word);
     }
     words
+}
+
+/// Our push jobs copy with `x-perf: {use-copy-range: true}` where libvirtd
+/// leaves QEMU's defaults (src/qemu/backup.rs, push_perf): checked here,
+/// then taken out so that the rest compares with libvirtd's command.
+fn without_push_tuning(mut cmd: Value) -> Value {
+    let actions = cmd
+        .pointer_mut("/arguments/actions")
+        .and_then(Value::as_array_mut);
+    for action in actions.into_iter().flatten() {
+        if action["type"] != "blockdev-backup" {
+            continue;
+        }
+        let Some(data) = action.get_mut("data").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let tuning = data.remove("x-perf");
+        if data.get("sync").and_then(Value::as_str) != Some("none") {
+            assert_eq!(
+                tuning,
+                Some(serde_json::json!({"use-copy-range": true})),
+                "{data:?}"
+            );
+        }
+    }
+    cmd
 }
