@@ -32,6 +32,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::conf::DomainDef;
+use crate::qemu::bitmap::{self as qbitmap, NodeBitmaps};
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::RunningVm;
 
@@ -145,6 +146,10 @@ pub struct BlockJob {
     pub removed: Vec<Layer>,
     /// A commit's base (an active commit pivots the disk onto it).
     pub base: Option<Layer>,
+    /// The disk's chain when the job started, top first: whose checkpoint
+    /// bitmaps the job's end merges (and a copy's pivot carries).
+    #[serde(default)]
+    pub chain: Vec<Layer>,
     pub mirror: Option<Mirror>,
     /// VIR_DOMAIN_BLOCK_COMMIT_DELETE: remove the committed files.
     pub delete: bool,
@@ -446,14 +451,44 @@ fn check_disk_free(obj: &DomainObj, disk: &str) -> Result<(), DriverError> {
     ))
 }
 
-fn check_no_checkpoints(obj: &DomainObj) -> Result<(), DriverError> {
-    if !obj.lock().checkpoints.is_empty() {
-        return Err(DriverError::new(
-            ErrorKind::OperationUnsupported,
-            "cannot perform block operations while checkpoint exists",
-        ));
+/// Whether the domain has checkpoints (whose bitmaps a job must keep).
+fn has_checkpoints(obj: &DomainObj) -> bool {
+    !obj.lock().checkpoints.is_empty()
+}
+
+/// libvirt's answer when a job would lose a checkpoint's bitmap
+/// (qemuDomainSupportsCheckpointsBlockjobs); see the README for when.
+fn checkpoint_exists() -> DriverError {
+    DriverError::new(
+        ErrorKind::OperationUnsupported,
+        "cannot perform block operations while checkpoint exists",
+    )
+}
+
+/// The indexes in `chain[..end]` (top first) that hold a bitmap the merge
+/// at the job's end would read: one of a bitmap of `chain[0]` that stands
+/// for a checkpoint on the chain (qemuBlockGetBitmapMergeActions' choice).
+fn layers_with_chain_bitmaps(nodes: &[NodeBitmaps], chain: &[Layer], end: usize) -> Vec<usize> {
+    let names: Vec<String> = chain.iter().map(|l| l.node.clone()).collect();
+    let Some(top) = names
+        .first()
+        .and_then(|t| nodes.iter().find(|n| &n.node == t))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<usize> = Vec::new();
+    for bitmap in &top.bitmaps {
+        if !qbitmap::chain_is_valid(nodes, &names, &bitmap.name) {
+            continue;
+        }
+        for (i, node) in names.iter().enumerate().take(end) {
+            if qbitmap::find_bitmap(nodes, node, &bitmap.name).is_some() && !found.contains(&i) {
+                found.push(i);
+            }
+        }
     }
-    Ok(())
+    found.sort_unstable();
+    found
 }
 
 #[cfg(test)]
