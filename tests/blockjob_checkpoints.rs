@@ -327,3 +327,122 @@ fn pull_keeps_the_checkpoint_bitmaps() {
     );
     qemu_io::reads(&top, 0x11, "0", "1M");
 }
+
+/// The jobs that would lose a checkpoint's bitmap are refused, as libvirt
+/// refuses block jobs it cannot keep checkpoints through: a commit below
+/// the active layer of layers that hold the checkpoint's bitmaps (their
+/// base is read-only), and a pull of layers QEMU opened from an image
+/// header (their nodes go with the job, bitmaps and all). Without
+/// checkpoints both run.
+#[test]
+fn jobs_that_would_lose_a_bitmap_are_refused() {
+    let d = Daemon::start();
+    let [_, mid, top] = three_layers(&d, "lb");
+    // The middle layer carries the checkpoint's bitmap, as an image
+    // libvirtd snapshotted after a checkpoint does.
+    qemu_img(&["bitmap", "--add", mid.to_str().unwrap(), "c1"]).ok();
+    d.define("lb", &d.domain_xml("lb", &[("vda", &top, "qcow2")]));
+    d.virsh(&["start", "lb"]).ok();
+    d.virsh(&["checkpoint-create-as", "lb", "c1"]).ok();
+    let refused =
+        "error: Operation not supported: cannot perform block operations while checkpoint exists";
+    d.virsh(&[
+        "blockcommit",
+        "lb",
+        "vda",
+        "--top",
+        mid.to_str().unwrap(),
+        "--wait",
+    ])
+    .fails_with(refused);
+    d.virsh(&["blockpull", "lb", "vda", "--wait"])
+        .fails_with(refused);
+    // Nothing changed.
+    assert_eq!(source_of(&d, "lb"), top.display().to_string());
+    assert_eq!(images::bitmap_names(&mid), ["c1"]);
+    d.virsh(&["checkpoint-delete", "lb", "c1"]).ok();
+    d.virsh(&[
+        "blockcommit",
+        "lb",
+        "vda",
+        "--top",
+        mid.to_str().unwrap(),
+        "--wait",
+    ])
+    .ok();
+    d.virsh(&["blockpull", "lb", "vda", "--wait"]).ok();
+}
+
+/// `DOM-base.qcow2` under `DOM-mid.qcow2` under `DOM-top.qcow2`, made with
+/// `qemu-img create -b` (QEMU opens the lower two from the headers).
+fn three_layers(d: &Daemon, dom: &str) -> [PathBuf; 3] {
+    let base = d.image(&format!("{dom}-base.qcow2"), "qcow2", "64M");
+    let mid = d.path(&format!("{dom}-mid.qcow2"));
+    let top = d.path(&format!("{dom}-top.qcow2"));
+    for (image, backing) in [(&mid, &base), (&top, &mid)] {
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            backing.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ])
+        .ok();
+    }
+    [base, mid, top]
+}
+
+/// A disk defined on an overlay made with `qemu-img create -b`, its
+/// checkpoint on the top only: a commit of the lower layers and a pull
+/// run (libvirt merges nothing either), the top keeps the bitmap, and
+/// incremental backups since the checkpoint hold exactly the guest
+/// writes after it.
+#[test]
+fn lower_commit_and_pull_under_a_checkpoint() {
+    let d = Daemon::start();
+    let [base, mid, top] = three_layers(&d, "lw");
+    qemu_io::write(&base, "qcow2", "write -P 0x11 0 1M");
+    qemu_io::write(&mid, "qcow2", "write -P 0x22 2M 1M");
+    d.define("lw", &d.domain_xml("lw", &[("vda", &top, "qcow2")]));
+    d.virsh(&["start", "lw"]).ok();
+    d.virsh(&["checkpoint-create-as", "lw", "c1"]).ok();
+    write(&d, "lw", 0x33, 4);
+    d.virsh(&[
+        "blockcommit",
+        "lw",
+        "vda",
+        "--top",
+        mid.to_str().unwrap(),
+        "--wait",
+    ])
+    .ok();
+    write(&d, "lw", 0x44, 8);
+    let node = top_node(&d, "lw");
+    assert_eq!(bitmaps_mib(&d, "lw", &node), [pair("c1", 2)]);
+    incremental(
+        &d,
+        "lw",
+        "c1",
+        &d.path("lw-inc1.qcow2"),
+        &[(0x33, 4), (0x44, 8)],
+    );
+    d.virsh(&["blockpull", "lw", "vda", "--wait"]).ok();
+    write(&d, "lw", 0x55, 12);
+    assert_eq!(bitmaps_mib(&d, "lw", &node), [pair("c1", 3)]);
+    incremental(
+        &d,
+        "lw",
+        "c1",
+        &d.path("lw-inc2.qcow2"),
+        &[(0x33, 4), (0x44, 8), (0x55, 12)],
+    );
+    assert_eq!(checkpoints(&d, "lw").trim(), "c1");
+    d.virsh(&["destroy", "lw"]).ok();
+    assert_eq!(images::bitmap_names(&top), ["c1"]);
+    qemu_io::reads(&top, 0x11, "0", "1M");
+    qemu_io::reads(&top, 0x22, "2M", "1M");
+}
