@@ -33,8 +33,16 @@
 //!   bitmap into it; a query for its `count`; a transaction removing the
 //!   temporaries.
 //!
-//! Our disks have no backing chains, so where libvirt walks a chain (remove
-//! in every layer, merge every layer's bitmap) there is exactly one layer.
+//! - [`merge_actions`] (qemuBlockGetBitmapMergeActions, for the end of a
+//!   block commit, pull or copy): per checkpoint bitmap of the chain's top
+//!   that [`chain_is_valid`], `block-dirty-bitmap-add` on the target if it
+//!   lacks it and one `block-dirty-bitmap-merge` of that bitmap in every
+//!   layer (and of [`TMP_ACTIVEWRITE`]), then the removal of the
+//!   temporary; [`add_activewrite`] is qemuBlockPivot's bitmap.
+//!
+//! A checkpoint's bitmap lives on the disk's top image only, except on a
+//! chain made outside the daemon (images from libvirtd): the checkpoint
+//! operations here look at the top, the block jobs at the whole chain.
 
 use std::future::Future;
 

@@ -17,11 +17,16 @@
 //! directory (`blockjobs.json`) at every change of state, so a daemon
 //! killed in the middle takes them back and follows them to their end.
 //!
-//! Checkpoints: libvirt 9.0 merges the bitmaps of committed or pulled
-//! layers and carries them into a copy; here every block job is refused
-//! while the domain has checkpoints, with the error libvirt gives when
-//! QEMU cannot do that ("cannot perform block operations while
-//! checkpoint exists"), so no checkpoint ever loses its bitmap.
+//! Checkpoints, as libvirt 9.0 keeps them through a job: a pivot first
+//! adds the temporary `libvirt-tmp-activewrite` bitmap on the image the
+//! disk switches to (qemuBlockPivot); when a copy, an active commit or a
+//! pull completes, the checkpoint bitmaps of the layers it took out are
+//! merged into the image the disk runs on, together with that temporary
+//! one, in one transaction (follow.rs, `merge_bitmaps`). What would lose
+//! a bitmap is refused with libvirt's "cannot perform block operations
+//! while checkpoint exists": a commit below the active layer of layers
+//! holding checkpoint bitmaps, a pull of such layers when QEMU opened
+//! them from a header, a copy into a raw image.
 
 mod copy;
 mod follow;
