@@ -446,3 +446,78 @@ fn lower_commit_and_pull_under_a_checkpoint() {
     qemu_io::reads(&top, 0x11, "0", "1M");
     qemu_io::reads(&top, 0x22, "2M", "1M");
 }
+
+/// An active commit pivoted while no daemon listens (QEMU told directly,
+/// as the daemon tells it: the write bitmap on the base, `job-complete`),
+/// with a guest write after the pivot: the daemon started again applies
+/// the job's end, merges the bitmaps, and the backup since the checkpoint
+/// has every write. An active commit ended without pivot
+/// (`--keep-overlay`) leaves the bitmaps on the top and none on the base.
+#[test]
+fn an_end_seen_after_a_restart_and_an_end_without_pivot() {
+    let mut d = Daemon::start();
+    let vda = running(&d, "rr");
+    d.virsh(&[
+        "snapshot-create-as",
+        "rr",
+        "s1",
+        "--disk-only",
+        "--no-metadata",
+        "--atomic",
+    ])
+    .ok();
+    d.virsh(&["checkpoint-create-as", "rr", "c1"]).ok();
+    write(&d, "rr", 0x22, 4);
+    d.virsh(&[
+        "blockcommit",
+        "rr",
+        "vda",
+        "--active",
+        "--keep-overlay",
+        "--wait",
+    ])
+    .ok();
+    let top = top_node(&d, "rr");
+    assert_eq!(top, "libvirt-2-format");
+    assert_eq!(bitmaps_mib(&d, "rr", &top), [pair("c1", 1)]);
+    assert!(d.bitmap_names("rr", "libvirt-1-format").is_empty());
+
+    write(&d, "rr", 0x33, 8);
+    d.virsh(&["blockcommit", "rr", "vda", "--active"]).ok();
+    wait_ready(&d, "rr");
+    let monitor = d.monitor_socket("rr");
+    d.kill();
+    {
+        let mut qmp = common::monitor::Qmp::connect(&monitor);
+        qmp.execute(
+            r#"{"execute":"block-dirty-bitmap-add","arguments":{"node":"libvirt-1-format","name":"libvirt-tmp-activewrite","persistent":false,"disabled":false}}"#,
+        );
+        qmp.execute(
+            r#"{"execute":"job-complete","arguments":{"id":"commit-vda-libvirt-2-format"}}"#,
+        );
+        wait_until(PATIENCE, || {
+            let jobs = qmp.execute(r#"{"execute":"query-jobs"}"#);
+            jobs[0]["status"] == "concluded"
+        })
+        .expect("the commit never concluded");
+        qmp.execute(
+            r#"{"execute":"human-monitor-command","arguments":{"command-line":"qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P 0x44 12M 1M\""}}"#,
+        );
+    }
+    d.restart();
+    wait_no_job(&d, "rr");
+    assert_eq!(source_of(&d, "rr"), vda.display().to_string());
+    assert_eq!(
+        bitmaps_mib(&d, "rr", "libvirt-1-format"),
+        [pair("c1", 3)],
+        "{}",
+        d.nodes_text("rr")
+    );
+    incremental(
+        &d,
+        "rr",
+        "c1",
+        &d.path("rr-inc.qcow2"),
+        &[(0x22, 4), (0x33, 8), (0x44, 12)],
+    );
+}
