@@ -521,3 +521,43 @@ fn an_end_seen_after_a_restart_and_an_end_without_pivot() {
         &[(0x22, 4), (0x33, 8), (0x44, 12)],
     );
 }
+
+/// A full copy of a chain whose lower layer (opened from a header)
+/// carries the checkpoint's bitmap too: the destination's bitmap is the
+/// union of every layer's, as libvirt merges them.
+#[test]
+fn full_copy_merges_every_layers_bitmap() {
+    let d = Daemon::start();
+    let [_, mid, top] = three_layers(&d, "fm");
+    qemu_img(&["bitmap", "--add", mid.to_str().unwrap(), "c1"]).ok();
+    // Written with the bitmap recording, as a guest wrote it then.
+    qemu_io::write(&mid, "qcow2", "write -P 0x22 2M 1M");
+    d.define("fm", &d.domain_xml("fm", &[("vda", &top, "qcow2")]));
+    d.virsh(&["start", "fm"]).ok();
+    d.virsh(&["checkpoint-create-as", "fm", "c1"]).ok();
+    write(&d, "fm", 0x33, 4);
+    let dest = d.path("fm-copy.qcow2");
+    d.virsh(&[
+        "blockcopy",
+        "fm",
+        "vda",
+        dest.to_str().unwrap(),
+        "--transient-job",
+        "--pivot",
+        "--wait",
+    ])
+    .ok();
+    write(&d, "fm", 0x44, 8);
+    assert_eq!(source_of(&d, "fm"), dest.display().to_string());
+    let node = top_node(&d, "fm");
+    assert_eq!(bitmaps_mib(&d, "fm", &node), [pair("c1", 3)]);
+    incremental(
+        &d,
+        "fm",
+        "c1",
+        &d.path("fm-inc.qcow2"),
+        &[(0x22, 2), (0x33, 4), (0x44, 8)],
+    );
+    d.virsh(&["destroy", "fm"]).ok();
+    assert_eq!(images::bitmap_names(&dest), ["c1"]);
+}
