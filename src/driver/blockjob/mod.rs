@@ -542,6 +542,44 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_layers_whose_checkpoint_bitmaps_a_merge_reads() {
+        let bitmap = |name: &str, recording: bool| crate::qemu::BitmapInfo {
+            name: name.into(),
+            granularity: 65536,
+            count: 0,
+            persistent: true,
+            recording,
+            busy: false,
+            inconsistent: false,
+        };
+        let node = |name: &str, bitmaps| NodeBitmaps {
+            node: name.into(),
+            bitmaps,
+        };
+        // c1 on the top and the middle; c2 on the top only; c3 only below
+        // (no checkpoint's: a bitmap must start at the top); c4 disabled.
+        let nodes = [
+            node(
+                "libvirt-3-format",
+                vec![bitmap("c1", true), bitmap("c2", true), bitmap("c4", false)],
+            ),
+            node(
+                "libvirt-2-format",
+                vec![bitmap("c1", true), bitmap("c4", true)],
+            ),
+            node("libvirt-1-format", vec![bitmap("c3", true)]),
+        ];
+        let c = chain();
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c, 3), [0, 1]);
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c, 1), [0]);
+        // From the middle: c1 and c4 stand on their own there.
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c[1..], 1), [0]);
+        // Without a bitmap on its top, nothing.
+        let bare = [node("libvirt-3-format", vec![]), nodes[1].clone()];
+        assert!(layers_with_chain_bitmaps(&bare, &c, 3).is_empty());
+    }
+
+    #[test]
     fn bandwidth_is_checked_for_overflow_in_mib() {
         assert_eq!(speed_bytes(2, false).unwrap(), 2 << 20);
         assert_eq!(speed_bytes(u64::MAX, true).unwrap(), u64::MAX);
