@@ -430,8 +430,8 @@ impl Driver {
     }
 }
 
-/// The checks every job start makes on the disk, in libvirt's order
-/// (qemuDomainDiskBlockJobIsActive, qemuDomainSupportsCheckpointsBlockjobs).
+/// The check every job start makes on the disk
+/// (qemuDomainDiskBlockJobIsActive).
 fn check_disk_free(obj: &DomainObj, disk: &str) -> Result<(), DriverError> {
     let st = obj.lock();
     let job = st
