@@ -127,8 +127,8 @@ fn pair(name: &str, mib: u64) -> (String, u64) {
     (name.to_string(), mib)
 }
 
-/// A full copy with pivot: the destination gets both checkpoints'
-/// bitmaps with every write since each (before the copy, while it copied,
+/// A full copy with pivot: the destination gets the checkpoints' bitmaps
+/// (one made while the copy mirrors too) with every write since each (before the copy, while it copied,
 /// while it mirrored, after the pivot), in the running QEMU and in the
 /// image once the domain stopped; incremental backups since each hold
 /// exactly those writes.
@@ -141,7 +141,6 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     write(&d, "fc", 0x22, 4);
     d.virsh(&["checkpoint-create-as", "fc", "c2"]).ok();
     write(&d, "fc", 0x33, 8);
-    let listed = checkpoints(&d, "fc");
 
     let dest = d.path("fc-copy.qcow2");
     d.virsh(&[
@@ -157,6 +156,9 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     write(&d, "fc", 0x44, 12);
     d.virsh(&["blockjob", "fc", "vda", "--bandwidth", "0"]).ok();
     wait_ready(&d, "fc");
+    // A checkpoint made while the copy mirrors comes along too.
+    d.virsh(&["checkpoint-create-as", "fc", "c3"]).ok();
+    let listed = checkpoints(&d, "fc");
     write(&d, "fc", 0x55, 16);
     d.virsh(&["blockjob", "fc", "vda", "--pivot"]).ok();
     wait_no_job(&d, "fc");
@@ -167,7 +169,7 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     let node = top_node(&d, "fc");
     assert_eq!(
         bitmaps_mib(&d, "fc", &node),
-        [pair("c1", 5), pair("c2", 4)],
+        [pair("c1", 5), pair("c2", 4), pair("c3", 2)],
         "{}",
         d.nodes_text("fc")
     );
@@ -187,7 +189,7 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     );
 
     d.virsh(&["destroy", "fc"]).ok();
-    assert_eq!(images::bitmap_names(&dest), ["c1", "c2"]);
+    assert_eq!(images::bitmap_names(&dest), ["c1", "c2", "c3"]);
     for (_, flags, _) in images::bitmaps(&dest) {
         assert_eq!(flags, ["auto"]);
     }
@@ -195,7 +197,7 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     qemu_io::reads(&dest, 0x66, "20M", "1M");
     // The next start checks the checkpoints against the image it runs on.
     d.virsh(&["start", "fc"]).ok();
-    d.virsh(&["checkpoint-create-as", "fc", "c3"]).ok();
+    d.virsh(&["checkpoint-create-as", "fc", "c4"]).ok();
     // The original image keeps what it had at the pivot.
     assert!(qemu_io::holds(&vda, 0x55, "16M", "1M"));
 }
