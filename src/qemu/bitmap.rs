@@ -33,8 +33,16 @@
 //!   bitmap into it; a query for its `count`; a transaction removing the
 //!   temporaries.
 //!
-//! Our disks have no backing chains, so where libvirt walks a chain (remove
-//! in every layer, merge every layer's bitmap) there is exactly one layer.
+//! - [`merge_actions`] (qemuBlockGetBitmapMergeActions, for the end of a
+//!   block commit, pull or copy): per checkpoint bitmap of the chain's top
+//!   that [`chain_is_valid`], `block-dirty-bitmap-add` on the target if it
+//!   lacks it and one `block-dirty-bitmap-merge` of that bitmap in every
+//!   layer (and of [`TMP_ACTIVEWRITE`]), then the removal of the
+//!   temporary; [`add_activewrite`] is qemuBlockPivot's bitmap.
+//!
+//! A checkpoint's bitmap lives on the disk's top image only, except on a
+//! chain made outside the daemon (images from libvirtd): the checkpoint
+//! operations here look at the top, the block jobs at the whole chain.
 
 use std::future::Future;
 
@@ -397,6 +405,137 @@ async fn transaction(mon: &Monitor, actions: Vec<TransactionAction>) -> Result<(
     .map(drop)
 }
 
+/// The temporary bitmap libvirt 9.0 adds at a pivot on the image the disk
+/// switches to (qemuBlockPivot), so the writes between the switch and the
+/// merge of the checkpoint bitmaps are counted; the merge removes it.
+pub const TMP_ACTIVEWRITE: &str = "libvirt-tmp-activewrite";
+
+/// Whether bitmap `name` stands for a checkpoint on the chain `chain` (top
+/// first), by qemuBlockBitmapChainIsValid: present on the top, in
+/// consecutive layers, each persistent, recording and consistent.
+pub fn chain_is_valid(nodes: &[NodeBitmaps], chain: &[String], name: &str) -> bool {
+    let mut found = false;
+    let mut ended = false;
+    for node in chain {
+        let Some(bitmap) = find_bitmap(nodes, node, name) else {
+            if !found {
+                return false;
+            }
+            ended = true;
+            continue;
+        };
+        if ended || bitmap.inconsistent || !bitmap.persistent || !bitmap.recording {
+            return false;
+        }
+        found = true;
+    }
+    found
+}
+
+/// The checkpoint bitmaps of the chain `chain` (top first) merged down
+/// into `target`, as libvirt 9.0's qemuBlockGetBitmapMergeActions computes
+/// them for a commit, a pull or a copy: for each bitmap of the top that
+/// [`chain_is_valid`], the bitmaps of that name in `chain[..end]` (and the
+/// [`TMP_ACTIVEWRITE`] bitmap of `write`, if that node has one) are merged
+/// into `target`'s bitmap of that name, which is added first (persistent,
+/// recording, the top's granularity) if `target` lacks it; then the
+/// temporary bitmap is removed. A bitmap is not merged into itself (a
+/// pull's target is the top). Empty when there is nothing to do.
+pub fn merge_actions(
+    nodes: &[NodeBitmaps],
+    chain: &[String],
+    end: usize,
+    target: &str,
+    write: Option<&str>,
+) -> Vec<TransactionAction> {
+    let write = write.filter(|w| find_bitmap(nodes, w, TMP_ACTIVEWRITE).is_some());
+    let mut actions = Vec::new();
+    let top = chain
+        .first()
+        .and_then(|top| nodes.iter().find(|n| &n.node == top));
+    for bitmap in top.map(|t| t.bitmaps.as_slice()).unwrap_or_default() {
+        let name = bitmap.name.as_str();
+        if !chain_is_valid(nodes, chain, name) {
+            continue;
+        }
+        let mut sources = Vec::new();
+        let mut granularity = None;
+        for node in &chain[..end.min(chain.len())] {
+            let Some(found) = find_bitmap(nodes, node, name) else {
+                continue;
+            };
+            granularity = granularity.or(Some(found.granularity).filter(|&g| g > 0));
+            if node != target {
+                sources.push((node.as_str(), name));
+            }
+        }
+        if find_bitmap(nodes, target, name).is_none() {
+            actions.push(bitmap_add(target, name, true, false, granularity));
+        }
+        if let Some(w) = write {
+            sources.push((w, TMP_ACTIVEWRITE));
+        }
+        if !sources.is_empty() {
+            actions.push(bitmap_merge_many(target, name, &sources));
+        }
+    }
+    if let Some(w) = write {
+        actions.push(bitmap_remove(w, TMP_ACTIVEWRITE));
+    }
+    actions
+}
+
+/// Reads the bitmaps and runs [`merge_actions`] in one transaction.
+pub async fn merge_chain(
+    mon: &Monitor,
+    chain: &[String],
+    end: usize,
+    target: &str,
+    write: Option<&str>,
+) -> Result<(), QemuError> {
+    let nodes = query_bitmaps(mon).await?;
+    transaction(mon, merge_actions(&nodes, chain, end, target, write)).await
+}
+
+/// Adds [`TMP_ACTIVEWRITE`] on `node`: transient and recording, as
+/// qemuBlockPivot adds it right before `job-complete`.
+pub async fn add_activewrite(mon: &Monitor, node: &str) -> Result<(), QemuError> {
+    transaction(
+        mon,
+        vec![bitmap_add(node, TMP_ACTIVEWRITE, false, false, None)],
+    )
+    .await
+}
+
+/// Removes [`TMP_ACTIVEWRITE`] from `node` if it is there (a pivot that
+/// did not happen leaves it).
+pub async fn remove_activewrite(mon: &Monitor, node: &str) -> Result<(), QemuError> {
+    let nodes = query_bitmaps(mon).await?;
+    if find_bitmap(&nodes, node, TMP_ACTIVEWRITE).is_none() {
+        return Ok(());
+    }
+    transaction(mon, vec![bitmap_remove(node, TMP_ACTIVEWRITE)]).await
+}
+
+/// Merges the bitmaps `sources` (`(node, name)`) into `target` of `node`.
+fn bitmap_merge_many(node: &str, target: &str, sources: &[(&str, &str)]) -> TransactionAction {
+    TransactionAction::block_dirty_bitmap_merge(BlockDirtyBitmapMergeWrapper {
+        data: BlockDirtyBitmapMerge {
+            node: node.to_owned(),
+            target: target.to_owned(),
+            bitmaps: sources
+                .iter()
+                .map(|(n, b)| {
+                    BlockDirtyBitmapOrStr::external(BlockDirtyBitmap {
+                        node: (*n).to_owned(),
+                        name: (*b).to_owned(),
+                    })
+                })
+                .collect(),
+        },
+    })
+}
+
 pub(super) fn bitmap_add(
     node: &str,
     name: &str,
@@ -580,5 +719,63 @@ mod pure_tests {
             parse_named_nodes(&json!({})).unwrap_err().kind(),
             QemuErrorKind::Protocol
         );
+    }
+
+    fn bm(name: &str, granularity: u32) -> BitmapInfo {
+        BitmapInfo {
+            name: name.into(),
+            granularity,
+            count: 0,
+            persistent: true,
+            recording: true,
+            busy: false,
+            inconsistent: false,
+        }
+    }
+
+    #[test]
+    fn merges_the_committed_layers_bitmaps_into_the_base_as_libvirt_does() {
+        let mut tmp = bm(TMP_ACTIVEWRITE, 65536);
+        tmp.persistent = false;
+        let nodes = [
+            NodeBitmaps {
+                node: "libvirt-2-format".into(),
+                bitmaps: vec![bm("c1", 65536), bm("c2", 65536)],
+            },
+            NodeBitmaps {
+                node: "libvirt-1-format".into(),
+                bitmaps: vec![bm("c1", 65536), tmp],
+            },
+        ];
+        let chain = ["libvirt-2-format".to_string(), "libvirt-1-format".into()];
+        let actions = merge_actions(
+            &nodes,
+            &chain,
+            1,
+            "libvirt-1-format",
+            Some("libvirt-1-format"),
+        );
+        let got = serde_json::to_value(&actions).unwrap();
+        let merge = |target: &str| {
+            json!({"type": "block-dirty-bitmap-merge", "data": {
+                "node": "libvirt-1-format", "target": target, "bitmaps": [
+                    {"node": "libvirt-2-format", "name": target},
+                    {"node": "libvirt-1-format", "name": TMP_ACTIVEWRITE}]}})
+        };
+        assert_eq!(
+            got,
+            json!([
+                merge("c1"),
+                {"type": "block-dirty-bitmap-add", "data": {"node": "libvirt-1-format",
+                    "name": "c2", "persistent": true, "disabled": false, "granularity": 65536}},
+                merge("c2"),
+                {"type": "block-dirty-bitmap-remove", "data": {"node": "libvirt-1-format",
+                    "name": TMP_ACTIVEWRITE}},
+            ])
+        );
+        // A pull into the top merges nothing into itself; a bitmap with a
+        // gap in the chain is no checkpoint's and stays out.
+        assert!(merge_actions(&nodes, &chain[..1], 1, "libvirt-2-format", None).is_empty());
+        assert!(!chain_is_valid(&nodes[1..], &chain, "c1"));
     }
 }

@@ -16,10 +16,7 @@ use crate::qemu::{node, DiskFormat};
 
 use super::super::error::{DriverError, ErrorKind};
 use super::super::{DomainRef, Driver};
-use super::{
-    check_disk_free, check_no_checkpoints, disk_by_name, job_name, rebase_flags, BlockJob, Kind,
-    Mirror, State,
-};
+use super::{check_disk_free, disk_by_name, job_name, rebase_flags, BlockJob, Kind, Mirror, State};
 
 /// virDomainBlockCopyFlags.
 pub mod copy_flags {
@@ -154,7 +151,6 @@ impl Driver {
         if obj.lock().live.is_none() {
             return Err(DriverError::inactive());
         }
-        check_no_checkpoints(&obj)?;
         let (vm, disk, top_node, disk_format, persistent) = {
             let st = obj.lock();
             let live = st.live.as_ref().ok_or_else(DriverError::inactive)?;
@@ -203,6 +199,11 @@ impl Driver {
                 ))
             }
         };
+        // A raw image cannot hold the checkpoint bitmaps the pivot
+        // carries over: refused, where libvirt would drop them.
+        if qformat == DiskFormat::Raw && super::has_checkpoints(&obj) {
+            return Err(super::checkpoint_exists());
+        }
         let node_index = {
             let mut st = obj.lock();
             let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
@@ -271,6 +272,7 @@ impl Driver {
                 chain.clone()
             },
             base: backing.cloned(),
+            chain: chain.clone(),
             mirror: Some(mirror),
             delete: false,
             ready_sent: false,

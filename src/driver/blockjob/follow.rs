@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::qemu::bitmap as qbitmap;
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::events::JobStatus;
 use crate::qemu::jobs::{self, JobOutcome, JobWatch};
@@ -314,6 +315,8 @@ impl Driver {
         // the disk where it was.
         let switched = completed && (job.kind != Kind::Copy || job.state == State::Pivoting);
         if switched {
+            // Before the old layers' nodes go: their bitmaps are read.
+            self.merge_bitmaps(mon, &job).await;
             for problem in qjob::drop_layers(mon, &job.removed).await {
                 tracing::warn!(%problem, job = %id, "cannot delete a block node the job left unused");
             }
@@ -325,8 +328,14 @@ impl Driver {
                 }
             }
         } else if let Some(mirror) = &job.mirror {
+            // The pivot's write bitmap goes with the copy's nodes.
             for problem in qjob::drop_layers(mon, std::slice::from_ref(&mirror.layer)).await {
                 tracing::warn!(%problem, job = %id, "cannot delete the copy's block nodes");
+            }
+        } else if let (Kind::ActiveCommit, Some(base)) = (job.kind, &job.base) {
+            // A pivot that did not happen (qemuBlockJobProcessEventFailedActiveCommit).
+            if let Err(err) = qbitmap::remove_activewrite(mon, &base.node).await {
+                tracing::warn!(%err, job = %id, "cannot remove the pivot's write bitmap");
             }
         }
         let new_top = if switched {
@@ -385,6 +394,42 @@ impl Driver {
         tokio::join!(config, self.save_live(obj), self.save_block_jobs(obj));
         self.emit_block_job(obj.reference(), path, job.disk.clone(), job.kind, status);
         job.ended.send(ended);
+    }
+
+    /// The checkpoint bitmaps of the layers a completed job took out of
+    /// the disk's chain, merged into the image the disk runs on now, in
+    /// one transaction with the removal of the pivot's write bitmap, as
+    /// libvirt 9.0 does when the job concludes
+    /// (qemuBlockBitmapsHandleBlockcopy, qemuBlockBitmapsHandleCommitFinish,
+    /// qemuBlockJobProcessEventCompletedPullBitmaps): a copy's destination
+    /// gets every layer's bitmaps (a shallow copy the top's), an active
+    /// commit's base those of the layers above it, a pull's top those of
+    /// the pulled layers. A commit below the active layer merges nothing:
+    /// it was refused if it had to (start.rs). Failures are logged, as
+    /// libvirt ignores them.
+    async fn merge_bitmaps(&self, mon: &crate::qemu::Monitor, job: &BlockJob) {
+        let chain: Vec<String> = job.chain.iter().map(|l| l.node.clone()).collect();
+        let base_at = |base: &Option<Layer>| {
+            base.as_ref()
+                .and_then(|b| chain.iter().position(|n| *n == b.node))
+                .unwrap_or(chain.len())
+        };
+        let (end, target, write) = match (job.kind, &job.mirror, &job.base) {
+            (Kind::Copy, Some(mirror), _) => {
+                let end = if mirror.shallow { 1 } else { chain.len() };
+                (end, mirror.layer.node.clone(), true)
+            }
+            (Kind::ActiveCommit, _, Some(base)) => (base_at(&job.base), base.node.clone(), true),
+            (Kind::Pull, _, _) => (base_at(&job.base), job.top.node.clone(), false),
+            _ => return,
+        };
+        if chain.is_empty() {
+            return;
+        }
+        let write = write.then_some(target.as_str());
+        if let Err(err) = qbitmap::merge_chain(mon, &chain, end, &target, write).await {
+            tracing::warn!(%err, job = %job.id, "cannot merge the checkpoint bitmaps");
+        }
     }
 
     /// A job QEMU no longer lists (it ended while no daemon watched, and
@@ -466,6 +511,20 @@ impl Driver {
                     "job type '{}' does not support pivot",
                     job.kind.name()
                 )));
+            }
+            // qemuBlockPivot: the image the disk switches to counts the
+            // writes from here on in a temporary bitmap, which the merge
+            // at the job's end folds into the checkpoint bitmaps. Like
+            // libvirt, a failure here does not stop the pivot.
+            let switch_to = match job.kind {
+                Kind::Copy => job.mirror.as_ref().map(|m| m.layer.node.as_str()),
+                Kind::ActiveCommit => job.base.as_ref().map(|b| b.node.as_str()),
+                Kind::Pull | Kind::Commit => None,
+            };
+            if let Some(node) = switch_to {
+                if let Err(err) = qbitmap::add_activewrite(mon, node).await {
+                    tracing::warn!(%err, job = %job.id, "cannot add the pivot's write bitmap");
+                }
             }
             qjob::complete(mon, &job.id).await?;
             State::Pivoting
@@ -571,6 +630,7 @@ mod tests {
             top: layer(top),
             removed: removed.iter().map(|&n| layer(n)).collect(),
             base: base.map(layer),
+            chain: Vec::new(),
             mirror: None,
             delete: false,
             ready_sent: false,

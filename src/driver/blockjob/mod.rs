@@ -17,11 +17,16 @@
 //! directory (`blockjobs.json`) at every change of state, so a daemon
 //! killed in the middle takes them back and follows them to their end.
 //!
-//! Checkpoints: libvirt 9.0 merges the bitmaps of committed or pulled
-//! layers and carries them into a copy; here every block job is refused
-//! while the domain has checkpoints, with the error libvirt gives when
-//! QEMU cannot do that ("cannot perform block operations while
-//! checkpoint exists"), so no checkpoint ever loses its bitmap.
+//! Checkpoints, as libvirt 9.0 keeps them through a job: a pivot first
+//! adds the temporary `libvirt-tmp-activewrite` bitmap on the image the
+//! disk switches to (qemuBlockPivot); when a copy, an active commit or a
+//! pull completes, the checkpoint bitmaps of the layers it took out are
+//! merged into the image the disk runs on, together with that temporary
+//! one, in one transaction (follow.rs, `merge_bitmaps`). What would lose
+//! a bitmap is refused with libvirt's "cannot perform block operations
+//! while checkpoint exists": a commit below the active layer of layers
+//! holding checkpoint bitmaps, a pull of such layers when QEMU opened
+//! them from a header, a copy into a raw image.
 
 mod copy;
 mod follow;
@@ -32,6 +37,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::conf::DomainDef;
+use crate::qemu::bitmap::{self as qbitmap, NodeBitmaps};
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::RunningVm;
 
@@ -145,6 +151,10 @@ pub struct BlockJob {
     pub removed: Vec<Layer>,
     /// A commit's base (an active commit pivots the disk onto it).
     pub base: Option<Layer>,
+    /// The disk's chain when the job started, top first: whose checkpoint
+    /// bitmaps the job's end merges (and a copy's pivot carries).
+    #[serde(default)]
+    pub chain: Vec<Layer>,
     pub mirror: Option<Mirror>,
     /// VIR_DOMAIN_BLOCK_COMMIT_DELETE: remove the committed files.
     pub delete: bool,
@@ -420,8 +430,8 @@ impl Driver {
     }
 }
 
-/// The checks every job start makes on the disk, in libvirt's order
-/// (qemuDomainDiskBlockJobIsActive, qemuDomainSupportsCheckpointsBlockjobs).
+/// The check every job start makes on the disk
+/// (qemuDomainDiskBlockJobIsActive).
 fn check_disk_free(obj: &DomainObj, disk: &str) -> Result<(), DriverError> {
     let st = obj.lock();
     let job = st
@@ -446,14 +456,44 @@ fn check_disk_free(obj: &DomainObj, disk: &str) -> Result<(), DriverError> {
     ))
 }
 
-fn check_no_checkpoints(obj: &DomainObj) -> Result<(), DriverError> {
-    if !obj.lock().checkpoints.is_empty() {
-        return Err(DriverError::new(
-            ErrorKind::OperationUnsupported,
-            "cannot perform block operations while checkpoint exists",
-        ));
+/// Whether the domain has checkpoints (whose bitmaps a job must keep).
+fn has_checkpoints(obj: &DomainObj) -> bool {
+    !obj.lock().checkpoints.is_empty()
+}
+
+/// libvirt's answer when a job would lose a checkpoint's bitmap
+/// (qemuDomainSupportsCheckpointsBlockjobs); see the README for when.
+fn checkpoint_exists() -> DriverError {
+    DriverError::new(
+        ErrorKind::OperationUnsupported,
+        "cannot perform block operations while checkpoint exists",
+    )
+}
+
+/// The indexes in `chain[..end]` (top first) that hold a bitmap the merge
+/// at the job's end would read: one of a bitmap of `chain[0]` that stands
+/// for a checkpoint on the chain (qemuBlockGetBitmapMergeActions' choice).
+fn layers_with_chain_bitmaps(nodes: &[NodeBitmaps], chain: &[Layer], end: usize) -> Vec<usize> {
+    let names: Vec<String> = chain.iter().map(|l| l.node.clone()).collect();
+    let Some(top) = names
+        .first()
+        .and_then(|t| nodes.iter().find(|n| &n.node == t))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<usize> = Vec::new();
+    for bitmap in &top.bitmaps {
+        if !qbitmap::chain_is_valid(nodes, &names, &bitmap.name) {
+            continue;
+        }
+        for (i, node) in names.iter().enumerate().take(end) {
+            if qbitmap::find_bitmap(nodes, node, &bitmap.name).is_some() && !found.contains(&i) {
+                found.push(i);
+            }
+        }
     }
-    Ok(())
+    found.sort_unstable();
+    found
 }
 
 #[cfg(test)]
@@ -499,6 +539,44 @@ mod tests {
             err.detail(),
             Some("could not find base image in chain for 'vda'")
         );
+    }
+
+    #[test]
+    fn finds_the_layers_whose_checkpoint_bitmaps_a_merge_reads() {
+        let bitmap = |name: &str, recording: bool| crate::qemu::BitmapInfo {
+            name: name.into(),
+            granularity: 65536,
+            count: 0,
+            persistent: true,
+            recording,
+            busy: false,
+            inconsistent: false,
+        };
+        let node = |name: &str, bitmaps| NodeBitmaps {
+            node: name.into(),
+            bitmaps,
+        };
+        // c1 on the top and the middle; c2 on the top only; c3 only below
+        // (no checkpoint's: a bitmap must start at the top); c4 disabled.
+        let nodes = [
+            node(
+                "libvirt-3-format",
+                vec![bitmap("c1", true), bitmap("c2", true), bitmap("c4", false)],
+            ),
+            node(
+                "libvirt-2-format",
+                vec![bitmap("c1", true), bitmap("c4", true)],
+            ),
+            node("libvirt-1-format", vec![bitmap("c3", true)]),
+        ];
+        let c = chain();
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c, 3), [0, 1]);
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c, 1), [0]);
+        // From the middle: c1 and c4 stand on their own there.
+        assert_eq!(layers_with_chain_bitmaps(&nodes, &c[1..], 1), [0]);
+        // Without a bitmap on its top, nothing.
+        let bare = [node("libvirt-3-format", vec![]), nodes[1].clone()];
+        assert!(layers_with_chain_bitmaps(&bare, &c, 3).is_empty());
     }
 
     #[test]

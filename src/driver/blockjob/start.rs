@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::qemu::bitmap as qbitmap;
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::jobs::JobWatch;
 use crate::qemu::node;
@@ -12,8 +13,8 @@ use super::super::error::{DriverError, ErrorKind};
 use super::super::registry::DomainObj;
 use super::super::{DomainRef, Driver};
 use super::{
-    chain_lookup, check_disk_free, check_no_checkpoints, commit_flags, disk_by_name, job_name,
-    rebase_flags, speed_bytes, BlockJob, Kind, State,
+    chain_lookup, check_disk_free, checkpoint_exists, commit_flags, disk_by_name, has_checkpoints,
+    job_name, layers_with_chain_bitmaps, rebase_flags, speed_bytes, BlockJob, Kind, State,
 };
 
 /// VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES.
@@ -110,7 +111,6 @@ impl Driver {
             ));
         }
         check_disk_free(&obj, &t.disk)?;
-        check_no_checkpoints(&obj)?;
         let top_layer = &chain[top_idx];
         if top_idx == 0 && flags & ACTIVE == 0 {
             return Err(DriverError::invalid_arg(format!(
@@ -158,6 +158,18 @@ impl Driver {
                 ),
             ));
         }
+        // A commit below the active layer would have to merge the
+        // committed layers' checkpoint bitmaps into a read-only base
+        // (libvirt reopens it read-write for that): refused instead when
+        // they hold any, so none is lost. The active commit merges them
+        // at its pivot (follow.rs).
+        if !active && has_checkpoints(&obj) {
+            let nodes = qbitmap::query_bitmaps(self.running_vm_of(&obj)?.monitor()).await?;
+            if !layers_with_chain_bitmaps(&nodes, &chain[top_idx..], base_idx - top_idx).is_empty()
+            {
+                return Err(checkpoint_exists());
+            }
+        }
         let job = BlockJob {
             disk: t.disk.clone(),
             kind: if active {
@@ -170,6 +182,7 @@ impl Driver {
             top: chain[0].clone(),
             removed: chain[top_idx..base_idx].to_vec(),
             base: Some(base_layer.clone()),
+            chain: chain.clone(),
             mirror: None,
             delete: flags & DELETE != 0,
             ready_sent: false,
@@ -252,7 +265,6 @@ impl Driver {
         if obj.lock().live.is_none() {
             return Err(DriverError::inactive());
         }
-        check_no_checkpoints(&obj)?;
         let t = self.target(&obj, path).await?;
         check_disk_free(&obj, &t.disk)?;
         let chain = &t.chain;
@@ -260,6 +272,20 @@ impl Driver {
             Some(base) => Some(chain_lookup(chain, Some(0), Some(base), &t.disk)?),
             None => None,
         };
+        let end = base_idx.unwrap_or(chain.len());
+        // The pulled layers' checkpoint bitmaps are merged into the top
+        // when the job ends (follow.rs), as libvirt does; a layer QEMU
+        // opened from a header goes with the job, bitmaps and all, before
+        // that: refused then.
+        if has_checkpoints(&obj) {
+            let nodes = qbitmap::query_bitmaps(self.running_vm_of(&obj)?.monitor()).await?;
+            let lost = layers_with_chain_bitmaps(&nodes, chain, end)
+                .into_iter()
+                .any(|i| i > 0 && node::index(&chain[i].node).is_none());
+            if lost {
+                return Err(checkpoint_exists());
+            }
+        }
         let backing_file = match base_idx {
             Some(i) if flags & rebase_flags::RELATIVE != 0 => {
                 Some(relative_backing(&chain[0].path, &chain[i].path)?)
@@ -268,7 +294,6 @@ impl Driver {
             None => None,
         };
         let speed = speed_bytes(bandwidth, flags & PULL_BANDWIDTH_BYTES != 0)?;
-        let end = base_idx.unwrap_or(chain.len());
         let job = BlockJob {
             disk: t.disk.clone(),
             kind: Kind::Pull,
@@ -277,6 +302,7 @@ impl Driver {
             top: chain[0].clone(),
             removed: chain.get(1..end).unwrap_or_default().to_vec(),
             base: base_idx.map(|i| chain[i].clone()),
+            chain: chain.clone(),
             mirror: None,
             delete: false,
             ready_sent: false,
