@@ -201,6 +201,7 @@ impl Driver {
         xml: &str,
         flags: u32,
     ) -> Result<CheckpointRef, DriverError> {
+        crate::fault::arm("checkpoint-create");
         use create_flags::*;
         // The public API's own flag checks (libvirt-domain-checkpoint.c)
         // come before any driver code runs.
@@ -400,6 +401,7 @@ impl Driver {
         cp: &CheckpointRef,
         flags: u32,
     ) -> Result<(), DriverError> {
+        crate::fault::arm("checkpoint-delete");
         use delete_flags::*;
         DriverError::check_exclusive(
             flags,

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DriverError;
 use super::Uuid;
+use crate::fault::{Counted, Step};
 
 /// A definition file and what reading it gave.
 pub type StoredConfig = (PathBuf, Result<String, DriverError>);
@@ -398,7 +399,14 @@ enum Moment {
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<(), DriverError> {
-    match fs::remove_dir_all(dir) {
+    let what = dir.display().to_string();
+    let counted = Counted::before(Step::Remove, &what, None)
+        .map_err(|e| DriverError::system(format_args!("cannot remove {what}"), e))?;
+    let removed = fs::remove_dir_all(dir);
+    if removed.is_ok() {
+        counted.after(&what);
+    }
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::system(
             format_args!("cannot remove '{}'", dir.display()),
             e,
@@ -500,9 +508,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
     create_private_dir(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp"));
+    let what = path.display().to_string();
     let result = (|| {
+        // The crash tests' ENOSPC or stop (crate::fault).
+        let counted = Counted::before(Step::Write, &what, None)?;
         // A stale temp file would keep its old mode.
-        remove_file_if_exists(&tmp).map_err(std::io::Error::other)?;
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -511,7 +525,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
         file.write_all(data)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        fs::File::open(dir)?.sync_all()?;
+        counted.after(&what);
+        Ok(())
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -520,9 +536,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
 }
 
 fn remove_file_if_exists(path: &Path) -> Result<(), DriverError> {
+    let what = path.display().to_string();
+    let counted = Counted::before(Step::Remove, &what, None)
+        .map_err(|e| DriverError::system(format_args!("cannot remove {what}"), e))?;
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => {
+            counted.after(&what);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            counted.after(&what);
+            Ok(())
+        }
         Err(e) => Err(DriverError::system(
             format_args!("cannot remove config {}", path.display()),
             e,

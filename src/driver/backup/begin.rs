@@ -86,6 +86,7 @@ impl Driver {
         checkpoint_xml: Option<&str>,
         flags: u32,
     ) -> Result<(), DriverError> {
+        crate::fault::arm("backup-begin");
         DriverError::check_flags(flags, BEGIN_REUSE_EXTERNAL, "qemuBackupBegin")?;
         let reuse = flags & BEGIN_REUSE_EXTERNAL != 0;
         let obj = self.domain(dom)?;

@@ -347,7 +347,10 @@ impl Driver {
     ) {
         loop {
             let event = match watch.next().await {
-                Ok(Some(end)) => Event::DiskEnded(end),
+                Ok(Some(end)) => {
+                    crate::fault::arm("backup-end");
+                    Event::DiskEnded(end)
+                }
                 Ok(None) => return,
                 Err(err) => {
                     tracing::info!(%err, "backup ended with its QEMU");
