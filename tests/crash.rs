@@ -210,7 +210,9 @@ fn steps_logged(log: &str) -> (u32, u32) {
 
 fn job_idle(d: &Daemon) -> bool {
     let info = d.virsh(&["domjobinfo", DOM]);
-    info.code == 0 && words(&info.stdout) == "Job type: None"
+    // A domain that is off has no job.
+    (info.code == 0 && words(&info.stdout) == "Job type: None")
+        || info.stderr.contains("domain is not running")
 }
 
 /// Whether a job a restarted daemon follows is still running.
@@ -263,7 +265,11 @@ fn live_bitmaps(d: &Daemon) -> Result<Vec<(String, BTreeSet<String>, BTreeSet<St
         };
         let mut names = BTreeSet::new();
         let mut broken = BTreeSet::new();
-        for b in nodes[node]["dirty-bitmaps"].as_array().into_iter().flatten() {
+        for b in nodes[node]["dirty-bitmaps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let Some(name) = b["name"].as_str() {
                 names.insert(name.to_string());
                 if b["inconsistent"].as_bool() == Some(true) {
@@ -307,7 +313,10 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
     if wait_until(Duration::from_secs(20), || job_idle(d)).is_none() {
         let abort = d.virsh(&["domjobabort", DOM]);
         if abort.code != 0 {
-            bad.push(format!("the job cannot be aborted: {}", abort.stderr.trim()));
+            bad.push(format!(
+                "the job cannot be aborted: {}",
+                abort.stderr.trim()
+            ));
         }
         if wait_until(Duration::from_secs(20), || job_idle(d)).is_none() {
             bad.push("the job never ends".into());
@@ -329,7 +338,10 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
         // QEMU died: the next start reconciles, and must leave agreement.
         let start = d.virsh(&["start", DOM]);
         if start.code != 0 {
-            bad.push(format!("the domain does not start again: {}", start.stderr.trim()));
+            bad.push(format!(
+                "the domain does not start again: {}",
+                start.stderr.trim()
+            ));
             return bad;
         }
     }
@@ -344,7 +356,9 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
                 }
                 for name in checkpoints.difference(&names) {
                     if !info.contains(&format!("'{name}'")) {
-                        bad.push(format!("checkpoint {name} has no bitmap on {node}, unreported"));
+                        bad.push(format!(
+                            "checkpoint {name} has no bitmap on {node}, unreported"
+                        ));
                     }
                 }
                 for name in &broken {
@@ -358,7 +372,9 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
     // 3. Nothing in QEMU that nothing owns.
     let nodes: BTreeSet<String> = d.node_names(DOM).into_iter().collect();
     if !nodes_ok.contains(&nodes) {
-        bad.push(format!("block nodes {nodes:?}, expected one of {nodes_ok:?}"));
+        bad.push(format!(
+            "block nodes {nodes:?}, expected one of {nodes_ok:?}"
+        ));
     }
     for (what, command) in [
         ("block job", r#"{"execute":"query-block-jobs"}"#),
@@ -371,10 +387,16 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
         }
     }
     // QEMU has no query for it: stopping one that is not there fails.
-    if qmp(d, r#"{"execute":"nbd-server-stop"}"#).get("return").is_some() {
+    if qmp(d, r#"{"execute":"nbd-server-stop"}"#)
+        .get("return")
+        .is_some()
+    {
         bad.push("an NBD server was left running".into());
     }
-    let objects = qmp(d, r#"{"execute":"qom-list","arguments":{"path":"/objects"}}"#);
+    let objects = qmp(
+        d,
+        r#"{"execute":"qom-list","arguments":{"path":"/objects"}}"#,
+    );
     if objects.to_string().contains("backup_tls") {
         bad.push("TLS credentials left in QEMU".into());
     }

@@ -536,13 +536,15 @@ impl Driver {
         });
         if let Some(vm) = alive {
             let _job = obj.job.lock().await;
-            if !obj.lock().checkpoints.contains(name) {
-                return;
-            }
-            match self.discard(obj, Some(vm), name, true).await {
-                Ok(()) => return,
-                Err(err) => {
-                    tracing::warn!(checkpoint = %name, %err, "cannot remove the bitmaps of a failed backup's checkpoint now");
+            // Not listed: gone already, or a restarted daemon that has not
+            // loaded the metadata yet (a begin undone at reconnection),
+            // which the store's copy below settles.
+            if obj.lock().checkpoints.contains(name) {
+                match self.discard(obj, Some(vm), name, true).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        tracing::warn!(checkpoint = %name, %err, "cannot remove the bitmaps of a failed backup's checkpoint now");
+                    }
                 }
             }
         }

@@ -139,9 +139,7 @@ impl Driver {
             def.prepare_disks(&running, &mut env)?;
         }
         let requests = backup_requests(&def, &running, pull.is_some())?;
-        let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
-            .await
-            .map_err(DriverError::from)?;
+        let planned = qbackup::plan(&graph, &requests, reuse)?;
 
         let uuid = obj.uuid;
         let cp_bitmaps: Vec<(String, String)> = checkpoint
@@ -154,61 +152,63 @@ impl Driver {
             action: IntentAction::Create,
             bitmaps: bitmaps.iter().map(|b| b.disk_pair()).collect(),
         });
-        if let Some(intent) = cp_intent.clone() {
-            if let Err(err) = self.store_io(move |s| s.save_intent(&uuid, &intent)).await {
-                qbackup::discard(vm.monitor(), &targets).await;
-                return Err(err);
-            }
-        }
         let tls = def.server().and_then(|s| s.tls()) == Some(true);
-        let server = pull.as_ref().map(|addr| Server {
-            addr,
-            tls_dir: tls.then_some(self.shared.config.backup_tls_dir.as_path()),
-            mode: self.shared.config.nbd_socket_mode,
-            exports: exports(&def, &targets),
-        });
-        let started = start_jobs(vm.monitor(), &targets, server, &cp_bitmaps).await;
-        let watch = match started {
-            Ok(watch) => watch,
-            Err(err) => {
-                if let Some(intent) = &cp_intent {
-                    self.drop_intent(uuid, &intent.checkpoint).await;
-                }
-                return Err(err.into());
-            }
-        };
-        let checkpoint_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
-        if let Some((cp, _)) = checkpoint {
-            self.commit_checkpoint(&obj, cp).await;
-        }
-
-        let disks = targets
-            .iter()
-            .map(|t| RunDisk {
-                dst: t.disk.clone(),
-                path: running
-                    .disk_by_target(&t.disk)
-                    .and_then(DiskDef::source)
-                    .unwrap_or_default()
-                    .to_string(),
-                job_id: t.job_id.clone(),
-                state: DiskState::Running,
-            })
-            .collect();
-        let record = BackupRecord {
+        let mut record = BackupRecord {
             xml: def.format(),
             job: JobData::backup(now_ms()),
             reuse,
-            disks,
-            targets,
+            disks: run_disks(&running, &planned),
+            targets: planned,
             cancel_requested: HashSet::new(),
-            checkpoint: checkpoint_name,
-            pull: pull.map(|addr| PullServer {
+            checkpoint: checkpoint.as_ref().map(|(cp, _)| cp.name().to_string()),
+            pull: pull.clone().map(|addr| PullServer {
                 addr,
                 tls,
                 stopped: false,
             }),
+            started: false,
         };
+        // The intents, before QEMU is touched: the checkpoint's, then the
+        // backup's own (its record, not started yet), which names every
+        // node, job, file and server the begin may make.
+        if let Some(intent) = cp_intent.clone() {
+            self.store_io(move |s| s.save_intent(&uuid, &intent))
+                .await?;
+        }
+        let intent = record.clone();
+        if let Err(err) = self.store_io(move |s| s.save_backup(&uuid, &intent)).await {
+            self.settle_begin(uuid, cp_intent.as_ref()).await;
+            return Err(err);
+        }
+        let server = pull.as_ref().map(|addr| Server {
+            addr,
+            tls_dir: tls.then_some(self.shared.config.backup_tls_dir.as_path()),
+            mode: self.shared.config.nbd_socket_mode,
+            exports: Vec::new(),
+        });
+        let made = begin_in_qemu(
+            vm.monitor(),
+            &graph,
+            &requests,
+            reuse,
+            server,
+            &def,
+            &cp_bitmaps,
+        );
+        let (targets, watch) = match made.await {
+            Ok(made) => made,
+            Err(err) => {
+                // The one way back: QEMU's side was undone on the way out
+                // of begin_in_qemu; the intents go.
+                self.settle_begin(uuid, cp_intent.as_ref()).await;
+                return Err(err.into());
+            }
+        };
+        if let Some((cp, _)) = checkpoint {
+            self.commit_checkpoint(&obj, cp).await;
+        }
+        record.targets = targets;
+        record.started = true;
         self.save_backup(&obj, record.clone()).await;
         {
             let mut st = obj.lock();
@@ -222,6 +222,14 @@ impl Driver {
         let followed = obj.clone();
         tokio::spawn(async move { driver.follow_backup(followed, vm, watch).await });
         Ok(())
+    }
+
+    /// A begin that failed and undid what it made in QEMU: its intents go.
+    async fn settle_begin(&self, uuid: crate::driver::Uuid, cp_intent: Option<&Intent>) {
+        if let Some(intent) = cp_intent {
+            self.drop_intent(uuid, &intent.checkpoint).await;
+        }
+        self.delete_backup(uuid).await;
     }
 
     /// The new checkpoint given with a backup: checked as a plain create,
@@ -321,6 +329,43 @@ fn pull_address(def: &BackupDef) -> Result<NbdAddress, DriverError> {
                 .ok_or_else(|| DriverError::internal("TCP server without a port"))?,
         }),
     }
+}
+
+/// Each backed-up disk as the record follows it.
+fn run_disks(running: &DomainDef, targets: &[qbackup::DiskBackup]) -> Vec<RunDisk> {
+    targets
+        .iter()
+        .map(|t| RunDisk {
+            dst: t.disk.clone(),
+            path: running
+                .disk_by_target(&t.disk)
+                .and_then(DiskDef::source)
+                .unwrap_or_default()
+                .to_string(),
+            job_id: t.job_id.clone(),
+            state: DiskState::Running,
+        })
+        .collect()
+}
+
+/// Everything backup-begin does in QEMU: the targets made and attached,
+/// then [`start_jobs`]. On error nothing of it is left.
+async fn begin_in_qemu(
+    mon: &Monitor,
+    graph: &qbackup::BlockGraph,
+    requests: &[qbackup::BackupDisk],
+    reuse: bool,
+    server: Option<Server<'_>>,
+    def: &BackupDef,
+    cp_bitmaps: &[(String, String)],
+) -> Result<(Vec<qbackup::DiskBackup>, JobWatch), QemuError> {
+    let targets = qbackup::prepare_in(mon, graph, requests, reuse).await?;
+    let server = server.map(|s| Server {
+        exports: exports(def, &targets),
+        ..s
+    });
+    let watch = start_jobs(mon, &targets, server, cp_bitmaps).await?;
+    Ok((targets, watch))
 }
 
 /// One export per backed-up disk, named as the definition says.
