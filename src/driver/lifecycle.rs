@@ -402,6 +402,20 @@ impl Driver {
                 tracing::warn!(dir = %dir.display(), %err, "domain did not survive the restart");
             }
         }
+        let orphans = self.store_io(|s| Ok(s.orphan_backups())).await;
+        for uuid in orphans.unwrap_or_default() {
+            match self.shared.domains.by_uuid(&uuid) {
+                Some(obj) if !obj.lock().is_active() => {
+                    tracing::warn!(domain = %obj.reference().name, "ending a backup whose QEMU is gone");
+                    self.forget_backup(&obj).await;
+                    self.delete_live(&obj).await;
+                }
+                _ => tracing::warn!(
+                    uuid = %super::store::uuid_string(&uuid),
+                    "a backup record without its domain; left as it is"
+                ),
+            }
+        }
     }
 
     async fn reconnect_one(

@@ -233,6 +233,25 @@ impl Store {
         out
     }
 
+    /// Domains whose run directory holds a backup record but no live
+    /// record: a backup whose QEMU went away while the daemon was writing
+    /// the record (QEMU's exit removes the directory, the record's write
+    /// makes it again), and the daemon died before it cleaned up.
+    pub fn orphan_backups(&self) -> Vec<Uuid> {
+        let Ok(entries) = fs::read_dir(&self.run_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|dir| dir.join("backup.json").is_file() && !dir.join("domain.json").exists())
+            .filter_map(|dir| {
+                let name = dir.file_name()?.to_str()?.to_string();
+                Some(*uuid::Uuid::parse_str(&name).ok()?.as_bytes())
+            })
+            .collect()
+    }
+
     /// Forgets a domain's live state; QEMU's files go with it.
     fn backup_path(&self, uuid: &Uuid) -> PathBuf {
         self.domain_run_dir(uuid).join("backup.json")

@@ -529,12 +529,19 @@ pub async fn cleanup_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
     cleanup(mon, disk, true).await
 }
 
-/// [`cleanup_disk`] for a job QEMU does not list (never started, or
-/// dismissed already): detaches whatever of the target is attached and
-/// removes the temporary bitmap if it is there; failures of nodes that are
-/// not there are returned like any other.
-pub async fn detach_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
-    cleanup(mon, disk, false).await
+/// [`cleanup_disk`] for a disk whose job QEMU may not list, or whose
+/// cleanup or preparation a killed daemon left half-done: also dismisses
+/// the `blockdev-create` jobs that made its target. Whatever is not there
+/// fails, and is returned like any other failure.
+pub async fn undo_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    for node in [&disk.target.storage_node, &disk.target.format_node] {
+        if let Err(e) = jobs::dismiss(mon, &format!("create-{node}")).await {
+            problems.push(e);
+        }
+    }
+    problems.extend(cleanup(mon, disk, true).await);
+    problems
 }
 
 async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuError> {

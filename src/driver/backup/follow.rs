@@ -130,7 +130,9 @@ pub(in crate::driver) enum Action {
     /// Dismiss a disk's concluded job, detach its target, remove its
     /// temporary bitmap.
     CleanUp(DiskBackup),
-    /// The same for a job QEMU does not list: what of it is there goes.
+    /// The same for a job that QEMU may no longer list, or whose cleanup
+    /// may have been done in part: what of it is there goes, and what is
+    /// not is no failure.
     Detach(DiskBackup),
     /// Ask QEMU to cancel these jobs: for a client, or the rest of a
     /// backup one of whose disks failed or was cancelled.
@@ -194,10 +196,24 @@ pub(in crate::driver) fn step(
             });
             actions
         }
-        Event::Restarted { qemu: true } => vec![Action::Follow {
-            pending: record.running(),
-            cancelling: record.cancel_requested.clone(),
-        }],
+        Event::Restarted { qemu: true } => {
+            // A disk recorded as ended may not have been cleaned up: the
+            // record is saved before the cleanup, and the daemon may have
+            // died in between. What of it is still there goes.
+            let mut actions: Vec<Action> = record
+                .disks
+                .iter()
+                .filter(|d| d.state != DiskState::Running)
+                .filter_map(|d| record.targets.iter().find(|t| t.job_id == d.job_id))
+                .cloned()
+                .map(Action::Detach)
+                .collect();
+            actions.push(Action::Follow {
+                pending: record.running(),
+                cancelling: record.cancel_requested.clone(),
+            });
+            actions
+        }
         Event::Restarted { qemu: false } => record.end(JobStatus::Cancelled, false),
     };
     (record, actions)
@@ -447,7 +463,7 @@ impl Driver {
                     }
                 }
                 (Action::Detach(disk), Some(mon)) => {
-                    for problem in qbackup::detach_disk(mon, &disk).await {
+                    for problem in qbackup::undo_disk(mon, &disk).await {
                         tracing::debug!(%problem, "backup cleanup of a job QEMU does not list");
                     }
                 }
@@ -539,6 +555,7 @@ impl Driver {
                 return;
             }
         };
+        let record_started = record.started;
         let (record, actions) = step(record, Event::Restarted { qemu: true });
         let vm = {
             let mut st = obj.lock();
@@ -554,7 +571,7 @@ impl Driver {
         let (follow, now): (Vec<_>, Vec<_>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Follow { .. }));
-        let undo = !now.is_empty();
+        let undo = !record_started;
         if undo {
             tracing::warn!(domain = %obj.reference().name, "undoing a backup-begin a previous run did not finish");
         } else {
