@@ -177,8 +177,25 @@ impl Driver {
         }
         let intent = record.clone();
         if let Err(err) = self.store_io(move |s| s.save_backup(&uuid, &intent)).await {
-            self.settle_begin(uuid, cp_intent.as_ref()).await;
+            self.settle_begin(uuid, cp_intent.as_ref(), None).await;
             return Err(err);
+        }
+        // The checkpoint's metadata too, while nothing else is made: a
+        // disk that cannot take it fails the begin here. Until the record
+        // says the backup started, an undo drops it again.
+        let cp_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
+        if let Some((cp, _)) = &checkpoint {
+            let (name, xml) = (cp.name().to_string(), metadata_xml(cp));
+            let saved = self.store_io(move |s| s.save_checkpoint(&uuid, &name, &xml));
+            if let Err(err) = saved.await {
+                tracing::error!(checkpoint = ?cp_name, %err, "cannot save checkpoint metadata");
+                self.settle_begin(uuid, cp_intent.as_ref(), cp_name.as_deref())
+                    .await;
+                return Err(DriverError::internal(format!(
+                    "unable to save metadata for checkpoint {}",
+                    cp.name()
+                )));
+            }
         }
         let server = pull.as_ref().map(|addr| Server {
             addr,
@@ -200,16 +217,19 @@ impl Driver {
             Err(err) => {
                 // The one way back: QEMU's side was undone on the way out
                 // of begin_in_qemu; the intents go.
-                self.settle_begin(uuid, cp_intent.as_ref()).await;
+                self.settle_begin(uuid, cp_intent.as_ref(), cp_name.as_deref())
+                    .await;
                 return Err(err.into());
             }
         };
-        if let Some((cp, _)) = checkpoint {
-            self.commit_checkpoint(&obj, cp).await;
-        }
+        // The commit point: from here on a restarted daemon follows the
+        // backup rather than undoing it.
         record.targets = targets;
         record.started = true;
         self.save_backup(&obj, record.clone()).await;
+        if let Some((cp, _)) = checkpoint {
+            self.commit_checkpoint(&obj, cp).await;
+        }
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
@@ -224,8 +244,22 @@ impl Driver {
         Ok(())
     }
 
-    /// A begin that failed and undid what it made in QEMU: its intents go.
-    async fn settle_begin(&self, uuid: crate::driver::Uuid, cp_intent: Option<&Intent>) {
+    /// A begin that failed and undid what it made in QEMU: the new
+    /// checkpoint's metadata (`cp_written`) and the intents go.
+    async fn settle_begin(
+        &self,
+        uuid: crate::driver::Uuid,
+        cp_intent: Option<&Intent>,
+        cp_written: Option<&str>,
+    ) {
+        if let Some(name) = cp_written.map(str::to_string) {
+            let removed = self.store_io(move |s| s.delete_checkpoint(&uuid, &name));
+            if let Err(err) = removed.await {
+                // The intents stay: the next start-up removes it.
+                tracing::error!(%err, "cannot remove the metadata of a failed backup's checkpoint");
+                return;
+            }
+        }
         if let Some(intent) = cp_intent {
             self.drop_intent(uuid, &intent.checkpoint).await;
         }
@@ -244,31 +278,17 @@ impl Driver {
         checkpoint::prepare_new(&st.checkpoints, &live.def, parsed)
     }
 
-    /// Writes a checkpoint whose bitmaps the backup's transaction made.
-    /// The backup runs already, so a failure here is only logged (libvirt
-    /// reports it but keeps the job).
+    /// Lists a checkpoint whose bitmaps the backup's transaction made and
+    /// whose metadata was written before it.
     async fn commit_checkpoint(&self, obj: &Arc<DomainObj>, def: CheckpointDef) {
-        let uuid = obj.uuid;
         let name = def.name().to_string();
-        let xml = metadata_xml(&def);
-        let owned = name.clone();
-        match self
-            .store_io(move |s| s.save_checkpoint(&uuid, &owned, &xml))
-            .await
         {
-            Ok(()) => {
-                {
-                    let mut st = obj.lock();
-                    let parent = def.parent().map(str::to_string);
-                    st.checkpoints.insert(&name, parent.as_deref(), def);
-                    st.checkpoints.set_current(Some(&name));
-                }
-                self.drop_intent(uuid, &name).await;
-            }
-            Err(err) => {
-                tracing::error!(checkpoint = %name, %err, "cannot save the metadata of the backup's checkpoint; its bitmaps are removed at the next reconcile");
-            }
+            let mut st = obj.lock();
+            let parent = def.parent().map(str::to_string);
+            st.checkpoints.insert(&name, parent.as_deref(), def);
+            st.checkpoints.set_current(Some(&name));
         }
+        self.drop_intent(obj.uuid, &name).await;
     }
 
     /// A free port of the configured range for a pull backup's TCP
