@@ -17,8 +17,10 @@
 //! operation sets off (a backup's end follows its begin). Every step
 //! counted is logged at info level as `fault-injection step qmp 5 ...`, so
 //! a `count` run tells the test how many steps there are to enumerate.
-//! A durable write is one atomic file write or one removal of a metadata
-//! file; ENOSPC hits only writes (a removal needs no space).
+//! A QMP step is a command that changes something (queries and polls are
+//! not counted: a crash around one is a crash around the change before or
+//! after it). A durable write is one atomic file write or one removal of a
+//! metadata file; ENOSPC hits only writes (a removal needs no space).
 //!
 //! Release builds ignore the variable: without `debug_assertions` or the
 //! `fault-injection` feature every hook is an empty inline function.

@@ -309,9 +309,13 @@ impl Monitor {
         }
         line.push_str(&format!(",\"id\":\"libvirt-{id}\"}}"));
         // The crash tests stop here: before the command, or once its
-        // reply is in (see crate::fault). `qmp_capabilities` is part of
-        // connecting, not of an operation.
-        let counted = (name != "qmp_capabilities")
+        // reply is in (see crate::fault). Only commands that change
+        // something count: a crash around a query (or a poll) is one
+        // around the change before or after it. `qmp_capabilities` is part
+        // of connecting, not of an operation.
+        let changes =
+            !(name.starts_with("query-") || name == "qom-get" || name == "qmp_capabilities");
+        let counted = changes
             .then(|| Counted::before(Step::Qmp, name, self.inner.peer))
             .transpose()
             .map_err(|e| QemuError::io("fault injection", e))?;
