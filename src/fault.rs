@@ -240,13 +240,14 @@ impl Counted {
     }
 }
 
-#[cfg(all(test, any(debug_assertions, feature = "fault-injection")))]
+#[cfg(test)]
 mod tests {
-    use super::imp::{parse, Kind, Spec};
-    use super::Phase;
-
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
     #[test]
     fn the_switch_reads_as_documented() {
+        use super::imp::{parse, Kind, Spec};
+        use super::Phase;
+
         assert_eq!(
             parse("op=backup-begin,kind=kill-daemon,at=qmp:5:after"),
             Some(Spec {

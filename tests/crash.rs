@@ -368,8 +368,11 @@ fn run_with(d: &mut Daemon, op: &Operation, fault: &str, wait_for: Option<(bool,
     d.set_env(&[]);
 }
 
+/// A disk's top node, its named bitmaps, and those that are inconsistent.
+type NodeBitmaps = (String, BTreeSet<String>, BTreeSet<String>);
+
 /// The named bitmaps on each disk's top node, and which are inconsistent.
-fn live_bitmaps(d: &Daemon) -> Result<Vec<(String, BTreeSet<String>, BTreeSet<String>)>, String> {
+fn live_bitmaps(d: &Daemon) -> Result<Vec<NodeBitmaps>, String> {
     let block = d.virsh(&["qemu-monitor-command", DOM, r#"{"execute":"query-block"}"#]);
     if block.code != 0 {
         return Err(format!("query-block: {}", block.stderr));
