@@ -95,6 +95,9 @@ impl Driver {
             overlays: Vec::new(),
         };
         let uuid = obj.uuid;
+        // A backup whose QEMU went away while a crashed daemon was still
+        // setting it up ends now, before a new QEMU could be taken for its.
+        self.forget_backup(obj).await;
         self.store_io(move |s| s.save_live(&uuid, &record)).await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {

@@ -252,7 +252,7 @@ impl Store {
             .collect()
     }
 
-    /// Forgets a domain's live state; QEMU's files go with it.
+    /// Where the record of a running backup is kept.
     fn backup_path(&self, uuid: &Uuid) -> PathBuf {
         self.domain_run_dir(uuid).join("backup.json")
     }
@@ -289,8 +289,28 @@ impl Store {
         let _ = remove_file_if_exists(&self.backup_path(uuid));
     }
 
+    /// Forgets a domain's live state; QEMU's files go with it. A backup
+    /// record stays: a backup-begin still running when QEMU went away
+    /// owns it, and settles it (or, after a crash, start-up or the next
+    /// start of the domain ends the backup it names).
     pub fn delete_live(&self, uuid: &Uuid) {
         let dir = self.domain_run_dir(uuid);
+        if self.backup_path(uuid).exists() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path != self.backup_path(uuid) {
+                    let removed = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    if let Err(err) = removed {
+                        tracing::warn!(file = %path.display(), %err, "cannot remove a run file");
+                    }
+                }
+            }
+            return;
+        }
         if let Err(err) = fs::remove_dir_all(&dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), %err, "cannot remove run directory");
