@@ -455,7 +455,11 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
         .filter(|l| !l.is_empty())
         .collect();
     let state = d.answer(&["domstate", DOM]);
-    if state != "running" {
+    if state == "paused" {
+        // Every operation here starts and ends with the guest running.
+        bad.push("the guest was left paused".into());
+        d.virsh(&["resume", DOM]).ok();
+    } else if state != "running" {
         // QEMU died: the next start reconciles, and must leave agreement.
         let start = d.virsh(&["start", DOM]);
         if start.code != 0 {
