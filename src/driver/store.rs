@@ -8,6 +8,7 @@
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
 //! RUN/<uuid>/domain.json        live state of a running domain
+//! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
 //! ```
 //!

@@ -6,9 +6,17 @@
 //! NBD server listens next; one transaction starts every disk's job
 //! together with the new checkpoint's bitmaps, so the checkpoint exists
 //! exactly when the backup started; a pull backup's exports come only
-//! after it, so no client reads a disk that is not frozen yet. Whatever
-//! fails undoes what came before it: the server, the jobs, the bitmaps,
-//! the files made, the checkpoint's intent record.
+//! after it, so no client reads a disk that is not frozen yet.
+//!
+//! One transaction, in libvirt's `endjob:` shape: before QEMU is touched
+//! the new checkpoint's intent, the backup's record (`started: false`,
+//! naming every node, job, file and server the begin may make) and the
+//! checkpoint's metadata are written; then everything in QEMU
+//! (`begin_in_qemu`, which undoes its own part on error); then the
+//! record is rewritten as started, the commit point. A failure before it
+//! takes the one way back (`settle_begin`); a crash before it is
+//! undone by the next daemon from the record, as an abort
+//! (`follow::step`, `Event::Restarted`), the checkpoint dropped with it.
 //!
 //! A TCP server without a port gets one from the configured range (libvirt
 //! 9.0 refuses it); a unix socket gets the configured mode (0600: only this
