@@ -6,7 +6,7 @@ SOCK  := $(VAR)/run/libvirt-sock
 BIN   := target/release/virtbackupd
 URI   := qemu+unix:///system?socket=$(SOCK)
 
-.PHONY: deps build release run stop test check bench bench-tls install deb
+.PHONY: deps build release run stop test crash-test check bench bench-tls install deb
 
 deps:
 	@scripts/install-deps.sh
@@ -38,6 +38,11 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked -- --test-threads=2
+
+## Every long operation crashed at every step (daemon killed, QEMU killed,
+## disk full), then the invariants checked; `make test` runs a part of it.
+crash-test: deps
+	$(CARGO) test --locked --test crash -- --include-ignored --test-threads=2 --nocapture
 
 ## libvirtd vs virtbackupd, same client workload (needs root for libvirtd).
 bench: build

@@ -15,6 +15,7 @@
 
 pub mod conf;
 pub mod driver;
+pub mod fault;
 pub mod qemu;
 pub mod rpc;
 pub mod service;

@@ -201,6 +201,7 @@ impl Driver {
         xml: &str,
         flags: u32,
     ) -> Result<CheckpointRef, DriverError> {
+        crate::fault::arm("checkpoint-create");
         use create_flags::*;
         // The public API's own flag checks (libvirt-domain-checkpoint.c)
         // come before any driver code runs.
@@ -400,6 +401,7 @@ impl Driver {
         cp: &CheckpointRef,
         flags: u32,
     ) -> Result<(), DriverError> {
+        crate::fault::arm("checkpoint-delete");
         use delete_flags::*;
         DriverError::check_exclusive(
             flags,
@@ -534,13 +536,15 @@ impl Driver {
         });
         if let Some(vm) = alive {
             let _job = obj.job.lock().await;
-            if !obj.lock().checkpoints.contains(name) {
-                return;
-            }
-            match self.discard(obj, Some(vm), name, true).await {
-                Ok(()) => return,
-                Err(err) => {
-                    tracing::warn!(checkpoint = %name, %err, "cannot remove the bitmaps of a failed backup's checkpoint now");
+            // Not listed: gone already, or a restarted daemon that has not
+            // loaded the metadata yet (a begin undone at reconnection),
+            // which the store's copy below settles.
+            if obj.lock().checkpoints.contains(name) {
+                match self.discard(obj, Some(vm), name, true).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        tracing::warn!(checkpoint = %name, %err, "cannot remove the bitmaps of a failed backup's checkpoint now");
+                    }
                 }
             }
         }

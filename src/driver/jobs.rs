@@ -380,6 +380,7 @@ impl Driver {
     /// virDomainAbortJob / virDomainAbortJobFlags: cancels the backup's
     /// block jobs; the job ends (cancelled) when QEMU confirms.
     pub async fn abort_job(&self, dom: &DomainRef, flags: u32) -> Result<(), DriverError> {
+        crate::fault::arm("backup-abort");
         DriverError::check_flags(flags, ABORT_JOB_POSTCOPY, "qemuDomainAbortJobFlags")?;
         let obj = self.domain(dom)?;
         let (vm, actions) = {

@@ -95,6 +95,9 @@ impl Driver {
             overlays: Vec::new(),
         };
         let uuid = obj.uuid;
+        // A backup whose QEMU went away while a crashed daemon was still
+        // setting it up ends now, before a new QEMU could be taken for its.
+        self.forget_backup(obj).await;
         self.store_io(move |s| s.save_live(&uuid, &record)).await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {
@@ -402,6 +405,20 @@ impl Driver {
             };
             if let Err(err) = self.reconnect_one(&dir, record).await {
                 tracing::warn!(dir = %dir.display(), %err, "domain did not survive the restart");
+            }
+        }
+        let orphans = self.store_io(|s| Ok(s.orphan_backups())).await;
+        for uuid in orphans.unwrap_or_default() {
+            match self.shared.domains.by_uuid(&uuid) {
+                Some(obj) if !obj.lock().is_active() => {
+                    tracing::warn!(domain = %obj.reference().name, "ending a backup whose QEMU is gone");
+                    self.forget_backup(&obj).await;
+                    self.delete_live(&obj).await;
+                }
+                _ => tracing::warn!(
+                    uuid = %super::store::uuid_string(&uuid),
+                    "a backup record without its domain; left as it is"
+                ),
             }
         }
     }

@@ -8,6 +8,7 @@
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
 //! RUN/<uuid>/domain.json        live state of a running domain
+//! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
 //! ```
 //!
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::DriverError;
 use super::Uuid;
+use crate::fault::{Counted, Step};
 
 /// A definition file and what reading it gave.
 pub type StoredConfig = (PathBuf, Result<String, DriverError>);
@@ -232,7 +234,26 @@ impl Store {
         out
     }
 
-    /// Forgets a domain's live state; QEMU's files go with it.
+    /// Domains whose run directory holds a backup record but no live
+    /// record: a backup whose QEMU went away while the daemon was writing
+    /// the record (QEMU's exit removes the directory, the record's write
+    /// makes it again), and the daemon died before it cleaned up.
+    pub fn orphan_backups(&self) -> Vec<Uuid> {
+        let Ok(entries) = fs::read_dir(&self.run_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|dir| dir.join("backup.json").is_file() && !dir.join("domain.json").exists())
+            .filter_map(|dir| {
+                let name = dir.file_name()?.to_str()?.to_string();
+                Some(*uuid::Uuid::parse_str(&name).ok()?.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Where the record of a running backup is kept.
     fn backup_path(&self, uuid: &Uuid) -> PathBuf {
         self.domain_run_dir(uuid).join("backup.json")
     }
@@ -269,8 +290,28 @@ impl Store {
         let _ = remove_file_if_exists(&self.backup_path(uuid));
     }
 
+    /// Forgets a domain's live state; QEMU's files go with it. A backup
+    /// record stays: a backup-begin still running when QEMU went away
+    /// owns it, and settles it (or, after a crash, start-up or the next
+    /// start of the domain ends the backup it names).
     pub fn delete_live(&self, uuid: &Uuid) {
         let dir = self.domain_run_dir(uuid);
+        if self.backup_path(uuid).exists() {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path != self.backup_path(uuid) {
+                    let removed = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    if let Err(err) = removed {
+                        tracing::warn!(file = %path.display(), %err, "cannot remove a run file");
+                    }
+                }
+            }
+            return;
+        }
         if let Err(err) = fs::remove_dir_all(&dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), %err, "cannot remove run directory");
@@ -398,7 +439,14 @@ enum Moment {
 }
 
 fn remove_dir_if_exists(dir: &Path) -> Result<(), DriverError> {
-    match fs::remove_dir_all(dir) {
+    let what = dir.display().to_string();
+    let counted = Counted::before(Step::Remove, &what, None)
+        .map_err(|e| DriverError::system(format_args!("cannot remove {what}"), e))?;
+    let removed = fs::remove_dir_all(dir);
+    if removed.is_ok() {
+        counted.after(&what);
+    }
+    match removed {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::system(
             format_args!("cannot remove '{}'", dir.display()),
             e,
@@ -500,9 +548,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
     create_private_dir(dir)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file_name}.tmp"));
+    let what = path.display().to_string();
     let result = (|| {
+        // The crash tests' ENOSPC or stop (crate::fault).
+        let counted = Counted::before(Step::Write, &what, None)?;
         // A stale temp file would keep its old mode.
-        remove_file_if_exists(&tmp).map_err(std::io::Error::other)?;
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -511,7 +565,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
         file.write_all(data)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        fs::File::open(dir)?.sync_all()?;
+        counted.after(&what);
+        Ok(())
     })();
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -520,9 +576,18 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DriverError> {
 }
 
 fn remove_file_if_exists(path: &Path) -> Result<(), DriverError> {
+    let what = path.display().to_string();
+    let counted = Counted::before(Step::Remove, &what, None)
+        .map_err(|e| DriverError::system(format_args!("cannot remove {what}"), e))?;
     match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => {
+            counted.after(&what);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            counted.after(&what);
+            Ok(())
+        }
         Err(e) => Err(DriverError::system(
             format_args!("cannot remove config {}", path.display()),
             e,

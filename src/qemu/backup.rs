@@ -214,8 +214,78 @@ pub async fn prepare_in(
     disks: &[BackupDisk],
     reuse: bool,
 ) -> Result<Vec<DiskBackup>, QemuError> {
-    let (reply, nodes) = (&graph.reply, &graph.bitmaps);
+    let bitmaps = temp_bitmaps(&graph.bitmaps, disks)?;
+    let mut done: Vec<DiskBackup> = Vec::with_capacity(disks.len());
+    for (disk, bitmap) in disks.iter().zip(bitmaps) {
+        let attached = match attach_target(mon, disk, &graph.reply, reuse).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                for problem in discard(mon, &done).await {
+                    warn!("cleaning up after a failed backup start: {problem}");
+                }
+                return Err(e);
+            }
+        };
+        done.push(disk_backup(disk, bitmap, attached));
+    }
+    Ok(done)
+}
 
+/// What [`prepare_in`] will make, before anything is made: the driver
+/// records it, so that a daemon that dies half-way through can undo the
+/// begin. A target counts as created unless it is reused or a device; a
+/// file target that exists already is refused here, as [`prepare_in`]
+/// refuses it, so that an undo can never remove somebody else's file.
+pub fn plan(
+    graph: &BlockGraph,
+    disks: &[BackupDisk],
+    reuse: bool,
+) -> Result<Vec<DiskBackup>, QemuError> {
+    let bitmaps = temp_bitmaps(&graph.bitmaps, disks)?;
+    let mut planned = Vec::with_capacity(disks.len());
+    for (disk, bitmap) in disks.iter().zip(bitmaps) {
+        let created = !reuse && !disk.store_block;
+        if created && std::fs::symlink_metadata(&disk.store).is_ok() {
+            return Err(exists(disk));
+        }
+        let target = AttachedImage {
+            path: disk.store.clone(),
+            storage_node: super::node::storage(disk.store_node_index),
+            format_node: super::node::format(disk.store_node_index),
+            created,
+        };
+        planned.push(disk_backup(disk, bitmap, target));
+    }
+    Ok(planned)
+}
+
+fn exists(disk: &BackupDisk) -> QemuError {
+    QemuError::InvalidInput(format!(
+        "store '{}' for backup of '{}' exists",
+        disk.store.display(),
+        disk.source.target
+    ))
+}
+
+fn disk_backup(disk: &BackupDisk, bitmap: Option<TempBitmap>, target: AttachedImage) -> DiskBackup {
+    let source_node = disk.source.format_node();
+    DiskBackup {
+        disk: disk.source.target.clone(),
+        job_id: job_id(&disk.source.target, &source_node),
+        source_node,
+        bitmap,
+        fleece: disk.fleece,
+        target,
+    }
+}
+
+/// Each incremental disk's temporary bitmap, once its checkpoint's bitmap
+/// passed [`bitmap::check_bitmap`]; all disks are checked before any
+/// target is touched.
+fn temp_bitmaps(
+    nodes: &[bitmap::NodeBitmaps],
+    disks: &[BackupDisk],
+) -> Result<Vec<Option<TempBitmap>>, QemuError> {
     let mut bitmaps = Vec::with_capacity(disks.len());
     for disk in disks {
         let temp = match &disk.incremental {
@@ -240,29 +310,7 @@ pub async fn prepare_in(
         };
         bitmaps.push(temp);
     }
-
-    let mut done: Vec<DiskBackup> = Vec::with_capacity(disks.len());
-    for (disk, bitmap) in disks.iter().zip(bitmaps) {
-        let attached = match attach_target(mon, disk, reply, reuse).await {
-            Ok(attached) => attached,
-            Err(e) => {
-                for problem in discard(mon, &done).await {
-                    warn!("cleaning up after a failed backup start: {problem}");
-                }
-                return Err(e);
-            }
-        };
-        let source_node = disk.source.format_node();
-        done.push(DiskBackup {
-            disk: disk.source.target.clone(),
-            job_id: job_id(&disk.source.target, &source_node),
-            source_node,
-            bitmap,
-            fleece: disk.fleece,
-            target: attached,
-        });
-    }
-    Ok(done)
+    Ok(bitmaps)
 }
 
 async fn attach_target(
@@ -299,11 +347,7 @@ async fn attach_target(
     }
     // A device is there by definition (libvirt checks only files).
     if !disk.store_block && tokio::fs::symlink_metadata(&disk.store).await.is_ok() {
-        return Err(QemuError::InvalidInput(format!(
-            "store '{}' for backup of '{}' exists",
-            disk.store.display(),
-            disk.source.target
-        )));
+        return Err(exists(disk));
     }
     let source = source_image(named_nodes, &source_node).ok_or_else(|| {
         QemuError::Internal(format!(
@@ -504,6 +548,21 @@ pub async fn cancel(mon: &Monitor, watch: &mut JobWatch) -> Vec<QemuError> {
 /// is tried; returns what failed.
 pub async fn cleanup_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
     cleanup(mon, disk, true).await
+}
+
+/// [`cleanup_disk`] for a disk whose job QEMU may not list, or whose
+/// cleanup or preparation a killed daemon left half-done: also dismisses
+/// the `blockdev-create` jobs that made its target. Whatever is not there
+/// fails, and is returned like any other failure.
+pub async fn undo_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
+    let mut problems = Vec::new();
+    for node in [&disk.target.storage_node, &disk.target.format_node] {
+        if let Err(e) = jobs::dismiss(mon, &format!("create-{node}")).await {
+            problems.push(e);
+        }
+    }
+    problems.extend(cleanup(mon, disk, true).await);
+    problems
 }
 
 async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuError> {

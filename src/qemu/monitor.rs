@@ -56,6 +56,7 @@ use tracing::{debug, warn};
 use super::error::QemuError;
 use super::events::QmpEvent;
 use super::json;
+use crate::fault::{Counted, Step};
 
 /// The longest line we accept from QEMU. Real replies are far smaller; this
 /// only bounds what a broken peer can make us buffer.
@@ -168,6 +169,8 @@ struct Inner {
     /// The receiver created before the reader started: handed out by the
     /// first [`Monitor::events`] call so that no early event is missed.
     first_events: Mutex<Option<broadcast::Receiver<QmpEvent>>>,
+    /// QEMU's pid, as the socket's peer credentials give it.
+    peer: Option<i32>,
     tasks: [AbortHandle; 2],
 }
 
@@ -232,6 +235,8 @@ impl Monitor {
         stream: UnixStream,
         max_line: usize,
     ) -> Result<Monitor, QemuError> {
+        // Only the fault-injection switch uses it (kill-qemu).
+        let peer = stream.peer_cred().ok().and_then(|c| c.pid());
         let (read, write) = stream.into_split();
         let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(max_line));
         let greeting = match lines.next().await {
@@ -258,6 +263,7 @@ impl Monitor {
                 next_id: AtomicU64::new(0),
                 version,
                 first_events: Mutex::new(Some(first_events)),
+                peer,
                 tasks: [reader.abort_handle(), writer_task.abort_handle()],
             }),
         };
@@ -302,7 +308,21 @@ impl Monitor {
             line.push_str(&arguments.to_string());
         }
         line.push_str(&format!(",\"id\":\"libvirt-{id}\"}}"));
+        // The crash tests stop here: before the command, or once its
+        // reply is in (see crate::fault). Only commands that change
+        // something count: a crash around a query (or a poll) is one
+        // around the change before or after it. `qmp_capabilities` is part
+        // of connecting, not of an operation.
+        let changes =
+            !(name.starts_with("query-") || name == "qom-get" || name == "qmp_capabilities");
+        let counted = changes
+            .then(|| Counted::before(Step::Qmp, name, self.inner.peer))
+            .transpose()
+            .map_err(|e| QemuError::io("fault injection", e))?;
         let reply = self.round_trip_named(id, line).await?;
+        if let Some(counted) = counted {
+            counted.after(name);
+        }
         check_reply(name, reply.members)
     }
 

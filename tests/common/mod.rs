@@ -26,6 +26,8 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Extra environment of the next start ([`Daemon::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// What a client command printed, and how it ended.
@@ -92,6 +94,7 @@ impl Daemon {
             dir,
             child: None,
             extra_args,
+            env: Vec::new(),
         };
         daemon.spawn();
         daemon
@@ -135,6 +138,7 @@ impl Daemon {
             .arg(self.path("run"))
             .args(&self.extra_args)
             .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -155,6 +159,22 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The environment variables the next start (or restart) adds, in
+    /// place of the ones set before.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// Whether the daemon process has ended (by itself: a crash).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     pub fn restart(&mut self) {

@@ -45,6 +45,7 @@ pub fn bare() -> Daemon {
         dir,
         child: None,
         extra_args: Vec::new(),
+        env: Vec::new(),
     }
 }
 

@@ -6,9 +6,17 @@
 //! NBD server listens next; one transaction starts every disk's job
 //! together with the new checkpoint's bitmaps, so the checkpoint exists
 //! exactly when the backup started; a pull backup's exports come only
-//! after it, so no client reads a disk that is not frozen yet. Whatever
-//! fails undoes what came before it: the server, the jobs, the bitmaps,
-//! the files made, the checkpoint's intent record.
+//! after it, so no client reads a disk that is not frozen yet.
+//!
+//! One transaction, in libvirt's `endjob:` shape: before QEMU is touched
+//! the new checkpoint's intent, the backup's record (`started: false`,
+//! naming every node, job, file and server the begin may make) and the
+//! checkpoint's metadata are written; then everything in QEMU
+//! (`begin_in_qemu`, which undoes its own part on error); then the
+//! record is rewritten as started, the commit point. A failure before it
+//! takes the one way back (`settle_begin`); a crash before it is
+//! undone by the next daemon from the record, as an abort
+//! (`follow::step`, `Event::Restarted`), the checkpoint dropped with it.
 //!
 //! A TCP server without a port gets one from the configured range (libvirt
 //! 9.0 refuses it); a unix socket gets the configured mode (0600: only this
@@ -86,6 +94,7 @@ impl Driver {
         checkpoint_xml: Option<&str>,
         flags: u32,
     ) -> Result<(), DriverError> {
+        crate::fault::arm("backup-begin");
         DriverError::check_flags(
             flags,
             BEGIN_REUSE_EXTERNAL | super::preserve::BEGIN_PRESERVE_SHUTDOWN_DOMAIN,
@@ -144,9 +153,7 @@ impl Driver {
         }
         let requests = backup_requests(&def, &running, pull.is_some())?;
         crate::driver::rules::backup_disks_free(&obj, requests.iter().map(|r| &*r.source.target))?;
-        let targets = qbackup::prepare_in(vm.monitor(), &graph, &requests, reuse)
-            .await
-            .map_err(DriverError::from)?;
+        let planned = qbackup::plan(&graph, &requests, reuse)?;
 
         let uuid = obj.uuid;
         let cp_bitmaps: Vec<(String, String)> = checkpoint
@@ -159,63 +166,85 @@ impl Driver {
             action: IntentAction::Create,
             bitmaps: bitmaps.iter().map(|b| b.disk_pair()).collect(),
         });
-        if let Some(intent) = cp_intent.clone() {
-            if let Err(err) = self.store_io(move |s| s.save_intent(&uuid, &intent)).await {
-                qbackup::discard(vm.monitor(), &targets).await;
-                return Err(err);
-            }
-        }
         let tls = def.server().and_then(|s| s.tls()) == Some(true);
-        let server = pull.as_ref().map(|addr| Server {
-            addr,
-            tls_dir: tls.then_some(self.shared.config.backup_tls_dir.as_path()),
-            mode: self.shared.config.nbd_socket_mode,
-            exports: exports(&def, &targets),
-        });
-        let started = start_jobs(vm.monitor(), &targets, server, &cp_bitmaps).await;
-        let watch = match started {
-            Ok(watch) => watch,
-            Err(err) => {
-                if let Some(intent) = &cp_intent {
-                    self.drop_intent(uuid, &intent.checkpoint).await;
-                }
-                return Err(err.into());
-            }
-        };
-        let checkpoint_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
-        if let Some((cp, _)) = checkpoint {
-            self.commit_checkpoint(&obj, cp).await;
-        }
-
-        let disks = targets
-            .iter()
-            .map(|t| RunDisk {
-                dst: t.disk.clone(),
-                path: running
-                    .disk_by_target(&t.disk)
-                    .and_then(DiskDef::source)
-                    .unwrap_or_default()
-                    .to_string(),
-                job_id: t.job_id.clone(),
-                state: DiskState::Running,
-            })
-            .collect();
-        let record = BackupRecord {
+        let mut record = BackupRecord {
             xml: def.format(),
             job: JobData::backup(now_ms()),
             reuse,
-            disks,
-            targets,
+            disks: run_disks(&running, &planned),
+            targets: planned,
             cancel_requested: HashSet::new(),
-            checkpoint: checkpoint_name,
-            pull: pull.map(|addr| PullServer {
+            checkpoint: checkpoint.as_ref().map(|(cp, _)| cp.name().to_string()),
+            pull: pull.clone().map(|addr| PullServer {
                 addr,
                 tls,
                 stopped: false,
             }),
             preserve: preserve.is_some(),
+            started: false,
         };
+        // The intents, before QEMU is touched: the checkpoint's, then the
+        // backup's own (its record, not started yet), which names every
+        // node, job, file and server the begin may make.
+        if let Some(intent) = cp_intent.clone() {
+            self.store_io(move |s| s.save_intent(&uuid, &intent))
+                .await?;
+        }
+        let intent = record.clone();
+        if let Err(err) = self.store_io(move |s| s.save_backup(&uuid, &intent)).await {
+            self.settle_begin(uuid, cp_intent.as_ref(), None).await;
+            return Err(err);
+        }
+        // The checkpoint's metadata too, while nothing else is made: a
+        // disk that cannot take it fails the begin here. Until the record
+        // says the backup started, an undo drops it again.
+        let cp_name = checkpoint.as_ref().map(|(cp, _)| cp.name().to_string());
+        if let Some((cp, _)) = &checkpoint {
+            let (name, xml) = (cp.name().to_string(), metadata_xml(cp));
+            let saved = self.store_io(move |s| s.save_checkpoint(&uuid, &name, &xml));
+            if let Err(err) = saved.await {
+                tracing::error!(checkpoint = ?cp_name, %err, "cannot save checkpoint metadata");
+                self.settle_begin(uuid, cp_intent.as_ref(), cp_name.as_deref())
+                    .await;
+                return Err(DriverError::internal(format!(
+                    "unable to save metadata for checkpoint {}",
+                    cp.name()
+                )));
+            }
+        }
+        let server = pull.as_ref().map(|addr| Server {
+            addr,
+            tls_dir: tls.then_some(self.shared.config.backup_tls_dir.as_path()),
+            mode: self.shared.config.nbd_socket_mode,
+            exports: Vec::new(),
+        });
+        let made = begin_in_qemu(
+            vm.monitor(),
+            &graph,
+            &requests,
+            reuse,
+            server,
+            &def,
+            &cp_bitmaps,
+        );
+        let (targets, watch) = match made.await {
+            Ok(made) => made,
+            Err(err) => {
+                // The one way back: QEMU's side was undone on the way out
+                // of begin_in_qemu; the intents go.
+                self.settle_begin(uuid, cp_intent.as_ref(), cp_name.as_deref())
+                    .await;
+                return Err(err.into());
+            }
+        };
+        // The commit point: from here on a restarted daemon follows the
+        // backup rather than undoing it.
+        record.targets = targets;
+        record.started = true;
         self.save_backup(&obj, record.clone()).await;
+        if let Some((cp, _)) = checkpoint {
+            self.commit_checkpoint(&obj, cp).await;
+        }
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
@@ -233,6 +262,28 @@ impl Driver {
         Ok(())
     }
 
+    /// A begin that failed and undid what it made in QEMU: the new
+    /// checkpoint's metadata (`cp_written`) and the intents go.
+    async fn settle_begin(
+        &self,
+        uuid: crate::driver::Uuid,
+        cp_intent: Option<&Intent>,
+        cp_written: Option<&str>,
+    ) {
+        if let Some(name) = cp_written.map(str::to_string) {
+            let removed = self.store_io(move |s| s.delete_checkpoint(&uuid, &name));
+            if let Err(err) = removed.await {
+                // The intents stay: the next start-up removes it.
+                tracing::error!(%err, "cannot remove the metadata of a failed backup's checkpoint");
+                return;
+            }
+        }
+        if let Some(intent) = cp_intent {
+            self.drop_intent(uuid, &intent.checkpoint).await;
+        }
+        self.delete_backup(uuid).await;
+    }
+
     /// The new checkpoint given with a backup: checked as a plain create,
     /// its bitmaps added by the backup's transaction.
     fn new_checkpoint(
@@ -245,31 +296,17 @@ impl Driver {
         checkpoint::prepare_new(&st.checkpoints, &live.def, parsed)
     }
 
-    /// Writes a checkpoint whose bitmaps the backup's transaction made.
-    /// The backup runs already, so a failure here is only logged (libvirt
-    /// reports it but keeps the job).
+    /// Lists a checkpoint whose bitmaps the backup's transaction made and
+    /// whose metadata was written before it.
     async fn commit_checkpoint(&self, obj: &Arc<DomainObj>, def: CheckpointDef) {
-        let uuid = obj.uuid;
         let name = def.name().to_string();
-        let xml = metadata_xml(&def);
-        let owned = name.clone();
-        match self
-            .store_io(move |s| s.save_checkpoint(&uuid, &owned, &xml))
-            .await
         {
-            Ok(()) => {
-                {
-                    let mut st = obj.lock();
-                    let parent = def.parent().map(str::to_string);
-                    st.checkpoints.insert(&name, parent.as_deref(), def);
-                    st.checkpoints.set_current(Some(&name));
-                }
-                self.drop_intent(uuid, &name).await;
-            }
-            Err(err) => {
-                tracing::error!(checkpoint = %name, %err, "cannot save the metadata of the backup's checkpoint; its bitmaps are removed at the next reconcile");
-            }
+            let mut st = obj.lock();
+            let parent = def.parent().map(str::to_string);
+            st.checkpoints.insert(&name, parent.as_deref(), def);
+            st.checkpoints.set_current(Some(&name));
         }
+        self.drop_intent(obj.uuid, &name).await;
     }
 
     /// A free port of the configured range for a pull backup's TCP
@@ -330,6 +367,43 @@ fn pull_address(def: &BackupDef) -> Result<NbdAddress, DriverError> {
                 .ok_or_else(|| DriverError::internal("TCP server without a port"))?,
         }),
     }
+}
+
+/// Each backed-up disk as the record follows it.
+fn run_disks(running: &DomainDef, targets: &[qbackup::DiskBackup]) -> Vec<RunDisk> {
+    targets
+        .iter()
+        .map(|t| RunDisk {
+            dst: t.disk.clone(),
+            path: running
+                .disk_by_target(&t.disk)
+                .and_then(DiskDef::source)
+                .unwrap_or_default()
+                .to_string(),
+            job_id: t.job_id.clone(),
+            state: DiskState::Running,
+        })
+        .collect()
+}
+
+/// Everything backup-begin does in QEMU: the targets made and attached,
+/// then [`start_jobs`]. On error nothing of it is left.
+async fn begin_in_qemu(
+    mon: &Monitor,
+    graph: &qbackup::BlockGraph,
+    requests: &[qbackup::BackupDisk],
+    reuse: bool,
+    server: Option<Server<'_>>,
+    def: &BackupDef,
+    cp_bitmaps: &[(String, String)],
+) -> Result<(Vec<qbackup::DiskBackup>, JobWatch), QemuError> {
+    let targets = qbackup::prepare_in(mon, graph, requests, reuse).await?;
+    let server = server.map(|s| Server {
+        exports: exports(def, &targets),
+        ..s
+    });
+    let watch = start_jobs(mon, &targets, server, cp_bitmaps).await?;
+    Ok((targets, watch))
 }
 
 /// One export per backed-up disk, named as the definition says.

@@ -68,6 +68,19 @@ pub struct BackupRecord {
     /// power-off keeps the domain paused until the end (`preserve.rs`).
     #[serde(default)]
     pub(super) preserve: bool,
+    /// Whether backup-begin got through. The record is written before
+    /// begin touches QEMU, as the begin's intent: a restarted daemon that
+    /// finds one not started undoes what it names (the jobs cancelled, the
+    /// targets detached and removed, the server stopped, the checkpoint
+    /// dropped) and reports no job, as after a begin that failed.
+    #[serde(default = "started_before_intents")]
+    pub(super) started: bool,
+}
+
+/// A record written before begin intents existed was written only once
+/// the backup had started.
+fn started_before_intents() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +134,10 @@ pub(in crate::driver) enum Action {
     /// Dismiss a disk's concluded job, detach its target, remove its
     /// temporary bitmap.
     CleanUp(DiskBackup),
+    /// The same for a job that QEMU may no longer list, or whose cleanup
+    /// may have been done in part: what of it is there goes, and what is
+    /// not is no failure.
+    Detach(DiskBackup),
     /// Ask QEMU to cancel these jobs: for a client, or the rest of a
     /// backup one of whose disks failed or was cancelled.
     Cancel(Vec<String>),
@@ -170,10 +187,37 @@ pub(in crate::driver) fn step(
             actions
         }
         Event::QemuGone => record.end(JobStatus::Cancelled, true),
-        Event::Restarted { qemu: true } => vec![Action::Follow {
-            pending: record.running(),
-            cancelling: record.cancel_requested.clone(),
-        }],
+        Event::Restarted { qemu: true } if !record.started => {
+            // A begin cut short: undone as an abort, every job (those that
+            // exist) cancelled and each disk cleaned up as it ends.
+            let running = record.running();
+            record.cancel_requested.extend(running.iter().cloned());
+            let mut actions = record.stop_server();
+            actions.push(Action::Cancel(running));
+            actions.push(Action::Follow {
+                pending: record.running(),
+                cancelling: record.cancel_requested.clone(),
+            });
+            actions
+        }
+        Event::Restarted { qemu: true } => {
+            // A disk recorded as ended may not have been cleaned up: the
+            // record is saved before the cleanup, and the daemon may have
+            // died in between. What of it is still there goes.
+            let mut actions: Vec<Action> = record
+                .disks
+                .iter()
+                .filter(|d| d.state != DiskState::Running)
+                .filter_map(|d| record.targets.iter().find(|t| t.job_id == d.job_id))
+                .cloned()
+                .map(Action::Detach)
+                .collect();
+            actions.push(Action::Follow {
+                pending: record.running(),
+                cancelling: record.cancel_requested.clone(),
+            });
+            actions
+        }
         Event::Restarted { qemu: false } => record.end(JobStatus::Cancelled, false),
     };
     (record, actions)
@@ -242,10 +286,14 @@ impl BackupRecord {
         if over.is_none() {
             actions.push(Action::Save);
         }
-        // A job QEMU no longer lists has nothing left to dismiss.
-        if end.outcome != JobOutcome::Vanished {
-            let target = self.targets.iter().find(|t| t.job_id == end.id);
-            actions.extend(target.cloned().map(Action::CleanUp));
+        // A job QEMU no longer lists has nothing left to dismiss, but its
+        // target may still be attached (a daemon killed between the
+        // dismiss and the detach, or a begin cut short before the job).
+        let target = self.targets.iter().find(|t| t.job_id == end.id).cloned();
+        if end.outcome == JobOutcome::Vanished {
+            actions.extend(target.map(Action::Detach));
+        } else {
+            actions.extend(target.map(Action::CleanUp));
         }
         if !running.is_empty() && (failed || cancelled) {
             actions.push(Action::Cancel(running));
@@ -275,7 +323,9 @@ impl BackupRecord {
         if (pull || status != JobStatus::Completed) && !self.reuse {
             actions.push(Action::RemoveFiles(self.targets.clone()));
         }
-        if status != JobStatus::Completed && !pull {
+        // A begin cut short leaves a checkpoint that no backup holds,
+        // pull or push.
+        if (status != JobStatus::Completed && !pull) || !self.started {
             actions.extend(self.checkpoint.clone().map(Action::DropCheckpoint));
         }
         let mut job = self.job.clone();
@@ -351,7 +401,10 @@ impl Driver {
     ) {
         loop {
             let event = match watch.next().await {
-                Ok(Some(end)) => Event::DiskEnded(end),
+                Ok(Some(end)) => {
+                    crate::fault::arm("backup-end");
+                    Event::DiskEnded(end)
+                }
                 Ok(None) => return,
                 Err(err) => {
                     tracing::info!(%err, "backup ended with its QEMU");
@@ -413,6 +466,11 @@ impl Driver {
                         tracing::warn!(%problem, "backup cleanup");
                     }
                 }
+                (Action::Detach(disk), Some(mon)) => {
+                    for problem in qbackup::undo_disk(mon, &disk).await {
+                        tracing::debug!(%problem, "backup cleanup of a job QEMU does not list");
+                    }
+                }
                 (Action::Cancel(jobs), Some(mon)) => {
                     for id in jobs {
                         if let Err(err) = qjobs::cancel(mon, &id).await {
@@ -467,19 +525,25 @@ impl Driver {
         // end_backup_with_qemu (QEMU's exit reports the domain stopped only
         // after the event).
         let _ending = obj.backup_end.lock().await;
-        {
+        let started = {
             let mut st = obj.lock();
+            let mut started = true;
             if let Some(vm) = vm {
                 if !st.backup.as_ref().is_some_and(|r| Arc::ptr_eq(&r.vm, vm)) {
                     return;
                 }
-                st.backup = None;
+                started = st.backup.take().is_some_and(|r| r.record.started);
             }
-            job.update_time();
-            st.jobs.completed = Some(job.clone());
-        }
+            // A begin that was undone leaves no job behind, as one that
+            // failed.
+            if started {
+                job.update_time();
+                st.jobs.completed = Some(job.clone());
+            }
+            started
+        };
         self.delete_backup(obj.uuid).await;
-        if vm.is_some() {
+        if vm.is_some() && started {
             self.emit(DomainEvent::JobCompleted {
                 dom: obj.reference(),
                 params: job.params(),
@@ -499,6 +563,7 @@ impl Driver {
                 return;
             }
         };
+        let record_started = record.started;
         let (record, actions) = step(record, Event::Restarted { qemu: true });
         let vm = {
             let mut st = obj.lock();
@@ -511,16 +576,32 @@ impl Driver {
             });
             vm
         };
-        tracing::info!(domain = %obj.reference().name, "following the backup a previous run started");
-        for action in actions {
+        let (follow, now): (Vec<_>, Vec<_>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Follow { .. }));
+        let undo = !record_started;
+        if undo {
+            tracing::warn!(domain = %obj.reference().name, "undoing a backup-begin a previous run did not finish");
+        } else {
+            tracing::info!(domain = %obj.reference().name, "following the backup a previous run started");
+        }
+        self.carry_out(obj, Some(&vm), now).await;
+        for action in follow {
             if let Action::Follow {
                 pending,
                 cancelling,
             } = action
             {
                 let watch = JobWatch::resume(vm.monitor(), pending, cancelling);
-                let (driver, obj, vm) = (self.clone(), obj.clone(), vm.clone());
-                tokio::spawn(async move { driver.follow_backup(obj, vm, watch).await });
+                if undo {
+                    // To its end before start-up goes on: the undo drops
+                    // the begin's checkpoint before the metadata is loaded
+                    // and reconciled, not while it is.
+                    self.follow_backup(obj.clone(), vm.clone(), watch).await;
+                } else {
+                    let (driver, obj, vm) = (self.clone(), obj.clone(), vm.clone());
+                    tokio::spawn(async move { driver.follow_backup(obj, vm, watch).await });
+                }
             }
         }
     }

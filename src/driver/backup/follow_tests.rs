@@ -44,6 +44,7 @@ fn push() -> BackupRecord {
         preserve: false,
         checkpoint: Some("cp1".into()),
         pull: None,
+        started: true,
     }
 }
 
@@ -228,19 +229,24 @@ fn a_restarted_daemon_follows_what_still_runs_or_ends_the_job_without_qemu() {
 
     let (same, actions) = step(reloaded.clone(), Event::Restarted { qemu: true });
     assert_eq!(same, reloaded);
+    // vda is recorded as ended, but its cleanup may not have run.
     assert_eq!(
         actions,
-        [Action::Follow {
-            pending: vec![id(1)],
-            cancelling: [id(0), id(1)].into(),
-        }]
+        [
+            Action::Detach(push().targets[0].clone()),
+            Action::Follow {
+                pending: vec![id(1)],
+                cancelling: [id(0), id(1)].into(),
+            }
+        ]
     );
-    // A job dismissed while no daemon listened has failed, and has nothing
-    // left to clean up.
+    // A job dismissed while no daemon listened has failed; its target
+    // may still be attached (the daemon died before the detach).
     let (done, actions) = step(same, ended(1, JobOutcome::Vanished, 0));
     assert_eq!(
         actions,
         [
+            Action::Detach(push().targets[1].clone()),
             Action::RemoveFiles(push().targets),
             Action::DropCheckpoint("cp1".into()),
             closed(&done, JobStatus::Failed),
@@ -319,4 +325,38 @@ fn a_pull_disk_ending_on_its_own_stops_the_server_before_its_scratch_goes() {
         ]
     );
     assert!(first.pull.is_some_and(|s| s.stopped));
+}
+
+#[test]
+fn a_begin_cut_short_is_undone_as_an_abort_and_leaves_no_job() {
+    let mut record = pull();
+    record.checkpoint = Some("cp1".into());
+    record.started = false;
+    let (record, actions) = step(record, Event::Restarted { qemu: true });
+    assert_eq!(
+        actions,
+        [
+            Action::StopServer,
+            Action::Cancel(vec![id(0), id(1)]),
+            Action::Follow {
+                pending: vec![id(0), id(1)],
+                cancelling: [id(0), id(1)].into_iter().collect(),
+            }
+        ]
+    );
+    // Neither job had started: both vanish; the second ends the job, and
+    // the checkpoint goes with it, pull or not.
+    let (record, actions) = step(record, ended(0, JobOutcome::Vanished, 0));
+    assert_eq!(
+        actions,
+        [
+            Action::Save,
+            Action::Detach(pull().targets[0].clone()),
+            Action::Cancel(vec![id(1)]),
+            notify(&pull(), 0, BlockJobStatus::Failed)
+        ]
+    );
+    let (_, actions) = step(record, ended(1, JobOutcome::Vanished, 0));
+    assert!(actions.contains(&Action::DropCheckpoint("cp1".into())));
+    assert!(actions.contains(&Action::RemoveFiles(pull().targets)));
 }

@@ -120,6 +120,7 @@ impl Driver {
         xml: &str,
         flags: u32,
     ) -> Result<SnapshotRef, DriverError> {
+        crate::fault::arm("snapshot-create");
         use create_flags::*;
         DriverError::check_flags(flags, 0x3ff, "qemuSnapshotCreateXML")?;
         DriverError::check_required(

@@ -24,6 +24,7 @@ use super::{
 impl Driver {
     /// virDomainSnapshotDelete.
     pub async fn snapshot_delete(&self, snap: &SnapshotRef, flags: u32) -> Result<(), DriverError> {
+        crate::fault::arm("snapshot-delete");
         use delete_flags::*;
         DriverError::check_exclusive(
             flags,

@@ -24,6 +24,7 @@ impl Driver {
         snap: &SnapshotRef,
         flags: u32,
     ) -> Result<(), DriverError> {
+        crate::fault::arm("snapshot-revert");
         use revert_flags::*;
         DriverError::check_flags(
             flags,
