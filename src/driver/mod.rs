@@ -89,6 +89,10 @@ pub struct DriverConfig {
     /// Where QEMU reads the x509 credentials of a pull backup's server
     /// asked for with `tls='yes'` (libvirt's backup_tls_x509_cert_dir).
     pub backup_tls_dir: PathBuf,
+    /// The speed, in bytes/s, every new push backup's copy starts at
+    /// (`None`: unlimited, as libvirt); `virsh blockjob --bandwidth`
+    /// changes it per disk while the backup runs.
+    pub backup_speed: Option<u64>,
 }
 
 impl DriverConfig {
@@ -101,6 +105,7 @@ impl DriverConfig {
             nbd_ports: 10809..=10872,
             nbd_socket_mode: 0o600,
             backup_tls_dir: PathBuf::from("/etc/pki/qemu"),
+            backup_speed: None,
         }
     }
 }

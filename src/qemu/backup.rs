@@ -378,6 +378,15 @@ fn source_image(reply: &Value, node: &str) -> Option<SourceImage> {
 
 /// The transaction actions that start `disks`' jobs, in libvirt's order.
 pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
+    actions_at(disks, None)
+}
+
+/// [`actions`], with the push jobs copying at most `speed` bytes/s (the
+/// daemon's default backup bandwidth; `None` or 0: unlimited). A pull
+/// job copies only what the guest is about to overwrite, which a limit
+/// would only slow the guest down for, so it never gets one.
+pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAction> {
+    let speed = speed.filter(|&s| s > 0);
     let mut actions = Vec::with_capacity(disks.len() * 3);
     for disk in disks {
         if let Some(temp) = &disk.bitmap {
@@ -414,7 +423,9 @@ pub fn actions(disks: &[DiskBackup]) -> Vec<TransactionAction> {
                     job_id: Some(disk.job_id.clone()),
                     on_source_error: None,
                     on_target_error: None,
-                    speed: None,
+                    speed: speed
+                        .filter(|_| !disk.fleece)
+                        .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
                     x_perf: push_perf(disk),
                     device: disk.source_node.clone(),
                     sync: match (&disk.bitmap, disk.fleece) {
@@ -458,10 +469,11 @@ pub async fn start(
     mon: &Monitor,
     disks: &[DiskBackup],
     extra: Vec<TransactionAction>,
+    speed: Option<u64>,
 ) -> Result<JobWatch, QemuError> {
     let watch = JobWatch::new(mon, disks.iter().map(|d| d.job_id.clone()));
     let mut all = extra;
-    all.extend(actions(disks));
+    all.extend(actions_at(disks, speed));
     mon.execute(qapi::qmp::transaction {
         actions: all,
         properties: None,

@@ -43,7 +43,7 @@ async fn full(ctx: Ctx) {
     assert_eq!(prepared[1].job_id, "backup-vdb-libvirt-1-format");
     assert_eq!(prepared[1].target.format_node, "libvirt-4-format");
 
-    let mut watch = start(&ctx.mon, &prepared, vec![]).await.unwrap();
+    let mut watch = start(&ctx.mon, &prepared, vec![], None).await.unwrap();
     let finished = finish(&ctx.mon, &mut watch, &prepared).await.unwrap();
     assert!(finished.problems.is_empty(), "{:?}", finished.problems);
     assert_eq!(finished.outcome(), JobOutcome::Completed);
@@ -127,7 +127,7 @@ async fn incremental(ctx: Ctx) {
             granularity: 65536,
         })
     );
-    let mut watch = start(&ctx.mon, &prepared, add_actions(&both("c2"), None))
+    let mut watch = start(&ctx.mon, &prepared, add_actions(&both("c2"), None), None)
         .await
         .unwrap();
     // The new checkpoint began with the backup; the temporary bitmap holds
@@ -208,7 +208,7 @@ async fn cancelled(ctx: Ctx) {
     ctx.write(0, "write -P 0x11 0 192M").await;
     let disks = [ctx.backup(0, "vda.cancel.qcow2", DiskFormat::Qcow2, 3, None)];
     let prepared = prepare(&ctx.mon, &disks, false).await.unwrap();
-    let mut watch = start(&ctx.mon, &prepared, vec![]).await.unwrap();
+    let mut watch = start(&ctx.mon, &prepared, vec![], None).await.unwrap();
     let running = progress(&ctx.mon, &prepared).await.unwrap();
     let job = running[0].as_ref().expect("the job is listed");
     assert_eq!(job.job_type, "backup");
@@ -345,7 +345,7 @@ async fn failures(ctx: Ctx) {
     let prepared = prepare(&ctx.mon, &disks, true).await.unwrap();
     assert!(!prepared[0].target.created && !prepared[1].target.created);
     let twice = vec![(VDA.to_owned(), "c9".to_owned()); 2];
-    let err = start(&ctx.mon, &prepared, add_actions(&twice, None))
+    let err = start(&ctx.mon, &prepared, add_actions(&twice, None), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -378,7 +378,7 @@ async fn resumed(ctx: Ctx) {
     let prepared = prepare(&ctx.mon, &disks, false).await.unwrap();
     // The daemon goes away right after starting the job: its watch and
     // the job's events are lost.
-    drop(start(&ctx.mon, &prepared, vec![]).await.unwrap());
+    drop(start(&ctx.mon, &prepared, vec![], None).await.unwrap());
     loop {
         let jobs = jobs::query_jobs(&ctx.mon).await.unwrap();
         if jobs[0].status == Some(JobStatus::concluded) {

@@ -133,6 +133,11 @@ pub struct Args {
     /// only where calls themselves keep a thread busy. [default: 1]
     #[arg(long, value_name = "N", value_parser = parse_worker_threads)]
     pub worker_threads: Option<u16>,
+    /// MiB/s every new push backup copies at, per disk (0: unlimited, as
+    /// libvirt; `virsh blockjob DOM DISK --bandwidth N` changes one disk's
+    /// while the backup runs). [default: 0]
+    #[arg(long, value_name = "MIB", value_parser = parse_backup_bandwidth)]
+    pub backup_bandwidth: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +174,8 @@ pub struct Options {
     pub nbd_socket_mode: u32,
     pub backup_tls_dir: PathBuf,
     pub worker_threads: u16,
+    /// In MiB/s; 0 is unlimited.
+    pub backup_bandwidth: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +266,9 @@ fn set(args: &mut Args, key: &str, value: Value) -> Result<(), String> {
         "nbd_port_range" => args.nbd_port_range = Some(parse_port_range(&string(value)?)?),
         "nbd_socket_mode" => args.nbd_socket_mode = Some(parse_mode(&string(value)?)?),
         "backup_tls_dir" => args.backup_tls_dir = Some(path(value)?),
+        "backup_bandwidth" => {
+            args.backup_bandwidth = Some(parse_backup_bandwidth(&number(value)?)?)
+        }
         "worker_threads" => args.worker_threads = Some(parse_worker_threads(&number(value)?)?),
         _ => return Err("unknown key".into()),
     }
@@ -364,6 +374,7 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
             .or(file.backup_tls_dir)
             .unwrap_or_else(|| "/etc/pki/qemu".into()),
         worker_threads: cli.worker_threads.or(file.worker_threads).unwrap_or(1),
+        backup_bandwidth: cli.backup_bandwidth.or(file.backup_bandwidth).unwrap_or(0),
     })
 }
 
@@ -419,6 +430,12 @@ fn parse_keepalive_count(text: &str) -> Result<u32, String> {
     bounded(text, 1, 100).map(|n| n as u32)
 }
 
+/// MiB/s, bounded as libvirt bounds a bandwidth in MiB/s: the bytes must
+/// fit QEMU's signed 64-bit speed.
+fn parse_backup_bandwidth(text: &str) -> Result<u64, String> {
+    bounded(text, 0, (i64::MAX as u64) >> 20)
+}
+
 fn parse_worker_threads(text: &str) -> Result<u16, String> {
     bounded(text, 1, 256).map(|n| n as u16)
 }
@@ -471,6 +488,19 @@ mod tests {
         assert_eq!(opts.listen_tls, Some("127.0.0.1:16514".parse().unwrap()));
         assert_eq!(opts.tls_allowed_dn, Some(vec!["CN=a".to_string()]));
         assert_eq!(opts.listen_ro, PathBuf::from(OWN_SOCK_RO));
+    }
+
+    #[test]
+    fn backup_bandwidth_and_worker_threads_from_either_place() {
+        let file = read_file("backup_bandwidth = 40\nworker_threads = 2\n").unwrap();
+        let opts = resolve(cli(&["--backup-bandwidth", "7"]), file, true).unwrap();
+        assert_eq!((opts.backup_bandwidth, opts.worker_threads), (7, 2));
+        let opts = resolve(cli(&[]), read_file("").unwrap(), true).unwrap();
+        assert_eq!((opts.backup_bandwidth, opts.worker_threads), (0, 1));
+        let too_fast = format!("backup_bandwidth = {}\n", (i64::MAX as u64 >> 20) + 1);
+        let (line, reason) = read_file(&too_fast).unwrap_err();
+        assert_eq!(line, 1);
+        assert!(reason.starts_with("backup_bandwidth: "), "{reason}");
     }
 
     #[test]

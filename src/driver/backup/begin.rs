@@ -222,7 +222,10 @@ impl Driver {
             vm.monitor(),
             &graph,
             &requests,
-            reuse,
+            Copying {
+                reuse,
+                speed: self.shared.config.backup_speed,
+            },
             server,
             &def,
             &cp_bitmaps,
@@ -386,23 +389,31 @@ fn run_disks(running: &DomainDef, targets: &[qbackup::DiskBackup]) -> Vec<RunDis
         .collect()
 }
 
+/// How the targets are made and filled: reused as they are
+/// (REUSE_EXTERNAL) or created, and the speed push copies start at.
+struct Copying {
+    reuse: bool,
+    speed: Option<u64>,
+}
+
 /// Everything backup-begin does in QEMU: the targets made and attached,
 /// then [`start_jobs`]. On error nothing of it is left.
 async fn begin_in_qemu(
     mon: &Monitor,
     graph: &qbackup::BlockGraph,
     requests: &[qbackup::BackupDisk],
-    reuse: bool,
+    copying: Copying,
     server: Option<Server<'_>>,
     def: &BackupDef,
     cp_bitmaps: &[(String, String)],
 ) -> Result<(Vec<qbackup::DiskBackup>, JobWatch), QemuError> {
+    let Copying { reuse, speed } = copying;
     let targets = qbackup::prepare_in(mon, graph, requests, reuse).await?;
     let server = server.map(|s| Server {
         exports: exports(def, &targets),
         ..s
     });
-    let watch = start_jobs(mon, &targets, server, cp_bitmaps).await?;
+    let watch = start_jobs(mon, &targets, server, cp_bitmaps, speed).await?;
     Ok((targets, watch))
 }
 
@@ -496,6 +507,7 @@ async fn start_jobs(
     targets: &[qbackup::DiskBackup],
     server: Option<Server<'_>>,
     cp_bitmaps: &[(String, String)],
+    speed: Option<u64>,
 ) -> Result<JobWatch, QemuError> {
     let not_started = "cannot undo a backup that did not start";
     if let Some(server) = &server {
@@ -506,7 +518,7 @@ async fn start_jobs(
     }
     let tls = server.as_ref().is_some_and(|s| s.tls_dir.is_some());
     let cp_actions = bitmap::add_actions(cp_bitmaps, None);
-    let mut watch = match qbackup::start(mon, targets, cp_actions).await {
+    let mut watch = match qbackup::start(mon, targets, cp_actions, speed).await {
         Ok(watch) => watch,
         Err(err) => {
             if let Some(server) = &server {
