@@ -68,6 +68,7 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
             boot_index: (position == 0).then_some(1),
             // qemu::start reads it from the image header.
             has_backing: false,
+            backing: Vec::new(),
         });
     }
     Ok(disks)

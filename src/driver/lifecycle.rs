@@ -93,6 +93,7 @@ impl Driver {
             xml: def.format(FormatMode::Inactive, Secrets::Shown),
             nodes: Vec::new(),
             overlays: Vec::new(),
+            next_node: 0,
         };
         let uuid = obj.uuid;
         // A backup whose QEMU went away while a crashed daemon was still
@@ -121,8 +122,14 @@ impl Driver {
                 return Err(err);
             }
         };
+        // Layers of backing chains took node numbers past the disks': a
+        // restarted daemon must not hand them out again.
+        let chains = usize::try_from(vm.highest_node()).unwrap_or(usize::MAX) > def.disks().len();
         obj.lock()
             .set_live(id, def, vm.clone(), (run_state, reason));
+        if chains {
+            self.save_live(obj).await;
+        }
         self.reconcile_checkpoints(obj).await;
         let dom = obj.reference();
         // libvirt reports QEMU's RESUME from the first `cont` before the
@@ -164,6 +171,7 @@ impl Driver {
                 xml: live.def.format(FormatMode::Inactive, Secrets::Shown),
                 nodes: LiveRecord::nodes_of(&live.def),
                 overlays: live.overlays.clone(),
+                next_node: live.next_node,
             }
         };
         let uuid = obj.uuid;
@@ -469,7 +477,10 @@ impl Driver {
             if let Some(live) = st.live.as_mut() {
                 live.overlays = record.overlays.clone();
                 let highest = record.overlays.iter().map(|o| o.overlay).max();
-                live.next_node = live.next_node.max(highest.unwrap_or(0) + 1);
+                live.next_node = live
+                    .next_node
+                    .max(highest.unwrap_or(0) + 1)
+                    .max(record.next_node);
             }
         }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");

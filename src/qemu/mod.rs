@@ -52,7 +52,9 @@ pub(crate) mod transcript;
 mod watch;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};
-pub use command::{build_argv, Accel, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind};
+pub use command::{
+    build_argv, Accel, BackingSpec, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind,
+};
 pub use error::{QemuError, QemuErrorKind};
 pub use events::{Exit, QmpEvent, VmEvent};
 pub use monitor::Monitor;
