@@ -111,18 +111,22 @@ pub fn parse_chain(graph: &Value, named: &Value, top: &str) -> Result<Vec<Layer>
         let id = *id_of.get(name).ok_or_else(|| bad("node missing"))?;
         let node = info.get(name).ok_or_else(|| bad("node not listed"))?;
         let storage = child(id, "file");
-        let storage_drv = storage
-            .and_then(|s| info.get(s))
+        let storage_info = storage.and_then(|s| info.get(s));
+        let storage_drv = storage_info
             .and_then(|s| s.get("drv"))
             .and_then(Value::as_str);
+        // The storage node's file name: a format node whose header names
+        // its backing file otherwise than the node below is opened (a
+        // relative name) reports a `json:` name of its own.
+        let path = storage_info
+            .and_then(|s| s.get("file"))
+            .or_else(|| node.get("file"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         out.push(Layer {
             node: name.to_owned(),
             storage: storage.map(str::to_owned),
-            path: node
-                .get("file")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            path: path.to_owned(),
             format: node
                 .get("drv")
                 .and_then(Value::as_str)

@@ -384,9 +384,7 @@ fn image_args(
     backing: Backing,
 ) -> Result<(), QemuError> {
     let source = source.to_str().ok_or_else(|| {
-        QemuError::InvalidInput(format!(
-            "source path of disk '{target}' is not valid UTF-8"
-        ))
+        QemuError::InvalidInput(format!("source path of disk '{target}' is not valid UTF-8"))
     })?;
     let (storage, format_name) = (super::node::storage(index), super::node::format(index));
     // The storage node may open read-only if nothing above needs writes

@@ -113,9 +113,7 @@ const MAX_CHAIN_DEPTH: usize = 200;
 /// format, a loop, an unreadable layer, or deeper than libvirt goes):
 /// QEMU then opens it from the header itself.
 pub async fn backing_chain(top: PathBuf) -> Option<Vec<BackingImage>> {
-    blocking(move || Ok(read_chain(&top)))
-        .await
-        .unwrap_or(None)
+    blocking(move || Ok(read_chain(&top))).await.unwrap_or(None)
 }
 
 fn read_chain(top: &Path) -> Option<Vec<BackingImage>> {
@@ -197,7 +195,9 @@ fn parse_qcow2_backing(
         return Some(None);
     }
     // QEMU refuses names longer than 1023 bytes.
-    let len = usize::try_from(be32(16)?).ok().filter(|&l| l > 0 && l < 1024)?;
+    let len = usize::try_from(be32(16)?)
+        .ok()
+        .filter(|&l| l > 0 && l < 1024)?;
     let name = match usize::try_from(offset) {
         Ok(at) if at.checked_add(len).is_some_and(|end| end <= head.len()) => {
             head[at..at + len].to_vec()
