@@ -291,9 +291,15 @@ pub fn environment(run_dir: &Path, path: Option<OsString>) -> Vec<(OsString, OsS
 
 fn check_disks(disks: &[DiskSpec]) -> Result<(), QemuError> {
     for (i, disk) in disks.iter().enumerate() {
-        let clash = disks[..i]
-            .iter()
-            .find(|d| d.device_index == disk.device_index || d.node_index == disk.node_index);
+        let nodes = |d: &DiskSpec| {
+            std::iter::once(d.node_index)
+                .chain(d.backing.iter().map(|b| b.node_index))
+                .collect::<Vec<_>>()
+        };
+        let mine = nodes(disk);
+        let clash = disks[..i].iter().find(|d| {
+            d.device_index == disk.device_index || nodes(d).iter().any(|n| mine.contains(n))
+        });
         if let Some(other) = clash {
             return Err(QemuError::InvalidInput(format!(
                 "disks '{}' and '{}' share a device or node index",
@@ -586,6 +592,53 @@ mod tests {
         assert!(has(
             r#"{"driver":"virtio-balloon-pci","id":"balloon0","bus":"pci.0","addr":"0x3"}"#
         ));
+    }
+
+    /// A disk on a chain: every layer's nodes, the bottom first, each
+    /// format node naming the one below, the lower layers read-only (as
+    /// libvirt 9.0 writes a chain).
+    #[test]
+    fn a_chain_names_every_layer() {
+        let mut spec = two_disk_spec();
+        spec.disks.truncate(1);
+        spec.disks[0].node_index = 1;
+        spec.disks[0].has_backing = true;
+        spec.disks[0].backing = vec![
+            BackingSpec {
+                node_index: 2,
+                source: "/i/mid.qcow2".into(),
+                source_kind: SourceKind::File,
+                format: DiskFormat::Qcow2,
+            },
+            BackingSpec {
+                node_index: 3,
+                source: "/dev/base".into(),
+                source_kind: SourceKind::Block,
+                format: DiskFormat::Raw,
+            },
+        ];
+        let argv = build_argv(&spec).unwrap();
+        let blockdevs: Vec<&str> = argv
+            .windows(2)
+            .filter(|w| w[0] == "-blockdev")
+            .map(|w| w[1].to_str().unwrap())
+            .collect();
+        assert_eq!(
+            blockdevs,
+            [
+                r#"{"driver":"host_device","filename":"/dev/base","node-name":"libvirt-3-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-3-format","read-only":true,"driver":"raw","file":"libvirt-3-storage"}"#,
+                r#"{"driver":"file","filename":"/i/mid.qcow2","node-name":"libvirt-2-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-2-format","read-only":true,"driver":"qcow2","file":"libvirt-2-storage","backing":"libvirt-3-format"}"#,
+                r#"{"driver":"file","filename":"/tmp/ref/vda.qcow2","node-name":"libvirt-1-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-1-format","read-only":false,"driver":"qcow2","file":"libvirt-1-storage","backing":"libvirt-2-format"}"#,
+            ]
+        );
+        // A chain the daemon could not read is opened from the header.
+        spec.disks[0].backing.clear();
+        let argv = build_argv(&spec).unwrap();
+        assert!(argv.iter().any(|a| a
+            == r#"{"node-name":"libvirt-1-format","read-only":false,"driver":"qcow2","file":"libvirt-1-storage"}"#));
     }
 
     #[test]

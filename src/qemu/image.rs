@@ -253,6 +253,76 @@ fn parse_qcow2_size(header: &[u8; 32]) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// A version 3 header with a backing name and its format extension.
+    fn header(name: &[u8], format: Option<&[u8]>) -> Vec<u8> {
+        let mut h = vec![0u8; 104];
+        h[..4].copy_from_slice(b"QFI\xfb");
+        h[4..8].copy_from_slice(&3u32.to_be_bytes());
+        h[100..104].copy_from_slice(&104u32.to_be_bytes());
+        if let Some(format) = format {
+            h.extend_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
+            h.extend_from_slice(&u32::try_from(format.len()).unwrap().to_be_bytes());
+            h.extend_from_slice(format);
+            h.resize(h.len().div_ceil(8) * 8, 0);
+        }
+        h.extend_from_slice(&[0u8; 8]);
+        let at = h.len();
+        h[8..16].copy_from_slice(&u64::try_from(at).unwrap().to_be_bytes());
+        h[16..20].copy_from_slice(&u32::try_from(name.len()).unwrap().to_be_bytes());
+        h.extend_from_slice(name);
+        h
+    }
+
+    #[test]
+    fn a_qcow2_header_gives_its_backing_file_and_format() {
+        let none = |_, _| None;
+        assert_eq!(
+            parse_qcow2_backing(&header(b"base.qcow2", Some(b"qcow2")), none),
+            Some(Some(("base.qcow2".into(), Some("qcow2".into()))))
+        );
+        assert_eq!(
+            parse_qcow2_backing(&header(b"/b.raw", None), none),
+            Some(Some(("/b.raw".into(), None)))
+        );
+        let mut plain = header(b"x", None);
+        plain[8..16].fill(0);
+        assert_eq!(parse_qcow2_backing(&plain, none), Some(None));
+        assert_eq!(parse_qcow2_backing(b"not an image", none), Some(None));
+    }
+
+    /// Relative names from the image's directory, and a loop refused.
+    #[test]
+    fn a_chain_is_read_from_the_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        std::fs::write(path("base.raw"), [0u8; 512]).unwrap();
+        std::fs::create_dir(path("sub")).unwrap();
+        std::fs::write(path("sub/mid.qcow2"), header(b"../base.raw", Some(b"raw"))).unwrap();
+        std::fs::write(path("top.qcow2"), header(b"sub/mid.qcow2", Some(b"qcow2"))).unwrap();
+        let chain = read_chain(&path("top.qcow2")).unwrap();
+        assert_eq!(
+            chain,
+            [
+                BackingImage {
+                    path: path("sub/mid.qcow2"),
+                    block: false,
+                    qcow2: true,
+                },
+                BackingImage {
+                    path: path("sub/../base.raw"),
+                    block: false,
+                    qcow2: false,
+                },
+            ]
+        );
+        std::fs::write(path("a.qcow2"), header(b"b.qcow2", Some(b"qcow2"))).unwrap();
+        std::fs::write(path("b.qcow2"), header(b"a.qcow2", Some(b"qcow2"))).unwrap();
+        assert_eq!(read_chain(&path("a.qcow2")), None);
+        std::fs::write(path("c.qcow2"), header(b"base.raw", None)).unwrap();
+        assert_eq!(read_chain(&path("c.qcow2")), None);
+        assert_eq!(read_chain(&path("missing.qcow2")), Some(Vec::new()));
+    }
+
     #[test]
     fn a_qcow2_header_gives_its_virtual_size() {
         let mut header = [0u8; 32];
