@@ -73,10 +73,12 @@ fn active_commit_of_a_disk_defined_on_an_overlay() {
     let mut d = Daemon::start();
     let base = d.image("ov-base.qcow2", "qcow2", "64M");
     let want = d.image("ov-want.raw", "raw", "64M");
-    for cmd in ["write -P 0x11 0 4M"] {
-        qemu_io::write(&base, "qcow2", cmd);
+    qemu_io::write(&base, "qcow2", "write -P 0x11 0 4M");
+    qemu_io::write(&want, "raw", "write -P 0x11 0 4M");
+    let write = |d: &Daemon, cmd: &str| {
+        d.guest_write("ov", 0, cmd);
         qemu_io::write(&want, "raw", cmd);
-    }
+    };
     let top = d.path("ov-top.qcow2");
     overlay(&top, "ov-base.qcow2");
     d.define("ov", &d.domain_xml("ov", &[("vda", &top, "qcow2")]));
@@ -124,25 +126,17 @@ fn active_commit_of_a_disk_defined_on_an_overlay() {
     ])
     .ok();
     assert_eq!(source_of(&d, "ov", false), bk.display().to_string());
-    for cmd in ["write -P 0x22 1M 2M", "write -P 0x33 8M 1M"] {
-        d.guest_write("ov", 0, cmd);
-        qemu_io::write(&want, "raw", cmd);
-    }
+    write(&d, "write -P 0x22 1M 2M");
+    write(&d, "write -P 0x33 8M 1M");
     commit(&d, "ov");
     assert_eq!(source_of(&d, "ov", false), base_name);
     assert_eq!(source_of(&d, "ov", true), base_name);
-    for cmd in ["write -P 0x44 5M 1M"] {
-        d.guest_write("ov", 0, cmd);
-        qemu_io::write(&want, "raw", cmd);
-    }
+    write(&d, "write -P 0x44 5M 1M");
     // Taken back after a restart, on the base.
     d.restart();
     assert_eq!(d.virsh(&["domstate", "ov"]).ok().stdout.trim(), "running");
     assert_eq!(source_of(&d, "ov", false), base_name);
-    for cmd in ["write -P 0x55 6M 1M"] {
-        d.guest_write("ov", 0, cmd);
-        qemu_io::write(&want, "raw", cmd);
-    }
+    write(&d, "write -P 0x55 6M 1M");
     d.virsh(&["destroy", "ov"]).ok();
     same_data(&want, &base);
     // The next start runs on the base alone.
