@@ -78,6 +78,10 @@ impl Driver {
         let id = self.shared.domains.next_id();
         let run_dir = self.shared.store.domain_run_dir(&obj.uuid);
         let spec = launch::spec(&def, &run_dir)?;
+        // The layers of the disks' backing chains take node numbers past
+        // the disks' (qemu::start reads the same headers): recorded before
+        // QEMU starts, so a restarted daemon never hands them out again.
+        let highest_node = qemu::read_backing_chains(&mut spec.disks.clone()).await;
         let (run_state, reason) = if paused {
             (state::PAUSED, state::PAUSED_USER)
         } else {
@@ -93,7 +97,7 @@ impl Driver {
             xml: def.format(FormatMode::Inactive, Secrets::Shown),
             nodes: Vec::new(),
             overlays: Vec::new(),
-            next_node: 0,
+            next_node: highest_node + 1,
         };
         let uuid = obj.uuid;
         // A backup whose QEMU went away while a crashed daemon was still
@@ -122,14 +126,8 @@ impl Driver {
                 return Err(err);
             }
         };
-        // Layers of backing chains took node numbers past the disks': a
-        // restarted daemon must not hand them out again.
-        let chains = usize::try_from(vm.highest_node()).unwrap_or(usize::MAX) > def.disks().len();
         obj.lock()
             .set_live(id, def, vm.clone(), (run_state, reason));
-        if chains {
-            self.save_live(obj).await;
-        }
         self.reconcile_checkpoints(obj).await;
         let dom = obj.reference();
         // libvirt reports QEMU's RESUME from the first `cont` before the

@@ -58,4 +58,4 @@ pub use command::{
 pub use error::{QemuError, QemuErrorKind};
 pub use events::{Exit, QmpEvent, VmEvent};
 pub use monitor::Monitor;
-pub use process::{hypervisor_version, reconnect, start, RunningVm};
+pub use process::{hypervisor_version, read_backing_chains, reconnect, start, RunningVm};

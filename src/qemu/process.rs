@@ -351,7 +351,7 @@ async fn find_live_qemu(paths: &RunPaths) -> Result<Option<(Pid, OwnedFd)>, Qemu
 /// numbers its layers as libvirt 9.0 does (qemuProcessPrepareHostStorage):
 /// after every disk's top, the disks from the last to the first, each
 /// chain top-down. Gives the highest node number in use.
-async fn read_backing_chains(disks: &mut [super::DiskSpec]) -> u32 {
+pub async fn read_backing_chains(disks: &mut [super::DiskSpec]) -> u32 {
     let tops = disks.iter().map(|d| d.node_index).max().unwrap_or(0);
     let mut next = tops + 1;
     for disk in disks.iter_mut().rev() {
