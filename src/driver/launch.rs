@@ -66,8 +66,10 @@ pub fn disk_specs(def: &DomainDef) -> Result<Vec<DiskSpec>, DriverError> {
             format,
             readonly: disk.readonly(),
             boot_index: (position == 0).then_some(1),
-            // qemu::start reads it from the image header.
+            // qemu::start reads the chain from the image headers and
+            // numbers its layers.
             has_backing: false,
+            backing: Vec::new(),
         });
     }
     Ok(disks)

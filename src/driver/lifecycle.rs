@@ -78,6 +78,10 @@ impl Driver {
         let id = self.shared.domains.next_id();
         let run_dir = self.shared.store.domain_run_dir(&obj.uuid);
         let spec = launch::spec(&def, &run_dir)?;
+        // The layers of the disks' backing chains take node numbers past
+        // the disks' (qemu::start reads the same headers): recorded before
+        // QEMU starts, so a restarted daemon never hands them out again.
+        let highest_node = qemu::read_backing_chains(&mut spec.disks.clone()).await;
         let (run_state, reason) = if paused {
             (state::PAUSED, state::PAUSED_USER)
         } else {
@@ -93,6 +97,7 @@ impl Driver {
             xml: def.format(FormatMode::Inactive, Secrets::Shown),
             nodes: Vec::new(),
             overlays: Vec::new(),
+            next_node: highest_node + 1,
         };
         let uuid = obj.uuid;
         // A backup whose QEMU went away while a crashed daemon was still
@@ -164,6 +169,7 @@ impl Driver {
                 xml: live.def.format(FormatMode::Inactive, Secrets::Shown),
                 nodes: LiveRecord::nodes_of(&live.def),
                 overlays: live.overlays.clone(),
+                next_node: live.next_node,
             }
         };
         let uuid = obj.uuid;
@@ -469,7 +475,10 @@ impl Driver {
             if let Some(live) = st.live.as_mut() {
                 live.overlays = record.overlays.clone();
                 let highest = record.overlays.iter().map(|o| o.overlay).max();
-                live.next_node = live.next_node.max(highest.unwrap_or(0) + 1);
+                live.next_node = live
+                    .next_node
+                    .max(highest.unwrap_or(0) + 1)
+                    .max(record.next_node);
             }
         }
         tracing::info!(domain = %obj.reference().name, id = record.id, "reconnected to running domain");

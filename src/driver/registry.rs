@@ -172,8 +172,14 @@ impl DomainState {
         (run_state, reason): (i32, i32),
     ) {
         // Past every node the disks use (an external snapshot's overlays
-        // take numbers beyond the disk count).
-        let highest = def.disks().iter().map(|d| d.node_index()).max();
+        // take numbers beyond the disk count, the layers of a chain QEMU
+        // was started on too).
+        let highest = def
+            .disks()
+            .iter()
+            .map(|d| d.node_index())
+            .chain([vm.highest_node()])
+            .max();
         self.live = Some(Live {
             id,
             def,

@@ -99,6 +99,10 @@ pub struct LiveRecord {
     /// The overlays external snapshots put on the disks in this run.
     #[serde(default)]
     pub overlays: Vec<OverlayBase>,
+    /// The next free N of the nodes `libvirt-N-*` (past the layers of the
+    /// chains QEMU was started on); 0 in records of older daemons.
+    #[serde(default)]
+    pub next_node: u32,
 }
 
 /// An overlay an external snapshot put on a running disk, and the node it

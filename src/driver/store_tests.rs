@@ -76,6 +76,7 @@ fn live_records_round_trip() {
         xml: "<domain/>".into(),
         nodes: Vec::new(),
         overlays: Vec::new(),
+        next_node: 0,
     };
     store.save_live(&uuid, &record).unwrap();
     let loaded = store.load_live();

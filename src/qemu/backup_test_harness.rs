@@ -92,6 +92,7 @@ pub(super) fn disk_specs(dir: &Path) -> Vec<DiskSpec> {
                 readonly: false,
                 boot_index: None,
                 has_backing: false,
+                backing: Vec::new(),
             }
         })
         .collect()

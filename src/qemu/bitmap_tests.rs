@@ -231,6 +231,7 @@ async fn domain() -> (tempfile::TempDir, crate::qemu::LaunchSpec) {
             readonly: false,
             boot_index: None,
             has_backing: false,
+            backing: Vec::new(),
         })
         .collect();
     for disk in &disks {

@@ -111,18 +111,22 @@ pub fn parse_chain(graph: &Value, named: &Value, top: &str) -> Result<Vec<Layer>
         let id = *id_of.get(name).ok_or_else(|| bad("node missing"))?;
         let node = info.get(name).ok_or_else(|| bad("node not listed"))?;
         let storage = child(id, "file");
-        let storage_drv = storage
-            .and_then(|s| info.get(s))
+        let storage_info = storage.and_then(|s| info.get(s));
+        let storage_drv = storage_info
             .and_then(|s| s.get("drv"))
             .and_then(Value::as_str);
+        // The storage node's file name: a format node whose header names
+        // its backing file otherwise than the node below is opened (a
+        // relative name) reports a `json:` name of its own.
+        let path = storage_info
+            .and_then(|s| s.get("file"))
+            .or_else(|| node.get("file"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         out.push(Layer {
             node: name.to_owned(),
             storage: storage.map(str::to_owned),
-            path: node
-                .get("file")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            path: path.to_owned(),
             format: node
                 .get("drv")
                 .and_then(Value::as_str)
@@ -356,9 +360,10 @@ mod tests {
             ]
         });
         let named = json!([
-            {"node-name": "libvirt-2-format", "drv": "qcow2", "file": "/i/d.snap"},
+            // A header naming its backing file relatively.
+            {"node-name": "libvirt-2-format", "drv": "qcow2", "file": "json:{\"driver\": \"qcow2\"}"},
             {"node-name": "libvirt-2-storage", "drv": "file", "file": "/i/d.snap"},
-            {"node-name": "libvirt-1-format", "drv": "qcow2", "file": "/i/d.qcow2"},
+            {"node-name": "libvirt-1-format", "drv": "qcow2", "file": "/dev/x"},
             {"node-name": "libvirt-1-storage", "drv": "host_device", "file": "/dev/x"},
             {"node-name": "#block123", "drv": "raw", "file": "/i/base.raw"},
             {"node-name": "#block456", "drv": "file", "file": "/i/base.raw"},
@@ -366,7 +371,8 @@ mod tests {
         let chain = parse_chain(&graph, &named, "libvirt-2-format").unwrap();
         let names: Vec<_> = chain.iter().map(|l| l.node.as_str()).collect();
         assert_eq!(names, ["libvirt-2-format", "libvirt-1-format", "#block123"]);
-        assert_eq!(chain[1].path, "/i/d.qcow2");
+        assert_eq!(chain[0].path, "/i/d.snap");
+        assert_eq!(chain[1].path, "/dev/x");
         assert!(chain[1].block);
         assert_eq!(chain[2].format, "raw");
         assert_eq!(chain[2].storage.as_deref(), Some("#block456"));

@@ -83,10 +83,24 @@ pub struct DiskSpec {
     /// `bootindex` of the device, if any.
     pub boot_index: Option<u32>,
     /// Whether the qcow2 image names a backing file (an external
-    /// snapshot's overlay): QEMU then opens the chain the header names.
-    /// [`start`](super::start) reads it from the image header itself, so
-    /// what a caller sets here counts only for [`build_argv`] alone.
+    /// snapshot's overlay). With `backing` empty, QEMU then opens the
+    /// chain the header names (one the daemon could not write out).
+    /// [`start`](super::start) reads both from the image headers itself,
+    /// so what a caller sets here counts only for [`build_argv`] alone.
     pub has_backing: bool,
+    /// The images below the top, top-down, each with nodes of its own, as
+    /// libvirt names every layer of a chain.
+    pub backing: Vec<BackingSpec>,
+}
+
+/// One image below a disk's top: read-only nodes `libvirt-N-*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingSpec {
+    /// N of its node names.
+    pub node_index: u32,
+    pub source: PathBuf,
+    pub source_kind: SourceKind,
+    pub format: DiskFormat,
 }
 
 impl DiskSpec {
@@ -277,9 +291,15 @@ pub fn environment(run_dir: &Path, path: Option<OsString>) -> Vec<(OsString, OsS
 
 fn check_disks(disks: &[DiskSpec]) -> Result<(), QemuError> {
     for (i, disk) in disks.iter().enumerate() {
-        let clash = disks[..i]
-            .iter()
-            .find(|d| d.device_index == disk.device_index || d.node_index == disk.node_index);
+        let nodes = |d: &DiskSpec| {
+            std::iter::once(d.node_index)
+                .chain(d.backing.iter().map(|b| b.node_index))
+                .collect::<Vec<_>>()
+        };
+        let mine = nodes(disk);
+        let clash = disks[..i].iter().find(|d| {
+            d.device_index == disk.device_index || nodes(d).iter().any(|n| mine.contains(n))
+        });
         if let Some(other) = clash {
             return Err(QemuError::InvalidInput(format!(
                 "disks '{}' and '{}' share a device or node index",
@@ -298,48 +318,40 @@ fn check_disks(disks: &[DiskSpec]) -> Result<(), QemuError> {
 }
 
 fn disk_args(argv: &mut Argv, disk: &DiskSpec) -> Result<(), QemuError> {
-    let source = disk.source.to_str().ok_or_else(|| {
-        QemuError::InvalidInput(format!(
-            "source path of disk '{}' is not valid UTF-8",
-            disk.target
-        ))
-    })?;
-    let (storage, format) = (disk.storage_node(), disk.format_node());
-    // The storage node may open read-only if nothing above needs writes
-    // (auto-read-only); the format node says what the guest gets.
-    argv.opt(
-        "-blockdev",
-        JsonObject::new()
-            .str(
-                "driver",
-                match disk.source_kind {
-                    SourceKind::File => "file",
-                    SourceKind::Block => "host_device",
-                },
-            )
-            .str("filename", source)
-            .str("node-name", &storage)
-            .bool("auto-read-only", true)
-            .str("discard", "unmap")
-            .finish(),
-    );
-    let format_node = JsonObject::new()
-        .str("node-name", &format)
-        .bool("read-only", disk.readonly);
-    let format_node = match disk.format {
-        // No backing chain: say so, or QEMU would open the one named in the
-        // image header behind our back. An overlay's chain is opened from
-        // its header (the daemon read it there first).
-        DiskFormat::Qcow2 if disk.has_backing => {
-            format_node.str("driver", "qcow2").str("file", &storage)
-        }
-        DiskFormat::Qcow2 => format_node
-            .str("driver", "qcow2")
-            .str("file", &storage)
-            .null("backing"),
-        DiskFormat::Raw => format_node.str("driver", "raw").str("file", &storage),
+    // libvirt's order: the bottom layer first, each format node naming
+    // the one below as its backing.
+    let mut below: Option<String> = None;
+    for layer in disk.backing.iter().rev() {
+        image_args(
+            argv,
+            &disk.target,
+            layer.node_index,
+            &layer.source,
+            layer.source_kind,
+            layer.format,
+            true,
+            below.take().map_or(Backing::None, Backing::Node),
+        )?;
+        below = Some(super::node::format(layer.node_index));
+    }
+    let backing = match below {
+        Some(node) => Backing::Node(node),
+        // An overlay whose chain could not be written out is opened from
+        // its header.
+        None if disk.has_backing => Backing::Header,
+        None => Backing::None,
     };
-    argv.opt("-blockdev", format_node.finish());
+    image_args(
+        argv,
+        &disk.target,
+        disk.node_index,
+        &disk.source,
+        disk.source_kind,
+        disk.format,
+        disk.readonly,
+        backing,
+    )?;
+    let format = disk.format_node();
     let device = JsonObject::new()
         .str("driver", "virtio-blk-pci")
         .str("bus", "pci.0")
@@ -351,6 +363,70 @@ fn disk_args(argv: &mut Argv, disk: &DiskSpec) -> Result<(), QemuError> {
         None => device,
     };
     argv.opt("-device", device.finish());
+    Ok(())
+}
+
+/// What a qcow2 format node says of the image below it.
+enum Backing {
+    /// `backing: null`: none, or QEMU would open the one in the header
+    /// behind our back.
+    None,
+    /// Left out: QEMU opens what the header names.
+    Header,
+    /// The format node of the layer below.
+    Node(String),
+}
+
+/// The storage and format nodes of one image.
+#[allow(clippy::too_many_arguments)]
+fn image_args(
+    argv: &mut Argv,
+    target: &str,
+    index: u32,
+    source: &Path,
+    kind: SourceKind,
+    format: DiskFormat,
+    readonly: bool,
+    backing: Backing,
+) -> Result<(), QemuError> {
+    let source = source.to_str().ok_or_else(|| {
+        QemuError::InvalidInput(format!("source path of disk '{target}' is not valid UTF-8"))
+    })?;
+    let (storage, format_name) = (super::node::storage(index), super::node::format(index));
+    // The storage node may open read-only if nothing above needs writes
+    // (auto-read-only); the format node says what the guest gets.
+    argv.opt(
+        "-blockdev",
+        JsonObject::new()
+            .str(
+                "driver",
+                match kind {
+                    SourceKind::File => "file",
+                    SourceKind::Block => "host_device",
+                },
+            )
+            .str("filename", source)
+            .str("node-name", &storage)
+            .bool("auto-read-only", true)
+            .str("discard", "unmap")
+            .finish(),
+    );
+    let node = JsonObject::new()
+        .str("node-name", &format_name)
+        .bool("read-only", readonly);
+    let node = match (format, backing) {
+        (DiskFormat::Qcow2, Backing::Header) => node.str("driver", "qcow2").str("file", &storage),
+        (DiskFormat::Qcow2, Backing::None) => node
+            .str("driver", "qcow2")
+            .str("file", &storage)
+            .null("backing"),
+        (DiskFormat::Qcow2, Backing::Node(below)) => node
+            .str("driver", "qcow2")
+            .str("file", &storage)
+            .str("backing", &below),
+        (DiskFormat::Raw, _) => node.str("driver", "raw").str("file", &storage),
+    };
+    argv.opt("-blockdev", node.finish());
     Ok(())
 }
 
@@ -399,6 +475,7 @@ mod tests {
             readonly: false,
             boot_index: (i == 0).then_some(1),
             has_backing: false,
+            backing: Vec::new(),
         };
         LaunchSpec {
             name: "vm1".into(),
@@ -515,6 +592,53 @@ mod tests {
         assert!(has(
             r#"{"driver":"virtio-balloon-pci","id":"balloon0","bus":"pci.0","addr":"0x3"}"#
         ));
+    }
+
+    /// A disk on a chain: every layer's nodes, the bottom first, each
+    /// format node naming the one below, the lower layers read-only (as
+    /// libvirt 9.0 writes a chain).
+    #[test]
+    fn a_chain_names_every_layer() {
+        let mut spec = two_disk_spec();
+        spec.disks.truncate(1);
+        spec.disks[0].node_index = 1;
+        spec.disks[0].has_backing = true;
+        spec.disks[0].backing = vec![
+            BackingSpec {
+                node_index: 2,
+                source: "/i/mid.qcow2".into(),
+                source_kind: SourceKind::File,
+                format: DiskFormat::Qcow2,
+            },
+            BackingSpec {
+                node_index: 3,
+                source: "/dev/base".into(),
+                source_kind: SourceKind::Block,
+                format: DiskFormat::Raw,
+            },
+        ];
+        let argv = build_argv(&spec).unwrap();
+        let blockdevs: Vec<&str> = argv
+            .windows(2)
+            .filter(|w| w[0] == "-blockdev")
+            .map(|w| w[1].to_str().unwrap())
+            .collect();
+        assert_eq!(
+            blockdevs,
+            [
+                r#"{"driver":"host_device","filename":"/dev/base","node-name":"libvirt-3-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-3-format","read-only":true,"driver":"raw","file":"libvirt-3-storage"}"#,
+                r#"{"driver":"file","filename":"/i/mid.qcow2","node-name":"libvirt-2-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-2-format","read-only":true,"driver":"qcow2","file":"libvirt-2-storage","backing":"libvirt-3-format"}"#,
+                r#"{"driver":"file","filename":"/tmp/ref/vda.qcow2","node-name":"libvirt-1-storage","auto-read-only":true,"discard":"unmap"}"#,
+                r#"{"node-name":"libvirt-1-format","read-only":false,"driver":"qcow2","file":"libvirt-1-storage","backing":"libvirt-2-format"}"#,
+            ]
+        );
+        // A chain the daemon could not read is opened from the header.
+        spec.disks[0].backing.clear();
+        let argv = build_argv(&spec).unwrap();
+        assert!(argv.iter().any(|a| a
+            == r#"{"node-name":"libvirt-1-format","read-only":false,"driver":"qcow2","file":"libvirt-1-storage"}"#));
     }
 
     #[test]

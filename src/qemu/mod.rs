@@ -52,8 +52,10 @@ pub(crate) mod transcript;
 mod watch;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};
-pub use command::{build_argv, Accel, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind};
+pub use command::{
+    build_argv, Accel, BackingSpec, DiskFormat, DiskSpec, LaunchSpec, RunPaths, SourceKind,
+};
 pub use error::{QemuError, QemuErrorKind};
 pub use events::{Exit, QmpEvent, VmEvent};
 pub use monitor::Monitor;
-pub use process::{hypervisor_version, reconnect, start, RunningVm};
+pub use process::{hypervisor_version, read_backing_chains, reconnect, start, RunningVm};

@@ -1,7 +1,8 @@
 //! libvirt's block node names, which the daemon gives QEMU too: every
 //! image is two nodes, `libvirt-N-storage` (the file or device) and
 //! `libvirt-N-format` (qcow2 or raw on top, the one devices, jobs and
-//! bitmaps refer to). Tools that address nodes by these names work
+//! bitmaps refer to). Every layer of a disk's backing chain has its own
+//! pair, as under libvirt. Tools that address nodes by these names work
 //! against both daemons; only this module spells them.
 
 const PREFIX: &str = "libvirt-";

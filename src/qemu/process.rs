@@ -74,6 +74,9 @@ pub struct RunningVm {
     events: broadcast::Sender<VmEvent>,
     first_events: Option<broadcast::Receiver<VmEvent>>,
     watcher: AbortHandle,
+    /// The highest N of the nodes `libvirt-N-*` this daemon gave QEMU at
+    /// start (0 when it was found again after a restart).
+    highest_node: u32,
 }
 
 impl Drop for RunningVm {
@@ -85,10 +88,7 @@ impl Drop for RunningVm {
 /// Starts QEMU for `spec`, paused, with its monitor connected.
 pub async fn start(spec: &LaunchSpec) -> Result<RunningVm, QemuError> {
     let mut spec = spec.clone();
-    for disk in spec.disks.iter_mut() {
-        disk.has_backing =
-            disk.format == DiskFormat::Qcow2 && image::qcow2_has_backing(disk.source.clone()).await;
-    }
+    let highest_node = read_backing_chains(&mut spec.disks).await;
     let spec = &spec;
     let argv = build_argv(spec)?;
     let run_dir = spec.run_dir.clone();
@@ -171,13 +171,17 @@ pub async fn start(spec: &LaunchSpec) -> Result<RunningVm, QemuError> {
     .await;
     let mut child = guard.disarm();
     match connected {
-        Ok((pidfd, monitor)) => Ok(RunningVm::new(
-            pid,
-            Arc::new(pidfd),
-            monitor,
-            ExitSource::Child(child),
-            run_dir,
-        )),
+        Ok((pidfd, monitor)) => {
+            let mut vm = RunningVm::new(
+                pid,
+                Arc::new(pidfd),
+                monitor,
+                ExitSource::Child(child),
+                run_dir,
+            );
+            vm.highest_node = highest_node;
+            Ok(vm)
+        }
         Err(e) => Err(fail_start(&mut child, &paths, log_offset, e).await),
     }
 }
@@ -343,6 +347,46 @@ async fn find_live_qemu(paths: &RunPaths) -> Result<Option<(Pid, OwnedFd)>, Qemu
     Ok(Some((pid, pidfd)))
 }
 
+/// Reads each qcow2 disk's backing chain from the image headers and
+/// numbers its layers as libvirt 9.0 does (qemuProcessPrepareHostStorage):
+/// after every disk's top, the disks from the last to the first, each
+/// chain top-down. Gives the highest node number in use.
+pub async fn read_backing_chains(disks: &mut [super::DiskSpec]) -> u32 {
+    let tops = disks.iter().map(|d| d.node_index).max().unwrap_or(0);
+    let mut next = tops + 1;
+    for disk in disks.iter_mut().rev() {
+        disk.backing.clear();
+        disk.has_backing = false;
+        if disk.format != DiskFormat::Qcow2 {
+            continue;
+        }
+        let Some(chain) = image::backing_chain(disk.source.clone()).await else {
+            // QEMU opens it from the header.
+            disk.has_backing = true;
+            continue;
+        };
+        disk.has_backing = !chain.is_empty();
+        for layer in chain {
+            disk.backing.push(super::command::BackingSpec {
+                node_index: next,
+                source: layer.path,
+                source_kind: if layer.block {
+                    super::SourceKind::Block
+                } else {
+                    super::SourceKind::File
+                },
+                format: if layer.qcow2 {
+                    DiskFormat::Qcow2
+                } else {
+                    DiskFormat::Raw
+                },
+            });
+            next += 1;
+        }
+    }
+    next - 1
+}
+
 impl RunningVm {
     fn new(
         pid: Pid,
@@ -374,11 +418,18 @@ impl RunningVm {
             events,
             first_events: Some(first_events),
             watcher,
+            highest_node: 0,
         }
     }
 }
 
 impl RunningVm {
+    /// The highest N of the block nodes `libvirt-N-*` the command line
+    /// named: every layer of each disk's chain has one.
+    pub fn highest_node(&self) -> u32 {
+        self.highest_node
+    }
+
     /// QEMU's process id.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw_nonzero().get()

@@ -84,6 +84,7 @@ fn spec_in(dir: &Path) -> LaunchSpec {
         readonly: false,
         boot_index: (index == 0).then_some(1),
         has_backing: false,
+        backing: Vec::new(),
     };
     LaunchSpec {
         name: "test-vm".into(),

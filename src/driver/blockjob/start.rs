@@ -149,11 +149,16 @@ impl Driver {
         } else {
             Some(base_layer.path.clone())
         };
+        // The daemon names every layer of a chain it can read from the
+        // image headers; one it could not (no backing format recorded, a
+        // backing name that is not a local path) QEMU opened from the
+        // header, and a pivot would leave the disk on a node without a
+        // name of ours.
         if active && node::index(&base_layer.node).is_none() {
             return Err(DriverError::new(
                 ErrorKind::OperationUnsupported,
                 format!(
-                    "cannot commit the active layer of disk '{}' into '{}', which QEMU opened from an image header; restart the domain on its current image first",
+                    "cannot commit the active layer of disk '{}' into '{}', which QEMU opened from an image header; give its backing files their format (qemu-img rebase -F) and restart the domain",
                     t.disk, base_layer.path
                 ),
             ));
