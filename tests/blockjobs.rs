@@ -1054,3 +1054,80 @@ fn a_copy_that_fails_leaves_the_disk_as_it_was() {
     d.virsh(&["blockpull", "fl", "vda", "--wait"]).ok();
     drop(small);
 }
+
+/// The `<disk>` lines from `<driver` through `</mirror>` (or only the
+/// `<mirror>` element), with libvirtd's paths turned into ours.
+fn mirror_lines(xml: &str, whole: bool, paths: &[(&str, &Path)]) -> Vec<String> {
+    let mut xml = xml.to_string();
+    for (theirs, ours) in paths {
+        xml = xml.replace(theirs, ours.to_str().unwrap());
+    }
+    let lines: Vec<String> = xml.lines().map(|l| l.trim().to_string()).collect();
+    let from = if whole { "<driver" } else { "<mirror" };
+    let start = lines.iter().position(|l| l.starts_with(from));
+    let end = lines.iter().position(|l| l == "</mirror>");
+    match (start, end) {
+        (Some(start), Some(end)) => lines[start..=end].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The live XML shows a running copy's destination and an active
+/// commit's base as `<mirror>`, with `ready='yes'` once the job can be
+/// pivoted, as libvirtd 9.0 printed them (fixtures/reference/blockjob/
+/// mirror/); the inactive XML never does, and it goes with the job.
+#[test]
+fn mirror_in_the_live_xml_as_libvirtd() {
+    let d = Daemon::start();
+    let vda = d.image("mirvm.qcow2", "qcow2", "64M");
+    qemu_io::write(&vda, "qcow2", "write -P 0x11 0 32M");
+    d.define("mirvm", &d.domain_xml("mirvm", &[("vda", &vda, "qcow2")]));
+    d.virsh(&["start", "mirvm"]).ok();
+    let copy = d.path("copy.qcow2");
+    let s1 = d.path("mirvm.s1");
+    let paths = [
+        ("/tmp/mir/vda.qcow2", vda.as_path()),
+        ("/tmp/mir/copy.qcow2", copy.as_path()),
+        ("/tmp/mir/vda.s1", s1.as_path()),
+    ];
+    let reference = |name: &str, whole: bool| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/blockjob/mirror");
+        mirror_lines(
+            &std::fs::read_to_string(dir.join(name)).unwrap(),
+            whole,
+            &paths,
+        )
+    };
+    let live = |whole: bool| mirror_lines(&d.answer(&["dumpxml", "mirvm"]), whole, &paths);
+    assert_eq!(reference("copy-running.txt", true).len(), 8);
+    assert_eq!(reference("commit-ready.txt", false).len(), 4);
+
+    d.virsh(&[
+        "blockcopy",
+        "mirvm",
+        "vda",
+        copy.to_str().unwrap(),
+        "--transient-job",
+        "--bandwidth",
+        "1",
+    ])
+    .ok();
+    assert_eq!(live(true), reference("copy-running.txt", true));
+    let inactive = d.answer(&["dumpxml", "mirvm", "--inactive"]);
+    assert!(!inactive.contains("<mirror"), "{inactive}");
+    d.virsh(&["blockjob", "mirvm", "vda", "--bandwidth", "0"])
+        .ok();
+    wait_ready(&d, "mirvm");
+    assert_eq!(live(true), reference("copy-ready.txt", true));
+    d.virsh(&["blockjob", "mirvm", "vda", "--abort"]).ok();
+    wait_no_job(&d, "mirvm");
+    assert!(live(false).is_empty());
+
+    snapshot(&d, "mirvm", "s1");
+    d.virsh(&["blockcommit", "mirvm", "vda", "--active"]).ok();
+    wait_ready(&d, "mirvm");
+    assert_eq!(live(false), reference("commit-ready.txt", false));
+    d.virsh(&["blockjob", "mirvm", "vda", "--pivot"]).ok();
+    wait_no_job(&d, "mirvm");
+    assert!(live(false).is_empty());
+}

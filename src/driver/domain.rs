@@ -300,7 +300,24 @@ impl Driver {
         let inactive = flags & (INACTIVE | MIGRATABLE) != 0;
         let secrets = Secrets::shown_if(flags & SECURE != 0);
         match (&st.live, &st.config) {
-            (Some(live), _) if !inactive => Ok(live.def.format(live_mode(live.id), secrets)),
+            (Some(live), _) if !inactive => {
+                if live
+                    .blockjobs
+                    .iter()
+                    .all(|job| job.mirror_shown().is_none())
+                {
+                    return Ok(live.def.format(live_mode(live.id), secrets));
+                }
+                let mut def = live.def.clone();
+                for job in &live.blockjobs {
+                    if let (Some(mirror), Some(disk)) =
+                        (job.mirror_shown(), def.disk_by_target_mut(&job.disk))
+                    {
+                        disk.set_mirror(Some(mirror));
+                    }
+                }
+                Ok(def.format(live_mode(live.id), secrets))
+            }
             (Some(live), None) => Ok(live.def.format(FormatMode::Inactive, secrets)),
             (_, Some(config)) => Ok(config.format(FormatMode::Inactive, secrets)),
             (None, None) => Err(DriverError::internal("domain has no definition")),

@@ -171,6 +171,56 @@ pub struct DiskDef {
     pub(super) target_extra_attrs: Vec<(String, String)>,
     /// Other children with their rank in libvirt's order.
     pub(super) others: Vec<(u16, Element)>,
+    /// The image a running copy or active commit writes, shown in the
+    /// live XML only; never parsed (libvirt reads it back only from its
+    /// own status files).
+    pub(super) mirror: Option<DiskMirror>,
+}
+
+/// `<mirror>` of a disk in a block copy or an active commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskMirror {
+    /// `true`: a block copy (`job='copy'`, which also carries the old
+    /// `file=`/`format=` attributes for a file); `false`: an active commit.
+    pub copy: bool,
+    /// The image is a host block device (`type='block'`, `<source dev=>`).
+    pub block: bool,
+    pub path: String,
+    /// libvirt's format name (`qcow2`, `raw`).
+    pub format: String,
+    /// The K of the image's `libvirt-K-*` nodes: `<source index=>`.
+    pub index: u32,
+    /// `ready=`: `yes` once it can be pivoted, `pivot` or `abort` while
+    /// it is being ended that way; absent before.
+    pub ready: Option<&'static str>,
+}
+
+impl DiskMirror {
+    fn to_element(&self) -> Element {
+        let kind = if self.block { "block" } else { "file" };
+        let mut el = Element::new("mirror").with_attr("type", kind);
+        if self.copy && !self.block {
+            el = el
+                .with_attr("file", &self.path)
+                .with_attr("format", &self.format);
+        }
+        el = el.with_attr("job", if self.copy { "copy" } else { "active-commit" });
+        if let Some(ready) = self.ready {
+            el = el.with_attr("ready", ready);
+        }
+        let source = Element::new("source")
+            .with_attr(if self.block { "dev" } else { "file" }, &self.path)
+            .with_attr("index", &self.index.to_string());
+        el = el
+            .with_child(Element::new("format").with_attr("type", &self.format))
+            .with_child(source);
+        // A copy's image is a chain of its own (its end, here); an active
+        // commit's base sits in the disk's chain, already listed.
+        if self.copy {
+            el = el.with_child(Element::new("backingStore"));
+        }
+        el
+    }
 }
 
 impl DiskDef {
@@ -268,6 +318,12 @@ impl DiskDef {
         self.format = Some(DiskFormat::parse(format).unwrap_or(DiskFormat::Raw));
     }
 
+    /// Shows (or, with `None`, stops showing) the image a block job
+    /// mirrors into, in the live XML.
+    pub fn set_mirror(&mut self, mirror: Option<DiskMirror>) {
+        self.mirror = mirror;
+    }
+
     /// Sets the K of the disk's node names (a live definition read back
     /// after an external snapshot moved it on).
     pub fn set_node_index(&mut self, node_index: u32) {
@@ -314,6 +370,7 @@ impl DiskDef {
             source: None,
             target_extra_attrs: Vec::new(),
             others: Vec::new(),
+            mirror: None,
         };
 
         let mut last_rank = 0;
@@ -544,6 +601,9 @@ impl DiskDef {
         }
         if live {
             parts.push((rank("backingStore"), Element::new("backingStore")));
+            if let Some(mirror) = &self.mirror {
+                parts.push((rank("mirror"), mirror.to_element()));
+            }
         }
         let mut target = Element::new("target");
         if let Some(t) = &self.target {

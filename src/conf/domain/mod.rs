@@ -67,7 +67,7 @@ mod tests;
 
 use uuid::Uuid;
 
-pub use disk::{DiskBus, DiskDef, DiskDevice, DiskFormat, DiskType};
+pub use disk::{DiskBus, DiskDef, DiskDevice, DiskFormat, DiskMirror, DiskType};
 
 use crate::conf::error::ConfError;
 use crate::conf::xml::{Element, Limits};

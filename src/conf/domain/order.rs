@@ -115,6 +115,7 @@ pub(crate) const DISK_CHILD_RANKS: &[&str] = &[
     "auth",
     "source",
     "backingStore",
+    "mirror",
     "backenddomain",
     "geometry",
     "blockio",

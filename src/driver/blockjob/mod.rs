@@ -166,6 +166,33 @@ pub struct BlockJob {
     pub ended: Arc<follow::EndSignal>,
 }
 
+impl BlockJob {
+    /// The `<mirror>` the live XML shows for this job: a copy's
+    /// destination or an active commit's base; other jobs show none.
+    pub fn mirror_shown(&self) -> Option<crate::conf::domain::DiskMirror> {
+        let (copy, layer) = match (self.kind, &self.mirror, &self.base) {
+            (Kind::Copy, Some(mirror), _) => (true, &mirror.layer),
+            (Kind::ActiveCommit, _, Some(base)) => (false, base),
+            _ => return None,
+        };
+        Some(crate::conf::domain::DiskMirror {
+            copy,
+            block: layer.block,
+            path: layer.path.clone(),
+            // QEMU's driver names are libvirt's format names for the
+            // formats a copy or commit writes (qcow2, raw).
+            format: layer.format.clone(),
+            index: crate::qemu::node::index(&layer.node).unwrap_or(0),
+            ready: match self.state {
+                State::Running => None,
+                State::Ready => Some("yes"),
+                State::Pivoting => Some("pivot"),
+                State::Aborting => Some("abort"),
+            },
+        })
+    }
+}
+
 /// libvirt's job name: `<kind>-<disk>-<top node>` (QEMU ids cannot hold
 /// the `#` of an auto-named node).
 fn job_name(prefix: &str, disk: &str, node: &str) -> String {
