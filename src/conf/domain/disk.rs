@@ -210,7 +210,7 @@ impl DiskMirror {
         }
         let source = Element::new("source")
             .with_attr(if self.block { "dev" } else { "file" }, &self.path)
-            .with_attr("index", &self.index.to_string());
+            .with_attr("index", self.index.to_string());
         el = el
             .with_child(Element::new("format").with_attr("type", &self.format))
             .with_child(source);
