@@ -203,7 +203,7 @@ impl Driver {
     pub(super) async fn destroy_locked(&self, obj: &Arc<DomainObj>) -> Result<(), DriverError> {
         let vm = {
             let mut st = obj.lock();
-            let live = st.live.as_mut().ok_or_else(DriverError::not_running)?;
+            let live = st.live.as_mut().ok_or_else(DriverError::inactive)?;
             live.stopping = Some(StopCause::Destroy);
             live.vm.clone()
         };
@@ -248,7 +248,7 @@ impl Driver {
         st.live
             .as_ref()
             .map(|l| l.vm.clone())
-            .ok_or_else(DriverError::not_running)
+            .ok_or_else(DriverError::inactive)
     }
 
     /// Follows one QEMU process: its state changes and its exit.
