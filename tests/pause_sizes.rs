@@ -197,6 +197,8 @@ attempt('suspend', d.suspend)
 attempt('resume', d.resume)
 d.destroy()
 attempt('suspend', d.suspend)
+attempt('destroy', d.destroy)
+attempt('shutdown', d.shutdown)
 "#;
     let run = daemon.python(script).ok();
     assert_eq!(
@@ -205,7 +207,9 @@ attempt('suspend', d.suspend)
          suspend ok [3, 1]\n\
          suspend ok [3, 1]\n\
          resume ok [1, 5]\n\
-         suspend 55 20 Requested operation is not valid: domain is not running\n"
+         suspend 55 20 Requested operation is not valid: domain is not running\n\
+         destroy 55 20 Requested operation is not valid: domain is not running\n\
+         shutdown 55 20 Requested operation is not valid: domain is not running\n"
     );
 }
 
