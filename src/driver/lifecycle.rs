@@ -98,6 +98,8 @@ impl Driver {
         // A backup whose QEMU went away while a crashed daemon was still
         // setting it up ends now, before a new QEMU could be taken for its.
         self.forget_backup(obj).await;
+        // Undone with qemu-img, before a QEMU holds the images.
+        self.settle_snapshot_intents(obj).await;
         self.store_io(move |s| s.save_live(&uuid, &record)).await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {

@@ -7,6 +7,7 @@
 //! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
+//! STATE/snapshots/<uuid>/<name>.intent     a snapshot create in progress
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
@@ -339,7 +340,53 @@ pub enum IntentAction {
     Delete,
 }
 
+/// An internal snapshot create that touches the images, written before
+/// QEMU (or `qemu-img`) is touched and removed once the metadata is
+/// written, so that start-up, a start, or the call's own error path can
+/// undo what a crash cut short (driver/snapshot/intent.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotIntent {
+    pub snapshot: String,
+    /// The covered disks' node indexes (K of their format nodes), for a
+    /// running QEMU.
+    pub nodes: Vec<u32>,
+    /// The covered disks' images, for `qemu-img` once QEMU is gone.
+    pub images: Vec<PathBuf>,
+    /// The guest ran and the operation stops it: it must run again.
+    pub paused_by_us: bool,
+}
+
 impl Store {
+    pub fn save_snapshot_intent(
+        &self,
+        uuid: &Uuid,
+        intent: &SnapshotIntent,
+    ) -> Result<(), DriverError> {
+        let json = serde_json::to_vec(intent)
+            .map_err(|e| DriverError::internal(format!("cannot serialize intent: {e}")))?;
+        write_atomic(
+            &self.moment_path(Moment::Snapshot, uuid, &intent.snapshot, "intent"),
+            &json,
+        )
+    }
+
+    pub fn delete_snapshot_intent(&self, uuid: &Uuid, snapshot: &str) -> Result<(), DriverError> {
+        remove_file_if_exists(&self.moment_path(Moment::Snapshot, uuid, snapshot, "intent"))
+    }
+
+    pub fn load_snapshot_intents(
+        &self,
+        uuid: &Uuid,
+    ) -> Vec<(PathBuf, Result<SnapshotIntent, DriverError>)> {
+        read_dir_with(&self.moment_dir(Moment::Snapshot, uuid), "intent", |path| {
+            let bytes = fs::read(path).map_err(|e| {
+                DriverError::system(format_args!("cannot read '{}'", path.display()), e)
+            })?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DriverError::internal(format!("bad intent {}: {e}", path.display())))
+        })
+    }
+
     fn checkpoint_dir(&self, uuid: &Uuid) -> PathBuf {
         self.moment_dir(Moment::Checkpoint, uuid)
     }

@@ -269,6 +269,59 @@ pub async fn offline(
     .await
 }
 
+/// Whether a shut-off domain's image holds the internal snapshot `name`
+/// (`qemu-img snapshot -l`, sharing the image with anyone holding it).
+pub async fn offline_has(qemu_img: &Path, name: &str, image: &Path) -> Result<bool, QemuError> {
+    let out = tokio::process::Command::new(qemu_img)
+        .args(["snapshot", "-l", "-U"])
+        .arg(image)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| QemuError::io("cannot run qemu-img", e))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        return Err(QemuError::JobFailed(text.trim().to_string()));
+    }
+    // "Snapshot list:", the column heads, then "ID TAG ...".
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .any(|l| l.split_whitespace().nth(1) == Some(name)))
+}
+
+/// Ends what a daemon that died left of QEMU's snapshot jobs: each one is
+/// waited for (up to `patience`) until it concludes, then dismissed.
+/// Fails if one is still running after that.
+pub async fn settle_jobs(mon: &Monitor, patience: std::time::Duration) -> Result<(), QemuError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let jobs: Vec<_> = jobs::query_jobs(mon)
+            .await?
+            .into_iter()
+            .filter(|j| j.id.starts_with("snapshot-"))
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut running = false;
+        for job in jobs {
+            if job.status == Some(JobStatus::concluded) {
+                jobs::dismiss(mon, &job.id).await?;
+            } else {
+                running = true;
+            }
+        }
+        if running && tokio::time::Instant::now() >= deadline {
+            return Err(QemuError::JobFailed(
+                "a snapshot job did not conclude".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates a qcow2 overlay of a shut-off domain's image.
 pub async fn offline_overlay(
     qemu_img: &Path,

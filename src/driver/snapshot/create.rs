@@ -14,14 +14,14 @@ use crate::conf::snapshot::{
     SnapshotDiskType, SnapshotLocation, SnapshotState,
 };
 use crate::qemu::cpu as qcpu;
-use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
+use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp, Overlay};
 use crate::qemu::{DiskFormat, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::launch::qemu_format;
 use super::super::moments::now_secs;
 use super::super::registry::{state, DomainObj};
-use super::super::store::OverlayBase;
+use super::super::store::{OverlayBase, SnapshotIntent};
 use super::super::{DomainRef, Driver};
 use super::{
     create_flags, internal_images, metadata_xml, no_backup_running, qemu_img, SnapshotRef,
@@ -320,24 +320,71 @@ impl Driver {
             self.external_snapshot(obj, &def, live_vm.as_ref(), flags)
                 .await?;
         } else {
-            let internal: Vec<PathBuf> = internal_images(&def);
-            match &live_vm {
-                Some(vm) => {
-                    let nodes = self.internal_nodes(obj, &def)?;
-                    qsnap::save_internal(vm.monitor(), &name, &nodes, running).await?;
-                }
-                None => {
-                    for image in &internal {
-                        qsnap::offline(&qemu_img(), OfflineOp::Create, &name, image).await?;
-                    }
-                }
-            }
+            return self
+                .internal_snapshot(obj, def, live_vm.as_ref(), running, flags)
+                .await;
         }
         if flags & HALT != 0 && live_vm.is_some() {
             self.destroy_locked(obj).await?;
         }
         if flags & NO_METADATA == 0 {
             self.commit_snapshot(obj, def, true, true).await?;
+        }
+        Ok(name)
+    }
+
+    /// An internal snapshot: its intent first, then QEMU's job (or
+    /// `qemu-img` shut off), then the metadata, whose write commits it;
+    /// any failure after the intent takes the one way back (intent.rs).
+    async fn internal_snapshot(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: SnapshotDef,
+        live_vm: Option<&Arc<RunningVm>>,
+        running: bool,
+        flags: u32,
+    ) -> Result<String, DriverError> {
+        use create_flags::*;
+        let name = def.name().to_string();
+        let images: Vec<PathBuf> = internal_images(&def);
+        let nodes = match live_vm {
+            Some(_) => self.internal_node_indexes(obj, &def)?,
+            None => Vec::new(),
+        };
+        let intent = SnapshotIntent {
+            snapshot: name.clone(),
+            nodes: nodes.clone(),
+            images: images.clone(),
+            paused_by_us: live_vm.is_some() && running,
+        };
+        self.save_snapshot_intent(obj, intent.clone()).await?;
+        let made = async {
+            match live_vm {
+                Some(vm) => {
+                    let nodes = InternalNodes::new(nodes);
+                    qsnap::save_internal(vm.monitor(), &name, &nodes, running).await?;
+                }
+                None => {
+                    for image in &images {
+                        qsnap::offline(&qemu_img(), OfflineOp::Create, &name, image).await?;
+                    }
+                }
+            }
+            if flags & HALT != 0 && live_vm.is_some() {
+                self.destroy_locked(obj).await?;
+            }
+            if flags & NO_METADATA == 0 {
+                self.commit_snapshot(obj, def, true, true).await?;
+            }
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        match made {
+            Ok(()) => self.drop_snapshot_intent(obj, &name).await,
+            Err(err) => {
+                self.settle_snapshot_intent(obj, &intent).await;
+                return Err(err);
+            }
         }
         Ok(name)
     }

@@ -42,6 +42,7 @@
 //!   have run and recorded that.
 
 mod create;
+mod intent;
 mod delete;
 mod revert;
 
@@ -284,13 +285,22 @@ impl Driver {
         obj: &DomainObj,
         def: &SnapshotDef,
     ) -> Result<InternalNodes, DriverError> {
+        Ok(InternalNodes::new(self.internal_node_indexes(obj, def)?))
+    }
+
+    /// The node indexes of the disks an internal snapshot covers, in the
+    /// domain's disk order.
+    fn internal_node_indexes(
+        &self,
+        obj: &DomainObj,
+        def: &SnapshotDef,
+    ) -> Result<Vec<u32>, DriverError> {
         let st = obj.lock();
         let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-        Ok(InternalNodes::new(
-            internal_disks(def)
-                .filter_map(|d| live.def.disk_by_target(d))
-                .map(|d| d.node_index()),
-        ))
+        Ok(internal_disks(def)
+            .filter_map(|d| live.def.disk_by_target(d))
+            .map(|d| d.node_index())
+            .collect())
     }
 }
 
