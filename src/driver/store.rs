@@ -7,7 +7,7 @@
 //! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
-//! STATE/snapshots/<uuid>/<name>.intent     a snapshot create in progress
+//! STATE/snapshots/<uuid>/<name>.intent     an internal snapshot create or delete in progress
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
@@ -157,6 +157,11 @@ impl Store {
             fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR)).map_err(|e| {
                 DriverError::system(format_args!("cannot protect '{}'", dir.display()), e)
             })?;
+        }
+        // What a daemon killed inside write_atomic left: the file it
+        // replaced is whole, the temporary one is not needed.
+        for dir in [&store.state_dir, &store.run_dir] {
+            remove_stale_temp_files(dir, 3);
         }
         Ok(store)
     }
@@ -340,13 +345,14 @@ pub enum IntentAction {
     Delete,
 }
 
-/// An internal snapshot create that touches the images, written before
+/// An internal snapshot create or delete that touches the images, written before
 /// QEMU (or `qemu-img`) is touched and removed once the metadata is
 /// written, so that start-up, a start, or the call's own error path can
 /// undo what a crash cut short (driver/snapshot/intent.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotIntent {
     pub snapshot: String,
+    pub action: SnapshotAction,
     /// The covered disks' node indexes (K of their format nodes), for a
     /// running QEMU.
     pub nodes: Vec<u32>,
@@ -354,6 +360,15 @@ pub struct SnapshotIntent {
     pub images: Vec<PathBuf>,
     /// The guest ran and the operation stops it: it must run again.
     pub paused_by_us: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotAction {
+    /// An internal snapshot is being made; without metadata it goes again.
+    Create,
+    /// An internal snapshot is being deleted from the images, then from
+    /// the metadata; finish the job.
+    Delete,
 }
 
 impl Store {
@@ -574,6 +589,28 @@ const PRIVATE_FILE: u32 = 0o600;
 const PRIVATE_DIR: u32 = 0o700;
 
 /// Creates `dir` and any missing parents with [`PRIVATE_DIR`].
+/// Removes [`write_atomic`]'s temporary files (`.NAME.tmp`) under `dir`,
+/// `depth` levels down at most.
+fn remove_stale_temp_files(dir: &Path, depth: u32) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() && depth > 1 => remove_stale_temp_files(&path, depth - 1),
+            Ok(kind) if kind.is_file() && name.starts_with('.') && name.ends_with(".tmp") => {
+                if let Err(problem) = fs::remove_file(&path) {
+                    tracing::warn!(%problem, path = %path.display(), "cannot remove a stale temporary file");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), DriverError> {
     fs::DirBuilder::new()
         .recursive(true)

@@ -21,7 +21,7 @@ use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::launch::qemu_format;
 use super::super::moments::now_secs;
 use super::super::registry::{state, DomainObj};
-use super::super::store::{OverlayBase, SnapshotIntent};
+use super::super::store::{OverlayBase, SnapshotAction, SnapshotIntent};
 use super::super::{DomainRef, Driver};
 use super::{
     create_flags, internal_images, metadata_xml, no_backup_running, qemu_img, SnapshotRef,
@@ -353,6 +353,7 @@ impl Driver {
         };
         let intent = SnapshotIntent {
             snapshot: name.clone(),
+            action: SnapshotAction::Create,
             nodes: nodes.clone(),
             images: images.clone(),
             paused_by_us: live_vm.is_some() && running,

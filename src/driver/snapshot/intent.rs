@@ -1,18 +1,20 @@
-//! The one way back of an internal snapshot create (the only snapshot
-//! operation with an intent record so far; README, "Guarantees").
+//! The one way back of an internal snapshot's create and delete (the
+//! snapshot operations with an intent record so far; README,
+//! "Guarantees").
 //!
-//! The create writes a [`SnapshotIntent`] before QEMU or `qemu-img` touch
-//! the images, and removes it once the snapshot's metadata is written: the
-//! metadata write is the step that commits the operation. An intent found
-//! later — by the call's own error path, at start-up, or when the domain
-//! starts — is settled:
+//! Each writes a [`SnapshotIntent`] before QEMU or `qemu-img` touch the
+//! images, and removes it once the metadata agrees with the images. An
+//! intent found later — by the call's own error path, at start-up, or when
+//! the domain starts, before its QEMU does — is settled:
 //!
-//! - the metadata is there: only the intent's removal was lost;
-//! - it is not: the operation is undone. A snapshot job QEMU still runs
-//!   (or holds concluded) is waited for and dismissed, the snapshot is
-//!   deleted from every image that has it (QEMU's `snapshot-delete` skips
-//!   those that do not; `qemu-img` is asked first), and a guest the
-//!   operation stopped runs again.
+//! - a create whose metadata is there: only the intent's removal was lost;
+//! - a create whose metadata is not: it is undone. A snapshot job QEMU
+//!   still runs (or holds concluded) is waited for and dismissed, the
+//!   snapshot is deleted from every image that has it (QEMU's
+//!   `snapshot-delete` skips those that do not; `qemu-img` is asked
+//!   first), and a guest the create stopped runs again;
+//! - a delete is finished: the snapshot goes from every image that still
+//!   has it, then from the metadata (its children move up).
 //!
 //! An intent that cannot be settled (QEMU does not answer, an image is
 //! unreadable) stays for the next chance.
@@ -23,7 +25,8 @@ use std::time::Duration;
 use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp};
 
 use super::super::registry::DomainObj;
-use super::super::store::SnapshotIntent;
+use super::super::error::DriverError;
+use super::super::store::{SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::qemu_img;
 
@@ -72,60 +75,73 @@ impl Driver {
 
     /// Finishes or undoes one intent; the record goes only once that is
     /// done.
-    pub(super) async fn settle_snapshot_intent(&self, obj: &Arc<DomainObj>, intent: &SnapshotIntent) {
+    pub(super) async fn settle_snapshot_intent(
+        &self,
+        obj: &Arc<DomainObj>,
+        intent: &SnapshotIntent,
+    ) {
         let name = &intent.snapshot;
-        let (listed, vm) = {
-            let st = obj.lock();
-            (
-                st.snapshots.contains(name),
-                st.live.as_ref().map(|l| l.vm.clone()),
-            )
-        };
-        if listed {
-            self.drop_snapshot_intent(obj, name).await;
-            return;
-        }
-        tracing::warn!(snapshot = %name, "undoing an interrupted snapshot create");
-        let undone = match &vm {
-            Some(vm) => {
-                let mon = vm.monitor();
-                let nodes = InternalNodes::new(intent.nodes.iter().copied());
-                let result = async {
-                    qsnap::settle_jobs(mon, JOB_PATIENCE).await?;
-                    if !intent.nodes.is_empty() {
-                        qsnap::delete_internal(mon, name, &nodes).await?;
-                    }
-                    if intent.paused_by_us {
-                        vm.cont().await?;
-                    }
-                    Ok::<(), crate::qemu::QemuError>(())
+        let listed = obj.lock().snapshots.contains(name);
+        let settled = match intent.action {
+            SnapshotAction::Create if listed => Ok(()),
+            SnapshotAction::Create => {
+                tracing::warn!(snapshot = %name, "undoing an interrupted snapshot create");
+                let vm = obj.lock().live.as_ref().map(|l| l.vm.clone());
+                match self.delete_internal_images(obj, intent).await {
+                    Ok(()) => match vm.filter(|_| intent.paused_by_us) {
+                        Some(vm) => vm.cont().await.map_err(DriverError::from),
+                        None => Ok(()),
+                    },
+                    Err(err) => Err(err),
                 }
-                .await;
-                result.map_err(|e| e.to_string())
             }
-            None => {
-                let mut result = Ok(());
-                for image in &intent.images {
-                    let has = qsnap::offline_has(&qemu_img(), name, image).await;
-                    let deleted = match has {
-                        Ok(true) => {
-                            qsnap::offline(&qemu_img(), OfflineOp::Delete, name, image).await
-                        }
-                        Ok(false) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = deleted {
-                        result = Err(format!("{}: {e}", image.display()));
-                        break;
-                    }
+            SnapshotAction::Delete => {
+                tracing::warn!(snapshot = %name, "finishing an interrupted snapshot delete");
+                match self.delete_internal_images(obj, intent).await {
+                    Ok(()) if listed => self.forget_snapshot(obj, name).await,
+                    other => other,
                 }
-                result
             }
         };
-        match undone {
+        match settled {
             Ok(()) => self.drop_snapshot_intent(obj, name).await,
             Err(err) => {
-                tracing::error!(snapshot = %name, %err, "cannot undo the interrupted snapshot create; will try again");
+                tracing::error!(snapshot = %name, %err, "cannot settle the interrupted snapshot operation; will try again");
+            }
+        }
+    }
+
+    /// Deletes the intent's internal snapshot from every image that has
+    /// it: through QEMU if the domain runs (after its snapshot jobs
+    /// end), else with `qemu-img`.
+    pub(super) async fn delete_internal_images(
+        &self,
+        obj: &Arc<DomainObj>,
+        intent: &SnapshotIntent,
+    ) -> Result<(), DriverError> {
+        let name = &intent.snapshot;
+        let vm = obj.lock().live.as_ref().map(|l| l.vm.clone());
+        match vm {
+            // Nodes of a QEMU that ran then; any other waits for shut off.
+            Some(_) if intent.nodes.is_empty() && !intent.images.is_empty() => Err(
+                DriverError::internal("the snapshot's images are now held by a new QEMU"),
+            ),
+            Some(vm) => {
+                let mon = vm.monitor();
+                qsnap::settle_jobs(mon, JOB_PATIENCE).await?;
+                let nodes = InternalNodes::new(intent.nodes.iter().copied());
+                if !intent.nodes.is_empty() {
+                    qsnap::delete_internal(mon, name, &nodes).await?;
+                }
+                Ok(())
+            }
+            None => {
+                for image in &intent.images {
+                    if qsnap::offline_has(&qemu_img(), name, image).await? {
+                        qsnap::offline(&qemu_img(), OfflineOp::Delete, name, image).await?;
+                    }
+                }
+                Ok(())
             }
         }
     }
