@@ -7,7 +7,7 @@
 //! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
-//! STATE/snapshots/<uuid>/<name>.intent     an internal snapshot create or delete in progress
+//! STATE/snapshots/<uuid>/<name>.intent     an internal snapshot create, delete or revert in progress
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
@@ -345,7 +345,7 @@ pub enum IntentAction {
     Delete,
 }
 
-/// An internal snapshot create or delete that touches the images, written before
+/// An internal snapshot create, delete or revert that touches the images, written before
 /// QEMU (or `qemu-img`) is touched and removed once the metadata is
 /// written, so that start-up, a start, or the call's own error path can
 /// undo what a crash cut short (driver/snapshot/intent.rs).
@@ -358,7 +358,7 @@ pub struct SnapshotIntent {
     pub nodes: Vec<u32>,
     /// The covered disks' images, for `qemu-img` once QEMU is gone.
     pub images: Vec<PathBuf>,
-    /// The guest ran and the operation stops it: it must run again.
+    /// The operation stops the guest, which must run afterwards.
     pub paused_by_us: bool,
 }
 
@@ -369,6 +369,10 @@ pub enum SnapshotAction {
     /// An internal snapshot is being deleted from the images, then from
     /// the metadata; finish the job.
     Delete,
+    /// An internal snapshot is being loaded into a running QEMU; finish
+    /// it: the job ends, the guest runs if it is to, the snapshot becomes
+    /// current.
+    Revert,
 }
 
 impl Store {

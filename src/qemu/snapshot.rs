@@ -293,9 +293,11 @@ pub async fn offline_has(qemu_img: &Path, name: &str, image: &Path) -> Result<bo
 
 /// Ends what a daemon that died left of QEMU's snapshot jobs: each one is
 /// waited for (up to `patience`) until it concludes, then dismissed.
-/// Fails if one is still running after that.
-pub async fn settle_jobs(mon: &Monitor, patience: std::time::Duration) -> Result<(), QemuError> {
+/// Fails if one is still running after that; says whether every one it
+/// dismissed had succeeded.
+pub async fn settle_jobs(mon: &Monitor, patience: std::time::Duration) -> Result<bool, QemuError> {
     let deadline = tokio::time::Instant::now() + patience;
+    let mut succeeded = true;
     loop {
         let jobs: Vec<_> = jobs::query_jobs(mon)
             .await?
@@ -303,11 +305,12 @@ pub async fn settle_jobs(mon: &Monitor, patience: std::time::Duration) -> Result
             .filter(|j| j.id.starts_with("snapshot-"))
             .collect();
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(succeeded);
         }
         let mut running = false;
         for job in jobs {
             if job.status == Some(JobStatus::concluded) {
+                succeeded &= job.error.is_none();
                 jobs::dismiss(mon, &job.id).await?;
             } else {
                 running = true;

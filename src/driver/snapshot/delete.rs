@@ -271,7 +271,11 @@ impl Driver {
     /// The metadata half of a delete: children move up to the parent
     /// (their files rewritten), the parent becomes current if the deleted
     /// one was.
-    pub(super) async fn forget_snapshot(&self, obj: &Arc<DomainObj>, name: &str) -> Result<(), DriverError> {
+    pub(super) async fn forget_snapshot(
+        &self,
+        obj: &Arc<DomainObj>,
+        name: &str,
+    ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
         let files = {
             let st = obj.lock();

@@ -1,4 +1,4 @@
-//! The one way back of an internal snapshot's create and delete (the
+//! The one way back of an internal snapshot's create, delete and revert (the
 //! snapshot operations with an intent record so far; README,
 //! "Guarantees").
 //!
@@ -14,7 +14,11 @@
 //!   `snapshot-delete` skips those that do not; `qemu-img` is asked
 //!   first), and a guest the create stopped runs again;
 //! - a delete is finished: the snapshot goes from every image that still
-//!   has it, then from the metadata (its children move up).
+//!   has it, then from the metadata (its children move up);
+//! - a revert of a running domain is finished: QEMU's load job is waited
+//!   for and dismissed, the guest runs again if it is to, and the snapshot
+//!   becomes current if the load succeeded (a load cut short cannot be
+//!   undone: the guest's state is whatever QEMU made of it).
 //!
 //! An intent that cannot be settled (QEMU does not answer, an image is
 //! unreadable) stays for the next chance.
@@ -24,8 +28,8 @@ use std::time::Duration;
 
 use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp};
 
-use super::super::registry::DomainObj;
 use super::super::error::DriverError;
+use super::super::registry::DomainObj;
 use super::super::store::{SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::qemu_img;
@@ -95,6 +99,10 @@ impl Driver {
                     Err(err) => Err(err),
                 }
             }
+            SnapshotAction::Revert => {
+                tracing::warn!(snapshot = %name, "finishing an interrupted snapshot revert");
+                self.finish_revert(obj, intent, listed).await
+            }
             SnapshotAction::Delete => {
                 tracing::warn!(snapshot = %name, "finishing an interrupted snapshot delete");
                 match self.delete_internal_images(obj, intent).await {
@@ -109,6 +117,28 @@ impl Driver {
                 tracing::error!(snapshot = %name, %err, "cannot settle the interrupted snapshot operation; will try again");
             }
         }
+    }
+
+    /// A revert's end: QEMU's load job ends; if it loaded the snapshot,
+    /// the guest runs if it is to and the snapshot becomes current. A QEMU
+    /// that is gone has nothing left to finish.
+    async fn finish_revert(
+        &self,
+        obj: &Arc<DomainObj>,
+        intent: &SnapshotIntent,
+        listed: bool,
+    ) -> Result<(), DriverError> {
+        let Some(vm) = obj.lock().live.as_ref().map(|l| l.vm.clone()) else {
+            return Ok(());
+        };
+        let loaded = qsnap::settle_jobs(vm.monitor(), JOB_PATIENCE).await?;
+        if intent.paused_by_us {
+            vm.cont().await?;
+        }
+        if loaded && listed {
+            self.set_current_snapshot(obj, &intent.snapshot).await?;
+        }
+        Ok(())
     }
 
     /// Deletes the intent's internal snapshot from every image that has
@@ -128,7 +158,7 @@ impl Driver {
             ),
             Some(vm) => {
                 let mon = vm.monitor();
-                qsnap::settle_jobs(mon, JOB_PATIENCE).await?;
+                let _ = qsnap::settle_jobs(mon, JOB_PATIENCE).await?;
                 let nodes = InternalNodes::new(intent.nodes.iter().copied());
                 if !intent.nodes.is_empty() {
                     qsnap::delete_internal(mon, name, &nodes).await?;

@@ -42,8 +42,8 @@
 //!   have run and recorded that.
 
 mod create;
-mod intent;
 mod delete;
+mod intent;
 mod revert;
 
 use std::path::PathBuf;
@@ -54,7 +54,6 @@ use crate::conf::snapshot::{
     FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation, SnapshotState,
 };
 use crate::conf::DomainDef;
-use crate::qemu::snapshot::InternalNodes;
 
 use super::error::{DriverError, ErrorKind};
 use super::metadata::with_header;
@@ -277,15 +276,6 @@ impl Driver {
             self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
         }
         Ok(())
-    }
-
-    /// The running disks that hold `def`'s internal snapshot.
-    fn internal_nodes(
-        &self,
-        obj: &DomainObj,
-        def: &SnapshotDef,
-    ) -> Result<InternalNodes, DriverError> {
-        Ok(InternalNodes::new(self.internal_node_indexes(obj, def)?))
     }
 
     /// The node indexes of the disks an internal snapshot covers, in the
