@@ -13,9 +13,10 @@
 //! `make test` runs a representative set (a checkpoint create, and a push
 //! backup with a new checkpoint followed to its end, the daemon killed at
 //! every step: about a minute); `make crash-test` runs every operation with
-//! every kind of fault (the `#[ignore]`d tests too). The snapshot
-//! operations there still fail: they have no intent record yet (README,
-//! "Guarantees").
+//! every kind of fault (the `#[ignore]`d tests too). The external
+//! snapshot operations there (create `--disk-only`, delete by block
+//! commit) still fail: they have no intent record yet (README,
+//! "Guarantees"); the internal ones pass.
 //!
 //! `CRASH_KEEP_GOING=1` lists every violation instead of stopping at the
 //! first; `CRASH_ONLY=kind=kill-qemu,at=write:3:before` runs one point.
