@@ -360,6 +360,26 @@ pub struct SnapshotIntent {
     pub images: Vec<PathBuf>,
     /// The operation stops the guest, which must run afterwards.
     pub paused_by_us: bool,
+    /// An external create's overlays.
+    #[serde(default)]
+    pub overlays: Vec<IntentOverlay>,
+    /// An external create's metadata, written when it is rolled forward.
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+/// One overlay an external snapshot create makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentOverlay {
+    pub disk: String,
+    pub path: PathBuf,
+    /// K of the overlay's nodes, for a running QEMU.
+    pub node_index: u32,
+    /// K of the disk's nodes below it.
+    pub base: u32,
+    pub block: bool,
+    /// The create brings the file into being: it goes on a roll back.
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +393,9 @@ pub enum SnapshotAction {
     /// it: the job ends, the guest runs if it is to, the snapshot becomes
     /// current.
     Revert,
+    /// External overlays are being made and switched to: once QEMU (or the
+    /// definition) is on them, finish; else they go again.
+    ExternalCreate,
 }
 
 impl Store {

@@ -121,6 +121,8 @@ impl Driver {
                     },
                     images: internal_images(def),
                     paused_by_us: false,
+                    overlays: Vec::new(),
+                    metadata: None,
                 };
                 self.save_snapshot_intent(&obj, intent.clone()).await?;
                 intents.push(intent.clone());

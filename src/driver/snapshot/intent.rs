@@ -30,9 +30,10 @@ use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp};
 
 use super::super::error::DriverError;
 use super::super::registry::DomainObj;
-use super::super::store::{SnapshotAction, SnapshotIntent};
+use super::super::store::{OverlayBase, SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::qemu_img;
+use crate::conf::snapshot::{ParseFlags, SnapshotDef};
 
 /// How long a snapshot job a dead daemon started may still run.
 const JOB_PATIENCE: Duration = Duration::from_secs(30);
@@ -99,6 +100,8 @@ impl Driver {
                     Err(err) => Err(err),
                 }
             }
+            SnapshotAction::ExternalCreate if listed => Ok(()),
+            SnapshotAction::ExternalCreate => self.settle_external_create(obj, intent).await,
             SnapshotAction::Revert => {
                 tracing::warn!(snapshot = %name, "finishing an interrupted snapshot revert");
                 self.finish_revert(obj, intent, listed).await
@@ -119,6 +122,99 @@ impl Driver {
         }
     }
 
+    /// An external create cut short: finished if the disks are on the
+    /// overlays (QEMU's, or the definition's once QEMU is gone), the
+    /// overlays taken away again otherwise.
+    async fn settle_external_create(
+        &self,
+        obj: &Arc<DomainObj>,
+        intent: &SnapshotIntent,
+    ) -> Result<(), DriverError> {
+        let vm = obj.lock().live.as_ref().map(|l| l.vm.clone());
+        let switched = match &vm {
+            Some(vm) => {
+                let mon = vm.monitor();
+                qsnap::settle_jobs(mon, "create-", JOB_PATIENCE).await?;
+                let active = qsnap::active_nodes(mon).await?;
+                let nodes = intent
+                    .overlays
+                    .iter()
+                    .all(|o| active.contains(&crate::qemu::node::format(o.node_index)));
+                if !nodes {
+                    for o in &intent.overlays {
+                        qsnap::drop_overlay(mon, o.node_index, &o.path, o.created).await;
+                    }
+                    return Ok(());
+                }
+                true
+            }
+            None => {
+                let st = obj.lock();
+                st.config.as_ref().is_some_and(|config| {
+                    intent.overlays.iter().all(|o| {
+                        config.disk_by_target(&o.disk).and_then(|d| d.source()) == o.path.to_str()
+                    })
+                })
+            }
+        };
+        if !switched {
+            for o in intent.overlays.iter().filter(|o| o.created) {
+                match std::fs::remove_file(&o.path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(DriverError::system(
+                            format_args!("cannot remove '{}'", o.path.display()),
+                            e,
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        if vm.is_some() {
+            {
+                let mut st = obj.lock();
+                if let Some(live) = st.live.as_mut() {
+                    for o in &intent.overlays {
+                        let Some(d) = live.def.disk_by_target_mut(&o.disk) else {
+                            continue;
+                        };
+                        if d.node_index() == o.node_index {
+                            continue;
+                        }
+                        d.set_overlay(&o.path.to_string_lossy(), o.block, o.node_index);
+                        live.overlays.push(OverlayBase {
+                            disk: o.disk.clone(),
+                            overlay: o.node_index,
+                            base: o.base,
+                            path: o.path.to_string_lossy().into_owned(),
+                        });
+                    }
+                }
+            }
+            self.save_live(obj).await;
+        }
+        self.update_config(obj, |config| {
+            for o in &intent.overlays {
+                if let Some(d) = config.disk_by_target_mut(&o.disk) {
+                    let index = d.node_index();
+                    d.set_overlay(&o.path.to_string_lossy(), o.block, index);
+                }
+            }
+        })
+        .await?;
+        if let Some(xml) = &intent.metadata {
+            let flags = ParseFlags {
+                redefine: true,
+                internal: true,
+                ..ParseFlags::default()
+            };
+            let def = SnapshotDef::parse(xml, flags, 0)?.loaded();
+            self.commit_snapshot(obj, def, true, true).await?;
+        }
+        Ok(())
+    }
+
     /// A revert's end: QEMU's load job ends; if it loaded the snapshot,
     /// the guest runs if it is to and the snapshot becomes current. A QEMU
     /// that is gone has nothing left to finish.
@@ -131,7 +227,7 @@ impl Driver {
         let Some(vm) = obj.lock().live.as_ref().map(|l| l.vm.clone()) else {
             return Ok(());
         };
-        let loaded = qsnap::settle_jobs(vm.monitor(), JOB_PATIENCE).await?;
+        let loaded = qsnap::settle_jobs(vm.monitor(), "snapshot-", JOB_PATIENCE).await?;
         if intent.paused_by_us {
             vm.cont().await?;
         }
@@ -158,7 +254,7 @@ impl Driver {
             ),
             Some(vm) => {
                 let mon = vm.monitor();
-                let _ = qsnap::settle_jobs(mon, JOB_PATIENCE).await?;
+                let _ = qsnap::settle_jobs(mon, "snapshot-", JOB_PATIENCE).await?;
                 let nodes = InternalNodes::new(intent.nodes.iter().copied());
                 if !intent.nodes.is_empty() {
                     qsnap::delete_internal(mon, name, &nodes).await?;

@@ -75,6 +75,8 @@ impl Driver {
                 nodes: self.internal_node_indexes(&obj, &def)?,
                 images: Vec::new(),
                 paused_by_us: run,
+                overlays: Vec::new(),
+                metadata: None,
             };
             self.save_snapshot_intent(&obj, intent.clone()).await?;
             let reverted = async {
