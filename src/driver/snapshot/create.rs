@@ -451,6 +451,7 @@ impl Driver {
         let metadata =
             (flags & create_flags::NO_METADATA == 0).then(|| metadata_xml(def, true, obj.uuid));
         let mut intent = intent;
+        let committing = intent.is_some();
         let mut record = |plans: &[Plan], nodes: &[u32]| {
             let made = SnapshotIntent {
                 snapshot: def.name().to_string(),
@@ -553,7 +554,11 @@ impl Driver {
                         }
                     }
                 }
-                self.save_live(obj).await;
+                if committing {
+                    self.try_save_live(obj).await?;
+                } else {
+                    self.save_live(obj).await;
+                }
             }
             // The user made them (libvirt trusts they are right).
             None if reuse => {}

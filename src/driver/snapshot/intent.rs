@@ -192,7 +192,7 @@ impl Driver {
                     }
                 }
             }
-            self.save_live(obj).await;
+            self.try_save_live(obj).await?;
         }
         self.update_config(obj, |config| {
             for o in &intent.overlays {
