@@ -1,5 +1,6 @@
-//! The one way back of an internal snapshot's create, delete and revert (the
-//! snapshot operations with an intent record so far; README,
+//! The one way back of an internal snapshot's create, delete and revert,
+//! and of an external disk-only create (the snapshot operations with an
+//! intent record so far; an external delete has none yet: README,
 //! "Guarantees").
 //!
 //! Each writes a [`SnapshotIntent`] before QEMU or `qemu-img` touch the
@@ -18,7 +19,12 @@
 //! - a revert of a running domain is finished: QEMU's load job is waited
 //!   for and dismissed, the guest runs again if it is to, and the snapshot
 //!   becomes current if the load succeeded (a load cut short cannot be
-//!   undone: the guest's state is whatever QEMU made of it).
+//!   undone: the guest's state is whatever QEMU made of it);
+//! - an external create without metadata is finished if QEMU runs the
+//!   disks on the overlays (or, QEMU gone, the definition names them): the
+//!   live record, the definition and the metadata are written. Otherwise
+//!   the overlays' nodes are deleted from QEMU and the files the create
+//!   made are removed.
 //!
 //! An intent that cannot be settled (QEMU does not answer, an image is
 //! unreadable) stays for the next chance.
@@ -26,6 +32,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conf::snapshot::{ParseFlags, SnapshotDef};
 use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp};
 
 use super::super::error::DriverError;
@@ -33,7 +40,6 @@ use super::super::registry::DomainObj;
 use super::super::store::{OverlayBase, SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::qemu_img;
-use crate::conf::snapshot::{ParseFlags, SnapshotDef};
 
 /// How long a snapshot job a dead daemon started may still run.
 const JOB_PATIENCE: Duration = Duration::from_secs(30);
