@@ -103,6 +103,8 @@ impl Driver {
         // A backup whose QEMU went away while a crashed daemon was still
         // setting it up ends now, before a new QEMU could be taken for its.
         self.forget_backup(obj).await;
+        // Undone with qemu-img, before a QEMU holds the images.
+        self.settle_snapshot_intents(obj).await;
         self.store_io(move |s| s.save_live(&uuid, &record)).await?;
         let started = match qemu::start(&spec).await {
             Ok(mut vm) => {
@@ -155,11 +157,18 @@ impl Driver {
     /// Rewrites the live record after a state change, so that a restarted
     /// daemon reports what QEMU is doing.
     pub(super) async fn save_live(&self, obj: &DomainObj) {
+        if let Err(err) = self.try_save_live(obj).await {
+            tracing::warn!(%err, "cannot record the domain's live state");
+        }
+    }
+
+    /// [`Self::save_live`] for a caller whose operation it commits.
+    pub(super) async fn try_save_live(&self, obj: &DomainObj) -> Result<(), DriverError> {
         let _record = obj.live_record.lock().await;
         let record = {
             let st = obj.lock();
             let Some(live) = st.live.as_ref().filter(|l| !l.gone) else {
-                return;
+                return Ok(());
             };
             LiveRecord {
                 id: live.id,
@@ -173,10 +182,7 @@ impl Driver {
             }
         };
         let uuid = obj.uuid;
-        let saved = self.store_io(move |s| s.save_live(&uuid, &record));
-        if let Err(err) = saved.await {
-            tracing::warn!(%err, "cannot record the domain's live state");
-        }
+        self.store_io(move |s| s.save_live(&uuid, &record)).await
     }
 
     /// Removes the domain's run directory (its QEMU is gone).

@@ -154,6 +154,7 @@ impl Driver {
         driver.load_snapshots().await;
         for obj in driver.shared.domains.all() {
             driver.reconcile_checkpoints(&obj).await;
+            driver.settle_snapshot_intents(&obj).await;
         }
         Ok(driver)
     }

@@ -7,6 +7,7 @@
 //! STATE/checkpoints/<uuid>/<name>.xml      one checkpoint's metadata
 //! STATE/checkpoints/<uuid>/<name>.intent   a create or delete in progress
 //! STATE/snapshots/<uuid>/<name>.xml        one snapshot's metadata
+//! STATE/snapshots/<uuid>/<name>.intent     an internal snapshot create, delete or revert in progress
 //! RUN/<uuid>/domain.json        live state of a running domain
 //! RUN/<uuid>/backup.json        a backup: its begin's intent, then the running job
 //! RUN/<uuid>/...                QEMU's own files (monitor socket, pid, log)
@@ -160,6 +161,11 @@ impl Store {
             fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR)).map_err(|e| {
                 DriverError::system(format_args!("cannot protect '{}'", dir.display()), e)
             })?;
+        }
+        // What a daemon killed inside write_atomic left: the file it
+        // replaced is whole, the temporary one is not needed.
+        for dir in [&store.state_dir, &store.run_dir] {
+            remove_stale_temp_files(dir, 3);
         }
         Ok(store)
     }
@@ -343,7 +349,90 @@ pub enum IntentAction {
     Delete,
 }
 
+/// An internal snapshot create, delete or revert that touches the images, written before
+/// QEMU (or `qemu-img`) is touched and removed once the metadata is
+/// written, so that start-up, a start, or the call's own error path can
+/// undo what a crash cut short (driver/snapshot/intent.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotIntent {
+    pub snapshot: String,
+    pub action: SnapshotAction,
+    /// The covered disks' node indexes (K of their format nodes), for a
+    /// running QEMU.
+    pub nodes: Vec<u32>,
+    /// The covered disks' images, for `qemu-img` once QEMU is gone.
+    pub images: Vec<PathBuf>,
+    /// The operation stops the guest, which must run afterwards.
+    pub paused_by_us: bool,
+    /// An external create's overlays.
+    #[serde(default)]
+    pub overlays: Vec<IntentOverlay>,
+    /// An external create's metadata, written when it is rolled forward.
+    #[serde(default)]
+    pub metadata: Option<String>,
+}
+
+/// One overlay an external snapshot create makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentOverlay {
+    pub disk: String,
+    pub path: PathBuf,
+    /// K of the overlay's nodes, for a running QEMU.
+    pub node_index: u32,
+    /// K of the disk's nodes below it.
+    pub base: u32,
+    pub block: bool,
+    /// The create brings the file into being: it goes on a roll back.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotAction {
+    /// An internal snapshot is being made; without metadata it goes again.
+    Create,
+    /// An internal snapshot is being deleted from the images, then from
+    /// the metadata; finish the job.
+    Delete,
+    /// An internal snapshot is being loaded into a running QEMU; finish
+    /// it: the job ends, the guest runs if it is to, the snapshot becomes
+    /// current.
+    Revert,
+    /// External overlays are being made and switched to: once QEMU (or the
+    /// definition) is on them, finish; else they go again.
+    ExternalCreate,
+}
+
 impl Store {
+    pub fn save_snapshot_intent(
+        &self,
+        uuid: &Uuid,
+        intent: &SnapshotIntent,
+    ) -> Result<(), DriverError> {
+        let json = serde_json::to_vec(intent)
+            .map_err(|e| DriverError::internal(format!("cannot serialize intent: {e}")))?;
+        write_atomic(
+            &self.moment_path(Moment::Snapshot, uuid, &intent.snapshot, "intent"),
+            &json,
+        )
+    }
+
+    pub fn delete_snapshot_intent(&self, uuid: &Uuid, snapshot: &str) -> Result<(), DriverError> {
+        remove_file_if_exists(&self.moment_path(Moment::Snapshot, uuid, snapshot, "intent"))
+    }
+
+    pub fn load_snapshot_intents(
+        &self,
+        uuid: &Uuid,
+    ) -> Vec<(PathBuf, Result<SnapshotIntent, DriverError>)> {
+        read_dir_with(&self.moment_dir(Moment::Snapshot, uuid), "intent", |path| {
+            let bytes = fs::read(path).map_err(|e| {
+                DriverError::system(format_args!("cannot read '{}'", path.display()), e)
+            })?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DriverError::internal(format!("bad intent {}: {e}", path.display())))
+        })
+    }
+
     fn checkpoint_dir(&self, uuid: &Uuid) -> PathBuf {
         self.moment_dir(Moment::Checkpoint, uuid)
     }
@@ -531,6 +620,28 @@ const PRIVATE_FILE: u32 = 0o600;
 const PRIVATE_DIR: u32 = 0o700;
 
 /// Creates `dir` and any missing parents with [`PRIVATE_DIR`].
+/// Removes [`write_atomic`]'s temporary files (`.NAME.tmp`) under `dir`,
+/// `depth` levels down at most.
+fn remove_stale_temp_files(dir: &Path, depth: u32) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() && depth > 1 => remove_stale_temp_files(&path, depth - 1),
+            Ok(kind) if kind.is_file() && name.starts_with('.') && name.ends_with(".tmp") => {
+                if let Err(problem) = fs::remove_file(&path) {
+                    tracing::warn!(%problem, path = %path.display(), "cannot remove a stale temporary file");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 fn create_private_dir(dir: &Path) -> Result<(), DriverError> {
     fs::DirBuilder::new()
         .recursive(true)

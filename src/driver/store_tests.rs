@@ -85,3 +85,67 @@ fn live_records_round_trip() {
     store.delete_live(&uuid);
     assert!(store.load_live().is_empty());
 }
+
+#[test]
+fn snapshot_intents_round_trip_beside_the_metadata_and_are_not_read_as_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), &dir.path().join("run")).unwrap();
+    let uuid = [5u8; 16];
+    let intent = SnapshotIntent {
+        snapshot: "../s1".into(),
+        action: SnapshotAction::ExternalCreate,
+        nodes: vec![1, 2],
+        images: vec![PathBuf::from("/images/vda.qcow2")],
+        paused_by_us: true,
+        overlays: vec![IntentOverlay {
+            disk: "vda".into(),
+            path: PathBuf::from("/images/vda.s1"),
+            node_index: 3,
+            base: 1,
+            block: false,
+            created: true,
+        }],
+        metadata: Some("<domainsnapshot/>".into()),
+    };
+    store.save_snapshot_intent(&uuid, &intent).unwrap();
+    assert!(store.load_snapshots(&uuid).is_empty());
+    assert_eq!(
+        store.load_snapshot_intents(&uuid)[0].1.as_ref().unwrap(),
+        &intent
+    );
+    store.delete_snapshot_intent(&uuid, "../s1").unwrap();
+    assert!(store.load_snapshot_intents(&uuid).is_empty());
+}
+
+#[test]
+fn a_killed_writes_temporary_file_goes_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let store = Store::open(&state, &run).unwrap();
+    store.save_config(&[9u8; 16], "<domain/>").unwrap();
+    let domain_run = run.join("09090909-0909-0909-0909-090909090909");
+    fs::create_dir_all(&domain_run).unwrap();
+    let stale = [
+        domain_run.join(".domain.json.tmp"),
+        state.join("domains").join(".x.xml.tmp"),
+    ];
+    for path in &stale {
+        fs::write(path, "half").unwrap();
+    }
+    fs::write(domain_run.join("qemu.log"), "kept").unwrap();
+    drop(store);
+    Store::open(&state, &run).unwrap();
+    for path in &stale {
+        assert!(!path.exists(), "{} stayed", path.display());
+    }
+    assert!(domain_run.join("qemu.log").exists());
+    assert_eq!(store_configs(&state, &run), 1);
+}
+
+fn store_configs(state: &Path, run: &Path) -> usize {
+    Store::open(state, run)
+        .unwrap()
+        .load_configs()
+        .unwrap()
+        .len()
+}

@@ -269,6 +269,109 @@ pub async fn offline(
     .await
 }
 
+/// Whether a shut-off domain's image holds the internal snapshot `name`
+/// (`qemu-img snapshot -l`, sharing the image with anyone holding it).
+pub async fn offline_has(qemu_img: &Path, name: &str, image: &Path) -> Result<bool, QemuError> {
+    let out = tokio::process::Command::new(qemu_img)
+        .args(["snapshot", "-l", "-U"])
+        .arg(image)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| QemuError::io("cannot run qemu-img", e))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        return Err(QemuError::JobFailed(text.trim().to_string()));
+    }
+    // "Snapshot list:", the column heads, then "ID TAG ...".
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .any(|l| l.split_whitespace().nth(1) == Some(name)))
+}
+
+/// Ends what a daemon that died left of QEMU's jobs whose ids start with
+/// `prefix` (`snapshot-`, or `create-` for overlays): each one is
+/// waited for (up to `patience`) until it concludes, then dismissed.
+/// Fails if one is still running after that; says whether every one it
+/// dismissed had succeeded.
+pub async fn settle_jobs(
+    mon: &Monitor,
+    prefix: &str,
+    patience: std::time::Duration,
+) -> Result<bool, QemuError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut succeeded = true;
+    loop {
+        let jobs: Vec<_> = jobs::query_jobs(mon)
+            .await?
+            .into_iter()
+            .filter(|j| j.id.starts_with(prefix))
+            .collect();
+        if jobs.is_empty() {
+            return Ok(succeeded);
+        }
+        let mut running = false;
+        for job in jobs {
+            if job.status == Some(JobStatus::concluded) {
+                succeeded &= job.error.is_none();
+                jobs::dismiss(mon, &job.id).await?;
+            } else {
+                running = true;
+            }
+        }
+        if running && tokio::time::Instant::now() >= deadline {
+            return Err(QemuError::JobFailed(
+                "a snapshot job did not conclude".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The format nodes the VM's disks run on (`query-block`).
+pub async fn active_nodes(mon: &Monitor) -> Result<Vec<String>, QemuError> {
+    let reply = mon.execute_value("query-block", Value::Null).await?;
+    Ok(reply
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|dev| Some(dev["inserted"]["node-name"].as_str()?.to_owned()))
+        .collect())
+}
+
+/// Takes an overlay that no disk was switched to away again: its nodes
+/// (those there are) and, if `created`, its file.
+pub async fn drop_overlay(mon: &Monitor, node_index: u32, path: &Path, created: bool) {
+    let image = AttachedImage {
+        path: path.to_path_buf(),
+        storage_node: node::storage(node_index),
+        format_node: node::format(node_index),
+        created,
+    };
+    let present = match mon
+        .execute_value("query-named-block-nodes", Value::Null)
+        .await
+    {
+        Ok(nodes) => nodes.to_string(),
+        Err(_) => String::new(),
+    };
+    for node in [&image.format_node, &image.storage_node] {
+        if present.contains(&format!("\"{node}\"")) {
+            if let Err(problem) = mon
+                .execute_value("blockdev-del", json!({ "node-name": node }))
+                .await
+            {
+                tracing::warn!(%problem, node, "cannot detach an unused snapshot overlay");
+            }
+        }
+    }
+    if let Err(problem) = blockdev::remove_created(&image).await {
+        tracing::warn!(%problem, "cannot remove an unused snapshot overlay");
+    }
+}
+
 /// Creates a qcow2 overlay of a shut-off domain's image.
 pub async fn offline_overlay(
     qemu_img: &Path,

@@ -14,14 +14,14 @@ use crate::conf::snapshot::{
     SnapshotDiskType, SnapshotLocation, SnapshotState,
 };
 use crate::qemu::cpu as qcpu;
-use crate::qemu::snapshot::{self as qsnap, OfflineOp, Overlay};
+use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp, Overlay};
 use crate::qemu::{DiskFormat, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::launch::qemu_format;
 use super::super::moments::now_secs;
 use super::super::registry::{state, DomainObj};
-use super::super::store::OverlayBase;
+use super::super::store::{IntentOverlay, OverlayBase, SnapshotAction, SnapshotIntent};
 use super::super::{DomainRef, Driver};
 use super::{
     create_flags, internal_images, metadata_xml, no_backup_running, qemu_img, SnapshotRef,
@@ -309,7 +309,8 @@ impl Driver {
             }
             let saved = async {
                 qsnap::save_memory(vm.monitor(), std::path::Path::new(file)).await?;
-                self.external_snapshot(obj, &def, Some(vm), flags).await
+                self.external_snapshot(obj, &def, Some(vm), flags, None)
+                    .await
             }
             .await;
             if running && flags & HALT == 0 {
@@ -317,21 +318,13 @@ impl Driver {
             }
             saved?;
         } else if def.is_external() {
-            self.external_snapshot(obj, &def, live_vm.as_ref(), flags)
-                .await?;
+            return self
+                .disk_only_snapshot(obj, def, live_vm.as_ref(), flags)
+                .await;
         } else {
-            let internal: Vec<PathBuf> = internal_images(&def);
-            match &live_vm {
-                Some(vm) => {
-                    let nodes = self.internal_nodes(obj, &def)?;
-                    qsnap::save_internal(vm.monitor(), &name, &nodes, running).await?;
-                }
-                None => {
-                    for image in &internal {
-                        qsnap::offline(&qemu_img(), OfflineOp::Create, &name, image).await?;
-                    }
-                }
-            }
+            return self
+                .internal_snapshot(obj, def, live_vm.as_ref(), running, flags)
+                .await;
         }
         if flags & HALT != 0 && live_vm.is_some() {
             self.destroy_locked(obj).await?;
@@ -342,15 +335,149 @@ impl Driver {
         Ok(name)
     }
 
+    /// An internal snapshot: its intent first, then QEMU's job (or
+    /// `qemu-img` shut off), then the metadata, whose write commits it;
+    /// any failure after the intent takes the one way back (intent.rs).
+    async fn internal_snapshot(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: SnapshotDef,
+        live_vm: Option<&Arc<RunningVm>>,
+        running: bool,
+        flags: u32,
+    ) -> Result<String, DriverError> {
+        use create_flags::*;
+        let name = def.name().to_string();
+        let images: Vec<PathBuf> = internal_images(&def);
+        let nodes = match live_vm {
+            Some(_) => self.internal_node_indexes(obj, &def)?,
+            None => Vec::new(),
+        };
+        let intent = SnapshotIntent {
+            snapshot: name.clone(),
+            action: SnapshotAction::Create,
+            nodes: nodes.clone(),
+            images: images.clone(),
+            paused_by_us: live_vm.is_some() && running,
+            overlays: Vec::new(),
+            metadata: None,
+        };
+        self.save_snapshot_intent(obj, intent.clone()).await?;
+        let made = async {
+            match live_vm {
+                Some(vm) => {
+                    let nodes = InternalNodes::new(nodes);
+                    qsnap::save_internal(vm.monitor(), &name, &nodes, running).await?;
+                }
+                None => {
+                    for image in &images {
+                        qsnap::offline(&qemu_img(), OfflineOp::Create, &name, image).await?;
+                    }
+                }
+            }
+            if flags & HALT != 0 && live_vm.is_some() {
+                self.destroy_locked(obj).await?;
+            }
+            if flags & NO_METADATA == 0 {
+                self.commit_snapshot(obj, def, true, true).await?;
+            }
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        match made {
+            Ok(()) => self.drop_snapshot_intent(obj, &name).await,
+            Err(err) => {
+                self.settle_snapshot_intent(obj, &intent).await;
+                return Err(err);
+            }
+        }
+        Ok(name)
+    }
+
+    /// A disk-only external snapshot: its intent (written by
+    /// [`Self::external_snapshot`] before QEMU is touched), the overlays,
+    /// then the metadata, whose write commits it; a failure after the
+    /// intent takes the one way back (intent.rs), which finishes the
+    /// snapshot if the disks are already on their overlays.
+    async fn disk_only_snapshot(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: SnapshotDef,
+        live_vm: Option<&Arc<RunningVm>>,
+        flags: u32,
+    ) -> Result<String, DriverError> {
+        use create_flags::*;
+        let name = def.name().to_string();
+        let mut intent = None;
+        let made = async {
+            self.external_snapshot(obj, &def, live_vm, flags, Some(&mut intent))
+                .await?;
+            if flags & HALT != 0 && live_vm.is_some() {
+                self.destroy_locked(obj).await?;
+            }
+            if flags & NO_METADATA == 0 {
+                self.commit_snapshot(obj, def, true, true).await?;
+            }
+            Ok::<(), DriverError>(())
+        }
+        .await;
+        let Some(intent) = intent else {
+            return made.map(|()| name);
+        };
+        match made {
+            Ok(()) => self.drop_snapshot_intent(obj, &name).await,
+            Err(err) => {
+                self.settle_snapshot_intent(obj, &intent).await;
+                // Finished after all: the disks were on their overlays.
+                if flags & NO_METADATA != 0 || !obj.lock().snapshots.contains(&name) {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(name)
+    }
+
     /// Moves each external disk onto a new overlay, then records the
-    /// overlays in the live and persistent definitions.
+    /// overlays in the live and persistent definitions. With `intent`,
+    /// writes an intent record first and hands it back.
     async fn external_snapshot(
         &self,
         obj: &Arc<DomainObj>,
         def: &SnapshotDef,
         vm: Option<&Arc<RunningVm>>,
         flags: u32,
+        intent: Option<&mut Option<SnapshotIntent>>,
     ) -> Result<(), DriverError> {
+        let metadata =
+            (flags & create_flags::NO_METADATA == 0).then(|| metadata_xml(def, true, obj.uuid));
+        let mut intent = intent;
+        let committing = intent.is_some();
+        let mut record = |plans: &[Plan], nodes: &[u32]| {
+            let made = SnapshotIntent {
+                snapshot: def.name().to_string(),
+                action: SnapshotAction::ExternalCreate,
+                nodes: Vec::new(),
+                images: Vec::new(),
+                paused_by_us: false,
+                overlays: plans
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| IntentOverlay {
+                        disk: p.disk.clone(),
+                        path: p.path.clone(),
+                        node_index: nodes.get(i).copied().unwrap_or(0),
+                        base: p.top,
+                        block: p.block,
+                        created: !p.existed && !p.block && flags & create_flags::REUSE_EXT == 0,
+                    })
+                    .collect(),
+                metadata: metadata.clone(),
+            };
+            intent.as_mut().map(|slot| {
+                **slot = Some(made.clone());
+                made
+            })
+        };
         let domain = def
             .domain()
             .cloned()
@@ -406,6 +533,10 @@ impl Driver {
                         })
                         .collect()
                 };
+                let nodes: Vec<u32> = overlays.iter().map(|o| o.node_index).collect();
+                if let Some(made) = record(&plans, &nodes) {
+                    self.save_snapshot_intent(obj, made).await?;
+                }
                 qsnap::external(vm.monitor(), &overlays).await?;
                 {
                     let mut st = obj.lock();
@@ -423,11 +554,18 @@ impl Driver {
                         }
                     }
                 }
-                self.save_live(obj).await;
+                if committing {
+                    self.try_save_live(obj).await?;
+                } else {
+                    self.save_live(obj).await;
+                }
             }
             // The user made them (libvirt trusts they are right).
             None if reuse => {}
             None => {
+                if let Some(made) = record(&plans, &[]) {
+                    self.save_snapshot_intent(obj, made).await?;
+                }
                 for (done, plan) in plans.iter().enumerate() {
                     let made =
                         qsnap::offline_overlay(&qemu_img(), &plan.path, &plan.backing, plan.format)
@@ -460,7 +598,7 @@ impl Driver {
     /// `under_current` (a create), else where it says (a redefine) —
     /// writes its file, and makes it current if asked, rewriting the
     /// previous current one's file.
-    async fn commit_snapshot(
+    pub(super) async fn commit_snapshot(
         &self,
         obj: &Arc<DomainObj>,
         mut def: SnapshotDef,

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
 use crate::conf::DomainDef;
-use crate::qemu::snapshot::{self as qsnap, OfflineOp};
+use crate::qemu::snapshot as qsnap;
 use crate::qemu::RunningVm;
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::moments::MomentKind;
 use super::super::registry::DomainObj;
-use super::super::store::OverlayBase;
+use super::super::store::{OverlayBase, SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::{
     delete_flags, internal_disks, internal_images, metadata_xml, no_backup_running, qemu_img,
@@ -107,20 +107,43 @@ impl Driver {
                     same_images(def, live)?;
                 }
             }
+            // Each intent before its images are touched; from there on
+            // the delete is finished, by this call or whoever finds the
+            // intent (intent.rs).
+            let mut intents = Vec::new();
             for def in &doomed {
-                match &vm {
-                    Some(vm) => {
-                        let nodes = self.internal_nodes(&obj, def)?;
-                        qsnap::delete_internal(vm.monitor(), def.name(), &nodes).await?;
+                let intent = SnapshotIntent {
+                    snapshot: def.name().to_string(),
+                    action: SnapshotAction::Delete,
+                    nodes: match &vm {
+                        Some(_) => self.internal_node_indexes(&obj, def)?,
+                        None => Vec::new(),
+                    },
+                    images: internal_images(def),
+                    paused_by_us: false,
+                    overlays: Vec::new(),
+                    metadata: None,
+                };
+                self.save_snapshot_intent(&obj, intent.clone()).await?;
+                intents.push(intent.clone());
+                let deleted = self.delete_internal_images(&obj, &intent).await;
+                if let Err(err) = deleted {
+                    for intent in &intents {
+                        self.settle_snapshot_intent(&obj, intent).await;
                     }
-                    None => {
-                        for image in internal_images(def) {
-                            qsnap::offline(&qemu_img(), OfflineOp::Delete, def.name(), &image)
-                                .await?;
-                        }
-                    }
+                    return Err(err);
                 }
             }
+            for intent in &intents {
+                if let Err(err) = self.forget_snapshot(&obj, &intent.snapshot).await {
+                    for intent in &intents {
+                        self.settle_snapshot_intent(&obj, intent).await;
+                    }
+                    return Err(err);
+                }
+                self.drop_snapshot_intent(&obj, &intent.snapshot).await;
+            }
+            return Ok(());
         }
         for def in &doomed {
             self.forget_snapshot(&obj, def.name()).await?;
@@ -250,7 +273,11 @@ impl Driver {
     /// The metadata half of a delete: children move up to the parent
     /// (their files rewritten), the parent becomes current if the deleted
     /// one was.
-    async fn forget_snapshot(&self, obj: &Arc<DomainObj>, name: &str) -> Result<(), DriverError> {
+    pub(super) async fn forget_snapshot(
+        &self,
+        obj: &Arc<DomainObj>,
+        name: &str,
+    ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
         let files = {
             let st = obj.lock();

@@ -43,6 +43,7 @@
 
 mod create;
 mod delete;
+mod intent;
 mod revert;
 
 use std::path::PathBuf;
@@ -53,7 +54,6 @@ use crate::conf::snapshot::{
     FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation, SnapshotState,
 };
 use crate::conf::DomainDef;
-use crate::qemu::snapshot::InternalNodes;
 
 use super::error::{DriverError, ErrorKind};
 use super::metadata::with_header;
@@ -278,19 +278,19 @@ impl Driver {
         Ok(())
     }
 
-    /// The running disks that hold `def`'s internal snapshot.
-    fn internal_nodes(
+    /// The node indexes of the disks an internal snapshot covers, in the
+    /// domain's disk order.
+    fn internal_node_indexes(
         &self,
         obj: &DomainObj,
         def: &SnapshotDef,
-    ) -> Result<InternalNodes, DriverError> {
+    ) -> Result<Vec<u32>, DriverError> {
         let st = obj.lock();
         let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-        Ok(InternalNodes::new(
-            internal_disks(def)
-                .filter_map(|d| live.def.disk_by_target(d))
-                .map(|d| d.node_index()),
-        ))
+        Ok(internal_disks(def)
+            .filter_map(|d| live.def.disk_by_target(d))
+            .map(|d| d.node_index())
+            .collect())
     }
 }
 

@@ -6,11 +6,12 @@
 use std::sync::Arc;
 
 use crate::conf::snapshot::SnapshotState;
-use crate::qemu::snapshot::{self as qsnap, OfflineOp};
+use crate::qemu::snapshot::{self as qsnap, InternalNodes, OfflineOp};
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::moments::MomentKind;
 use super::super::registry::{state, DomainObj};
+use super::super::store::{SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::{
     internal_images, metadata_xml, no_backup_running, qemu_img, revert_flags, SnapshotRef,
@@ -66,16 +67,43 @@ impl Driver {
                         .ok_or_else(DriverError::not_running)?
                 }
             };
-            if obj.lock().state == state::RUNNING {
-                vm.stop().await?;
-            }
-            let nodes = self.internal_nodes(&obj, &def)?;
-            qsnap::load_internal(vm.monitor(), &snap.name, &nodes).await?;
             let run = flags & RUNNING != 0
                 || (flags & PAUSED == 0 && def.state() == Some(SnapshotState::Running));
-            if run {
-                vm.cont().await?;
+            let intent = SnapshotIntent {
+                snapshot: snap.name.clone(),
+                action: SnapshotAction::Revert,
+                nodes: self.internal_node_indexes(&obj, &def)?,
+                images: Vec::new(),
+                paused_by_us: run,
+                overlays: Vec::new(),
+                metadata: None,
+            };
+            self.save_snapshot_intent(&obj, intent.clone()).await?;
+            let reverted = async {
+                if obj.lock().state == state::RUNNING {
+                    vm.stop().await?;
+                }
+                let nodes = InternalNodes::new(intent.nodes.iter().copied());
+                qsnap::load_internal(vm.monitor(), &snap.name, &nodes).await?;
+                if run {
+                    vm.cont().await?;
+                }
+                self.set_current_snapshot(&obj, &snap.name).await
             }
+            .await;
+            match reverted {
+                Ok(()) => self.drop_snapshot_intent(&obj, &snap.name).await,
+                Err(err) => {
+                    // The load failed or was cut short: the guest runs if
+                    // it was to; a QEMU that is gone leaves the intent to
+                    // the next start.
+                    if !run || vm.cont().await.is_ok() {
+                        self.drop_snapshot_intent(&obj, &snap.name).await;
+                    }
+                    return Err(err);
+                }
+            }
+            return Ok(());
         } else {
             if vm.is_some() {
                 self.destroy_locked(&obj).await?;
@@ -91,7 +119,7 @@ impl Driver {
     }
 
     /// Makes `name` the current snapshot, on disk and in memory.
-    async fn set_current_snapshot(
+    pub(super) async fn set_current_snapshot(
         &self,
         obj: &Arc<DomainObj>,
         name: &str,
