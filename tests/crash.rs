@@ -13,11 +13,9 @@
 //! `make test` runs a representative set (a checkpoint create, and a push
 //! backup with a new checkpoint followed to its end, the daemon killed at
 //! every step: about a minute); `make crash-test` runs every operation with
-//! every kind of fault (the `#[ignore]`d tests too). Two snapshot tests
-//! there still fail (README, "Guarantees"): an external snapshot's delete
-//! (block commit), which has no intent record yet, and an external create
-//! with QEMU killed after the switch, whose domain restarts with QEMU's
-//! own names for the backing nodes.
+//! every kind of fault (the `#[ignore]`d tests too). One snapshot test
+//! there still fails (README, "Guarantees"): an external snapshot's delete
+//! (block commit), which has no intent record yet.
 //!
 //! `CRASH_KEEP_GOING=1` lists every violation instead of stopping at the
 //! first; `CRASH_ONLY=kind=kill-qemu,at=write:3:before` runs one point.
