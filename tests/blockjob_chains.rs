@@ -7,22 +7,12 @@
 
 mod common;
 
+use common::blockjob::source_of;
+
 use common::images::qemu_img;
 use common::qemu_io;
 use common::Daemon;
 use std::path::Path;
-
-fn source_of(d: &Daemon, dom: &str, inactive: bool) -> String {
-    let mut args = vec!["domblklist", dom];
-    if inactive {
-        args.push("--inactive");
-    }
-    let out = d.virsh(&args).ok().stdout;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("vda"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
 
 /// `qemu-img create -f qcow2 -b BACKING -F qcow2 IMAGE`, the backing
 /// named as given (relative names are relative to the image's directory).

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::blockjob::{source_of, wait_no_job, wait_ready};
+
 use common::images::{self, qemu_img};
 use common::qemu_io;
 use common::{wait_until, Daemon, PATIENCE};
@@ -24,17 +26,9 @@ fn running(d: &Daemon, name: &str) -> PathBuf {
     vda
 }
 
-fn source_of(d: &Daemon, dom: &str) -> String {
-    let out = d.virsh(&["domblklist", dom]).ok().stdout;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("vda"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// The qcow2 format node QEMU runs vda on now.
 fn top_node(d: &Daemon, dom: &str) -> String {
-    let path = source_of(d, dom);
+    let path = source_of(d, dom, false);
     d.nodes(dom)
         .into_iter()
         .find(|(name, n)| {
@@ -53,24 +47,6 @@ fn checkpoints(d: &Daemon, dom: &str) -> String {
 /// A guest write of 1 MiB of `pattern` at `at` MiB.
 fn write(d: &Daemon, dom: &str, pattern: u8, at: u64) {
     d.guest_write(dom, 0, &format!("write -P 0x{pattern:02x} {at}M 1M"));
-}
-
-fn wait_ready(d: &Daemon, dom: &str) {
-    wait_until(PATIENCE, || {
-        d.virsh(&["blockjob", dom, "vda", "--info"])
-            .stderr
-            .contains("[100 %]")
-    })
-    .expect("the job never got ready");
-}
-
-fn wait_no_job(d: &Daemon, dom: &str) {
-    wait_until(PATIENCE, || {
-        d.virsh_loud(&["blockjob", dom, "vda", "--info"])
-            .stdout
-            .contains("No current block job for vda")
-    })
-    .expect("the job never ended");
 }
 
 /// A push backup of vda since checkpoint `since` into `target`; returns
@@ -164,7 +140,7 @@ fn full_copy_carries_the_checkpoint_bitmaps() {
     wait_no_job(&d, "fc");
     write(&d, "fc", 0x66, 20);
 
-    assert_eq!(source_of(&d, "fc"), dest.display().to_string());
+    assert_eq!(source_of(&d, "fc", false), dest.display().to_string());
     assert_eq!(checkpoints(&d, "fc"), listed);
     let node = top_node(&d, "fc");
     assert_eq!(
@@ -247,7 +223,7 @@ fn shallow_copy_then_active_commit_keep_the_checkpoints() {
     wait_no_job(&d, "ch");
     write(&d, "ch", 0x55, 16);
     since_c1.extend([(0x33, 8), (0x44, 12), (0x55, 16)]);
-    assert_eq!(source_of(&d, "ch"), dest.display().to_string());
+    assert_eq!(source_of(&d, "ch", false), dest.display().to_string());
     assert_eq!(checkpoints(&d, "ch").trim(), "c1");
     let copy_node = top_node(&d, "ch");
     assert_eq!(bitmaps_mib(&d, "ch", &copy_node), [pair("c1", 4)]);
@@ -269,7 +245,7 @@ fn shallow_copy_then_active_commit_keep_the_checkpoints() {
     write(&d, "ch", 0x99, 32);
     let since_c2 = vec![(0x66, 20), (0x77, 24), (0x88, 28), (0x99, 32)];
     since_c1.extend(since_c2.iter().copied());
-    assert_eq!(source_of(&d, "ch"), vda.display().to_string());
+    assert_eq!(source_of(&d, "ch", false), vda.display().to_string());
     assert_eq!(top_node(&d, "ch"), base_node);
     assert_eq!(checkpoints(&d, "ch"), "c1\nc2\n");
     assert_eq!(
@@ -309,7 +285,7 @@ fn pull_keeps_the_checkpoint_bitmaps() {
     write(&d, "pl", 0x22, 4);
     d.virsh(&["blockpull", "pl", "vda", "--wait"]).ok();
     write(&d, "pl", 0x33, 8);
-    assert_eq!(source_of(&d, "pl"), top.display().to_string());
+    assert_eq!(source_of(&d, "pl", false), top.display().to_string());
     let node = top_node(&d, "pl");
     assert_eq!(bitmaps_mib(&d, "pl", &node), [pair("c1", 2)]);
     incremental(
@@ -358,7 +334,7 @@ fn jobs_that_would_lose_a_bitmap_are_refused() {
     ])
     .fails_with(refused);
     // Nothing changed.
-    assert_eq!(source_of(&d, "lb"), top.display().to_string());
+    assert_eq!(source_of(&d, "lb", false), top.display().to_string());
     assert_eq!(images::bitmap_names(&mid), ["c1"]);
     d.virsh(&["checkpoint-delete", "lb", "c1"]).ok();
     d.virsh(&[
@@ -514,7 +490,7 @@ fn an_end_seen_after_a_restart_and_an_end_without_pivot() {
     }
     d.restart();
     wait_no_job(&d, "rr");
-    assert_eq!(source_of(&d, "rr"), vda.display().to_string());
+    assert_eq!(source_of(&d, "rr", false), vda.display().to_string());
     assert_eq!(
         bitmaps_mib(&d, "rr", "libvirt-1-format"),
         [pair("c1", 3)],
@@ -556,7 +532,7 @@ fn full_copy_merges_every_layers_bitmap() {
     ])
     .ok();
     write(&d, "fm", 0x44, 8);
-    assert_eq!(source_of(&d, "fm"), dest.display().to_string());
+    assert_eq!(source_of(&d, "fm", false), dest.display().to_string());
     let node = top_node(&d, "fm");
     assert_eq!(bitmaps_mib(&d, "fm", &node), [pair("c1", 3)]);
     incremental(

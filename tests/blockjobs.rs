@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::blockjob::{source_of, wait_no_job, wait_ready};
+
 use common::events::EventLog;
 use common::images::{self, qemu_img};
 use common::qemu_io;
@@ -55,37 +57,6 @@ fn chain_of(image: &Path) -> Vec<String> {
         .iter()
         .map(|i| i["filename"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn source_of(d: &Daemon, dom: &str, inactive: bool) -> String {
-    let mut args = vec!["domblklist", dom];
-    if inactive {
-        args.push("--inactive");
-    }
-    let out = d.virsh(&args).ok().stdout;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("vda"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Waits until `blockjob --info` shows the job at 100 % (ready).
-fn wait_ready(d: &Daemon, dom: &str) {
-    wait_until(PATIENCE, || {
-        d.virsh(&["blockjob", dom, "vda", "--info"])
-            .stderr
-            .contains("[100 %]")
-    })
-    .expect("the job never got ready");
-}
-
-fn wait_no_job(d: &Daemon, dom: &str) {
-    wait_until(PATIENCE, || {
-        d.virsh_loud(&["blockjob", dom, "vda", "--info"])
-            .stdout
-            .contains("No current block job for vda")
-    })
-    .expect("the job never ended");
 }
 
 /// The recipe tools like virt-backup follow: a disk-only snapshot without

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod blockjob;
 pub mod events;
 pub mod images;
 pub mod monitor;
