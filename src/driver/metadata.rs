@@ -21,6 +21,31 @@ pub(super) fn with_header(edit_command: &str, body: &str) -> String {
 }
 
 impl Driver {
+    /// Changes the persistent definition, if the domain has one, and
+    /// writes it: the next start runs on what a snapshot or a block job
+    /// made of the disks.
+    pub(super) async fn change_config(
+        &self,
+        obj: &super::registry::DomainObj,
+        change: impl FnOnce(&mut crate::conf::DomainDef),
+    ) -> Result<(), DriverError> {
+        let xml: Option<String> = {
+            let mut st = obj.lock();
+            st.config.as_mut().map(|config| {
+                change(config);
+                config.format(
+                    crate::conf::FormatMode::Inactive,
+                    crate::conf::Secrets::Shown,
+                )
+            })
+        };
+        if let Some(xml) = xml {
+            let uuid = obj.uuid;
+            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
+        }
+        Ok(())
+    }
+
     /// The one way the driver reaches its files: on the blocking pool
     /// (every write fsyncs), see [`super::store::Metadata`].
     pub(super) async fn store_io<T: Send + 'static>(

@@ -431,30 +431,6 @@ impl Driver {
             tracing::warn!(%err, "cannot record the domain's block jobs");
         }
     }
-
-    /// Changes the persistent definition, if the domain has one, and
-    /// writes it.
-    async fn change_config(
-        &self,
-        obj: &DomainObj,
-        change: impl FnOnce(&mut DomainDef),
-    ) -> Result<(), DriverError> {
-        let xml = {
-            let mut st = obj.lock();
-            st.config.as_mut().map(|config| {
-                change(config);
-                config.format(
-                    crate::conf::FormatMode::Inactive,
-                    crate::conf::Secrets::Shown,
-                )
-            })
-        };
-        if let Some(xml) = xml {
-            let uuid = obj.uuid;
-            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
-        }
-        Ok(())
-    }
 }
 
 /// The check every job start makes on the disk

@@ -583,7 +583,7 @@ impl Driver {
                 }
             }
         }
-        self.update_config(obj, |config| {
+        self.change_config(obj, |config| {
             for plan in &plans {
                 if let Some(d) = config.disk_by_target_mut(&plan.disk) {
                     let index = d.node_index();

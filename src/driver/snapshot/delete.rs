@@ -257,7 +257,7 @@ impl Driver {
                 }
             }
         }
-        self.update_config(obj, |config| {
+        self.change_config(obj, |config| {
             for (disk, _) in &disks {
                 if let Some(old) = before.disk_by_target(disk) {
                     let mut old = old.clone();

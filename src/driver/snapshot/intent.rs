@@ -200,7 +200,7 @@ impl Driver {
             }
             self.try_save_live(obj).await?;
         }
-        self.update_config(obj, |config| {
+        self.change_config(obj, |config| {
             for o in &intent.overlays {
                 if let Some(d) = config.disk_by_target_mut(&o.disk) {
                     let index = d.node_index();

@@ -47,13 +47,11 @@ mod intent;
 mod revert;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{
     FormatFlags, ParseFlags, SnapshotDef, SnapshotLocation, SnapshotState,
 };
-use crate::conf::DomainDef;
 
 use super::error::{DriverError, ErrorKind};
 use super::metadata::with_header;
@@ -251,31 +249,6 @@ impl Driver {
             });
             obj.lock().snapshots = tree;
         }
-    }
-
-    /// Changes the persistent definition, if the domain has one, and
-    /// writes it: the next start then runs on what a snapshot made of the
-    /// disks.
-    async fn update_config(
-        &self,
-        obj: &Arc<DomainObj>,
-        change: impl FnOnce(&mut DomainDef),
-    ) -> Result<(), DriverError> {
-        let config = {
-            let mut st = obj.lock();
-            st.config.as_mut().map(|config| {
-                change(config);
-                config.format(
-                    crate::conf::FormatMode::Inactive,
-                    crate::conf::Secrets::Shown,
-                )
-            })
-        };
-        if let Some(xml) = config {
-            let uuid = obj.uuid;
-            self.store_io(move |s| s.save_config(&uuid, &xml)).await?;
-        }
-        Ok(())
     }
 
     /// The node indexes of the disks an internal snapshot covers, in the
