@@ -326,13 +326,28 @@ impl Driver {
                 .internal_snapshot(obj, def, live_vm.as_ref(), running, flags)
                 .await;
         }
+        self.halt_and_record(obj, def, live_vm.as_ref(), flags)
+            .await?;
+        Ok(name)
+    }
+
+    /// The end every create shares: `--halt` stops a running domain, and
+    /// the metadata is written unless `--no-metadata`.
+    async fn halt_and_record(
+        &self,
+        obj: &Arc<DomainObj>,
+        def: SnapshotDef,
+        live_vm: Option<&Arc<RunningVm>>,
+        flags: u32,
+    ) -> Result<(), DriverError> {
+        use create_flags::*;
         if flags & HALT != 0 && live_vm.is_some() {
             self.destroy_locked(obj).await?;
         }
         if flags & NO_METADATA == 0 {
             self.commit_snapshot(obj, def, true, true).await?;
         }
-        Ok(name)
+        Ok(())
     }
 
     /// An internal snapshot: its intent first, then QEMU's job (or
@@ -346,7 +361,6 @@ impl Driver {
         running: bool,
         flags: u32,
     ) -> Result<String, DriverError> {
-        use create_flags::*;
         let name = def.name().to_string();
         let images: Vec<PathBuf> = internal_images(&def);
         let nodes = match live_vm {
@@ -375,13 +389,7 @@ impl Driver {
                     }
                 }
             }
-            if flags & HALT != 0 && live_vm.is_some() {
-                self.destroy_locked(obj).await?;
-            }
-            if flags & NO_METADATA == 0 {
-                self.commit_snapshot(obj, def, true, true).await?;
-            }
-            Ok::<(), DriverError>(())
+            self.halt_and_record(obj, def, live_vm, flags).await
         }
         .await;
         match made {
@@ -412,13 +420,7 @@ impl Driver {
         let made = async {
             self.external_snapshot(obj, &def, live_vm, flags, Some(&mut intent))
                 .await?;
-            if flags & HALT != 0 && live_vm.is_some() {
-                self.destroy_locked(obj).await?;
-            }
-            if flags & NO_METADATA == 0 {
-                self.commit_snapshot(obj, def, true, true).await?;
-            }
-            Ok::<(), DriverError>(())
+            self.halt_and_record(obj, def, live_vm, flags).await
         }
         .await;
         let Some(intent) = intent else {
