@@ -490,9 +490,9 @@ impl Driver {
                 }
             }
         }
-        self.forget_checkpoint(obj, name, update_parent).await?;
-        self.drop_intent(uuid, name).await;
-        Ok(())
+        // The intent goes in the same trip to the blocking pool as the
+        // metadata: one thread hand-off less per delete.
+        self.discard_metadata(obj, name, update_parent, true).await
     }
 
     /// The metadata half of a delete: children re-parented on disk and in
@@ -503,13 +503,28 @@ impl Driver {
         name: &str,
         update_parent: bool,
     ) -> Result<(), DriverError> {
+        self.discard_metadata(obj, name, update_parent, false).await
+    }
+
+    /// [`Self::forget_checkpoint`], and the intent record removed after
+    /// the metadata if `settled` (see store_discard.rs for why in that
+    /// order).
+    async fn discard_metadata(
+        &self,
+        obj: &Arc<DomainObj>,
+        name: &str,
+        update_parent: bool,
+        settled: bool,
+    ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
+        // Only the direct children name the checkpoint as their parent.
         let orphans = obj.lock().checkpoints.orphans(name);
         let children: Vec<(String, String)> = orphans
             .iter()
             .map(|def| (def.name().to_string(), metadata_xml(def)))
             .collect();
-        self.write_moments::<Checkpoints>(uuid, children, Some(name.to_string()))
+        let owned = name.to_string();
+        self.store_io(move |s| s.discard_checkpoint(&uuid, &owned, &children, settled))
             .await?;
         let mut st = obj.lock();
         st.checkpoints.forget(name, update_parent);

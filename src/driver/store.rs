@@ -715,6 +715,9 @@ pub fn uuid_string(uuid: &Uuid) -> String {
     uuid::Uuid::from_bytes(*uuid).hyphenated().to_string()
 }
 
+#[path = "store_discard.rs"]
+mod discard;
+
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
