@@ -479,7 +479,7 @@ impl Driver {
             // one; that reply grows with the number of checkpoints, so the
             // query is made only when QEMU has refused the removal.
             if !nodes.is_empty() {
-                if let Err(err) = bitmap::remove_bitmaps(vm.monitor(), &nodes).await {
+                if let Err(err) = bitmap::remove_checkpoint_bitmaps(vm.monitor(), &nodes).await {
                     if !qemu_refused(&err) {
                         return Err(err.into());
                     }

@@ -20,7 +20,9 @@
 //! - [`remove_bitmaps`] (qemuCheckpointDiscardBitmaps): one `transaction` of
 //!   `block-dirty-bitmap-remove` actions, nothing merged anywhere. libvirt
 //!   first reads `query-named-block-nodes` to refuse a bitmap that is not
-//!   there; see [`remove_bitmaps`] for who does that here.
+//!   there; see [`remove_bitmaps`] for who does that here. A checkpoint
+//!   delete removes a lone bitmap with the plain command instead
+//!   ([`remove_checkpoint_bitmaps`]).
 //! - [`query_bitmaps`] (qemuMonitorBlockGetNamedNodeData):
 //!   `query-named-block-nodes {flat: true}`, read as libvirt reads it.
 //! - [`validate_bitmaps`] (qemuBlockBitmapChainIsValid, used by
@@ -150,6 +152,36 @@ pub async fn add_bitmaps(
 /// the whole transaction anyway ("Dirty bitmap 'X' not found").
 pub async fn remove_bitmaps(mon: &Monitor, bitmaps: &[(String, String)]) -> Result<(), QemuError> {
     transaction(mon, remove_actions(bitmaps)).await
+}
+
+/// [`remove_bitmaps`] for a checkpoint delete: a checkpoint of a one-disk
+/// domain has one bitmap, and removing one needs no transaction. QEMU 7.2
+/// drains every node before a `transaction`, which made it ~110 µs slower
+/// than the plain command (400 against 290 µs a removal, next to 180 µs
+/// for `query-status`), a fifth of a whole delete. Both run the same
+/// removal (do_block_dirty_bitmap_remove) with the same checks and
+/// messages; a refusal is reported as the transaction's, as libvirt 9.0
+/// reports it.
+pub async fn remove_checkpoint_bitmaps(
+    mon: &Monitor,
+    bitmaps: &[(String, String)],
+) -> Result<(), QemuError> {
+    let [(node, name)] = bitmaps else {
+        return remove_bitmaps(mon, bitmaps).await;
+    };
+    let removal = qapi::qmp::block_dirty_bitmap_remove(BlockDirtyBitmap {
+        node: node.clone(),
+        name: name.clone(),
+    });
+    match mon.execute(removal).await {
+        Ok(_) => Ok(()),
+        Err(QemuError::CommandFailed { class, desc, .. }) => Err(QemuError::CommandFailed {
+            command: "transaction".into(),
+            class,
+            desc,
+        }),
+        Err(err) => Err(err),
+    }
 }
 
 /// Every node's named bitmaps, from `query-named-block-nodes {flat: true}`.

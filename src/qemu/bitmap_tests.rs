@@ -357,6 +357,42 @@ async fn a_failing_action_leaves_no_bitmap_anywhere() {
 }
 
 #[tokio::test]
+async fn a_lone_checkpoint_bitmap_goes_without_a_transaction_and_fails_as_one() {
+    let (_dir, spec) = domain().await;
+    let vm = boot(&spec).await;
+    add_bitmaps(
+        vm.mon(),
+        &pairs(&[(VDA, "c1"), (VDA, "c2"), (VDB, "c2")]),
+        None,
+    )
+    .await
+    .unwrap();
+    remove_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c1")]))
+        .await
+        .unwrap();
+    let nodes = query_bitmaps(vm.mon()).await.unwrap();
+    assert_eq!(names(&nodes, VDA), ["c2"]);
+    // libvirt's words for a refusal: its removals are transactions.
+    let err = remove_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), QemuErrorKind::CommandFailed);
+    assert_eq!(
+        err.to_string(),
+        "unable to execute QEMU command 'transaction': Dirty bitmap 'c1' not found"
+    );
+    // Two disks: still all or nothing.
+    let err = remove_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c2"), (VDB, "c1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unable to execute QEMU command 'transaction': Dirty bitmap 'c1' not found"
+    );
+    assert_eq!(names(&query_bitmaps(vm.mon()).await.unwrap(), VDA), ["c2"]);
+}
+
+#[tokio::test]
 async fn counts_and_sizes_follow_guest_writes() {
     let (_dir, spec) = domain().await;
     let vm = boot(&spec).await;
