@@ -7,12 +7,13 @@
 //! metadata agrees; `reconcile.rs` finishes or undoes what a crash cut
 //! short. The order per operation:
 //!
-//! - create: intent → one QMP transaction adding every bitmap → metadata →
-//!   intent gone. If the metadata cannot be written the bitmaps are removed
+//! - create: intent → one QMP transaction adding every bitmap (a plain
+//!   command for a lone one) → metadata → intent gone. If the metadata cannot be written the bitmaps are removed
 //!   again (libvirt 9.0 leaves them in QEMU, where the next create of that
 //!   name trips on them).
-//! - delete: intent → one QMP transaction removing the bitmaps → children's
-//!   metadata re-parented → own metadata gone → intent gone. A refused
+//! - delete: intent → one QMP transaction removing the bitmaps (a plain
+//!   command for a lone one) → children's metadata re-parented → own
+//!   metadata gone, its directory fsynced → intent gone. A refused
 //!   removal changes nothing (libvirt 9.0 has re-parented the children by
 //!   then).
 //! - redefine: metadata only.
@@ -269,15 +270,16 @@ impl Driver {
             .await?;
         let nodes = node_pairs(&bitmaps);
         if !nodes.is_empty() {
-            if let Err(err) = bitmap::add_bitmaps(vm.monitor(), &nodes, None).await {
+            if let Err(err) = bitmap::add_checkpoint_bitmaps(vm.monitor(), &nodes).await {
                 if qemu_refused(&err) {
                     self.drop_intent(uuid, &name).await;
                 }
                 return Err(err.into());
             }
         }
-        let file = (name.clone(), metadata_xml(&def));
-        let saved = self.write_moments::<Checkpoints>(uuid, vec![file], None);
+        let (owned, xml) = (name.clone(), metadata_xml(&def));
+        // The intent goes in the same trip to the blocking pool.
+        let saved = self.store_io(move |s| s.record_checkpoint(&uuid, &owned, &xml));
         if let Err(err) = saved.await {
             tracing::error!(checkpoint = %name, %err, "cannot save checkpoint metadata");
             // Take the bitmaps back, or the next create of this name fails
@@ -291,7 +293,6 @@ impl Driver {
             )));
         }
         obj.lock().checkpoints.add(def, true);
-        self.drop_intent(uuid, &name).await;
         Ok(name)
     }
 

@@ -715,8 +715,8 @@ pub fn uuid_string(uuid: &Uuid) -> String {
     uuid::Uuid::from_bytes(*uuid).hyphenated().to_string()
 }
 
-#[path = "store_discard.rs"]
-mod discard;
+#[path = "store_settle.rs"]
+mod settle;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -357,16 +357,25 @@ async fn a_failing_action_leaves_no_bitmap_anywhere() {
 }
 
 #[tokio::test]
-async fn a_lone_checkpoint_bitmap_goes_without_a_transaction_and_fails_as_one() {
+async fn a_lone_checkpoint_bitmap_comes_and_goes_without_a_transaction_and_fails_as_one() {
     let (_dir, spec) = domain().await;
     let vm = boot(&spec).await;
-    add_bitmaps(
-        vm.mon(),
-        &pairs(&[(VDA, "c1"), (VDA, "c2"), (VDB, "c2")]),
-        None,
-    )
-    .await
-    .unwrap();
+    add_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c1")]))
+        .await
+        .unwrap();
+    let nodes = query_bitmaps(vm.mon()).await.unwrap();
+    let c1 = find_bitmap(&nodes, VDA, "c1").unwrap();
+    assert!(c1.persistent && c1.recording && !c1.inconsistent);
+    let err = add_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unable to execute QEMU command 'transaction': Bitmap already exists: c1"
+    );
+    add_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c2"), (VDB, "c2")]))
+        .await
+        .unwrap();
     remove_checkpoint_bitmaps(vm.mon(), &pairs(&[(VDA, "c1")]))
         .await
         .unwrap();

@@ -1,8 +1,13 @@
-//! The metadata end of a checkpoint delete, in one call on the blocking
-//! pool: a delete is acknowledged once it returns, so it must leave the
-//! removal on disk, not only in the page cache.
+//! The metadata end of a checkpoint create or delete, each in one call on
+//! the blocking pool (one thread hand-off, not one per file): the call is
+//! acknowledged once it returns, so what it did must be on disk, not only
+//! in the page cache, and the intent record goes last.
 //!
-//! Unlinking a file changes only its directory, so a removal is durable
+//! A create's metadata file is written atomically (fsynced, renamed, its
+//! directory fsynced); the intent's removal after it need not be durable:
+//! a create intent beside its metadata is settled at start-up.
+//!
+//! Unlinking a file changes only its directory, so a delete is durable
 //! once the directory is fsynced. One fsync covers the checkpoint's file
 //! (and, with it, any earlier unsynced removal in the directory); the
 //! intent record goes after that fsync, unsynced: if a power cut brings it
@@ -17,6 +22,14 @@ use std::path::Path;
 use super::{remove_file_if_exists, write_atomic, DriverError, Store, Uuid};
 
 impl Store {
+    /// Writes a new checkpoint's metadata, then removes its intent record;
+    /// a failure there is only logged, as start-up drops it.
+    pub fn record_checkpoint(&self, uuid: &Uuid, name: &str, xml: &str) -> Result<(), DriverError> {
+        self.save_checkpoint(uuid, name, xml)?;
+        self.drop_settled_intent(uuid, name);
+        Ok(())
+    }
+
     /// Removes checkpoint `name`'s metadata durably after writing its
     /// children's new files (`children`: (name, xml) each, written
     /// atomically first, so that no child ever names a parent that is
@@ -36,11 +49,15 @@ impl Store {
         remove_file_if_exists(&file)?;
         sync_parent(&file)?;
         if settled {
-            if let Err(err) = self.delete_intent(uuid, name) {
-                tracing::warn!(%err, "cannot remove a checkpoint intent record");
-            }
+            self.drop_settled_intent(uuid, name);
         }
         Ok(())
+    }
+
+    fn drop_settled_intent(&self, uuid: &Uuid, name: &str) {
+        if let Err(err) = self.delete_intent(uuid, name) {
+            tracing::warn!(%err, "cannot remove a checkpoint intent record");
+        }
     }
 }
 
@@ -82,6 +99,25 @@ mod tests {
             .into_iter()
             .map(|(_, xml)| xml.unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_record_writes_the_metadata_then_drops_the_intent() {
+        let (_dir, store) = store();
+        let uuid = [4u8; 16];
+        let mut intent = delete_intent("a");
+        intent.action = IntentAction::Create;
+        store.save_intent(&uuid, &intent).unwrap();
+        store.record_checkpoint(&uuid, "a", "a").unwrap();
+        assert_eq!(names(&store, &uuid), ["a"]);
+        assert!(store.load_intents(&uuid).is_empty());
+        // Metadata that cannot be written keeps the intent, which has the
+        // bitmaps taken back.
+        fs::create_dir_all(store.checkpoint_path(&uuid, "b", "xml").join("x")).unwrap();
+        intent.checkpoint = "b".into();
+        store.save_intent(&uuid, &intent).unwrap();
+        assert!(store.record_checkpoint(&uuid, "b", "b").is_err());
+        assert_eq!(store.load_intents(&uuid)[0].1.as_ref().unwrap(), &intent);
     }
 
     #[test]
