@@ -497,7 +497,7 @@ impl Store {
     pub fn save_intent(&self, uuid: &Uuid, intent: &Intent) -> Result<(), DriverError> {
         let json = serde_json::to_vec(intent)
             .map_err(|e| DriverError::internal(format!("cannot serialize intent: {e}")))?;
-        write_atomic(
+        fresh::write_fresh(
             &self.checkpoint_path(uuid, &intent.checkpoint, "intent"),
             &json,
         )
@@ -508,13 +508,27 @@ impl Store {
     }
 
     pub fn load_intents(&self, uuid: &Uuid) -> Vec<(PathBuf, Result<Intent, DriverError>)> {
-        read_dir_with(&self.checkpoint_dir(uuid), "intent", |path| {
+        let read = read_dir_with(&self.checkpoint_dir(uuid), "intent", |path| {
             let bytes = fs::read(path).map_err(|e| {
                 DriverError::system(format_args!("cannot read '{}'", path.display()), e)
             })?;
+            if fresh::is_unwritten(&bytes) {
+                return Ok(None);
+            }
             serde_json::from_slice(&bytes)
+                .map(Some)
                 .map_err(|e| DriverError::internal(format!("bad intent {}: {e}", path.display())))
-        })
+        });
+        read.into_iter()
+            .filter_map(|(path, intent)| match intent {
+                Ok(None) => {
+                    fresh::drop_unwritten(&path);
+                    None
+                }
+                Ok(Some(intent)) => Some((path, Ok(intent))),
+                Err(err) => Some((path, Err(err))),
+            })
+            .collect()
     }
 
     /// Forgets every checkpoint of a domain (undefine with
@@ -715,6 +729,8 @@ pub fn uuid_string(uuid: &Uuid) -> String {
     uuid::Uuid::from_bytes(*uuid).hyphenated().to_string()
 }
 
+#[path = "store_fresh.rs"]
+mod fresh;
 #[path = "store_settle.rs"]
 mod settle;
 
