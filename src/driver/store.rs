@@ -167,6 +167,7 @@ impl Store {
         for dir in [&store.state_dir, &store.run_dir] {
             remove_stale_temp_files(dir, 3);
         }
+        fresh::remove_unwritten(&store.state_dir.join("checkpoints"), "intent");
         Ok(store)
     }
 
@@ -521,10 +522,7 @@ impl Store {
         });
         read.into_iter()
             .filter_map(|(path, intent)| match intent {
-                Ok(None) => {
-                    fresh::drop_unwritten(&path);
-                    None
-                }
+                Ok(None) => None,
                 Ok(Some(intent)) => Some((path, Ok(intent))),
                 Err(err) => Some((path, Err(err))),
             })

@@ -13,8 +13,9 @@
 //! empty. Never partly written: one write(2) of a few hundred bytes is not
 //! split by a signal, and ext4, XFS and btrfs show a file's new size only
 //! with its data. An empty intent is therefore one whose write never
-//! finished, so QEMU was never asked anything for it: [`is_unwritten`]
-//! tells readers to drop it. A file that exists already is replaced with
+//! finished, so QEMU was never asked anything for it: readers skip it
+//! ([`is_unwritten`]) and start-up removes it ([`remove_unwritten`]; not
+//! the readers, which may meet one a writer is still filling). A file that exists already is replaced with
 //! `write_atomic`, since a crash must not leave it empty.
 
 use std::fs;
@@ -64,11 +65,28 @@ pub(super) fn is_unwritten(bytes: &[u8]) -> bool {
     bytes.is_empty()
 }
 
-/// Removes a file [`is_unwritten`] found empty.
-pub(super) fn drop_unwritten(path: &Path) {
-    tracing::info!(file = %path.display(), "removing an intent record whose write was cut short");
-    if let Err(problem) = fs::remove_file(path) {
-        tracing::warn!(%problem, file = %path.display(), "cannot remove an empty intent record");
+/// Removes the empty `*.EXT` files one level under `root` (one directory
+/// per domain): at start-up, before any operation could be writing one.
+/// Readers in between skip them.
+pub(super) fn remove_unwritten(root: &Path, ext: &str) {
+    let Ok(domains) = fs::read_dir(root) else {
+        return;
+    };
+    for file in domains
+        .flatten()
+        .flat_map(|d| fs::read_dir(d.path()))
+        .flatten()
+        .flatten()
+    {
+        let path = file.path();
+        let empty = file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+        if !empty || path.extension().and_then(|e| e.to_str()) != Some(ext) {
+            continue;
+        }
+        tracing::info!(file = %path.display(), "removing a record whose write was cut short");
+        if let Err(problem) = fs::remove_file(&path) {
+            tracing::warn!(%problem, file = %path.display(), "cannot remove an empty record");
+        }
     }
 }
 
@@ -97,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn an_intent_cut_short_before_its_write_is_dropped_when_read() {
+    fn an_intent_cut_short_before_its_write_is_skipped_and_removed_at_start_up() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state"), &dir.path().join("run")).unwrap();
         let uuid = [2u8; 16];
@@ -117,6 +135,11 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].1.as_ref().unwrap(), &intent);
         assert!(read[1].1.is_err());
+        // Left alone while the daemon runs: a writer may be filling it.
+        assert!(empty.exists());
+        drop(store);
+        let store = Store::open(&dir.path().join("state"), &dir.path().join("run")).unwrap();
         assert!(!empty.exists() && garbled.exists());
+        assert_eq!(store.load_intents(&uuid).len(), 2);
     }
 }
