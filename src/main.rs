@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use virtbackupd::driver::{Driver, DriverConfig};
 use virtbackupd::rpc::{self, ListenConfig, Listeners, ServerConfig, TlsFiles};
-use virtbackupd::service::{notify, Args, Options};
+use virtbackupd::service::{notify, priority, Args, Options};
 
 fn main() -> ExitCode {
     // The journal (or a log file) gets plain text; colours only on a terminal.
@@ -32,8 +32,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The main thread runs the accept loop; each thread the runtime starts
+    // sets its own, since reset-on-fork gives new threads the default.
+    if let Err(err) = priority::apply(options.nice) {
+        eprintln!("virtbackupd: cannot set nice {}: {err}", options.nice);
+        return ExitCode::FAILURE;
+    }
+    let nice = options.nice;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(options.worker_threads))
+        .on_thread_start(move || {
+            if let Err(err) = priority::apply(nice) {
+                tracing::warn!(%err, nice, "cannot set this thread's nice value");
+            }
+        })
         .enable_all()
         .build()
     {

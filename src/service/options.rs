@@ -133,6 +133,12 @@ pub struct Args {
     /// only where calls themselves keep a thread busy. [default: 1]
     #[arg(long, value_name = "N", value_parser = parse_worker_threads)]
     pub worker_threads: Option<u16>,
+    /// Nice value of the daemon's own threads (-20 to 0), so that a call
+    /// waits less for a core while QEMUs copy backups; the QEMUs and
+    /// qemu-img it starts stay at the default 0. Lowering it needs root
+    /// (CAP_SYS_NICE). [default: 0, as libvirtd]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_nice)]
+    pub nice: Option<i8>,
     /// MiB/s every new push backup copies at, per disk (0: unlimited, as
     /// libvirt; `virsh blockjob DOM DISK --bandwidth N` changes one disk's
     /// while the backup runs). [default: 0]
@@ -174,6 +180,7 @@ pub struct Options {
     pub nbd_socket_mode: u32,
     pub backup_tls_dir: PathBuf,
     pub worker_threads: u16,
+    pub nice: i8,
     /// In MiB/s; 0 is unlimited.
     pub backup_bandwidth: u64,
 }
@@ -270,6 +277,7 @@ fn set(args: &mut Args, key: &str, value: Value) -> Result<(), String> {
             args.backup_bandwidth = Some(parse_backup_bandwidth(&number(value)?)?)
         }
         "worker_threads" => args.worker_threads = Some(parse_worker_threads(&number(value)?)?),
+        "nice" => args.nice = Some(parse_nice(&number(value)?)?),
         _ => return Err("unknown key".into()),
     }
     Ok(())
@@ -374,6 +382,7 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
             .or(file.backup_tls_dir)
             .unwrap_or_else(|| "/etc/pki/qemu".into()),
         worker_threads: cli.worker_threads.or(file.worker_threads).unwrap_or(1),
+        nice: cli.nice.or(file.nice).unwrap_or(0),
         backup_bandwidth: cli.backup_bandwidth.or(file.backup_bandwidth).unwrap_or(0),
     })
 }
@@ -440,6 +449,15 @@ fn parse_worker_threads(text: &str) -> Result<u16, String> {
     bounded(text, 1, 256).map(|n| n as u16)
 }
 
+/// Raising it above 0 would only slow the daemon; below -20 the kernel
+/// has nothing.
+fn parse_nice(text: &str) -> Result<i8, String> {
+    match text.parse::<i8>() {
+        Ok(n) if (-20..=0).contains(&n) => Ok(n),
+        _ => Err(format!("'{text}' is not a number from -20 to 0")),
+    }
+}
+
 fn bounded(text: &str, min: u64, max: u64) -> Result<u64, String> {
     match text.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -501,6 +519,23 @@ mod tests {
         let (line, reason) = read_file(&too_fast).unwrap_err();
         assert_eq!(line, 1);
         assert!(reason.starts_with("backup_bandwidth: "), "{reason}");
+    }
+
+    #[test]
+    fn nice_from_either_place_and_never_above_zero() {
+        let file = read_file("nice = -5\n").unwrap();
+        assert_eq!(resolve(cli(&[]), file, true).unwrap().nice, -5);
+        let file = read_file("nice = -5\n").unwrap();
+        let opts = resolve(cli(&["--nice", "-12"]), file, true).unwrap();
+        assert_eq!(opts.nice, -12);
+        let opts = resolve(cli(&[]), read_file("").unwrap(), true).unwrap();
+        assert_eq!(opts.nice, 0);
+        for bad in ["nice = 5\n", "nice = -21\n"] {
+            let (line, reason) = read_file(bad).unwrap_err();
+            assert_eq!(line, 1);
+            assert!(reason.starts_with("nice: "), "{reason}");
+        }
+        assert!(Args::try_parse_from(["virtbackupd", "--nice", "3"]).is_err());
     }
 
     #[test]
