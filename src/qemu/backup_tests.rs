@@ -38,6 +38,7 @@ async fn full(ctx: Ctx) {
                 format_node: "libvirt-3-format".into(),
                 created: true,
             },
+            cbw: None,
         }
     );
     assert_eq!(prepared[1].job_id, "backup-vdb-libvirt-1-format");
@@ -434,6 +435,7 @@ fn the_transaction_is_libvirts() {
             format_node: format!("libvirt-{target}-format"),
             created: true,
         },
+        cbw: None,
     };
     let disks = [
         disk("vda", "libvirt-3-format", 22),
