@@ -504,6 +504,13 @@ pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAc
     actions
 }
 
+/// At most this many requests of a job reading through a filter of its
+/// own. QEMU's default (64) can fill its whole I/O thread pool (64
+/// threads) with writes blocked on a slow target file (NFS, FUSE), and
+/// the guest's copies to the local scratch then wait for a thread: the
+/// wait the filter is there to avoid.
+const CBW_JOB_WORKERS: i64 = 8;
+
 /// The one place virtbackupd's job differs from libvirt's: a push job
 /// copies with `copy_file_range` (`x-perf: {use-copy-range: true}`)
 /// instead of reading each chunk into QEMU's memory and writing it out
@@ -517,7 +524,7 @@ pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAc
 fn push_perf(disk: &DiskBackup) -> Option<BackupPerf> {
     (!disk.fleece).then_some(BackupPerf {
         max_chunk: None,
-        max_workers: None,
+        max_workers: disk.cbw.as_ref().map(|_| CBW_JOB_WORKERS),
         use_copy_range: Some(true),
     })
 }

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use super::test_harness::*;
 use super::*;
-use crate::qemu::cbw::CbwRequest;
 use crate::qemu::bitmap::{add_actions, add_bitmaps, find_bitmap, query_bitmaps};
+use crate::qemu::cbw::CbwRequest;
 use crate::qemu::error::QemuErrorKind;
 use crate::qemu::events::JobStatus;
 async fn full(ctx: Ctx) {
@@ -563,7 +563,7 @@ fn a_job_through_its_own_filter_reads_the_snapshot_access_node() {
           {"type":"blockdev-backup","data":{"device":"libvirt-23-access",
             "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
             "sync":"incremental","bitmap":"backup-vda","auto-finalize":true,
-            "auto-dismiss":false,"x-perf":{"use-copy-range":true}}}])
+            "auto-dismiss":false,"x-perf":{"use-copy-range":true,"max-workers":8}}}])
     );
     // A record written before the option existed reads as without it.
     disk.cbw = None;
