@@ -214,3 +214,64 @@ fn a_stalled_copy_fails_the_backup_not_the_guest() {
         "the guest's write is lost"
     );
 }
+
+/// The highest QMP step the fault switch logged (src/fault.rs).
+fn qmp_steps(log: &str) -> u32 {
+    log.lines()
+        .filter_map(|l| l.split("fault-injection step qmp ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A daemon killed after any QMP step of a backup-begin with the option
+/// (the begin and the job's end it sets off): the next one settles it,
+/// and whatever the outcome, the device is back on the disk's node, no
+/// node and no scratch file is left, and the checkpoint made with the
+/// backup stays exactly when its target does. tests/crash.rs checks the
+/// rest (`VIRTBACKUPD_TEST_ARGS="--backup-cbw-timeout 5"`), but not the
+/// scratch files, which it does not know of.
+#[test]
+fn a_daemon_killed_at_any_step_leaves_no_filter_and_no_scratch() {
+    let args = ["--backup-cbw-timeout", "10"];
+    let run = |fault: &str| {
+        let mut d = Daemon::start_with(&args);
+        start_domain(&d);
+        d.virsh(&["checkpoint-create-as", DOM, "cp0"]).ok();
+        let nodes_before = d.node_names(DOM);
+        d.set_env(&[("VIRTBACKUPD_FAULT", &format!("op=backup-begin,{fault}"))]);
+        d.restart();
+        let full = d.path("full.qcow2");
+        let xml = backup_xml(&d, "full", &full, Some("cp0"));
+        let cp1 = checkpoint_xml(&d, "cp1");
+        let _ = d.virsh(&["backup-begin", DOM, &xml, &cp1]);
+        common::wait_until(common::PATIENCE, || {
+            d.exited() || words(&d.virsh(&["domjobinfo", DOM]).stdout) == "Job type: None"
+        });
+        d.set_env(&[]);
+        d.restart();
+        d.wait_idle(DOM);
+        (d, nodes_before, full)
+    };
+    let (d, _, full) = run("kind=count");
+    assert!(full.exists(), "the backup did not complete without a fault");
+    let steps = qmp_steps(&d.log());
+    assert!(steps > 10, "too few steps counted: {steps}");
+    drop(d);
+    for n in 1..=steps {
+        let (d, nodes_before, full) = run(&format!("kind=kill-daemon,at=qmp:{n}:after"));
+        let at = format!("killed after QMP step {n}");
+        assert_eq!(device_node(&d), VDA, "{at}");
+        assert_eq!(d.node_names(DOM), nodes_before, "{at}");
+        let scratch: Vec<String> = files(d.path("").as_path())
+            .into_iter()
+            .filter(|f| f.ends_with(".cbw"))
+            .collect();
+        assert!(scratch.is_empty(), "{at}: scratch files left: {scratch:?}");
+        let checkpoints = d.answer(&["checkpoint-list", DOM, "--name"]);
+        let bitmaps = d.bitmap_names(DOM, VDA).join("\n");
+        assert_eq!(checkpoints, bitmaps, "{at}");
+        assert_eq!(checkpoints.contains("cp1"), full.exists(), "{at}");
+        d.virsh(&["destroy", DOM]).ok();
+    }
+}
