@@ -167,13 +167,18 @@ pub async fn activate(mon: &Monitor, filter: &CbwFilter) -> Result<(), QemuError
 }
 
 /// Takes the arrangement of [`insert`] and [`activate`] away again, back
-/// to the device on `source_node`; whatever of it is there (the job
-/// reading the snapshot-access node must be gone). Every step is tried;
-/// returns what failed, which for a half-made arrangement includes the
-/// nodes that were never there.
+/// to the device on `source_node`: whatever of it is there (the job
+/// reading the snapshot-access node must be gone), so that the undo of a
+/// half-made one reports only what really failed. Every step is tried;
+/// returns what failed.
 pub async fn teardown(mon: &Monitor, filter: &CbwFilter, source_node: &str) -> Vec<QemuError> {
     let mut problems = Vec::new();
-    problems.extend(del(mon, &filter.access_node).await.err());
+    // Without the list every node is tried, and the absent ones fail too.
+    let present = present_nodes(mon).await;
+    let there = |node: &str| present.as_ref().is_none_or(|p| p.iter().any(|n| n == node));
+    if there(&filter.access_node) {
+        problems.extend(del(mon, &filter.access_node).await.err());
+    }
     match blockjob::device_node(mon, &filter.device).await {
         Ok(Some(node)) if node == filter.filter_node => {
             problems.extend(set_drive(mon, &filter.device, source_node).await.err());
@@ -181,13 +186,31 @@ pub async fn teardown(mon: &Monitor, filter: &CbwFilter, source_node: &str) -> V
         Ok(_) => {}
         Err(e) => problems.push(e),
     }
-    problems.extend(del(mon, &filter.filter_node).await.err());
-    for node in filter.slow_node.iter() {
-        problems.extend(del(mon, node).await.err());
+    let scratch = [&filter.scratch.format_node, &filter.scratch.storage_node];
+    let nodes = std::iter::once(&filter.filter_node)
+        .chain(filter.slow_node.iter())
+        .chain(scratch);
+    for node in nodes {
+        if there(node) {
+            problems.extend(del(mon, node).await.err());
+        }
     }
-    problems.extend(blockdev::detach_image(mon, &filter.scratch).await);
     problems.extend(blockdev::remove_created(&filter.scratch).await.err());
     problems
+}
+
+async fn present_nodes(mon: &Monitor) -> Option<Vec<String>> {
+    let reply = mon
+        .execute_value("query-named-block-nodes", json!({"flat": true}))
+        .await
+        .ok()?;
+    Some(
+        reply
+            .as_array()?
+            .iter()
+            .filter_map(|n| n.get("node-name")?.as_str().map(str::to_owned))
+            .collect(),
+    )
 }
 
 /// The scratch file alone, once QEMU is gone.
