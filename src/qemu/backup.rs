@@ -61,6 +61,14 @@
 //! ends by itself: the client's abort stops the server, then cancels the
 //! jobs (qemuBackupJobCancelBlockjobs).
 //!
+//! A push backup whose guest must not wait long (`--backup-cbw-timeout`,
+//! no libvirt counterpart) reads each disk through a filter of its own
+//! ([`cbw`]): [`prepare`] adds it with a scratch image after the target,
+//! [`start`] adds the new checkpoint's bitmaps in a transaction first,
+//! moves the devices onto the filters, then starts the jobs from the
+//! snapshot-access nodes (an incremental one's bitmap lives there), and
+//! every cleanup above takes the filter away again.
+//!
 //! [`finish`] runs 3–6 as libvirt's event handling does: each job's
 //! cleanup when it concludes, the rest cancelled once one has failed or
 //! been cancelled (qemuBackupNotifyBlockjobEnd).
