@@ -13,6 +13,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::events::EventLog;
 use common::images::{identical, qemu_img};
 use common::qemu_io;
 use common::{files, words, Daemon};
@@ -171,8 +172,9 @@ fn full_and_incremental_backups_through_the_filter_are_true_copies() {
 /// With the option on and a copy-before-write that stalls (the test-only
 /// VIRTBACKUPD_CBW_LATENCY_MS makes each copy take 3 s) beyond the
 /// timeout, the guest's write goes on and the backup fails, as any failed
-/// push backup: its target and the checkpoint begun with it are gone, the
-/// domain runs on its disk, nothing of the filter is left.
+/// push backup: failed in domjobinfo and in the block-job events,
+/// job-completed raised, its target and the checkpoint begun with it gone;
+/// the domain runs on its disk, nothing of the filter is left.
 #[test]
 fn a_stalled_copy_fails_the_backup_not_the_guest() {
     let mut d = Daemon::start_with(&["--backup-cbw-timeout", "1", "--backup-bandwidth", "1"]);
@@ -181,6 +183,12 @@ fn a_stalled_copy_fails_the_backup_not_the_guest() {
     let (vda, _) = start_domain(&d);
     let nodes_before = d.node_names(DOM);
     d.virsh(&["checkpoint-create-as", DOM, "cp0"]).ok();
+
+    let probe = d.image("probe.qcow2", "qcow2", "1M");
+    d.define("probe", &d.domain_xml("probe", &[("vda", &probe, "qcow2")]));
+    let again = d.path("probe-again.xml");
+    fs::write(&again, d.answer(&["dumpxml", "--inactive", "probe"])).unwrap();
+    let events = EventLog::start(&d, &["--all"], "probe", again);
 
     let full = d.path("full.qcow2");
     let xml = backup_xml(&d, "full", &full, None);
@@ -192,6 +200,20 @@ fn a_stalled_copy_fails_the_backup_not_the_guest() {
     d.wait_idle(DOM);
     let done = words(&d.virsh(&["domjobinfo", DOM, "--completed"]).ok().stdout);
     assert!(done.starts_with("Job type: Failed"), "{done}");
+    let events = events.finish(&d);
+    let vda_path = vda.display();
+    for line in [
+        format!("event 'block-job' for domain 'cbw': Backup for {vda_path} failed"),
+        "event 'block-job-2' for domain 'cbw': Backup for vda failed".to_string(),
+    ] {
+        assert!(events.contains(&line), "{line} not in {events:#?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|l| l.starts_with("event 'job-completed' for domain 'cbw'")),
+        "{events:#?}"
+    );
     // QEMU's reason, in its event: the snapshot-access node refuses
     // reads once the filter has broken the snapshot.
     let log = d.log();
