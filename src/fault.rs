@@ -240,6 +240,24 @@ impl Counted {
     }
 }
 
+/// A slow backup target, for the tests of `--backup-cbw-timeout`
+/// (`tests/cbw_timeout.rs`): `VIRTBACKUPD_CBW_LATENCY_MS=N` makes every
+/// copy-before-write copy of a push backup take N ms (its filter then
+/// copies into a `null-co` node with that latency instead of the scratch
+/// image). Release builds ignore it, as they ignore the switch.
+pub fn cbw_latency_ns() -> Option<u64> {
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
+    {
+        let ms: u64 = std::env::var("VIRTBACKUPD_CBW_LATENCY_MS")
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(ms.saturating_mul(1_000_000))
+    }
+    #[cfg(not(any(debug_assertions, feature = "fault-injection")))]
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(any(debug_assertions, feature = "fault-injection"))]

@@ -90,6 +90,7 @@ async fn run(options: Options) -> anyhow::Result<()> {
         nbd_socket_mode: options.nbd_socket_mode,
         backup_tls_dir: options.backup_tls_dir,
         backup_speed: (options.backup_bandwidth > 0).then_some(options.backup_bandwidth << 20),
+        backup_cbw_timeout: (options.backup_cbw_timeout > 0).then_some(options.backup_cbw_timeout),
         ..DriverConfig::new(
             absolute(&options.state_dir)?,
             absolute(&options.run_dir)?,

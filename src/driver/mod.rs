@@ -93,6 +93,10 @@ pub struct DriverConfig {
     /// (`None`: unlimited, as libvirt); `virsh blockjob --bandwidth`
     /// changes it per disk while the backup runs.
     pub backup_speed: Option<u64>,
+    /// Seconds a guest write may wait for a push backup's copy-before-write
+    /// before the backup breaks instead (`None`: as long as it takes, as
+    /// libvirt); see `qemu::cbw`.
+    pub backup_cbw_timeout: Option<u32>,
 }
 
 impl DriverConfig {
@@ -106,6 +110,7 @@ impl DriverConfig {
             nbd_socket_mode: 0o600,
             backup_tls_dir: PathBuf::from("/etc/pki/qemu"),
             backup_speed: None,
+            backup_cbw_timeout: None,
         }
     }
 }

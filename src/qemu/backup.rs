@@ -61,6 +61,14 @@
 //! ends by itself: the client's abort stops the server, then cancels the
 //! jobs (qemuBackupJobCancelBlockjobs).
 //!
+//! A push backup whose guest must not wait long (`--backup-cbw-timeout`,
+//! no libvirt counterpart) reads each disk through a filter of its own
+//! ([`cbw`]): [`prepare`] adds it with a scratch image after the target,
+//! [`start`] adds the new checkpoint's bitmaps in a transaction first,
+//! moves the devices onto the filters, then starts the jobs from the
+//! snapshot-access nodes (an incremental one's bitmap lives there), and
+//! every cleanup above takes the filter away again.
+//!
 //! [`finish`] runs 3–6 as libvirt's event handling does: each job's
 //! cleanup when it concludes, the rest cancelled once one has failed or
 //! been cancelled (qemuBackupNotifyBlockjobEnd).
@@ -77,6 +85,7 @@ use tracing::warn;
 
 use super::bitmap;
 use super::blockdev::{self, AttachedImage, BackingImage, ImageSpec, SourceImage};
+use super::cbw::{self, CbwFilter, CbwRequest};
 use super::command::{DiskFormat, DiskSpec};
 use super::error::QemuError;
 use super::jobs::{self, JobEnd, JobInfo, JobOutcome, JobWatch};
@@ -106,6 +115,10 @@ pub struct BackupDisk {
     /// The temporary bitmap's name when not `backup-<disk>` (a pull
     /// backup's `exportbitmap`).
     pub bitmap: Option<String>,
+    /// Push mode: the job reads the disk through a filter of its own
+    /// whose copies go to a local scratch image and may take only so long
+    /// (see [`cbw`]).
+    pub cbw: Option<CbwRequest>,
 }
 
 /// The temporary bitmap of an incremental backup.
@@ -137,6 +150,10 @@ pub struct DiskBackup {
     pub fleece: bool,
     /// The target.
     pub target: AttachedImage,
+    /// Push only: the filter the job reads the disk through, if the guest
+    /// must not wait long (see [`cbw`]).
+    #[serde(default)]
+    pub cbw: Option<CbwFilter>,
 }
 
 impl DiskBackup {
@@ -146,9 +163,19 @@ impl DiskBackup {
     pub fn bitmap_node(&self) -> &str {
         if self.fleece {
             &self.target.format_node
+        } else if let Some(filter) = &self.cbw {
+            // blockdev-backup looks its bitmap up on the node it reads.
+            &filter.access_node
         } else {
             &self.source_node
         }
+    }
+
+    /// The node the job reads.
+    fn job_source(&self) -> &str {
+        self.cbw
+            .as_ref()
+            .map_or(&self.source_node, |filter| &filter.access_node)
     }
 }
 
@@ -226,9 +253,38 @@ pub async fn prepare_in(
                 return Err(e);
             }
         };
-        done.push(disk_backup(disk, bitmap, attached));
+        let mut made = disk_backup(disk, bitmap, attached);
+        if let Err(e) = insert_filter(mon, graph, disk, &made).await {
+            made.cbw = None;
+            done.push(made);
+            for problem in discard(mon, &done).await {
+                warn!("cleaning up after a failed backup start: {problem}");
+            }
+            return Err(e);
+        }
+        done.push(made);
     }
     Ok(done)
+}
+
+/// The disk's own copy-before-write filter, if it gets one; the device
+/// moves onto it only in [`start`].
+async fn insert_filter(
+    mon: &Monitor,
+    graph: &BlockGraph,
+    disk: &BackupDisk,
+    made: &DiskBackup,
+) -> Result<(), QemuError> {
+    let (Some(request), Some(filter)) = (&disk.cbw, &made.cbw) else {
+        return Ok(());
+    };
+    let source = graph.image(&made.source_node).ok_or_else(|| {
+        QemuError::Internal(format!(
+            "failed to update capacity data for block node '{}'",
+            made.source_node
+        ))
+    })?;
+    cbw::insert(mon, &disk.source, &source, request, filter).await
 }
 
 /// What [`prepare_in`] will make, before anything is made: the driver
@@ -247,6 +303,16 @@ pub fn plan(
         let created = !reuse && !disk.store_block;
         if created && std::fs::symlink_metadata(&disk.store).is_ok() {
             return Err(exists(disk));
+        }
+        if let Some(scratch) = disk.cbw.as_ref().map(|c| &c.scratch) {
+            // The undo removes it: it must be ours.
+            if std::fs::symlink_metadata(scratch).is_ok() {
+                return Err(QemuError::InvalidInput(format!(
+                    "scratch file '{}' for backup of '{}' exists",
+                    scratch.display(),
+                    disk.source.target
+                )));
+            }
         }
         let target = AttachedImage {
             path: disk.store.clone(),
@@ -276,6 +342,11 @@ fn disk_backup(disk: &BackupDisk, bitmap: Option<TempBitmap>, target: AttachedIm
         bitmap,
         fleece: disk.fleece,
         target,
+        cbw: disk
+            .cbw
+            .as_ref()
+            .filter(|_| !disk.fleece)
+            .map(|request| cbw::plan(&disk.source, request)),
     }
 }
 
@@ -427,7 +498,7 @@ pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAc
                         .filter(|_| !disk.fleece)
                         .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
                     x_perf: push_perf(disk),
-                    device: disk.source_node.clone(),
+                    device: disk.job_source().to_string(),
                     sync: match (&disk.bitmap, disk.fleece) {
                         (_, true) => MirrorSyncMode::none,
                         (Some(_), false) => MirrorSyncMode::incremental,
@@ -440,6 +511,13 @@ pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAc
     }
     actions
 }
+
+/// At most this many requests of a job reading through a filter of its
+/// own. QEMU's default (64) can fill its whole I/O thread pool (64
+/// threads) with writes blocked on a slow target file (NFS, FUSE), and
+/// the guest's copies to the local scratch then wait for a thread: the
+/// wait the filter is there to avoid.
+const CBW_JOB_WORKERS: i64 = 8;
 
 /// The one place virtbackupd's job differs from libvirt's: a push job
 /// copies with `copy_file_range` (`x-perf: {use-copy-range: true}`)
@@ -454,7 +532,7 @@ pub fn actions_at(disks: &[DiskBackup], speed: Option<u64>) -> Vec<TransactionAc
 fn push_perf(disk: &DiskBackup) -> Option<BackupPerf> {
     (!disk.fleece).then_some(BackupPerf {
         max_chunk: None,
-        max_workers: None,
+        max_workers: disk.cbw.as_ref().map(|_| CBW_JOB_WORKERS),
         use_copy_range: Some(true),
     })
 }
@@ -463,8 +541,11 @@ fn push_perf(disk: &DiskBackup) -> Option<BackupPerf> {
 /// checkpoint's bitmaps), all or nothing. The returned watch was
 /// subscribed before the transaction was sent.
 ///
-/// On error nothing started and nothing was added; the targets are still
-/// attached: the caller undoes [`prepare`] with [`discard`].
+/// On error nothing started; the targets are still attached: the caller
+/// undoes [`prepare`] with [`discard`]. With disks that have a filter of
+/// their own, `extra` goes in a transaction before the devices move onto
+/// the filters, and on error may have been applied: the caller removes
+/// those bitmaps too.
 pub async fn start(
     mon: &Monitor,
     disks: &[DiskBackup],
@@ -473,6 +554,24 @@ pub async fn start(
 ) -> Result<JobWatch, QemuError> {
     let watch = JobWatch::new(mon, disks.iter().map(|d| d.job_id.clone()));
     let mut all = extra;
+    let filters: Vec<&CbwFilter> = disks.iter().filter_map(|d| d.cbw.as_ref()).collect();
+    if !filters.is_empty() {
+        // A disk's view freezes when its device moves onto its filter, not
+        // in the transaction: the new checkpoint's bitmaps must be there
+        // before, or what the guest writes in between would be in neither
+        // this backup nor the next incremental one. (They may catch a few
+        // writes this backup has too: the next one copies them again.)
+        if !all.is_empty() {
+            mon.execute(qapi::qmp::transaction {
+                actions: std::mem::take(&mut all),
+                properties: None,
+            })
+            .await?;
+        }
+        for filter in filters {
+            cbw::activate(mon, filter).await?;
+        }
+    }
     all.extend(actions_at(disks, speed));
     mon.execute(qapi::qmp::transaction {
         actions: all,
@@ -516,6 +615,9 @@ pub async fn abandon(mon: &Monitor, watch: &mut JobWatch, disks: &[DiskBackup]) 
 pub async fn discard(mon: &Monitor, disks: &[DiskBackup]) -> Vec<QemuError> {
     let mut problems = Vec::new();
     for disk in disks {
+        if let Some(filter) = &disk.cbw {
+            problems.extend(cbw::teardown(mon, filter, &disk.source_node).await);
+        }
         problems.extend(blockdev::detach_image(mon, &disk.target).await);
         if let Err(e) = blockdev::remove_created(&disk.target).await {
             problems.push(e);
@@ -568,7 +670,10 @@ pub async fn cleanup_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
 /// fails, and is returned like any other failure.
 pub async fn undo_disk(mon: &Monitor, disk: &DiskBackup) -> Vec<QemuError> {
     let mut problems = Vec::new();
-    for node in [&disk.target.storage_node, &disk.target.format_node] {
+    let scratch = disk.cbw.iter().map(|f| &f.scratch);
+    let images = std::iter::once(&disk.target).chain(scratch);
+    let nodes = images.flat_map(|image| [&image.storage_node, &image.format_node]);
+    for node in nodes {
         if let Err(e) = jobs::dismiss(mon, &format!("create-{node}")).await {
             problems.push(e);
         }
@@ -585,7 +690,12 @@ async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuErr
         }
     }
     problems.extend(blockdev::detach_image(mon, &disk.target).await);
-    if let Some(temp) = disk.bitmap.as_ref().filter(|_| !disk.fleece) {
+    // The temporary bitmap of a job that read through a filter of its own
+    // lives on the snapshot-access node and goes with it (a pull
+    // backup's, with its scratch node).
+    if let Some(filter) = &disk.cbw {
+        problems.extend(cbw::teardown(mon, filter, &disk.source_node).await);
+    } else if let Some(temp) = disk.bitmap.as_ref().filter(|_| !disk.fleece) {
         let removed = mon
             .execute(qapi::qmp::block_dirty_bitmap_remove(
                 qapi::qmp::BlockDirtyBitmap {
@@ -601,12 +711,16 @@ async fn cleanup(mon: &Monitor, disk: &DiskBackup, dismiss: bool) -> Vec<QemuErr
     problems
 }
 
-/// Removes the target files [`prepare`] created (not reused ones).
+/// Removes the target files [`prepare`] created (not reused ones), and
+/// the scratch files of the disks' own filters.
 pub async fn remove_created_files(disks: &[DiskBackup]) -> Vec<QemuError> {
     let mut problems = Vec::new();
     for disk in disks {
         if let Err(e) = blockdev::remove_created(&disk.target).await {
             problems.push(e);
+        }
+        if let Some(filter) = &disk.cbw {
+            problems.extend(cbw::remove_scratch(filter).await.err());
         }
     }
     problems

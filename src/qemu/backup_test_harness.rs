@@ -55,6 +55,7 @@ impl Ctx {
             incremental: incremental.map(str::to_owned),
             fleece: false,
             bitmap: None,
+            cbw: None,
         }
     }
 

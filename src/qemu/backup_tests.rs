@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::test_harness::*;
 use super::*;
 use crate::qemu::bitmap::{add_actions, add_bitmaps, find_bitmap, query_bitmaps};
+use crate::qemu::cbw::CbwRequest;
 use crate::qemu::error::QemuErrorKind;
 use crate::qemu::events::JobStatus;
 async fn full(ctx: Ctx) {
@@ -38,6 +39,7 @@ async fn full(ctx: Ctx) {
                 format_node: "libvirt-3-format".into(),
                 created: true,
             },
+            cbw: None,
         }
     );
     assert_eq!(prepared[1].job_id, "backup-vdb-libvirt-1-format");
@@ -434,6 +436,7 @@ fn the_transaction_is_libvirts() {
             format_node: format!("libvirt-{target}-format"),
             created: true,
         },
+        cbw: None,
     };
     let disks = [
         disk("vda", "libvirt-3-format", 22),
@@ -493,6 +496,80 @@ fn the_transaction_is_libvirts() {
             "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
             "sync":"none","auto-finalize":true,"auto-dismiss":false}})
     );
+}
+
+/// With a filter of the backup's own (`--backup-cbw-timeout`), the job
+/// reads the snapshot-access node, and an incremental one's bitmap lives
+/// there (blockdev-backup looks it up on the node it reads), merged from
+/// the disk's checkpoint bitmap.
+#[test]
+fn a_job_through_its_own_filter_reads_the_snapshot_access_node() {
+    let source = crate::qemu::command::DiskSpec {
+        target: "vda".into(),
+        device_index: 0,
+        node_index: 3,
+        source: "/i/vda.qcow2".into(),
+        source_kind: crate::qemu::command::SourceKind::File,
+        format: DiskFormat::Qcow2,
+        readonly: false,
+        boot_index: None,
+        has_backing: false,
+        backing: Vec::new(),
+    };
+    let request = BackupDisk {
+        source,
+        store: "/b/vda.qcow2".into(),
+        store_format: DiskFormat::Qcow2,
+        store_block: false,
+        store_node_index: 22,
+        incremental: Some("cp1".into()),
+        fleece: false,
+        bitmap: None,
+        cbw: Some(CbwRequest {
+            scratch: "/i/vda.qcow2.cp2.cbw".into(),
+            node_index: 23,
+            timeout: 5,
+            latency_ns: None,
+        }),
+    };
+    let mut disk = disk_backup(
+        &request,
+        Some(TempBitmap {
+            name: temp_bitmap_name("vda"),
+            checkpoint: "cp1".into(),
+            granularity: 65536,
+        }),
+        AttachedImage {
+            path: "/b/vda.qcow2".into(),
+            storage_node: "libvirt-22-storage".into(),
+            format_node: "libvirt-22-format".into(),
+            created: true,
+        },
+    );
+    let filter = disk.cbw.clone().unwrap();
+    assert_eq!(
+        (filter.device.as_str(), filter.filter_node.as_str()),
+        ("virtio-disk0", "libvirt-23-cbw")
+    );
+    assert_eq!(filter.access_node, "libvirt-23-access");
+    assert_eq!(filter.scratch.format_node, "libvirt-23-format");
+    assert_eq!(
+        serde_json::to_value(actions(&[disk.clone()])).unwrap(),
+        json!([
+          {"type":"block-dirty-bitmap-add","data":{"node":"libvirt-23-access","name":"backup-vda",
+            "persistent":false,"disabled":true,"granularity":65536}},
+          {"type":"block-dirty-bitmap-merge","data":{"node":"libvirt-23-access",
+            "target":"backup-vda","bitmaps":[{"node":"libvirt-3-format","name":"cp1"}]}},
+          {"type":"blockdev-backup","data":{"device":"libvirt-23-access",
+            "job-id":"backup-vda-libvirt-3-format","target":"libvirt-22-format",
+            "sync":"incremental","bitmap":"backup-vda","auto-finalize":true,
+            "auto-dismiss":false,"x-perf":{"use-copy-range":true,"max-workers":8}}}])
+    );
+    // A record written before the option existed reads as without it.
+    disk.cbw = None;
+    let mut old = serde_json::to_value(&disk).unwrap();
+    old.as_object_mut().unwrap().remove("cbw");
+    assert_eq!(serde_json::from_value::<DiskBackup>(old).unwrap(), disk);
 }
 
 // ---- Copy offloading (push_perf) keeps every byte ----

@@ -32,6 +32,7 @@ pub mod bitmap;
 pub mod blockdev;
 pub mod blockjob;
 pub mod blockstats;
+pub mod cbw;
 pub mod command;
 pub mod cpu;
 pub mod error;

@@ -17,6 +17,22 @@ pub fn format(index: u32) -> String {
     format!("{PREFIX}{index}-format")
 }
 
+/// The copy-before-write filter a push backup puts over a disk when the
+/// guest must not wait long (`qemu::cbw`), named after its scratch image K.
+pub fn cbw(index: u32) -> String {
+    format!("{PREFIX}{index}-cbw")
+}
+
+/// The snapshot-access node over that filter.
+pub fn snapshot_access(index: u32) -> String {
+    format!("{PREFIX}{index}-access")
+}
+
+/// A test's slow stand-in for that scratch image (`crate::fault`).
+pub fn slow(index: u32) -> String {
+    format!("{PREFIX}{index}-slow")
+}
+
 /// N of either node name of image N.
 pub fn index(node: &str) -> Option<u32> {
     let rest = node.strip_prefix(PREFIX)?;

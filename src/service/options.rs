@@ -144,6 +144,12 @@ pub struct Args {
     /// while the backup runs). [default: 0]
     #[arg(long, value_name = "MIB", value_parser = parse_backup_bandwidth)]
     pub backup_bandwidth: Option<u64>,
+    /// Seconds a guest write may wait for a push backup's copy-before-write
+    /// before the backup is given up instead (0: the guest waits as long as
+    /// it takes, as with libvirt). With a timeout the old data goes to a
+    /// local scratch image next to the disk first. [default: 0]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_backup_cbw_timeout)]
+    pub backup_cbw_timeout: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +189,8 @@ pub struct Options {
     pub nice: i8,
     /// In MiB/s; 0 is unlimited.
     pub backup_bandwidth: u64,
+    /// In seconds; 0 is off.
+    pub backup_cbw_timeout: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +283,9 @@ fn set(args: &mut Args, key: &str, value: Value) -> Result<(), String> {
         "backup_tls_dir" => args.backup_tls_dir = Some(path(value)?),
         "backup_bandwidth" => {
             args.backup_bandwidth = Some(parse_backup_bandwidth(&number(value)?)?)
+        }
+        "backup_cbw_timeout" => {
+            args.backup_cbw_timeout = Some(parse_backup_cbw_timeout(&number(value)?)?)
         }
         "worker_threads" => args.worker_threads = Some(parse_worker_threads(&number(value)?)?),
         "nice" => args.nice = Some(parse_nice(&number(value)?)?),
@@ -384,6 +395,10 @@ fn resolve(cli: Args, file: Args, libvirt_installed: bool) -> Result<Options, Op
         worker_threads: cli.worker_threads.or(file.worker_threads).unwrap_or(1),
         nice: cli.nice.or(file.nice).unwrap_or(0),
         backup_bandwidth: cli.backup_bandwidth.or(file.backup_bandwidth).unwrap_or(0),
+        backup_cbw_timeout: cli
+            .backup_cbw_timeout
+            .or(file.backup_cbw_timeout)
+            .unwrap_or(0),
     })
 }
 
@@ -443,6 +458,11 @@ fn parse_keepalive_count(text: &str) -> Result<u32, String> {
 /// fit QEMU's signed 64-bit speed.
 fn parse_backup_bandwidth(text: &str) -> Result<u64, String> {
     bounded(text, 0, (i64::MAX as u64) >> 20)
+}
+
+/// Seconds, as QEMU's `cbw-timeout` (a uint32) takes them.
+fn parse_backup_cbw_timeout(text: &str) -> Result<u32, String> {
+    bounded(text, 0, u64::from(u32::MAX)).map(|n| n as u32)
 }
 
 fn parse_worker_threads(text: &str) -> Result<u16, String> {
@@ -536,6 +556,20 @@ mod tests {
             assert!(reason.starts_with("nice: "), "{reason}");
         }
         assert!(Args::try_parse_from(["virtbackupd", "--nice", "3"]).is_err());
+    }
+
+    #[test]
+    fn backup_cbw_timeout_from_either_place() {
+        let file = || read_file("backup_cbw_timeout = 30\n").unwrap();
+        let opts = resolve(cli(&[]), file(), true).unwrap();
+        assert_eq!(opts.backup_cbw_timeout, 30);
+        let opts = resolve(cli(&["--backup-cbw-timeout", "2"]), file(), true).unwrap();
+        assert_eq!(opts.backup_cbw_timeout, 2);
+        let opts = resolve(cli(&[]), read_file("").unwrap(), true).unwrap();
+        assert_eq!(opts.backup_cbw_timeout, 0);
+        let (line, reason) = read_file("backup_cbw_timeout = 4294967296\n").unwrap_err();
+        assert_eq!(line, 1);
+        assert!(reason.starts_with("backup_cbw_timeout: "), "{reason}");
     }
 
     #[test]

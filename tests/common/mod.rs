@@ -90,7 +90,15 @@ impl Daemon {
             .prefix("vbd")
             .tempdir_in("/tmp")
             .expect("tempdir");
-        let extra_args = args.iter().map(|a| a.to_string()).collect();
+        // VIRTBACKUPD_TEST_ARGS adds options to every daemon of a run, to
+        // run tests written without them with them (`--backup-cbw-timeout 5`
+        // through the crash enumeration).
+        let from_env = std::env::var("VIRTBACKUPD_TEST_ARGS").unwrap_or_default();
+        let extra_args = args
+            .iter()
+            .map(|a| a.to_string())
+            .chain(from_env.split_whitespace().map(str::to_string))
+            .collect();
         let mut daemon = Daemon {
             dir,
             child: None,

@@ -41,6 +41,7 @@ use crate::driver::registry::DomainObj;
 use crate::driver::store::{Intent, IntentAction};
 use crate::driver::{DomainRef, Driver};
 use crate::qemu::backup as qbackup;
+use crate::qemu::cbw::CbwRequest;
 use crate::qemu::command::DiskFormat;
 use crate::qemu::jobs::JobWatch;
 use crate::qemu::monitor::Monitor;
@@ -151,7 +152,12 @@ impl Driver {
             };
             def.prepare_disks(&running, &mut env)?;
         }
-        let requests = backup_requests(&def, &running, pull.is_some())?;
+        let mut requests = backup_requests(&def, &running, pull.is_some())?;
+        if pull.is_none() {
+            if let Some(timeout) = self.shared.config.backup_cbw_timeout {
+                self.own_filters(&obj, &mut requests, &suffix, timeout)?;
+            }
+        }
         crate::driver::rules::backup_disks_free(&obj, requests.iter().map(|r| &*r.source.target))?;
         let planned = qbackup::plan(&graph, &requests, reuse)?;
 
@@ -285,6 +291,36 @@ impl Driver {
             self.drop_intent(uuid, &intent.checkpoint).await;
         }
         self.delete_backup(uuid).await;
+    }
+
+    /// Gives each disk of a push backup a copy-before-write filter of its
+    /// own (`qemu::cbw`), so that a guest write waits at most `timeout`
+    /// seconds for the copy. Its scratch image goes where a pull backup's
+    /// goes by default, next to the disk (`<source>.<suffix>.cbw`): on the
+    /// storage provisioned for the disk, which can hold what the guest
+    /// overwrites while the backup runs — the run directory is usually a
+    /// tmpfs, in memory.
+    fn own_filters(
+        &self,
+        obj: &DomainObj,
+        requests: &mut [qbackup::BackupDisk],
+        suffix: &str,
+        timeout: u32,
+    ) -> Result<(), DriverError> {
+        let mut st = obj.lock();
+        let live = st.live.as_mut().ok_or_else(inactive)?;
+        for request in requests.iter_mut() {
+            let mut scratch = request.source.source.clone().into_os_string();
+            scratch.push(format!(".{suffix}.cbw"));
+            request.cbw = Some(CbwRequest {
+                scratch: scratch.into(),
+                node_index: live.next_node,
+                timeout,
+                latency_ns: crate::fault::cbw_latency_ns(),
+            });
+            live.next_node += 1;
+        }
+        Ok(())
     }
 
     /// The new checkpoint given with a backup: checked as a plain create,
@@ -483,6 +519,7 @@ fn backup_requests(
                 incremental: disk.incremental().map(str::to_string),
                 fleece: pull,
                 bitmap: disk.bitmap().map(str::to_string),
+                cbw: None,
             })
         })
         .collect()
@@ -525,6 +562,13 @@ async fn start_jobs(
                 nbd::shutdown(mon, server.addr, tls).await;
             }
             warn_each(qbackup::discard(mon, targets).await, not_started);
+            // Filters of the backup's own take the bitmaps first, in a
+            // transaction of their own (qbackup::start).
+            if targets.iter().any(|t| t.cbw.is_some()) && !cp_bitmaps.is_empty() {
+                if let Err(problem) = bitmap::remove_bitmaps(mon, cp_bitmaps).await {
+                    tracing::debug!(%problem, "new checkpoint bitmaps of a backup that did not start");
+                }
+            }
             return Err(err);
         }
     };

@@ -320,7 +320,8 @@ impl BackupRecord {
         }
         let pull = self.pull.is_some();
         // Scratch images are never kept; targets only when complete.
-        if (pull || status != JobStatus::Completed) && !self.reuse {
+        let scratch = self.targets.iter().any(|t| t.cbw.is_some());
+        if (pull || status != JobStatus::Completed) && (!self.reuse || scratch) {
             actions.push(Action::RemoveFiles(self.targets.clone()));
         }
         // A begin cut short leaves a checkpoint that no backup holds,
@@ -367,9 +368,11 @@ impl BackupRecord {
 
     /// The highest index of the block nodes the backup added.
     fn highest_node(&self) -> u32 {
-        self.targets
-            .iter()
-            .filter_map(|t| node::index(&t.target.format_node))
+        let scratch = self.targets.iter().filter_map(|t| t.cbw.as_ref());
+        let images = self.targets.iter().map(|t| &t.target);
+        images
+            .chain(scratch.map(|f| &f.scratch))
+            .filter_map(|image| node::index(&image.format_node))
             .max()
             .unwrap_or(0)
     }

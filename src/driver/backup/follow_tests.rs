@@ -24,6 +24,7 @@ fn push() -> BackupRecord {
                 format_node: node::format(n + 2),
                 created: true,
             },
+            cbw: None,
         };
         let run = RunDisk {
             dst: dst.into(),
