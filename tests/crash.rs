@@ -18,7 +18,8 @@
 //! (block commit), which has no intent record yet.
 //!
 //! `CRASH_KEEP_GOING=1` lists every violation instead of stopping at the
-//! first; `CRASH_ONLY=kind=kill-qemu,at=write:3:before` runs one point.
+//! first; `CRASH_KIND=kill-qemu` runs one kind of fault;
+//! `CRASH_ONLY=kind=kill-qemu,at=write:3:before` runs one point.
 
 mod common;
 
@@ -229,7 +230,84 @@ fn operations() -> Vec<Operation> {
             run: |d| d.virsh(&["snapshot-delete", DOM, "s1"]),
             files: &[],
         },
+        Operation {
+            name: "block-commit-active",
+            arm: "block-commit",
+            setup: with_overlays,
+            run: |d| d.virsh(&["blockcommit", DOM, "vda", "--active", "--pivot", "--wait"]),
+            files: &[],
+        },
+        Operation {
+            name: "block-pull",
+            arm: "block-pull",
+            setup: with_overlays,
+            run: |d| d.virsh(&["blockpull", DOM, "vda", "--wait"]),
+            files: &[],
+        },
+        Operation {
+            name: "block-copy",
+            arm: "block-copy",
+            setup: start_domain,
+            run: |d| {
+                let dest = d.path("crash-vda.copy");
+                d.virsh(&[
+                    "blockcopy",
+                    DOM,
+                    "vda",
+                    dest.to_str().unwrap_or_default(),
+                    "--transient-job",
+                    "--pivot",
+                    "--wait",
+                ])
+            },
+            files: &[],
+        },
     ]
+}
+
+/// The recipe's first half: the disks on overlays no snapshot names.
+fn with_overlays(d: &Daemon) {
+    start_domain(d);
+    d.virsh(&[
+        "snapshot-create-as",
+        DOM,
+        "o1",
+        "--disk-only",
+        "--no-metadata",
+        "--atomic",
+    ])
+    .ok();
+}
+
+/// A block job is followed to its end, or can be ended: a job still there
+/// once it could have got ready is aborted, and must end.
+fn check_block_job(d: &Daemon, bad: &mut Vec<String>) {
+    let no_job = |d: &Daemon| {
+        d.virsh(&["blockjob", DOM, "vda", "--info"])
+            .stdout
+            .contains("No current block job")
+    };
+    let settled = wait_until(Duration::from_secs(20), || {
+        no_job(d)
+            || d.virsh(&["blockjob", DOM, "vda", "--info"])
+                .stderr
+                .contains("[100 %]")
+    });
+    if settled.is_none() {
+        bad.push("the block job neither ends nor gets ready".into());
+    }
+    if !no_job(d) {
+        let abort = d.virsh(&["blockjob", DOM, "vda", "--abort"]);
+        if abort.code != 0 {
+            bad.push(format!(
+                "the block job cannot be aborted: {}",
+                abort.stderr.trim()
+            ));
+        }
+        if wait_until(Duration::from_secs(20), || no_job(d)).is_none() {
+            bad.push("the block job never ends".into());
+        }
+    }
 }
 
 /// An external snapshot's overlays, which may exist only while a snapshot
@@ -436,6 +514,7 @@ fn tree(dir: &Path) -> BTreeSet<String> {
 /// settled domain may have (before and after the operation).
 fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<String> {
     let mut bad = Vec::new();
+    let block_op = op.name.starts_with("block");
     // 1. A job is followed to its end, or can be ended.
     if wait_until(Duration::from_secs(20), || job_idle(d)).is_none() {
         let abort = d.virsh(&["domjobabort", DOM]);
@@ -475,6 +554,9 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
             ));
             return bad;
         }
+    }
+    if block_op {
+        check_block_job(d, &mut bad);
     }
     let info = d.virsh(&["dominfo", DOM]).stdout;
     // 2. Checkpoints and bitmaps agree in QEMU.
@@ -551,12 +633,30 @@ fn check(d: &Daemon, op: &Operation, nodes_ok: &[BTreeSet<String>]) -> Vec<Strin
         bad.push("checkpoint c1 kept, but the backup made with it is gone".into());
     }
     // 5. Once off, the images hold exactly the checkpoints' bitmaps.
+    let live = sources(d, false);
     let destroy = d.virsh(&["destroy", DOM]);
     if destroy.code != 0 {
         bad.push(format!("destroy: {}", destroy.stderr.trim()));
         return bad;
     }
-    check_snapshots(d, &mut bad, false);
+    if block_op {
+        // The definition follows the chain QEMU ran on; a transient copy
+        // job leaves it on the original.
+        let want = if op.name == "block-copy" {
+            vec![
+                d.path("crash-vda.qcow2").display().to_string(),
+                d.path("crash-vdb.qcow2").display().to_string(),
+            ]
+        } else {
+            live
+        };
+        let defined = sources(d, true);
+        if defined != want {
+            bad.push(format!("defined on {defined:?}, expected {want:?}"));
+        }
+    } else {
+        check_snapshots(d, &mut bad, false);
+    }
     // An external snapshot's overlay stays after its delete, as with
     // libvirtd; made by a create, it goes with the snapshot.
     let external = names(&d.virsh(&["snapshot-list", DOM, "--external", "--name"]));
@@ -625,6 +725,10 @@ fn enumerate(name: &str, kinds: &[Kind]) {
     let mut tried = 0;
     let mut violations = Vec::new();
     for kind in kinds {
+        // CRASH_KIND=kill-qemu runs one kind (debugging).
+        if std::env::var("CRASH_KIND").is_ok_and(|only| only != kind.as_str()) {
+            continue;
+        }
         let mut points = Vec::new();
         for phase in ["before", "after"] {
             if *kind != Kind::Enospc {
@@ -648,7 +752,9 @@ fn enumerate(name: &str, kinds: &[Kind]) {
             run_with(&mut d, &op, &at, Some((write, n)));
             d.restart();
             tried += 1;
-            for problem in check(&d, &op, &nodes_ok) {
+            let problems = check(&d, &op, &nodes_ok);
+            eprintln!("crash {name} {at}: {} violations", problems.len());
+            for problem in problems {
                 violations.push(format!("{name} {at}: {problem}"));
             }
             if !violations.is_empty() && std::env::var_os("CRASH_KEEP_GOING").is_none() {
@@ -760,6 +866,33 @@ fn snapshot_delete_internal_every_fault() {
 fn snapshot_delete_external_every_fault() {
     enumerate(
         "snapshot-delete-external",
+        &[Kind::KillDaemon, Kind::KillQemu, Kind::Enospc],
+    );
+}
+
+#[test]
+#[ignore]
+fn block_commit_active_every_fault() {
+    enumerate(
+        "block-commit-active",
+        &[Kind::KillDaemon, Kind::KillQemu, Kind::Enospc],
+    );
+}
+
+#[test]
+#[ignore]
+fn block_pull_every_fault() {
+    enumerate(
+        "block-pull",
+        &[Kind::KillDaemon, Kind::KillQemu, Kind::Enospc],
+    );
+}
+
+#[test]
+#[ignore]
+fn block_copy_every_fault() {
+    enumerate(
+        "block-copy",
         &[Kind::KillDaemon, Kind::KillQemu, Kind::Enospc],
     );
 }

@@ -285,6 +285,74 @@ fn snapshots_round_trip_the_guests_data() {
     assert!(overlay.exists());
 }
 
+/// vda's source as `domblklist` (live, or `--inactive`) lists it.
+fn vda_source(d: &Daemon, dom: &str, inactive: bool) -> String {
+    let mut args = vec!["domblklist", dom];
+    if inactive {
+        args.push("--inactive");
+    }
+    let out = d.virsh(&args).ok().stdout;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("vda"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// External snapshots of a running domain deleted the older first (its
+/// overlay committed below the active layer) and then the newer (an
+/// active commit, the disk switched to the base with the guest paused for
+/// the switch): every write the guest made stays, the live and persistent
+/// definitions follow, and the guest runs on.
+#[test]
+fn external_deletes_of_a_running_domain_keep_every_write() {
+    let d = Daemon::start();
+    let (vda, _) = running(&d, "ed");
+    d.guest_write("ed", 0, "write -P 0x11 0 1M");
+    d.virsh(&["snapshot-create-as", "ed", "e1", "--disk-only"])
+        .ok();
+    d.guest_write("ed", 0, "write -P 0x22 1M 1M");
+    d.virsh(&["snapshot-create-as", "ed", "e2", "--disk-only"])
+        .ok();
+    d.guest_write("ed", 0, "write -P 0x33 2M 1M");
+    let e2 = d.path("ed-vda.e2").display().to_string();
+
+    d.virsh(&["snapshot-delete", "ed", "e1"]).ok();
+    assert_eq!(vda_source(&d, "ed", false), e2);
+    assert_eq!(vda_source(&d, "ed", true), e2);
+    d.guest_write("ed", 0, "write -P 0x44 3M 1M");
+
+    d.virsh(&["snapshot-delete", "ed", "e2"]).ok();
+    assert_eq!(words(&d.virsh(&["domstate", "ed"]).stdout), "running");
+    let base = vda.display().to_string();
+    assert_eq!(vda_source(&d, "ed", false), base);
+    assert_eq!(vda_source(&d, "ed", true), base);
+    assert_eq!(
+        d.virsh(&["snapshot-list", "ed", "--name"])
+            .ok()
+            .stdout
+            .trim(),
+        ""
+    );
+    d.guest_write("ed", 0, "write -P 0x55 4M 1M");
+
+    d.virsh(&["destroy", "ed"]).ok();
+    for (pattern, offset) in [
+        (0x11, "0"),
+        (0x22, "1M"),
+        (0x33, "2M"),
+        (0x44, "3M"),
+        (0x55, "4M"),
+    ] {
+        assert!(
+            holds(&vda, pattern, offset, "1M"),
+            "{pattern:#x} at {offset}"
+        );
+    }
+    // The next start opens the base alone.
+    d.virsh(&["start", "ed"]).ok();
+    assert_eq!(vda_source(&d, "ed", false), base);
+}
+
 /// Writes `text` to a file in the daemon's directory; returns its path.
 fn file(d: &Daemon, name: &str, text: &str) -> String {
     let path = d.path(name);

@@ -48,6 +48,11 @@ impl Driver {
         )?;
         let obj = self.domain(dom)?;
         let _job = obj.job.lock().await;
+        // An interrupted snapshot operation may change the definition
+        // (start_def settles them too, for the other ways in).
+        if !obj.lock().is_active() {
+            self.settle_snapshot_intents(&obj).await;
+        }
         let def = {
             let st = obj.lock();
             if st.is_active() {

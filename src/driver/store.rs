@@ -385,6 +385,14 @@ pub struct IntentOverlay {
     pub block: bool,
     /// The create brings the file into being: it goes on a roll back.
     pub created: bool,
+    /// A delete's: K of the disk's active layer when it began (the
+    /// overlay's own K when the overlay is the active layer).
+    #[serde(default)]
+    pub active: u32,
+    /// A delete's, for an overlay below the active layer: the image that
+    /// has it as backing file, to take the base instead.
+    #[serde(default)]
+    pub above: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +409,12 @@ pub enum SnapshotAction {
     /// External overlays are being made and switched to: once QEMU (or the
     /// definition) is on them, finish; else they go again.
     ExternalCreate,
+    /// An external snapshot's overlays are being committed into the images
+    /// below, no disk switched yet: undo (the commit jobs are cancelled).
+    ExternalDelete,
+    /// The disks are being switched to the images below: finish, with
+    /// QEMU, or with `qemu-img` once QEMU is gone.
+    ExternalSwitch,
 }
 
 impl Store {

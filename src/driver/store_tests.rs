@@ -104,6 +104,8 @@ fn snapshot_intents_round_trip_beside_the_metadata_and_are_not_read_as_it() {
             base: 1,
             block: false,
             created: true,
+            active: 0,
+            above: None,
         }],
         metadata: Some("<domainsnapshot/>".into()),
     };

@@ -185,6 +185,12 @@ impl JobWatch {
         watch
     }
 
+    /// Makes the next wait ask `query-jobs` first: a job may have reached
+    /// the status waited for before anyone watched its events.
+    pub fn recheck(&mut self) {
+        self.stale = true;
+    }
+
     /// Jobs not reported by [`JobWatch::next`] yet, in the order given.
     pub fn pending(&self) -> &[String] {
         &self.pending

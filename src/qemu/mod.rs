@@ -44,6 +44,7 @@ mod log;
 pub mod monitor;
 pub mod nbd;
 pub mod node;
+pub mod overlay_commit;
 pub mod process;
 pub mod snapshot;
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //!   same instant or none does;
 //! - external disk-only, shut off: `qemu-img create -b` per disk;
 //! - external memory: the migration stream written to a file
-//!   ([`save_memory`]), before the disks move to their overlays.
+//!   ([`save_memory`]), before the disks move to their overlays;
+//! - deleting an external snapshot: `overlay_commit.rs`.
 //!
 //! Jobs and the migration are followed by QEMU's events
 //! (JOB_STATUS_CHANGE through [`JobWatch`], MIGRATION), not by polling.
@@ -389,17 +390,7 @@ pub async fn offline_overlay(
     .await
 }
 
-/// Commits a shut-off domain's overlay into its backing file.
-pub async fn offline_commit(qemu_img: &Path, overlay: &Path) -> Result<(), QemuError> {
-    run_tool(
-        tokio::process::Command::new(qemu_img)
-            .args(["commit", "-q"])
-            .arg(overlay),
-    )
-    .await
-}
-
-async fn run_tool(command: &mut tokio::process::Command) -> Result<(), QemuError> {
+pub(super) async fn run_tool(command: &mut tokio::process::Command) -> Result<(), QemuError> {
     let out = command
         .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
@@ -501,87 +492,5 @@ pub async fn external(
             }
             Err(e)
         }
-    }
-}
-
-/// Merges an external snapshot's overlay (image `top`) into the image
-/// below it (image `base`, file `backing_file`) and drops the overlay's
-/// nodes; the overlay file stays. `active` is the disk's active layer:
-///
-/// - the overlay itself: an active commit, which mirrors until told to
-///   `job-complete`, and leaves the base as the active layer;
-/// - a layer above it: the commit finalizes on `job-finalize` (as libvirt
-///   runs it), and the layer above names `backing_file` from then on.
-pub async fn commit(
-    mon: &Monitor,
-    disk: &str,
-    active: u32,
-    top: u32,
-    base: u32,
-    backing_file: &str,
-) -> Result<(), QemuError> {
-    let intermediate = active != top;
-    let top_node = node::format(top);
-    let id = format!("commit-{disk}-{top_node}");
-    let mut args = json!({
-        "device": node::format(active),
-        "job-id": id,
-        "top-node": top_node,
-        "base-node": node::format(base),
-        "auto-finalize": !intermediate,
-        "auto-dismiss": false,
-    });
-    if intermediate {
-        args["backing-file"] = json!(backing_file);
-    }
-    let mut watch = JobWatch::new(mon, [id.clone()]);
-    mon.execute_value("block-commit", args).await?;
-    let (status, verb) = if intermediate {
-        (JobStatus::pending, "job-finalize")
-    } else {
-        (JobStatus::ready, "job-complete")
-    };
-    // A job that ends before it gets there is reported by the watch.
-    watch.wait_status(&id, status).await?;
-    mon.execute_value(verb, json!({ "id": id })).await?;
-    finish_job(
-        mon,
-        &mut watch,
-        &id,
-        "block commit failed",
-        "block commit did not complete",
-    )
-    .await?;
-    for node in [node::format(top), node::storage(top)] {
-        mon.execute_value("blockdev-del", json!({ "node-name": node }))
-            .await?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use tokio::net::UnixStream;
-
-    use super::*;
-    use crate::qemu::transcript::play;
-
-    /// An intermediate commit is finalized once its job is pending, an
-    /// active one completed once it is ready: both told by QEMU's events.
-    #[tokio::test]
-    async fn commits_follow_their_jobs_by_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, server) = UnixStream::pair().unwrap();
-        let server = tokio::spawn({
-            let dir = dir.path().to_owned();
-            async move { play(server, "snapshot-commit.txt", &dir).await }
-        });
-        let mon = Monitor::handshake(client).await.unwrap();
-        let e1 = dir.path().join("vda.e1");
-        commit(&mon, "vda", 4, 3, 2, e1.to_str().unwrap())
-            .await
-            .unwrap();
-        commit(&mon, "vda", 4, 4, 2, "").await.unwrap();
-        server.await.unwrap().unwrap();
     }
 }

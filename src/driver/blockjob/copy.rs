@@ -145,6 +145,7 @@ impl Driver {
                 i64::MAX >> 20
             )));
         }
+        crate::fault::arm("block-copy");
         let obj = self.domain(dom)?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;

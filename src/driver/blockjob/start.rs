@@ -84,6 +84,7 @@ impl Driver {
             SHALLOW | ACTIVE | RELATIVE | DELETE | BANDWIDTH_BYTES,
             "qemuDomainBlockCommit",
         )?;
+        crate::fault::arm("block-commit");
         let obj = self.domain(dom)?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;
@@ -264,6 +265,7 @@ impl Driver {
                 "flag VIR_DOMAIN_BLOCK_REBASE_RELATIVE is valid only with non-null base",
             ));
         }
+        crate::fault::arm("block-pull");
         let obj = self.domain(dom)?;
         let _job = obj.job.lock().await;
         self.check_present(&obj, dom)?;

@@ -471,6 +471,8 @@ impl Driver {
                         base: p.top,
                         block: p.block,
                         created: !p.existed && !p.block && flags & create_flags::REUSE_EXT == 0,
+                        active: 0,
+                        above: None,
                     })
                     .collect(),
                 metadata: metadata.clone(),

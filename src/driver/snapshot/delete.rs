@@ -6,19 +6,17 @@
 use std::sync::Arc;
 
 use crate::conf::moment::Moment;
-use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
+use crate::conf::snapshot::SnapshotDef;
 use crate::conf::DomainDef;
-use crate::qemu::snapshot as qsnap;
-use crate::qemu::RunningVm;
 
 use super::super::error::{DriverError, ErrorKind, ErrorOrigin};
 use super::super::moments::MomentKind;
 use super::super::registry::DomainObj;
-use super::super::store::{OverlayBase, SnapshotAction, SnapshotIntent};
+use super::super::store::{SnapshotAction, SnapshotIntent};
 use super::super::Driver;
 use super::{
-    delete_flags, internal_disks, internal_images, metadata_xml, no_backup_running, qemu_img,
-    SnapshotRef, Snapshots,
+    delete_flags, internal_disks, internal_images, metadata_xml, no_backup_running, SnapshotRef,
+    Snapshots,
 };
 
 impl Driver {
@@ -99,8 +97,7 @@ impl Driver {
                 )?;
             }
             if target.is_external() && flags & (CHILDREN | CHILDREN_ONLY) == 0 {
-                self.commit_external(&obj, &target, vm.as_ref()).await?;
-                return self.forget_snapshot(&obj, &snap.name).await;
+                return self.delete_external(&obj, &target).await;
             }
             if let Some(live) = &live_def {
                 for def in &doomed {
@@ -149,125 +146,6 @@ impl Driver {
             self.forget_snapshot(&obj, def.name()).await?;
         }
         Ok(())
-    }
-
-    /// Deletes an external snapshot's overlays by committing each into the
-    /// image below it, as libvirt 9.0 does; here only where the overlay is
-    /// the disk's active layer (the newest snapshot of the disk). The
-    /// definitions then name the images from before the snapshot again; the
-    /// overlay files stay, as with libvirt.
-    async fn commit_external(
-        &self,
-        obj: &Arc<DomainObj>,
-        def: &SnapshotDef,
-        vm: Option<&Arc<RunningVm>>,
-    ) -> Result<(), DriverError> {
-        let before = def
-            .domain()
-            .ok_or_else(|| DriverError::internal("snapshot without its domain"))?;
-        let disks: Vec<(&str, &str)> = def
-            .disks()
-            .iter()
-            .filter(|d| d.snapshot() == Some(SnapshotLocation::External))
-            .filter_map(|d| Some((d.name(), d.path()?)))
-            .collect();
-        let not_top = || {
-            DriverError::new(
-                ErrorKind::OperationUnsupported,
-                format!(
-                    "deleting external snapshot '{}' whose overlays are not the active layer is not supported",
-                    def.name()
-                ),
-            )
-        };
-        match vm {
-            Some(vm) => {
-                // Per disk: the active layer's K and the snapshot's overlay
-                // layer, found by walking down from the active layer; all
-                // checked before anything is committed.
-                let commits: Vec<(String, u32, OverlayBase)> = {
-                    let st = obj.lock();
-                    let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
-                    disks
-                        .iter()
-                        .map(|(disk, path)| {
-                            let current = live.def.disk_by_target(disk).ok_or_else(not_top)?;
-                            let active = current.node_index();
-                            let mut node = active;
-                            // Each step goes one layer down; there are no
-                            // more steps than layers.
-                            for _ in 0..=live.overlays.len() {
-                                let layer = live
-                                    .overlays
-                                    .iter()
-                                    .find(|o| o.disk == *disk && o.overlay == node)
-                                    .ok_or_else(not_top)?;
-                                if layer.path == *path {
-                                    return Ok((disk.to_string(), active, layer.clone()));
-                                }
-                                node = layer.base;
-                            }
-                            Err(not_top())
-                        })
-                        .collect::<Result<_, _>>()?
-                };
-                for (disk, active, layer) in &commits {
-                    let old = before.disk_by_target(disk).cloned();
-                    let backing = old.as_ref().and_then(|d| d.source()).unwrap_or_default();
-                    qsnap::commit(
-                        vm.monitor(),
-                        disk,
-                        *active,
-                        layer.overlay,
-                        layer.base,
-                        backing,
-                    )
-                    .await?;
-                    let mut st = obj.lock();
-                    if let Some(live) = st.live.as_mut() {
-                        if *active == layer.overlay {
-                            if let Some(mut old) = old {
-                                old.set_node_index(layer.base);
-                                live.def.replace_disk(old);
-                            }
-                        }
-                        // The layer above now sits on the base.
-                        for o in &mut live.overlays {
-                            if o.disk == layer.disk && o.base == layer.overlay {
-                                o.base = layer.base;
-                            }
-                        }
-                        live.overlays.retain(|o| o.overlay != layer.overlay);
-                    }
-                }
-                self.save_live(obj).await;
-            }
-            None => {
-                let config = obj.lock().config.clone();
-                let config =
-                    config.ok_or_else(|| DriverError::internal("domain has no definition"))?;
-                for (disk, path) in &disks {
-                    let current = config.disk_by_target(disk).and_then(|d| d.source());
-                    if current != Some(*path) {
-                        return Err(not_top());
-                    }
-                }
-                for (_, path) in &disks {
-                    qsnap::offline_commit(&qemu_img(), std::path::Path::new(path)).await?;
-                }
-            }
-        }
-        self.change_config(obj, |config| {
-            for (disk, _) in &disks {
-                if let Some(old) = before.disk_by_target(disk) {
-                    let mut old = old.clone();
-                    let index = config.disk_by_target(disk).map_or(0, |d| d.node_index());
-                    old.set_node_index(index);
-                    config.replace_disk(old);
-                }
-            }
-        })
-        .await
     }
 
     /// The metadata half of a delete: children move up to the parent

@@ -1,7 +1,6 @@
-//! The one way back of an internal snapshot's create, delete and revert,
-//! and of an external disk-only create (the snapshot operations with an
-//! intent record so far; an external delete has none yet: README,
-//! "Guarantees").
+//! The one way back of every snapshot operation: an internal snapshot's
+//! create, delete and revert, an external disk-only create, and an
+//! external delete (whose settlement is `fold.rs`'s).
 //!
 //! Each writes a [`SnapshotIntent`] before QEMU or `qemu-img` touch the
 //! images, and removes it once the metadata agrees with the images. An
@@ -108,6 +107,10 @@ impl Driver {
             }
             SnapshotAction::ExternalCreate if listed => Ok(()),
             SnapshotAction::ExternalCreate => self.settle_external_create(obj, intent).await,
+            SnapshotAction::ExternalDelete | SnapshotAction::ExternalSwitch => {
+                tracing::warn!(snapshot = %name, "settling an interrupted external snapshot delete");
+                self.settle_fold(obj, intent).await
+            }
             SnapshotAction::Revert => {
                 tracing::warn!(snapshot = %name, "finishing an interrupted snapshot revert");
                 self.finish_revert(obj, intent, listed).await

@@ -20,7 +20,9 @@
 //!   `moments.rs`'s), the metadata files and what the operations share;
 //! - `create.rs`: create and redefine, internal and external;
 //! - `revert.rs`: revert, and making a snapshot current;
-//! - `delete.rs`: delete, external snapshots by block commit.
+//! - `delete.rs`: delete; `fold.rs`: the delete of an external snapshot
+//!   (its overlays committed into the images below);
+//! - `intent.rs`: the records that settle an operation cut short.
 //!
 //! # Differences from libvirt 9.0
 //!
@@ -43,6 +45,7 @@
 
 mod create;
 mod delete;
+mod fold;
 mod intent;
 mod revert;
 
