@@ -393,6 +393,10 @@ pub struct IntentOverlay {
     /// has it as backing file, to take the base instead.
     #[serde(default)]
     pub above: Option<PathBuf>,
+    /// A delete's: the image below the overlay as QEMU has it open (the
+    /// snapshot's own record of it is stale once an older one went).
+    #[serde(default)]
+    pub base_layer: Option<crate::qemu::blockjob::Layer>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -106,6 +106,7 @@ fn snapshot_intents_round_trip_beside_the_metadata_and_are_not_read_as_it() {
             created: true,
             active: 0,
             above: None,
+            base_layer: None,
         }],
         metadata: Some("<domainsnapshot/>".into()),
     };

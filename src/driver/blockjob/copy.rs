@@ -232,32 +232,16 @@ impl Driver {
             extended_l2: false,
             disk: disk.clone(),
         };
-        let attached = if flags & REUSE_EXT != 0 {
-            blockdev::attach_image(mon, &spec).await?
-        } else {
-            let graph = qbackup::query_graph(mon).await?;
-            let image = graph.image(&top_node).ok_or_else(|| {
-                DriverError::internal(format!(
-                    "failed to update capacity data for block node '{top_node}'"
-                ))
-            })?;
-            let top_format = if chain[0].format == "raw" {
-                DiskFormat::Raw
-            } else {
-                DiskFormat::Qcow2
-            };
-            spec.sized_like(&image, top_format);
-            blockdev::create_image(mon, &spec).await?
-        };
         let mirror = Mirror {
             layer: Layer {
-                node: attached.format_node.clone(),
-                storage: Some(attached.storage_node.clone()),
+                node: node::format(spec.node_index),
+                storage: Some(node::storage(spec.node_index)),
                 path: dest.path.clone(),
                 format: format.clone(),
                 block: spec.block,
             },
-            created: attached.created,
+            // Known once the image is there.
+            created: false,
             transient: flags & TRANSIENT_JOB != 0,
             shallow,
         };
@@ -280,8 +264,42 @@ impl Driver {
             ended: Arc::default(),
         };
         let id = job.id.clone();
-        let watch = JobWatch::new(mon, [id.clone()]);
+        // Recorded before QEMU holds anything of the copy: a daemon that
+        // dies from here on leaves a record whose end removes the nodes.
         self.record_job(&obj, job).await;
+        let attached = if flags & REUSE_EXT != 0 {
+            blockdev::attach_image(mon, &spec).await
+        } else {
+            let graph = match qbackup::query_graph(mon).await {
+                Ok(graph) => graph,
+                Err(err) => {
+                    self.forget_job(&obj, &id).await;
+                    return Err(err.into());
+                }
+            };
+            let Some(image) = graph.image(&top_node) else {
+                self.forget_job(&obj, &id).await;
+                return Err(DriverError::internal(format!(
+                    "failed to update capacity data for block node '{top_node}'"
+                )));
+            };
+            let top_format = if chain[0].format == "raw" {
+                DiskFormat::Raw
+            } else {
+                DiskFormat::Qcow2
+            };
+            spec.sized_like(&image, top_format);
+            blockdev::create_image(mon, &spec).await
+        };
+        let attached = match attached {
+            Ok(attached) => attached,
+            Err(err) => {
+                self.forget_job(&obj, &id).await;
+                return Err(err.into());
+            }
+        };
+        self.set_mirror_created(&obj, &id, attached.created);
+        let watch = JobWatch::new(mon, [id.clone()]);
         let started = qjob::mirror(
             mon,
             &chain[0].node,

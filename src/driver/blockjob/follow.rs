@@ -15,6 +15,7 @@ use crate::qemu::bitmap as qbitmap;
 use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::events::JobStatus;
 use crate::qemu::jobs::{self, JobOutcome, JobWatch};
+use crate::qemu::snapshot as qsnap;
 use crate::qemu::{node, QemuError, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind};
@@ -83,6 +84,18 @@ impl Driver {
         self.save_block_jobs(obj).await;
     }
 
+    /// Whether the copy's image is one the job made (known once it is).
+    pub(super) fn set_mirror_created(&self, obj: &DomainObj, id: &str, created: bool) {
+        let mut st = obj.lock();
+        let job = st
+            .live
+            .as_mut()
+            .and_then(|l| l.blockjobs.iter_mut().find(|j| j.id == id));
+        if let Some(mirror) = job.and_then(|j| j.mirror.as_mut()) {
+            mirror.created = created;
+        }
+    }
+
     /// Drops the record of a job QEMU refused to start.
     pub(super) async fn forget_job(&self, obj: &Arc<DomainObj>, id: &str) {
         {
@@ -126,6 +139,13 @@ impl Driver {
         let Ok(vm) = self.running_vm_of(obj) else {
             return;
         };
+        if jobs.iter().any(|j| j.kind == Kind::Copy) {
+            // A copy's image creation a dead daemon left concluded.
+            let patience = std::time::Duration::from_secs(30);
+            if let Err(err) = qsnap::settle_jobs(vm.monitor(), "create-", patience).await {
+                tracing::warn!(%err, "cannot end an image creation job");
+            }
+        }
         for job in jobs {
             let cancelling = (job.state == State::Aborting).then(|| job.id.clone());
             let watch = JobWatch::resume(vm.monitor(), [job.id.clone()], cancelling);
@@ -312,8 +332,12 @@ impl Driver {
         };
         let completed = status == BlockJobStatus::Completed;
         // A copy is pivoted only when asked to; otherwise its end leaves
-        // the disk where it was.
-        let switched = completed && (job.kind != Kind::Copy || job.state == State::Pivoting);
+        // the disk where it was. A daemon that died between asking and
+        // recording it left a pivot only QEMU's device shows.
+        let switched = completed
+            && (job.kind != Kind::Copy
+                || job.state == State::Pivoting
+                || self.on_mirror(obj, vm, &job).await);
         if switched {
             // Before the old layers' nodes go: their bitmaps are read.
             self.merge_bitmaps(mon, &job).await;
@@ -440,18 +464,8 @@ impl Driver {
         vm: &RunningVm,
         job: &BlockJob,
     ) -> JobOutcome {
-        let alias = {
-            let st = obj.lock();
-            st.live
-                .as_ref()
-                .and_then(|l| l.def.disk_by_target(&job.disk))
-                .map(|d| d.alias())
-        };
-        let Some(alias) = alias else {
-            return JobOutcome::Vanished;
-        };
         let mon = vm.monitor();
-        let Ok(Some(now)) = qjob::device_node(mon, &alias).await else {
+        let Some(now) = self.device_now(obj, vm, job).await else {
             return JobOutcome::Vanished;
         };
         let completed = match job.kind {
@@ -470,6 +484,26 @@ impl Driver {
         } else {
             JobOutcome::Vanished
         }
+    }
+
+    /// The node the job's disk device reads now.
+    async fn device_now(&self, obj: &DomainObj, vm: &RunningVm, job: &BlockJob) -> Option<String> {
+        let alias = {
+            let st = obj.lock();
+            st.live
+                .as_ref()
+                .and_then(|l| l.def.disk_by_target(&job.disk))
+                .map(|d| d.alias())
+        }?;
+        qjob::device_node(vm.monitor(), &alias).await.ok().flatten()
+    }
+
+    /// Whether the disk's device reads the copy's image.
+    async fn on_mirror(&self, obj: &DomainObj, vm: &RunningVm, job: &BlockJob) -> bool {
+        let Some(mirror) = &job.mirror else {
+            return false;
+        };
+        self.device_now(obj, vm, job).await.as_deref() == Some(mirror.layer.node.as_str())
     }
 
     /// virDomainBlockJobAbort.

@@ -473,6 +473,7 @@ impl Driver {
                         created: !p.existed && !p.block && flags & create_flags::REUSE_EXT == 0,
                         active: 0,
                         above: None,
+                        base_layer: None,
                     })
                     .collect(),
                 metadata: metadata.clone(),

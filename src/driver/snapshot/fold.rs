@@ -28,6 +28,8 @@ use std::sync::Arc;
 
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
+use crate::qemu::blockjob as qjob;
+use crate::qemu::node;
 use crate::qemu::overlay_commit::{self as qfold, Fold};
 use crate::qemu::RunningVm;
 
@@ -47,6 +49,11 @@ impl Driver {
         let vm = obj.lock().live.as_ref().map(|l| l.vm.clone());
         let mut intent = self.fold_intent(obj, def, vm.is_some())?;
         if let Some(vm) = &vm {
+            for o in &mut intent.overlays {
+                let chain = qjob::chain(vm.monitor(), &node::format(o.active)).await?;
+                let base = node::format(o.base);
+                o.base_layer = chain.into_iter().find(|l| l.node == base);
+            }
             intent.paused_by_us = vm.is_running().await?;
         } else {
             // Shut off, nothing is switched but by qemu-img: finish.
@@ -127,6 +134,7 @@ impl Driver {
                 created: false,
                 active,
                 above,
+                base_layer: None,
             };
             if !running {
                 let config = st.config.as_ref().ok_or_else(not_top)?;
@@ -240,10 +248,7 @@ impl Driver {
                 .disk_by_target(&o.disk)
                 .is_some_and(|d| d.node_index() == o.node_index);
             if on_top {
-                if let Some(mut old) = before_disk(def, &o.disk) {
-                    old.set_node_index(o.base);
-                    live.def.replace_disk(old);
-                }
+                switch_disk(&mut live.def, o, def, o.base);
             }
             for layer in &mut live.overlays {
                 if layer.disk == o.disk && layer.base == o.node_index {
@@ -272,10 +277,7 @@ impl Driver {
                     continue;
                 }
                 let index = current.node_index();
-                if let Some(mut old) = before_disk(def, &o.disk) {
-                    old.set_node_index(index);
-                    config.replace_disk(old);
-                }
+                switch_disk(config, o, def, index);
             }
         })
         .await
@@ -296,13 +298,16 @@ impl Driver {
                 .as_ref()
                 .and_then(|c| c.disk_by_target(&o.disk))
                 .and_then(|d| d.source().map(str::to_owned));
-            let base = before_disk(def, &o.disk);
-            let above = match (&o.above, &base) {
-                (Some(above), Some(base)) => Some((
-                    above.as_path(),
-                    base.source().unwrap_or_default().to_owned(),
-                    base.format().as_str().to_owned(),
+            let base = match (&o.base_layer, before_disk(def, &o.disk)) {
+                (Some(layer), _) => Some((layer.path.clone(), layer.format.clone())),
+                (None, Some(disk)) => Some((
+                    disk.source().unwrap_or_default().to_owned(),
+                    disk.format().as_str().to_owned(),
                 )),
+                (None, None) => None,
+            };
+            let above = match (&o.above, base) {
+                (Some(above), Some((path, format))) => Some((above.as_path(), path, format)),
                 _ => None,
             };
             let active = o.above.is_none();
@@ -330,9 +335,12 @@ fn folds(intent: &SnapshotIntent, def: &SnapshotDef) -> Vec<Fold> {
             active: o.active,
             top: o.node_index,
             base: o.base,
-            backing_file: before_disk(def, &o.disk)
-                .and_then(|d| d.source().map(str::to_owned))
-                .unwrap_or_default(),
+            backing_file: match &o.base_layer {
+                Some(layer) => layer.path.clone(),
+                None => before_disk(def, &o.disk)
+                    .and_then(|d| d.source().map(str::to_owned))
+                    .unwrap_or_default(),
+            },
         })
         .collect()
 }
@@ -340,4 +348,28 @@ fn folds(intent: &SnapshotIntent, def: &SnapshotDef) -> Vec<Fold> {
 /// The disk as it was before the snapshot.
 fn before_disk(def: &SnapshotDef, disk: &str) -> Option<crate::conf::domain::DiskDef> {
     def.domain()?.disk_by_target(disk).cloned()
+}
+
+/// Puts `overlay`'s disk in `domain` on the image below the overlay, as
+/// node `index`: the image QEMU had open there, or (shut off) the disk
+/// as the snapshot recorded it.
+fn switch_disk(
+    domain: &mut crate::conf::DomainDef,
+    overlay: &IntentOverlay,
+    def: &SnapshotDef,
+    index: u32,
+) {
+    match &overlay.base_layer {
+        Some(layer) => {
+            if let Some(disk) = domain.disk_by_target_mut(&overlay.disk) {
+                disk.set_image(&layer.path, layer.block, &layer.format, index);
+            }
+        }
+        None => {
+            if let Some(mut old) = before_disk(def, &overlay.disk) {
+                old.set_node_index(index);
+                domain.replace_disk(old);
+            }
+        }
+    }
 }
