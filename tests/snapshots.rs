@@ -11,6 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::blockjob::source_of;
 use common::images::{self, qemu_img};
 use common::qemu_io::{self, holds};
 use common::reference::{shell_words, steady, Area, Session};
@@ -285,19 +286,6 @@ fn snapshots_round_trip_the_guests_data() {
     assert!(overlay.exists());
 }
 
-/// vda's source as `domblklist` (live, or `--inactive`) lists it.
-fn vda_source(d: &Daemon, dom: &str, inactive: bool) -> String {
-    let mut args = vec!["domblklist", dom];
-    if inactive {
-        args.push("--inactive");
-    }
-    let out = d.virsh(&args).ok().stdout;
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("vda"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// External snapshots of a running domain deleted the older first (its
 /// overlay committed below the active layer) and then the newer (an
 /// active commit, the disk switched to the base with the guest paused for
@@ -317,15 +305,15 @@ fn external_deletes_of_a_running_domain_keep_every_write() {
     let e2 = d.path("ed-vda.e2").display().to_string();
 
     d.virsh(&["snapshot-delete", "ed", "e1"]).ok();
-    assert_eq!(vda_source(&d, "ed", false), e2);
-    assert_eq!(vda_source(&d, "ed", true), e2);
+    assert_eq!(source_of(&d, "ed", false), e2);
+    assert_eq!(source_of(&d, "ed", true), e2);
     d.guest_write("ed", 0, "write -P 0x44 3M 1M");
 
     d.virsh(&["snapshot-delete", "ed", "e2"]).ok();
     assert_eq!(words(&d.virsh(&["domstate", "ed"]).stdout), "running");
     let base = vda.display().to_string();
-    assert_eq!(vda_source(&d, "ed", false), base);
-    assert_eq!(vda_source(&d, "ed", true), base);
+    assert_eq!(source_of(&d, "ed", false), base);
+    assert_eq!(source_of(&d, "ed", true), base);
     assert_eq!(
         d.virsh(&["snapshot-list", "ed", "--name"])
             .ok()
@@ -350,7 +338,7 @@ fn external_deletes_of_a_running_domain_keep_every_write() {
     }
     // The next start opens the base alone.
     d.virsh(&["start", "ed"]).ok();
-    assert_eq!(vda_source(&d, "ed", false), base);
+    assert_eq!(source_of(&d, "ed", false), base);
 }
 
 /// Writes `text` to a file in the daemon's directory; returns its path.
