@@ -399,23 +399,28 @@ impl Driver {
         // The three records are independent files: written side by side.
         let config = async {
             let Some(top) = &new_top else {
-                return;
+                return Ok(());
             };
-            let changed = self
-                .change_config(obj, |config| {
-                    if let Some(disk) = config.disk_by_target_mut(&job.disk) {
-                        if disk.source() == Some(job.top.path.as_str()) {
-                            let index = disk.node_index();
-                            disk.set_image(&top.path, top.block, &top.format, index);
-                        }
+            self.change_config(obj, |config| {
+                if let Some(disk) = config.disk_by_target_mut(&job.disk) {
+                    if disk.source() == Some(job.top.path.as_str()) {
+                        let index = disk.node_index();
+                        disk.set_image(&top.path, top.block, &top.format, index);
                     }
-                })
-                .await;
-            if let Err(err) = changed {
-                tracing::warn!(%err, "cannot write the definition after a block job");
-            }
+                }
+            })
+            .await
         };
-        tokio::join!(config, self.save_live(obj), self.save_block_jobs(obj));
+        let (config, live) = tokio::join!(config, self.try_save_live(obj));
+        // The job's record goes only once the records that apply its end
+        // are written: otherwise a restarted daemon finds the job again,
+        // learns its end from QEMU and applies it once more.
+        match config.and(live) {
+            Ok(()) => self.save_block_jobs(obj).await,
+            Err(err) => {
+                tracing::warn!(%err, job = %id, "cannot record a block job's end; it is applied again after a restart");
+            }
+        }
         self.emit_block_job(obj.reference(), path, job.disk.clone(), job.kind, status);
         job.ended.send(ended);
     }
