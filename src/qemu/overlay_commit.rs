@@ -206,9 +206,6 @@ pub async fn abandon(mon: &Monitor, folds: &[Fold]) -> Result<(), QemuError> {
 /// Whether the fold's overlay has left its disk's chain: the device (for
 /// the active layer) or the layer above no longer runs on it.
 async fn folded(mon: &Monitor, fold: &Fold) -> Result<bool, QemuError> {
-    let graph = mon
-        .execute_value("x-debug-query-block-graph", Value::Null)
-        .await?;
     let top = node::format(fold.top);
     if fold.is_active() {
         let devices = mon.execute_value("query-block", Value::Null).await?;
@@ -218,44 +215,8 @@ async fn folded(mon: &Monitor, fold: &Fold) -> Result<bool, QemuError> {
             .flatten()
             .any(|d| d["inserted"]["node-name"].as_str() == Some(top.as_str())));
     }
-    Ok(!has_backing(&graph, &node::format(fold.active), &top))
-}
-
-/// Whether `top` is in the backing chain below the node `from`.
-fn has_backing(graph: &Value, from: &str, top: &str) -> bool {
-    let nodes = graph["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let edges = graph["edges"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let id_of = |name: &str| {
-        nodes
-            .iter()
-            .find(|n| n["name"].as_str() == Some(name))
-            .and_then(|n| n["id"].as_u64())
-    };
-    let Some(target) = id_of(top) else {
-        return false;
-    };
-    let mut at = id_of(from);
-    // A chain has fewer links than there are nodes.
-    for _ in 0..=nodes.len() {
-        let Some(id) = at else {
-            return false;
-        };
-        at = edges.iter().find_map(|e| {
-            (e["parent"].as_u64() == Some(id) && e["name"].as_str() == Some("backing"))
-                .then(|| e["child"].as_u64())
-                .flatten()
-        });
-        if at == Some(target) {
-            return true;
-        }
-    }
-    false
+    let chain = super::blockjob::chain(mon, &node::format(fold.active)).await?;
+    Ok(!chain.iter().any(|layer| layer.node == top))
 }
 
 /// Deletes the folded overlay's nodes, those still there.
@@ -319,26 +280,5 @@ mod tests {
         assert!(fold(4, 4).is_active());
         assert!(!fold(4, 3).is_active());
         assert_eq!(fold(4, 3).waits_at(), JobStatus::pending);
-    }
-
-    #[test]
-    fn backing_chains_are_read_from_the_graph() {
-        let graph = json!({
-            "nodes": [
-                {"id": 1, "name": "libvirt-4-format", "type": "block-driver"},
-                {"id": 2, "name": "libvirt-3-format", "type": "block-driver"},
-                {"id": 3, "name": "libvirt-2-format", "type": "block-driver"},
-                {"id": 4, "name": "libvirt-9-format", "type": "block-driver"},
-            ],
-            "edges": [
-                {"parent": 1, "child": 2, "name": "backing"},
-                {"parent": 2, "child": 3, "name": "backing"},
-            ],
-        });
-        assert!(has_backing(&graph, "libvirt-4-format", "libvirt-3-format"));
-        assert!(has_backing(&graph, "libvirt-4-format", "libvirt-2-format"));
-        assert!(!has_backing(&graph, "libvirt-4-format", "libvirt-9-format"));
-        assert!(!has_backing(&graph, "libvirt-2-format", "libvirt-3-format"));
-        assert!(!has_backing(&graph, "libvirt-4-format", "libvirt-7-format"));
     }
 }
