@@ -37,6 +37,13 @@ fn domain_xml(name: &str, disk: &Path) -> String {
     )
 }
 
+/// A daemon whose push backups start at 1 MiB/s: a full backup of a
+/// 4 GiB disk, mostly zeroes, would otherwise be over before the test
+/// could slow it (its target's metadata is preallocated).
+fn slow_daemon() -> Daemon {
+    Daemon::start_with(&["--backup-bandwidth", "1"])
+}
+
 /// A running domain whose firmware has set up ACPI, with a watcher of its
 /// lifecycle events.
 fn running(daemon: &Daemon) -> EventLog {
@@ -148,7 +155,7 @@ fn ours(lines: Vec<String>) -> Vec<String> {
 
 #[test]
 fn without_the_flag_a_guest_power_off_ends_domain_and_backup() {
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     let events = running(&daemon);
     begin(&daemon, 0);
     guest_powers_off(&daemon);
@@ -168,7 +175,7 @@ fn without_the_flag_a_guest_power_off_ends_domain_and_backup() {
 
 #[test]
 fn preserved_domain_is_stopped_when_the_backup_completes() {
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     let events = running(&daemon);
     begin(&daemon, 2);
     guest_powers_off(&daemon);
@@ -196,7 +203,7 @@ fn preserved_domain_is_stopped_when_the_backup_completes() {
 
 #[test]
 fn preserved_domain_is_stopped_when_the_backup_is_aborted() {
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     let _events = running(&daemon);
     begin(&daemon, 2);
     guest_powers_off(&daemon);
@@ -209,7 +216,7 @@ fn preserved_domain_is_stopped_when_the_backup_is_aborted() {
 
 #[test]
 fn resumed_domain_runs_on_after_the_backup() {
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     let events = running(&daemon);
     begin(&daemon, 2);
     guest_powers_off(&daemon);
@@ -248,7 +255,7 @@ fn resumed_domain_runs_on_after_the_backup() {
 
 #[test]
 fn other_flags_are_refused_as_libvirt_refuses_them() {
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     daemon.define_two_disk("two");
     daemon.virsh(&["start", "two"]).ok();
     let out = daemon.python_quiet(
@@ -265,7 +272,7 @@ fn other_flags_are_refused_as_libvirt_refuses_them() {
 
 #[test]
 fn a_restarted_daemon_keeps_preserving() {
-    let mut daemon = Daemon::start();
+    let mut daemon = slow_daemon();
     let _events = running(&daemon);
     begin(&daemon, 2);
     daemon.restart();
@@ -279,7 +286,7 @@ fn a_restarted_daemon_keeps_preserving() {
 #[test]
 fn preserved_pull_backup_ends_with_the_domain_on_abort() {
     // What a newer virtnbdbackup asks: a pull backup with the flag.
-    let daemon = Daemon::start();
+    let daemon = slow_daemon();
     let _events = running(&daemon);
     let socket = daemon.path("nbd.sock");
     let script = format!(

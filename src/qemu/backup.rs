@@ -411,6 +411,11 @@ async fn attach_target(
         size: 0,
         cluster_size: None,
         extended_l2: false,
+        // A full push backup's target file (one with a backing file would
+        // hide it; a device has no room beyond its size).
+        metadata_preallocated: !disk.fleece
+            && !disk.store_block
+            && disk.store_format == DiskFormat::Qcow2,
         disk: disk.source.target.clone(),
     };
     if reuse {

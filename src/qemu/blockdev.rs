@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 
 use qapi::qmp::{
     BlockdevCreateOptions, BlockdevCreateOptionsFile, BlockdevCreateOptionsQcow2, BlockdevDriver,
-    BlockdevRef,
+    BlockdevRef, PreallocMode,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -109,6 +109,12 @@ pub struct ImageSpec {
     pub cluster_size: Option<u64>,
     /// Create the qcow2 image with extended L2 entries.
     pub extended_l2: bool,
+    /// Create the qcow2 image with its metadata for every cluster
+    /// (`preallocation: metadata`; the file stays sparse). A copy into it
+    /// then allocates nothing cluster by cluster, which on a real
+    /// filesystem is most of a full backup's time. Only for an image
+    /// without a backing file: its clusters all read as its own.
+    pub metadata_preallocated: bool,
     /// The guest disk it is for, e.g. "vda" (messages only).
     pub disk: String,
 }
@@ -234,7 +240,8 @@ async fn create_steps(
             encrypt: None,
             extended_l2: spec.extended_l2.then_some(true),
             lazy_refcounts: None,
-            preallocation: None,
+            preallocation: (spec.metadata_preallocated && backing.is_none())
+                .then_some(PreallocMode::metadata),
             refcount_bits: None,
             version: None,
             file: BlockdevRef::reference(spec.storage_node()),

@@ -116,6 +116,7 @@ pub async fn insert(
         size: 0,
         cluster_size: None,
         extended_l2: false,
+        metadata_preallocated: false,
         disk: disk.target.clone(),
     };
     spec.sized_like(source, disk.format);

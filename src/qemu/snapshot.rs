@@ -449,6 +449,7 @@ pub async fn external(
                 size: 0,
                 cluster_size: None,
                 extended_l2: false,
+                metadata_preallocated: false,
                 disk: overlay.disk.clone(),
             };
             if overlay.reuse {

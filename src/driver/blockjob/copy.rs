@@ -230,6 +230,7 @@ impl Driver {
             size: 0,
             cluster_size: None,
             extended_l2: false,
+            metadata_preallocated: false,
             disk: disk.clone(),
         };
         let mirror = Mirror {
