@@ -20,8 +20,9 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::blockjob::Layer;
 use super::error::QemuError;
 use super::events::JobStatus;
 use super::jobs::{self, JobOutcome, JobWatch};
@@ -208,15 +209,18 @@ pub async fn abandon(mon: &Monitor, folds: &[Fold]) -> Result<(), QemuError> {
 async fn folded(mon: &Monitor, fold: &Fold) -> Result<bool, QemuError> {
     let top = node::format(fold.top);
     if fold.is_active() {
-        let devices = mon.execute_value("query-block", Value::Null).await?;
-        return Ok(!devices
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| d["inserted"]["node-name"].as_str() == Some(top.as_str())));
+        return Ok(!super::snapshot::active_nodes(mon).await?.contains(&top));
     }
     let chain = super::blockjob::chain(mon, &node::format(fold.active)).await?;
     Ok(!chain.iter().any(|layer| layer.node == top))
+}
+
+/// The image below the fold's overlay, as QEMU has it open (path,
+/// format, device or file).
+pub async fn base_layer(mon: &Monitor, fold: &Fold) -> Result<Option<Layer>, QemuError> {
+    let base = node::format(fold.base);
+    let chain = super::blockjob::chain(mon, &node::format(fold.active)).await?;
+    Ok(chain.into_iter().find(|layer| layer.node == base))
 }
 
 /// Deletes the folded overlay's nodes, those still there.

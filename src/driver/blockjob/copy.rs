@@ -235,8 +235,8 @@ impl Driver {
         };
         let mirror = Mirror {
             layer: Layer {
-                node: node::format(spec.node_index),
-                storage: Some(node::storage(spec.node_index)),
+                node: spec.format_node(),
+                storage: Some(spec.storage_node()),
                 path: dest.path.clone(),
                 format: format.clone(),
                 block: spec.block,

@@ -28,8 +28,6 @@ use std::sync::Arc;
 
 use crate::conf::moment::Moment;
 use crate::conf::snapshot::{SnapshotDef, SnapshotLocation};
-use crate::qemu::blockjob as qjob;
-use crate::qemu::node;
 use crate::qemu::overlay_commit::{self as qfold, Fold};
 use crate::qemu::RunningVm;
 
@@ -49,10 +47,9 @@ impl Driver {
         let vm = obj.lock().live.as_ref().map(|l| l.vm.clone());
         let mut intent = self.fold_intent(obj, def, vm.is_some())?;
         if let Some(vm) = &vm {
-            for o in &mut intent.overlays {
-                let chain = qjob::chain(vm.monitor(), &node::format(o.active)).await?;
-                let base = node::format(o.base);
-                o.base_layer = chain.into_iter().find(|l| l.node == base);
+            let folds = folds(&intent, def);
+            for (o, fold) in intent.overlays.iter_mut().zip(&folds) {
+                o.base_layer = qfold::base_layer(vm.monitor(), fold).await?;
             }
             intent.paused_by_us = vm.is_running().await?;
         } else {
