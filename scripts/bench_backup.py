@@ -10,7 +10,10 @@ stats, as `virsh domjobinfo` reads them), with the CPU time QEMU spent
 meanwhile. The full target is checked against the disk (`qemu-img
 compare`). The floors, timed on the same image in the same run:
 `qemu-img convert` and `cp` of the whole image for the full backup, and
-of an image holding only the WRITES clusters for the incremental one.
+of an image holding only the WRITES clusters for the incremental one;
+and `qemu-img convert` followed by `sync -d` of its output, the durable
+floor (a daemon's backup is flushed to the disk before its job ends, as
+QEMU flushes a target when it closes it; convert alone does not flush).
 
 The machine is shared, so each figure is the median of REPS (3) rounds,
 the daemons and floors interleaved within each round (the order of the
@@ -163,6 +166,11 @@ def floors():
     for key, image in (("full", IMAGE), ("inc", DIRTY)):
         convert = os.path.join(DIR, "convert.qcow2")
         out[key], out[key + "_cpu"] = timed(["qemu-img", "convert", "-O", "qcow2", image, convert])
+        os.unlink(convert)
+        # The durable floor: a backup is on the disk when the job ends
+        # (QEMU flushes the target as it closes it); convert does not flush.
+        out[key + "_sync"], _ = timed(["sh", "-c", 'qemu-img convert -O qcow2 "$0" "$1" && sync -d "$1"',
+                                       image, convert])
         copy = os.path.join(DIR, "cp.qcow2")
         out[key + "_cp"], _ = timed(["cp", image, copy])
         os.unlink(convert)
@@ -199,14 +207,21 @@ def main():
     print("%-18s %-22s %-22s %-22s %-22s" % ("qemu-img convert", med(col("floor", "full")),
                                              med(col("floor", "full_cpu")), med(col("floor", "inc")),
                                              med(col("floor", "inc_cpu"))))
+    print("%-18s %-22s %-22s %-22s" % ("convert + fsync", med(col("floor", "full_sync")), "",
+                                       med(col("floor", "inc_sync"))))
     print("%-18s %-22s %-22s %-22s" % ("cp", med(col("floor", "full_cp")), "", med(col("floor", "inc_cp"))))
     convert_full = statistics.median(col("floor", "full"))
     convert_inc = statistics.median(col("floor", "inc"))
+    sync_full = statistics.median(col("floor", "full_sync"))
+    sync_inc = statistics.median(col("floor", "inc_sync"))
     for name, _ in targets:
         print("%s / qemu-img convert: full %.2fx (QEMU CPU %.2fx), incremental %.2fx"
               % (name, statistics.median(col(name, "full")) / convert_full,
                  statistics.median(col(name, "full_cpu")) / max(statistics.median(col("floor", "full_cpu")), 1e-9),
                  statistics.median(col(name, "inc")) / convert_inc))
+        print("%s / convert + fsync: full %.2fx, incremental %.2fx"
+              % (name, statistics.median(col(name, "full")) / sync_full,
+                 statistics.median(col(name, "inc")) / sync_inc))
     names = [name for name, _ in targets]
     if "libvirtd" in names and "virtbackupd" in names:
         lv = {k: statistics.median(col("libvirtd", k)) for k in ("full", "inc")}

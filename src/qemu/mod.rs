@@ -25,6 +25,8 @@
 //! - [`monitor`]: the QMP client (typed commands from the `qapi` crate over
 //!   our own transport).
 //! - [`events`]: QMP events and the typed [`VmEvent`]s derived from them.
+//! - [`writeback`]: a job's target file written to disk while the job
+//!   still copies into it, so that its final flush is short.
 //! - [`error`]: [`QemuError`] and its [`QemuErrorKind`].
 
 pub mod backup;
@@ -52,6 +54,7 @@ pub(crate) mod test_support;
 #[cfg(test)]
 pub(crate) mod transcript;
 mod watch;
+pub mod writeback;
 
 pub use bitmap::{BitmapInfo, BitmapProblem, NodeBitmaps};
 pub use command::{

@@ -250,17 +250,15 @@ impl Driver {
         // backup rather than undoing it.
         record.targets = targets;
         record.started = true;
-        self.save_backup(&obj, record.clone()).await;
+        let run = BackupRun::new(record.clone(), vm.clone());
+        self.save_backup(&obj, record).await;
         if let Some((cp, _)) = checkpoint {
             self.commit_checkpoint(&obj, cp).await;
         }
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
-            st.backup = Some(BackupRun {
-                record,
-                vm: vm.clone(),
-            });
+            st.backup = Some(run);
         }
         if let Some(armed) = preserve {
             armed.keep();

@@ -465,11 +465,13 @@ impl Driver {
                 }
                 (Action::StopServer, Some(mon)) => nbd::stop_server(mon).await,
                 (Action::CleanUp(disk), Some(mon)) => {
+                    Self::stop_writeback(obj, &disk.job_id);
                     for problem in qbackup::cleanup_disk(mon, &disk).await {
                         tracing::warn!(%problem, "backup cleanup");
                     }
                 }
                 (Action::Detach(disk), Some(mon)) => {
+                    Self::stop_writeback(obj, &disk.job_id);
                     for problem in qbackup::undo_disk(mon, &disk).await {
                         tracing::debug!(%problem, "backup cleanup of a job QEMU does not list");
                     }
@@ -513,6 +515,12 @@ impl Driver {
             }
         }
         closed
+    }
+
+    fn stop_writeback(obj: &DomainObj, job_id: &str) {
+        if let Some(run) = obj.lock().backup.as_mut() {
+            run.stop_writeback(job_id);
+        }
     }
 
     /// The job is over: its final figures, then its event. Without QEMU
@@ -568,17 +576,18 @@ impl Driver {
         };
         let record_started = record.started;
         let (record, actions) = step(record, Event::Restarted { qemu: true });
-        let vm = {
-            let mut st = obj.lock();
-            let Some(live) = st.live.as_mut() else { return };
-            live.next_node = live.next_node.max(record.highest_node() + 1);
-            let vm = live.vm.clone();
-            st.backup = Some(BackupRun {
-                record,
-                vm: vm.clone(),
-            });
-            vm
+        let Some(vm) = obj.lock().live.as_ref().map(|live| live.vm.clone()) else {
+            return;
         };
+        let run = BackupRun::new(record, vm.clone());
+        {
+            let mut st = obj.lock();
+            let Some(live) = st.live.as_mut().filter(|live| Arc::ptr_eq(&live.vm, &vm)) else {
+                return;
+            };
+            live.next_node = live.next_node.max(run.record.highest_node() + 1);
+            st.backup = Some(run);
+        }
         let (follow, now): (Vec<_>, Vec<_>) = actions
             .into_iter()
             .partition(|a| matches!(a, Action::Follow { .. }));

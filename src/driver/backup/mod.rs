@@ -25,6 +25,7 @@ pub(super) use preserve::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
 
 use std::sync::Arc;
 
+use crate::qemu::writeback::EarlyWriteback;
 use crate::qemu::RunningVm;
 
 use super::error::DriverError;
@@ -38,6 +39,32 @@ pub(super) use follow::Event;
 pub struct BackupRun {
     pub(super) record: BackupRecord,
     pub(super) vm: Arc<RunningVm>,
+    /// A push target's early write-back, by block job id, until the job's
+    /// cleanup closes the target.
+    pub(super) writeback: Vec<(String, EarlyWriteback)>,
+}
+
+impl BackupRun {
+    /// The run of `record`, with an early write-back for each push target
+    /// still copied into (opened here: call without the state lock).
+    fn new(record: BackupRecord, vm: Arc<RunningVm>) -> BackupRun {
+        let writeback = record
+            .running_targets()
+            .into_iter()
+            .filter(|t| !t.fleece)
+            .filter_map(|t| Some((t.job_id, EarlyWriteback::start(&t.target.path)?)))
+            .collect();
+        BackupRun {
+            record,
+            vm,
+            writeback,
+        }
+    }
+
+    /// The job `job_id` ended: its target is about to be closed.
+    fn stop_writeback(&mut self, job_id: &str) {
+        self.writeback.retain(|(job, _)| job != job_id);
+    }
 }
 
 impl Driver {
