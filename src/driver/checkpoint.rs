@@ -11,11 +11,12 @@
 //!   command for a lone one) → metadata → intent gone. If the metadata cannot be written the bitmaps are removed
 //!   again (libvirt 9.0 leaves them in QEMU, where the next create of that
 //!   name trips on them).
-//! - delete: intent → one QMP transaction removing the bitmaps (a plain
-//!   command for a lone one) → children's metadata re-parented → own
-//!   metadata gone, its directory fsynced → intent gone. A refused
-//!   removal changes nothing (libvirt 9.0 has re-parented the children by
-//!   then).
+//! - delete: the metadata renamed to `NAME.deleting`, durably, as its
+//!   intent → one QMP transaction removing the bitmaps (a plain command
+//!   for a lone one) → children's metadata re-parented → the renamed file
+//!   gone. A refused removal renames it back and changes nothing (libvirt
+//!   9.0 has re-parented the children by then). Without QEMU the metadata
+//!   goes in place.
 //! - redefine: metadata only.
 //!
 //! Every operation that changes a domain's checkpoints holds its job lock,
@@ -472,9 +473,15 @@ impl Driver {
                 let live = st.live.as_ref().ok_or_else(DriverError::not_running)?;
                 bitmap_nodes(&live.def, def, None)
             };
-            let intent = intent(name, IntentAction::Delete, &bitmaps);
-            self.store_io(move |s| s.save_intent(&uuid, &intent))
-                .await?;
+            // The metadata, renamed, is the delete's intent (store_settle.rs).
+            let owned = name.to_string();
+            let retired = self.store_io(move |s| s.retire_checkpoint(&uuid, &owned));
+            if let Err(err) = retired.await {
+                // A rename whose directory sync failed is undone; one that
+                // never happened has nothing to undo.
+                self.restore_retired(uuid, name).await;
+                return Err(err);
+            }
             let nodes = node_pairs(&bitmaps);
             // libvirt queries every node's bitmaps first to name a missing
             // one; that reply grows with the number of checkpoints, so the
@@ -484,16 +491,30 @@ impl Driver {
                     if !qemu_refused(&err) {
                         return Err(err.into());
                     }
-                    self.drop_intent(uuid, name).await;
+                    self.restore_retired(uuid, name).await;
                     return Err(missing_bitmap(vm, &bitmaps)
                         .await
                         .unwrap_or_else(|| DriverError::from(err)));
                 }
             }
+            return self
+                .discard_metadata(obj, name, update_parent, Discard::Retired)
+                .await;
         }
-        // The intent goes in the same trip to the blocking pool as the
-        // metadata: one thread hand-off less per delete.
-        self.discard_metadata(obj, name, update_parent, true).await
+        self.discard_metadata(obj, name, update_parent, Discard::InPlace)
+            .await
+    }
+
+    /// Puts a retired checkpoint's metadata back: its delete was refused.
+    /// If even that fails, start-up finishes the delete.
+    async fn restore_retired(&self, uuid: super::Uuid, name: &str) {
+        let owned = name.to_string();
+        if let Err(err) = self
+            .store_io(move |s| s.restore_checkpoint(&uuid, &owned))
+            .await
+        {
+            tracing::debug!(%err, checkpoint = %name, "no retired checkpoint metadata to restore");
+        }
     }
 
     /// The metadata half of a delete: children re-parented on disk and in
@@ -504,18 +525,18 @@ impl Driver {
         name: &str,
         update_parent: bool,
     ) -> Result<(), DriverError> {
-        self.discard_metadata(obj, name, update_parent, false).await
+        self.discard_metadata(obj, name, update_parent, Discard::KeepIntent)
+            .await
     }
 
-    /// [`Self::forget_checkpoint`], and the intent record removed after
-    /// the metadata if `settled` (see store_discard.rs for why in that
-    /// order).
+    /// [`Self::forget_checkpoint`], the metadata's file going as `how`
+    /// says (see store_settle.rs for the order of each).
     async fn discard_metadata(
         &self,
         obj: &Arc<DomainObj>,
         name: &str,
         update_parent: bool,
-        settled: bool,
+        how: Discard,
     ) -> Result<(), DriverError> {
         let uuid = obj.uuid;
         // Only the direct children name the checkpoint as their parent.
@@ -525,8 +546,12 @@ impl Driver {
             .map(|def| (def.name().to_string(), metadata_xml(def)))
             .collect();
         let owned = name.to_string();
-        self.store_io(move |s| s.discard_checkpoint(&uuid, &owned, &children, settled))
-            .await?;
+        self.store_io(move |s| match how {
+            Discard::Retired => s.discard_retired(&uuid, &owned, &children),
+            Discard::InPlace => s.discard_checkpoint(&uuid, &owned, &children, true),
+            Discard::KeepIntent => s.discard_checkpoint(&uuid, &owned, &children, false),
+        })
+        .await?;
         let mut st = obj.lock();
         st.checkpoints.forget(name, update_parent);
         st.broken_bitmaps.retain(|b| b.checkpoint != name);
@@ -612,6 +637,19 @@ impl Driver {
             tracing::warn!(%err, "cannot remove a checkpoint intent record");
         }
     }
+}
+
+/// How a delete's metadata file goes.
+#[derive(Debug, Clone, Copy)]
+enum Discard {
+    /// It was retired ([`Store::retire_checkpoint`]) and QEMU's bitmaps
+    /// are gone: the retired file goes, unsynced.
+    Retired,
+    /// No QEMU was asked: the file goes, durably, with any intent record.
+    InPlace,
+    /// Start-up finishing a delete: the file goes, durably; the intent
+    /// stays until QEMU's bitmaps are gone too.
+    KeepIntent,
 }
 
 /// libvirt's error for the first bitmap of `bitmaps` that QEMU does not

@@ -22,9 +22,11 @@
 use std::sync::Arc;
 
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
+use crate::conf::moment::Moment;
 use crate::qemu::bitmap;
 
 use super::checkpoint::format_node;
+use super::error::DriverError;
 use super::moments::MomentTree;
 use super::registry::{BrokenBitmap, DomainObj};
 use super::store::{Intent, IntentAction};
@@ -75,15 +77,29 @@ impl Driver {
         }
     }
 
+    /// The unsettled checkpoint operations of a domain: the intent
+    /// records, and the deletes that began by retiring the metadata (their
+    /// bitmaps read from it).
     async fn intents(&self, obj: &DomainObj) -> Vec<Intent> {
         let uuid = obj.uuid;
-        let stored = self.store_io(move |s| Ok(s.load_intents(&uuid))).await;
-        stored
-            .unwrap_or_else(|err| {
-                tracing::error!(%err, "cannot read the checkpoint intents");
-                Vec::new()
-            })
+        let stored = self
+            .store_io(move |s| Ok((s.load_intents(&uuid), s.load_retired(&uuid))))
+            .await;
+        let (records, retired) = stored.unwrap_or_else(|err| {
+            tracing::error!(%err, "cannot read the checkpoint intents");
+            (Vec::new(), Vec::new())
+        });
+        let retired = retired.into_iter().map(|(path, xml)| {
+            let def = xml.and_then(|xml| {
+                CheckpointDef::parse(&xml, ParseFlags { redefine: true }, 0)
+                    .map(|p| p.loaded())
+                    .map_err(DriverError::from)
+            });
+            (path, def.map(|def| retired_intent(&def)))
+        });
+        records
             .into_iter()
+            .chain(retired)
             .filter_map(|(path, intent)| match intent {
                 Ok(intent) => Some(intent),
                 Err(err) => {
@@ -220,6 +236,18 @@ fn broken_bitmaps(
 /// that sits in a cycle, becomes a root (libvirt reports "inconsistent
 /// relations" and goes on the same way). The single leaf, if there is one,
 /// is current, as libvirt decides when it loads.
+/// The delete intent a retired checkpoint's metadata stands for.
+fn retired_intent(def: &CheckpointDef) -> Intent {
+    Intent {
+        checkpoint: def.name().to_string(),
+        action: IntentAction::Delete,
+        bitmaps: def
+            .bitmaps()
+            .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,23 @@
 //! directory fsynced); the intent's removal after it need not be durable:
 //! a create intent beside its metadata is settled at start-up.
 //!
-//! Unlinking a file changes only its directory, so a delete is durable
-//! once the directory is fsynced. One fsync covers the checkpoint's file
+//! A delete of a running domain's checkpoint begins by renaming its
+//! metadata file to `NAME.deleting` and fsyncing the directory
+//! ([`Store::retire_checkpoint`]): from then on the delete is decided, and
+//! start-up finishes one it finds (children re-parented, bitmaps removed
+//! once QEMU runs), as for a delete intent. Once QEMU has removed the
+//! bitmaps, the children are re-written and the retired file is unlinked
+//! without an fsync: if a power cut brings it back, start-up finishes a
+//! delete that was finished, and nobody sees the checkpoint in between.
+//! A later create of the same name fsyncs the directory (its intent)
+//! before QEMU is asked anything, which makes the unlink durable first.
+//! One journal commit per delete, where an intent record of its own took
+//! three fsyncs: its file, its directory, and the directory again after
+//! the metadata's removal.
+//!
+//! Without QEMU (a shut-off domain, or start-up finishing a delete), the
+//! metadata is removed in place. Unlinking a file changes only its
+//! directory, so such a delete is durable once the directory is fsynced. One fsync covers the checkpoint's file
 //! (and, with it, any earlier unsynced removal in the directory); the
 //! intent record goes after that fsync, unsynced: if a power cut brings it
 //! back, it is a delete intent for a checkpoint that is gone, which
@@ -51,6 +66,22 @@ impl Store {
         if settled {
             self.drop_settled_intent(uuid, name);
         }
+        Ok(())
+    }
+
+    /// Finishes the delete of a retired checkpoint (QEMU's bitmaps are
+    /// gone): its children's new files, written atomically first, then
+    /// its retired metadata removed, unsynced (see the module docs).
+    pub fn discard_retired(
+        &self,
+        uuid: &Uuid,
+        name: &str,
+        children: &[(String, String)],
+    ) -> Result<(), DriverError> {
+        for (child, xml) in children {
+            write_atomic(&self.checkpoint_path(uuid, child, "xml"), xml.as_bytes())?;
+        }
+        self.drop_settled_intent(uuid, name);
         Ok(())
     }
 
@@ -176,5 +207,52 @@ mod tests {
             .is_err());
         assert_eq!(store.load_checkpoint(&uuid, "a").as_deref(), Some("a"));
         assert_eq!(store.load_intents(&uuid).len(), 1);
+    }
+
+    #[test]
+    fn a_retired_checkpoint_is_loaded_until_its_delete_is_finished() {
+        let (_dir, store) = store();
+        let uuid = [10u8; 16];
+        for name in ["a", "b", "c"] {
+            store.save_checkpoint(&uuid, name, name).unwrap();
+        }
+        store.retire_checkpoint(&uuid, "b").unwrap();
+        // Still metadata (start-up re-parents its children from it), and a
+        // delete to finish.
+        assert_eq!(names(&store, &uuid), ["a", "c", "b"]);
+        assert_eq!(store.load_retired(&uuid).len(), 1);
+        assert!(store.load_checkpoint(&uuid, "b").is_none());
+        let children = [("c".to_string(), "c under a".to_string())];
+        store.discard_retired(&uuid, "b", &children).unwrap();
+        assert_eq!(names(&store, &uuid), ["a", "c under a"]);
+        assert!(store.load_retired(&uuid).is_empty());
+        assert!(store.load_intents(&uuid).is_empty());
+    }
+
+    #[test]
+    fn a_refused_delete_restores_the_metadata() {
+        let (_dir, store) = store();
+        let uuid = [11u8; 16];
+        store.save_checkpoint(&uuid, "a", "a").unwrap();
+        store.retire_checkpoint(&uuid, "a").unwrap();
+        store.restore_checkpoint(&uuid, "a").unwrap();
+        assert_eq!(store.load_checkpoint(&uuid, "a").as_deref(), Some("a"));
+        assert!(store.load_retired(&uuid).is_empty());
+        // Nothing to retire: refused, nothing changed.
+        assert!(store.retire_checkpoint(&uuid, "z").is_err());
+        assert_eq!(names(&store, &uuid), ["a"]);
+    }
+
+    #[test]
+    fn a_child_that_cannot_be_written_keeps_the_retired_parent() {
+        let (_dir, store) = store();
+        let uuid = [12u8; 16];
+        store.save_checkpoint(&uuid, "a", "a").unwrap();
+        store.retire_checkpoint(&uuid, "a").unwrap();
+        let child = store.checkpoint_path(&uuid, "b", "xml");
+        fs::create_dir_all(child.join("in-the-way")).unwrap();
+        let children = [("b".to_string(), "b".to_string())];
+        assert!(store.discard_retired(&uuid, "a", &children).is_err());
+        assert_eq!(store.load_retired(&uuid).len(), 1);
     }
 }
