@@ -1206,8 +1206,13 @@ fn the_daemons_default_backup_bandwidth_starts_every_push_copy() {
         info.stdout.contains("Bandwidth limit: 1048576 bytes/s"),
         "{info:?}"
     );
+    // The target's early write-back runs while the job copies, and ends
+    // with it.
+    assert_eq!(d.threads_named("writeback"), 1);
     d.virsh(&["blockjob", "bw", "vda", "--bandwidth", "0"]).ok();
     d.wait_idle("bw");
+    wait_until(PATIENCE, || d.threads_named("writeback") == 0)
+        .expect("the write-back thread ends with its job");
     let done = words(&d.virsh(&["domjobinfo", "bw", "--completed"]).ok().stdout);
     assert!(done.contains("Job type: Completed"), "{done}");
     d.virsh(&["destroy", "bw"]).ok();
@@ -1232,6 +1237,8 @@ fn the_daemons_default_backup_bandwidth_starts_every_push_copy() {
         .virsh(&["blockjob", "bw", "vda", "--info", "--bytes"])
         .ok();
     assert!(!info.stdout.contains("Bandwidth limit"), "{info:?}");
+    // A pull backup's scratch file is no backup: nothing to write back.
+    assert_eq!(d.threads_named("writeback"), 0);
     d.virsh(&["domjobabort", "bw"]).ok();
     d.wait_idle("bw");
 }

@@ -50,6 +50,11 @@ fn start_destroy_and_the_state_on_the_way() {
         "Domain 'vm2' started"
     );
     assert_eq!(daemon.qemu_pids().len(), 1);
+    // QEMU leads a session of its own, as libvirt daemonizes it: signals
+    // to the daemon's group miss it, and it is an autogroup of its own.
+    let qemu = daemon.qemu_pids()[0];
+    assert_eq!(session_of(qemu), qemu);
+    assert_ne!(session_of(std::process::id() as i32), qemu);
     assert_eq!(
         daemon.answer(&["domstate", "vm2", "--reason"]),
         "running (booted)"
@@ -327,4 +332,16 @@ fn qemu_going_away_on_its_own_shuts_the_domain_off() {
     assert!(daemon.qemu_pids().is_empty());
     daemon.virsh(&["start", "gone"]).ok();
     daemon.virsh(&["destroy", "gone"]).ok();
+}
+
+/// The session id of process `pid` (field 6 of /proc/PID/stat).
+fn session_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit_once(')').unwrap().1;
+    after_name
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap()
 }

@@ -10,9 +10,15 @@
 //!    `cont` ([`RunningVm::cont`]). If anything fails after the spawn, QEMU
 //!    is killed and the error carries QEMU's own last words from the log, as
 //!    libvirt's "qemu unexpectedly closed the monitor: ..." does.
-//! 2. QEMU does not depend on us: its own process group means a signal to
-//!    the daemon's group (Ctrl-C, a service manager's stop) does not reach
-//!    it, and nothing kills it when the daemon dies or drops the handle.
+//! 2. QEMU does not depend on us: it runs in a session (and so a process
+//!    group) of its own, as libvirt daemonizes it, so a signal to the
+//!    daemon's group (Ctrl-C, a service manager's stop) does not reach it,
+//!    and nothing kills it when the daemon dies or drops the handle. Its
+//!    own session also gives it its own scheduling autogroup where the
+//!    kernel has them: a QEMU copying a backup with dozens of threads then
+//!    competes with the daemon as one group, not thread by thread, which
+//!    keeps the daemon's answers quick while backups run (README, "Many
+//!    backups at once").
 //! 3. After a daemon restart, [`reconnect`] finds it through its pidfile,
 //!    checks that the pid really is this domain's QEMU, and connects again.
 //! 4. A per-VM watcher task (`watch.rs`) turns QMP events into
@@ -144,9 +150,8 @@ pub async fn start(spec: &LaunchSpec) -> Result<RunningVm, QemuError> {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
-        // Its own process group: signals to ours do not reach it.
-        .process_group(0)
         .kill_on_drop(false);
+    own_session(&mut command);
     let child = command
         .spawn()
         .map_err(|e| QemuError::io(format!("cannot execute '{}'", spec.emulator.display()), e))?;
@@ -628,6 +633,24 @@ fn parse_version(text: &str) -> Option<u64> {
         return None;
     }
     Some(major * 1_000_000 + minor * 1_000 + micro)
+}
+
+/// Makes the spawned process the leader of a new session (setsid(2)).
+#[allow(unsafe_code)]
+fn own_session(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where
+    // only async-signal-safe work is sound. It makes one setsid(2) system
+    // call through rustix's raw syscall wrapper, which neither allocates
+    // nor takes a lock, and returns its result by value. setsid cannot
+    // fail here: the child was just forked, so it leads no process group
+    // (no `process_group` is set on this command).
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 #[cfg(test)]

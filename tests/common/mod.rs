@@ -179,6 +179,21 @@ impl Daemon {
             .collect();
     }
 
+    /// How many of the daemon's threads are named `name` (their `comm`).
+    pub fn threads_named(&self, name: &str) -> usize {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
     /// Whether the daemon process has ended (by itself: a crash).
     pub fn exited(&mut self) -> bool {
         self.child
