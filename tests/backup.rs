@@ -1051,14 +1051,20 @@ fn a_missing_block_target_is_refused_not_created() {
 ///   attempts whose targets were still there.
 #[test]
 fn job_stats_count_a_disk_while_its_job_is_cleaned_up() {
-    let bk = Bk::new();
+    // Every copy starts slow (a copy sped up only after the begin could
+    // end before the call reaches QEMU); vdb is then let go, so that it
+    // ends and is cleaned up while vda runs.
+    let bk = Session::start(
+        &AREA,
+        Daemon::start_with(&["--backup-bandwidth", &(SLOW >> 20).to_string()]),
+    );
     bk.bkbig();
     let script = format!(
         r#"
 import libvirt, libvirt_qemu, os
 c = libvirt.open(os.environ["URI"]); d = c.lookupByName("bkbig")
 xml = open("xml/big.xml").read()
-speed = '{{"execute":"block-job-set-speed","arguments":{{"device":"backup-vda-libvirt-2-format","speed":{SLOW}}}}}'
+speed = '{{"execute":"block-job-set-speed","arguments":{{"device":"backup-vdb-libvirt-1-format","speed":0}}}}'
 wrong = set()
 left = set()
 for attempt in range(5):
