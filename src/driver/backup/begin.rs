@@ -250,11 +250,14 @@ impl Driver {
         // backup rather than undoing it.
         record.targets = targets;
         record.started = true;
-        let run = BackupRun::new(record.clone(), vm.clone());
-        self.save_backup(&obj, record).await;
+        self.save_backup(&obj, record.clone()).await;
         if let Some((cp, _)) = checkpoint {
             self.commit_checkpoint(&obj, cp).await;
         }
+        // The targets' early write-back starts after the begin's own
+        // fsyncs: started before, it queued them behind the copy's data
+        // and delayed the reply.
+        let run = BackupRun::new(record, vm.clone());
         {
             let mut st = obj.lock();
             st.jobs.completed = None;
