@@ -11,10 +11,12 @@
 //! paths print the same; our directory's name is mapped back to
 //! `/tmp/bkref` before comparing.
 //!
-//! Jobs that must still run while they are looked at are slowed in QEMU
-//! (`block-job-set-speed`, as the reference session did by hand) in the
-//! same virsh invocation as the `backup-begin`, so that QEMU gets the new
-//! speed a few milliseconds after the job started.
+//! Jobs that must still run while they are looked at start slow (the
+//! daemon's `--backup-bandwidth`, at the speed the reference session set
+//! by hand with `block-job-set-speed`): slowed only after the begin, a
+//! copy that is fast enough could end first. The disks that are to end
+//! at once are let go (`block-job-set-speed` 0) in the same virsh
+//! invocation as the `backup-begin`.
 
 mod common;
 
@@ -67,6 +69,14 @@ impl Bk {
         Session::start(&AREA, Daemon::start())
     }
 
+    /// [`Bk::new`] with every push copy starting at [`SLOW`] (the daemon's
+    /// `--backup-bandwidth`), for tests that look at a running job:
+    /// [`Bk::begin_slowed`] then lets the other disks go.
+    fn slowed() -> Bk {
+        let mib = (SLOW >> 20).to_string();
+        Session::start(&AREA, Daemon::start_with(&["--backup-bandwidth", &mib]))
+    }
+
     /// bkvm, running: vda, vdb qcow2 64M, vdc raw 32M.
     fn bkvm(&self) {
         self.images(&DISKS);
@@ -88,19 +98,34 @@ impl Bk {
     }
 
     /// `backup-begin` and, in the same virsh, vda's QEMU job slowed down.
-    fn begin_slowed(&self, dom: &str, args: &str, vda_node: &str) {
-        let cmd = format!(
-            "backup-begin {dom} {args}; qemu-monitor-command {dom} \
-             '{{\"execute\":\"block-job-set-speed\",\"arguments\":{{\"device\":\"backup-vda-{vda_node}\",\"speed\":{SLOW}}}}}'"
-        );
+    fn begin_slowed(&self, dom: &str, args: &str, release: &[&str]) {
+        let mut cmd = format!("backup-begin {dom} {args}");
+        for job in release {
+            cmd.push_str(&format!(
+                "; qemu-monitor-command {dom} \
+                 '{{\"execute\":\"block-job-set-speed\",\"arguments\":{{\"device\":\"{job}\",\"speed\":0}}}}'"
+            ));
+        }
         let run = self.virsh(&["-q", &cmd]).ok();
         let lines: Vec<&str> = run.stdout.lines().collect();
         assert_eq!(lines[0], "Backup started", "{}", run.stdout);
-        assert!(
-            lines.iter().any(|l| l.starts_with("{\"return\":{},")),
-            "job not slowed: {}",
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("{\"return\":{},"))
+                .count(),
+            release.len(),
+            "jobs not let go: {}",
             run.stdout
         );
+    }
+
+    /// Lets every copy of `disks` of `dom` go at full speed.
+    fn release(&self, dom: &str, disks: &[&str]) {
+        for disk in disks {
+            self.virsh(&["blockjob", dom, disk, "--bandwidth", "0"])
+                .ok();
+        }
     }
 
     /// Asserts that our images look like the ones of capture `name`
@@ -476,7 +501,7 @@ const BKBIG_TOTAL: u64 = (1 << 30) + (64 << 20);
 /// `domjobabort`.
 #[test]
 fn a_running_backup_answers_and_aborts_like_libvirtd() {
-    let bk = Bk::new();
+    let bk = Bk::slowed();
     bk.bkbig();
     // A finished backup first: a new job drops its statistics.
     fs::write(
@@ -489,11 +514,12 @@ fn a_running_backup_answers_and_aborts_like_libvirtd() {
     .unwrap();
     bk.virsh(&["backup-begin", "bkbig", "xml/vdb-only.xml"])
         .ok();
+    bk.release("bkbig", &["vdb"]);
     bk.daemon.wait_idle("bkbig");
     fs::remove_file(bk.path("out/first-vdb.qcow2")).unwrap();
 
     let events = bk.events("bkbig");
-    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    bk.begin_slowed("bkbig", "xml/big.xml", &["backup-vdb-libvirt-1-format"]);
     // vdb (8 MiB of data) ends at once; what follows sees vda alone
     // running, as the reference's running captures did.
     events.wait_for("Backup for vdb completed");
@@ -713,14 +739,18 @@ fn failures_leave_no_file_behind_and_reuse_keeps_its_file() {
 /// kept), the domain destroyed (targets removed, the job cancelled).
 #[test]
 fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
-    let bk = Bk::new();
+    let bk = Bk::slowed();
     bk.bkbig();
 
     // --reuse-external, aborted: the files given stay.
     for (name, size) in [("out/big-vda.qcow2", "1G"), ("out/big-vdb.qcow2", "64M")] {
         images::create(&bk.path(name), "qcow2", size);
     }
-    bk.begin_slowed("bkbig", "xml/big.xml --reuse-external", "libvirt-2-format");
+    bk.begin_slowed(
+        "bkbig",
+        "xml/big.xml --reuse-external",
+        &["backup-vdb-libvirt-1-format"],
+    );
     let run = bk.virsh(&["-q", "domjobinfo", "bkbig"]).ok();
     assert!(
         run.stdout.starts_with("Job type:         Unbounded"),
@@ -744,7 +774,11 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
         "<domaincheckpoint><name>cpab</name></domaincheckpoint>",
     )
     .unwrap();
-    bk.begin_slowed("bkbig", "xml/big.xml cpab.xml", "libvirt-2-format");
+    bk.begin_slowed(
+        "bkbig",
+        "xml/big.xml cpab.xml",
+        &["backup-vdb-libvirt-1-format"],
+    );
     let run = bk.virsh(&["-q", "checkpoint-list", "bkbig", "--name"]).ok();
     assert_eq!(run.stdout.trim(), "cpab");
     bk.virsh(&["domjobabort", "bkbig"]).ok();
@@ -760,7 +794,11 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
     // counting only the disk that had finished; every target goes, and so
     // does the checkpoint made with it.
     let events = bk.events("bkbig");
-    bk.begin_slowed("bkbig", "xml/big.xml cpab.xml", "libvirt-2-format");
+    bk.begin_slowed(
+        "bkbig",
+        "xml/big.xml cpab.xml",
+        &["backup-vdb-libvirt-1-format"],
+    );
     events.wait_for("Backup for vdb completed");
     bk.replay("destroy-during-backup");
     events.wait_for("event 'job-completed'");
@@ -792,6 +830,7 @@ fn an_abort_keeps_reused_files_and_a_destroy_ends_the_job() {
         assert_eq!(bk.daemon.bitmaps("bkbig", node), Vec::new(), "{node}");
     }
     bk.virsh(&["backup-begin", "bkbig", "xml/big.xml"]).ok();
+    bk.release("bkbig", &["vda", "vdb"]);
     bk.daemon.wait_idle("bkbig");
     let run = bk.virsh(&["-q", "domjobinfo", "bkbig", "--completed"]).ok();
     let info = words(&run.stdout);
@@ -949,10 +988,10 @@ fn bad_requests_get_libvirtds_errors_and_leave_nothing() {
 /// are gone and the domain can back up again once restarted.
 #[test]
 fn kill9_of_qemu_ends_the_backup_job() {
-    let bk = Bk::new();
+    let bk = Bk::slowed();
     bk.bkbig();
     let events = bk.events("bkbig");
-    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    bk.begin_slowed("bkbig", "xml/big.xml", &["backup-vdb-libvirt-1-format"]);
     events.wait_for("Backup for vdb completed");
     let pids = bk.daemon.qemu_pids();
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -972,6 +1011,7 @@ fn kill9_of_qemu_ends_the_backup_job() {
     );
     bk.virsh(&["start", "bkbig"]).ok();
     bk.replay("backup-begin-big-natural");
+    bk.release("bkbig", &["vda", "vdb"]);
     bk.daemon.wait_idle("bkbig");
 }
 
@@ -979,10 +1019,10 @@ fn kill9_of_qemu_ends_the_backup_job() {
 /// "Stopped Destroyed"): targets removed, completed stats there.
 #[test]
 fn destroy_ends_the_backup_job_before_it_returns() {
-    let bk = Bk::new();
+    let bk = Bk::slowed();
     bk.bkbig();
     let events = bk.events("bkbig");
-    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    bk.begin_slowed("bkbig", "xml/big.xml", &["backup-vdb-libvirt-1-format"]);
     events.wait_for("Backup for vdb completed");
     let run = bk.virsh(&["destroy", "bkbig"]).ok();
     let left = bk.files("out");
@@ -1094,9 +1134,9 @@ print(sorted(wrong), sorted(left))
 /// figures; the target is a true copy.
 #[test]
 fn a_backup_survives_a_daemon_restart() {
-    let mut bk = Bk::new();
+    let mut bk = Bk::slowed();
     bk.bkbig();
-    bk.begin_slowed("bkbig", "xml/big.xml", "libvirt-2-format");
+    bk.begin_slowed("bkbig", "xml/big.xml", &["backup-vdb-libvirt-1-format"]);
     let monitor = bk.daemon.monitor_socket("bkbig");
     bk.daemon.kill();
     // vdb (64 MiB, not slowed) ends while no daemon listens: seen on the
@@ -1152,14 +1192,14 @@ fn a_backup_survives_a_daemon_restart() {
 /// (`conf-session.sh`, `conf-seclabel-*` captures).
 #[test]
 fn security_labels_on_stores_come_back_like_libvirtds() {
-    let bk = Bk::new();
+    let bk = Bk::slowed();
     bk.daemon.image("bkref/conf-vda.qcow2", "qcow2", "64M");
     bk.define("conf-bk");
     bk.virsh(&["start", "conf-bk"]).ok();
     bk.daemon.guest_write("conf-bk", 0, "write -P 0x5a 0 64M");
 
     // Push: the job is slowed so that it still runs when it is looked at.
-    bk.begin_slowed("conf-bk", "xml/conf-seclabel-push.xml", "libvirt-1-format");
+    bk.begin_slowed("conf-bk", "xml/conf-seclabel-push.xml", &[]);
     bk.replay("conf-seclabel-push-dumpxml");
     bk.daemon.wait_idle("conf-bk");
     reads(&bk.path("out/conf-vda.qcow2"), 0x5a, "0", "64M");
