@@ -9,6 +9,11 @@ creating full push backup targets with `preallocation: metadata`
 
 Run with /usr/bin/python3 scripts/bench_target_options.py (BENCH_DIR to
 move it; REPS rounds, default 2).
+
+CLOSE=1 measures instead the job plus the target's close (blockdev-del,
+where QEMU flushes it), into a target with its metadata preallocated,
+with and without an early write-back (a thread calling fdatasync on the
+target while the job copies, as the daemon does: src/qemu/writeback.rs).
 """
 import json, os, socket, subprocess, sys, time
 D=os.environ.get("BENCH_DIR", "/var/tmp/xp")
@@ -55,6 +60,43 @@ def run(label, xperf, target_opts={}, create=[]):
     t=time.time(); q("blockdev-backup",args); q.wait(); el=time.time()-t
     q("quit"); p.wait()
     print("%-40s %.3f s"%(label,el),flush=True)
+def run_close(label, early):
+    import threading
+    tgt=os.path.join(D,"t.qcow2")
+    if os.path.exists(tgt): os.unlink(tgt)
+    subprocess.run(["qemu-img","create","-q","-f","qcow2","-o","preallocation=metadata",tgt,"2G"],check=True)
+    sock=os.path.join(D,"qmp.sock")
+    if os.path.exists(sock): os.unlink(sock)
+    p=subprocess.Popen(["qemu-system-x86_64","-S","-nodefaults","-display","none","-machine","pc","-accel","tcg","-m","64",
+      "-blockdev",json.dumps({"driver":"file","filename":D+"/src.qcow2","node-name":"s0"}),
+      "-blockdev",json.dumps({"driver":"qcow2","file":"s0","node-name":"f0"}),
+      "-device","virtio-blk-pci,drive=f0,id=d0","-qmp","unix:%s,server=on,wait=off"%sock])
+    q=qmp_conn(sock)
+    q("blockdev-add",{"driver":"file","filename":tgt,"node-name":"ts"})
+    q("blockdev-add",{"driver":"qcow2","file":"ts","node-name":"tf"})
+    stop=[]
+    def sync_loop():
+        fd=os.open(tgt,os.O_RDONLY)
+        while not stop:
+            began=time.monotonic(); os.fdatasync(fd)
+            time.sleep(max(0.0, 0.02-(time.monotonic()-began)))
+        os.close(fd)
+    t=time.time()
+    q("blockdev-backup",{"device":"f0","target":"tf","sync":"full","job-id":"j","auto-dismiss":True,
+                         "x-perf":{"use-copy-range":True}})
+    th=threading.Thread(target=sync_loop) if early else None
+    if th: th.start()
+    q.wait(); job=time.time()-t
+    stop.append(1)
+    if th: th.join()
+    q("blockdev-del",{"node-name":"tf"}); q("blockdev-del",{"node-name":"ts"}); total=time.time()-t
+    q("quit"); p.wait()
+    print("%-40s job %.3f s, with the close %.3f s"%(label,job,total),flush=True)
+if os.environ.get("CLOSE"):
+    for rep in range(int(os.environ.get("REPS", "2"))):
+        run_close("prealloc=metadata", False)
+        run_close("prealloc=metadata, early write-back", True)
+    sys.exit(0)
 for rep in range(int(os.environ.get("REPS", "2"))):
     run("copy-range",{"use-copy-range":True})
     run("copy-range prealloc=metadata",{"use-copy-range":True},{},["-o","preallocation=metadata"])
