@@ -7,6 +7,7 @@
 //! so an abort that waits for the end (no ASYNC flag) sends its command
 //! under that lock and waits after releasing it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -16,6 +17,7 @@ use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::events::JobStatus;
 use crate::qemu::jobs::{self, JobOutcome, JobWatch};
 use crate::qemu::snapshot as qsnap;
+use crate::qemu::writeback::EarlyWriteback;
 use crate::qemu::{node, QemuError, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind};
@@ -169,14 +171,30 @@ impl Driver {
     }
 
     async fn follow(&self, obj: Arc<DomainObj>, vm: Arc<RunningVm>, id: String, watch: JobWatch) {
-        let signal = {
+        let (signal, flushed) = {
             let st = obj.lock();
-            st.live
+            let job = st
+                .live
                 .as_ref()
-                .and_then(|l| l.blockjobs.iter().find(|j| j.id == id))
-                .map(|j| j.ended.clone())
+                .and_then(|l| l.blockjobs.iter().find(|j| j.id == id));
+            let flushed: Vec<PathBuf> = job
+                .map(|j| j.flushed_images().into_iter().map(PathBuf::from).collect())
+                .unwrap_or_default();
+            (job.map(|j| j.ended.clone()), flushed)
         };
-        self.follow_to_end(obj, vm, id, watch).await;
+        // As for a backup's target (qemu/writeback.rs): what QEMU flushes
+        // at the job's end (the image the job fills, a commit's top that
+        // it closes) goes to the disk while the job copies, so that the
+        // flush at the pivot or the end is short.
+        let writeback = tokio::task::spawn_blocking(move || {
+            flushed
+                .iter()
+                .filter_map(|path| EarlyWriteback::start(path))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        self.follow_to_end(obj, vm, id, watch, writeback).await;
         // Whatever took the job away (QEMU's end, a destroy), a caller
         // waiting for it is told.
         if let Some(signal) = signal {
@@ -190,6 +208,7 @@ impl Driver {
         vm: Arc<RunningVm>,
         id: String,
         mut watch: JobWatch,
+        mut writeback: Vec<EarlyWriteback>,
     ) {
         let mon = vm.monitor();
         let mut ready_checked = false;
@@ -206,6 +225,9 @@ impl Driver {
                 Ok(Some(outcome)) => break outcome,
                 Ok(None) if !ready_checked => {
                     ready_checked = true;
+                    // Ready (or over): the bulk of the copy is written; a
+                    // job mirroring for hours needs no syncs meanwhile.
+                    writeback.clear();
                     if watch.pending().contains(&id) {
                         self.job_ready(&obj, &id).await;
                     }

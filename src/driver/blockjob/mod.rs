@@ -167,6 +167,23 @@ pub struct BlockJob {
 }
 
 impl BlockJob {
+    /// The image files QEMU flushes when the job ends: the one it writes
+    /// into (a commit's base, a copy's destination, the layer a pull
+    /// fills) and, for a commit, the top it closes then.
+    pub fn flushed_images(&self) -> Vec<&str> {
+        let layers = match self.kind {
+            Kind::Commit | Kind::ActiveCommit => vec![self.base.as_ref(), Some(&self.top)],
+            Kind::Copy => vec![self.mirror.as_ref().map(|m| &m.layer)],
+            Kind::Pull => vec![Some(&self.top)],
+        };
+        layers
+            .into_iter()
+            .flatten()
+            .filter(|l| !l.block)
+            .map(|l| l.path.as_str())
+            .collect()
+    }
+
     /// The `<mirror>` the live XML shows for this job: a copy's
     /// destination or an active commit's base; other jobs show none.
     pub fn mirror_shown(&self) -> Option<crate::conf::domain::DiskMirror> {
