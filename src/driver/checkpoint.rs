@@ -154,6 +154,19 @@ fn node_pairs(bitmaps: &[DiskBitmap]) -> Vec<(String, String)> {
     bitmaps.iter().map(DiskBitmap::node_pair).collect()
 }
 
+/// The delete intent of checkpoint `def`, with every bitmap its metadata
+/// names (when no QEMU is there to say which disks run which nodes).
+pub(super) fn delete_intent_of(def: &CheckpointDef) -> Intent {
+    Intent {
+        checkpoint: def.name().to_string(),
+        action: IntentAction::Delete,
+        bitmaps: def
+            .bitmaps()
+            .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
+            .collect(),
+    }
+}
+
 /// The intent record of an operation on checkpoint `name`'s bitmaps.
 fn intent(name: &str, action: IntentAction, bitmaps: &[DiskBitmap]) -> Intent {
     Intent {
@@ -605,14 +618,7 @@ impl Driver {
             }
         };
         let Some(def) = def else { return };
-        let intent = Intent {
-            checkpoint: name.to_string(),
-            action: IntentAction::Delete,
-            bitmaps: def
-                .bitmaps()
-                .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
-                .collect(),
-        };
+        let intent = delete_intent_of(&def);
         let forgotten = async {
             self.store_io(move |s| s.save_intent(&uuid, &intent))
                 .await?;

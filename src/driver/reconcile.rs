@@ -22,10 +22,9 @@
 use std::sync::Arc;
 
 use crate::conf::checkpoint::{CheckpointDef, ParseFlags};
-use crate::conf::moment::Moment;
 use crate::qemu::bitmap;
 
-use super::checkpoint::format_node;
+use super::checkpoint::{delete_intent_of, format_node};
 use super::error::DriverError;
 use super::moments::MomentTree;
 use super::registry::{BrokenBitmap, DomainObj};
@@ -95,7 +94,7 @@ impl Driver {
                     .map(|p| p.loaded())
                     .map_err(DriverError::from)
             });
-            (path, def.map(|def| retired_intent(&def)))
+            (path, def.map(|def| delete_intent_of(&def)))
         });
         records
             .into_iter()
@@ -236,18 +235,6 @@ fn broken_bitmaps(
 /// that sits in a cycle, becomes a root (libvirt reports "inconsistent
 /// relations" and goes on the same way). The single leaf, if there is one,
 /// is current, as libvirt decides when it loads.
-/// The delete intent a retired checkpoint's metadata stands for.
-fn retired_intent(def: &CheckpointDef) -> Intent {
-    Intent {
-        checkpoint: def.name().to_string(),
-        action: IntentAction::Delete,
-        bitmaps: def
-            .bitmaps()
-            .map(|(disk, bitmap)| (disk.to_string(), bitmap.to_string()))
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
