@@ -19,7 +19,7 @@
 //! before this one.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,23 @@ impl EarlyWriteback {
             }
         }
     }
+}
+
+/// Starts an early write-back for each `(key, path)`, on the blocking
+/// pool (opening a file and starting a thread may block); the ones that
+/// cannot start are left out.
+pub async fn start_all<K: Send + 'static>(files: Vec<(K, PathBuf)>) -> Vec<(K, EarlyWriteback)> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .filter_map(|(key, path)| Some((key, EarlyWriteback::start(&path)?)))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 impl Drop for EarlyWriteback {

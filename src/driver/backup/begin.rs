@@ -257,7 +257,7 @@ impl Driver {
         // The targets' early write-back starts after the begin's own
         // fsyncs: started before, it queued them behind the copy's data
         // and delayed the reply.
-        let run = BackupRun::new(record, vm.clone());
+        let run = BackupRun::start(record, vm.clone()).await;
         {
             let mut st = obj.lock();
             st.jobs.completed = None;

@@ -579,7 +579,7 @@ impl Driver {
         let Some(vm) = obj.lock().live.as_ref().map(|live| live.vm.clone()) else {
             return;
         };
-        let run = BackupRun::new(record, vm.clone());
+        let run = BackupRun::start(record, vm.clone()).await;
         {
             let mut st = obj.lock();
             let Some(live) = st.live.as_mut().filter(|live| Arc::ptr_eq(&live.vm, &vm)) else {

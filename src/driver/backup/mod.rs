@@ -25,7 +25,7 @@ pub(super) use preserve::BEGIN_PRESERVE_SHUTDOWN_DOMAIN;
 
 use std::sync::Arc;
 
-use crate::qemu::writeback::EarlyWriteback;
+use crate::qemu::writeback::{self, EarlyWriteback};
 use crate::qemu::RunningVm;
 
 use super::error::DriverError;
@@ -46,18 +46,18 @@ pub struct BackupRun {
 
 impl BackupRun {
     /// The run of `record`, with an early write-back for each push target
-    /// still copied into (opened here: call without the state lock).
-    fn new(record: BackupRecord, vm: Arc<RunningVm>) -> BackupRun {
-        let writeback = record
+    /// still copied into.
+    async fn start(record: BackupRecord, vm: Arc<RunningVm>) -> BackupRun {
+        let targets = record
             .running_targets()
             .into_iter()
             .filter(|t| !t.fleece)
-            .filter_map(|t| Some((t.job_id, EarlyWriteback::start(&t.target.path)?)))
+            .map(|t| (t.job_id, t.target.path))
             .collect();
         BackupRun {
+            writeback: writeback::start_all(targets).await,
             record,
             vm,
-            writeback,
         }
     }
 

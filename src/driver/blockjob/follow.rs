@@ -17,7 +17,7 @@ use crate::qemu::blockjob::{self as qjob, Layer};
 use crate::qemu::events::JobStatus;
 use crate::qemu::jobs::{self, JobOutcome, JobWatch};
 use crate::qemu::snapshot as qsnap;
-use crate::qemu::writeback::EarlyWriteback;
+use crate::qemu::writeback::{self, EarlyWriteback};
 use crate::qemu::{node, QemuError, RunningVm};
 
 use super::super::error::{DriverError, ErrorKind};
@@ -177,8 +177,13 @@ impl Driver {
                 .live
                 .as_ref()
                 .and_then(|l| l.blockjobs.iter().find(|j| j.id == id));
-            let flushed: Vec<PathBuf> = job
-                .map(|j| j.flushed_images().into_iter().map(PathBuf::from).collect())
+            let flushed: Vec<((), PathBuf)> = job
+                .map(|j| {
+                    j.flushed_images()
+                        .into_iter()
+                        .map(|p| ((), p.into()))
+                        .collect()
+                })
                 .unwrap_or_default();
             (job.map(|j| j.ended.clone()), flushed)
         };
@@ -186,14 +191,7 @@ impl Driver {
         // at the job's end (the image the job fills, a commit's top that
         // it closes) goes to the disk while the job copies, so that the
         // flush at the pivot or the end is short.
-        let writeback = tokio::task::spawn_blocking(move || {
-            flushed
-                .iter()
-                .filter_map(|path| EarlyWriteback::start(path))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        let writeback = writeback::start_all(flushed).await;
         self.follow_to_end(obj, vm, id, watch, writeback).await;
         // Whatever took the job away (QEMU's end, a destroy), a caller
         // waiting for it is told.
@@ -208,7 +206,7 @@ impl Driver {
         vm: Arc<RunningVm>,
         id: String,
         mut watch: JobWatch,
-        mut writeback: Vec<EarlyWriteback>,
+        mut writeback: Vec<((), EarlyWriteback)>,
     ) {
         let mon = vm.monitor();
         let mut ready_checked = false;
