@@ -41,7 +41,9 @@ def qmp_conn(path):
             if r.get("event")=="JOB_STATUS_CHANGE" and r["data"]["status"]=="concluded": call.done=True
     call.wait=wait
     call("qmp_capabilities"); return call
-def run(label, xperf, target_opts={}, create=[]):
+def start(create, target_opts={}):
+    """A fresh target made with `create` options, and a paused QEMU with the
+    source as f0 and the target as tf: (target path, process, qmp)."""
     tgt=os.path.join(D,"t.qcow2")
     if os.path.exists(tgt): os.unlink(tgt)
     subprocess.run(["qemu-img","create","-q","-f","qcow2"]+create+[tgt,"2G"],check=True)
@@ -55,6 +57,9 @@ def run(label, xperf, target_opts={}, create=[]):
     fopts={"driver":"file","filename":tgt,"node-name":"ts"}; fopts.update(target_opts)
     q("blockdev-add",fopts)
     q("blockdev-add",{"driver":"qcow2","file":"ts","node-name":"tf"})
+    return tgt, p, q
+def run(label, xperf, target_opts={}, create=[]):
+    _, p, q = start(create, target_opts)
     args={"device":"f0","target":"tf","sync":"full","job-id":"j","auto-dismiss":True}
     if xperf: args["x-perf"]=xperf
     t=time.time(); q("blockdev-backup",args); q.wait(); el=time.time()-t
@@ -62,18 +67,7 @@ def run(label, xperf, target_opts={}, create=[]):
     print("%-40s %.3f s"%(label,el),flush=True)
 def run_close(label, early):
     import threading
-    tgt=os.path.join(D,"t.qcow2")
-    if os.path.exists(tgt): os.unlink(tgt)
-    subprocess.run(["qemu-img","create","-q","-f","qcow2","-o","preallocation=metadata",tgt,"2G"],check=True)
-    sock=os.path.join(D,"qmp.sock")
-    if os.path.exists(sock): os.unlink(sock)
-    p=subprocess.Popen(["qemu-system-x86_64","-S","-nodefaults","-display","none","-machine","pc","-accel","tcg","-m","64",
-      "-blockdev",json.dumps({"driver":"file","filename":D+"/src.qcow2","node-name":"s0"}),
-      "-blockdev",json.dumps({"driver":"qcow2","file":"s0","node-name":"f0"}),
-      "-device","virtio-blk-pci,drive=f0,id=d0","-qmp","unix:%s,server=on,wait=off"%sock])
-    q=qmp_conn(sock)
-    q("blockdev-add",{"driver":"file","filename":tgt,"node-name":"ts"})
-    q("blockdev-add",{"driver":"qcow2","file":"ts","node-name":"tf"})
+    tgt, p, q = start(["-o","preallocation=metadata"])
     stop=[]
     def sync_loop():
         fd=os.open(tgt,os.O_RDONLY)
