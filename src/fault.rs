@@ -258,6 +258,18 @@ pub fn cbw_latency_ns() -> Option<u64> {
     None
 }
 
+/// A backup target on a failing disk, for the test of a push target's
+/// last sync (`tests/backup.rs`): with `VIRTBACKUPD_TARGET_SYNC_EIO` set,
+/// that sync fails with EIO (qemu/writeback.rs). Release builds ignore it.
+pub fn target_sync_fails() -> bool {
+    #[cfg(any(debug_assertions, feature = "fault-injection"))]
+    {
+        std::env::var_os("VIRTBACKUPD_TARGET_SYNC_EIO").is_some()
+    }
+    #[cfg(not(any(debug_assertions, feature = "fault-injection")))]
+    false
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(any(debug_assertions, feature = "fault-injection"))]

@@ -416,6 +416,9 @@ async fn attach_target(
         metadata_preallocated: !disk.fleece
             && !disk.store_block
             && disk.store_format == DiskFormat::Qcow2,
+        // A target is synced by the daemon once complete (writeback.rs);
+        // a scratch image never needs to be.
+        unsynced: true,
         disk: disk.source.target.clone(),
     };
     if reuse {

@@ -115,6 +115,11 @@ pub struct ImageSpec {
     /// filesystem is most of a full backup's time. Only for an image
     /// without a backing file: its clusters all read as its own.
     pub metadata_preallocated: bool,
+    /// QEMU never syncs the image (`cache.no-flush` on its storage node):
+    /// a push backup's target, which the daemon syncs once QEMU has closed
+    /// it (writeback.rs), or a scratch image, which never outlives its
+    /// backup. Not for anything the guest's data lives in.
+    pub unsynced: bool,
     /// The guest disk it is for, e.g. "vda" (messages only).
     pub disk: String,
 }
@@ -350,7 +355,7 @@ async fn add_storage(
     path: &str,
     added: &mut Added,
 ) -> Result<(), QemuError> {
-    let props = json!({
+    let mut props = json!({
         // QEMU's file driver refuses anything but a regular file.
         "driver": if spec.block { "host_device" } else { "file" },
         "filename": path,
@@ -358,6 +363,9 @@ async fn add_storage(
         "auto-read-only": true,
         "discard": "unmap",
     });
+    if spec.unsynced {
+        props["cache"] = json!({"direct": false, "no-flush": true});
+    }
     mon.execute_value("blockdev-add", props).await?;
     added.storage = true;
     Ok(())

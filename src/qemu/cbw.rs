@@ -117,6 +117,7 @@ pub async fn insert(
         cluster_size: None,
         extended_l2: false,
         metadata_preallocated: false,
+        unsynced: true,
         disk: disk.target.clone(),
     };
     spec.sized_like(source, disk.format);

@@ -450,6 +450,7 @@ pub async fn external(
                 cluster_size: None,
                 extended_l2: false,
                 metadata_preallocated: false,
+                unsynced: false,
                 disk: overlay.disk.clone(),
             };
             if overlay.reuse {

@@ -1,27 +1,37 @@
-//! A job's target written to disk while the job still copies into it.
+//! A push backup's target written to disk while the job still copies
+//! into it, and made durable once QEMU has closed it.
 //!
-//! QEMU writes a backup target through the host's page cache and makes it
-//! durable only when the target node is closed (`blockdev-del` flushes).
-//! Left to itself, the kernel starts writing a dirty file back only once
-//! a tenth of memory is dirty, so for a target of a few GiB the whole
-//! write to the disk waits for that final flush: on this project's
-//! machine, a 1 GiB full backup copied in 0.41 s and then flushed for
-//! 0.55 s more. [`EarlyWriteback`] keeps the file's data moving to the
-//! disk during the copy, so that the final flush has little left and the
-//! backup is durable about when the copy ends (the measurement is in
-//! README, "Performance").
+//! QEMU writes a target through the host's page cache. Left to itself, the
+//! kernel starts writing a dirty file back only once a tenth of memory is
+//! dirty, so for a target of a few GiB the whole write to the disk waits
+//! for the final flush: on this project's machine, a 1 GiB full backup
+//! copied in 0.41 s and then flushed for 0.55 s more. [`EarlyWriteback`]
+//! keeps the file's data moving to the disk during the copy, so that the
+//! final sync has little left (the measurement is in README,
+//! "Performance"). It only asks the kernel to write back what QEMU
+//! already wrote: no byte of the target changes.
 //!
-//! It only asks the kernel to write back what QEMU already wrote: no byte
-//! of the target changes and QEMU's own flush still decides durability. A
-//! write-back error seen here is not lost to QEMU either: since Linux
-//! 4.13 a write-back error is reported to every open file description
-//! that was open when it happened, once each, and QEMU's was opened
-//! before this one.
+//! A push target is attached with `cache.no-flush` (blockdev.rs): QEMU
+//! never syncs it, neither to order its qcow2 metadata while it allocates
+//! clusters (most of an incremental backup's time went there) nor when a
+//! guest flush reaches it through the backup's copy-before-write filter,
+//! nor when it closes it. A target is worth nothing until its job has
+//! completed, and one that did not is removed, so the order in which its
+//! blocks reach the disk does not matter; only that all of them have when
+//! the backup is reported complete. [`EarlyWriteback::finish`] (or
+//! [`sync_closed`] for a target nobody wrote back) is that moment, after
+//! QEMU has closed the node, and its error fails the disk's backup. QEMU's
+//! own flush at close could not do that: `bdrv_close` ignores its result.
+//!
+//! Block jobs use the early write-back alone: their images are the
+//! guest's disk, which QEMU keeps flushing as the guest asks.
 
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often an idle target is synced at most: a throttled job writes
@@ -31,10 +41,23 @@ use std::time::{Duration, Instant};
 const PERIOD: Duration = Duration::from_millis(20);
 
 /// Syncs a target file's data, one `fdatasync` after another, from a
-/// thread of its own until dropped.
+/// thread of its own until finished or dropped.
 #[derive(Debug)]
 pub struct EarlyWriteback {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    /// Taken by [`EarlyWriteback::finish`], which waits for it.
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Opened before the job writes much, and kept until the last sync: a
+    /// write-back error is reported once to each open file description
+    /// (Linux 4.13 and later), so the thread's error is kept for
+    /// [`EarlyWriteback::finish`] rather than lost with a reopened file.
+    file: File,
+    stop: AtomicBool,
+    error: Mutex<Option<io::Error>>,
 }
 
 impl EarlyWriteback {
@@ -48,17 +71,40 @@ impl EarlyWriteback {
                 return None;
             }
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
+        let shared = Arc::new(Shared {
+            file,
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+        });
+        let syncing = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("writeback".into())
-            .spawn(move || sync_until(&file, &stopped));
+            .spawn(move || syncing.sync_until_stopped());
         match spawned {
-            Ok(_) => Some(EarlyWriteback { stop }),
+            Ok(thread) => Some(EarlyWriteback {
+                shared,
+                thread: Some(thread),
+            }),
             Err(err) => {
                 tracing::debug!(%err, "no early write-back");
                 None
             }
+        }
+    }
+
+    /// The target's last sync, once QEMU has closed it: stops the thread,
+    /// waits for its sync in flight, then syncs what is left. An error
+    /// the thread met is returned even if this sync succeeds. Blocks.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.stop();
+        if let Some(thread) = self.thread.take() {
+            // The thread only syncs and sleeps, and neither panics.
+            let _ = thread.join();
+        }
+        let met = lock(&self.shared.error).take();
+        match met {
+            Some(err) => Err(err),
+            None => self.shared.file.sync_data(),
         }
     }
 }
@@ -80,24 +126,74 @@ pub async fn start_all<K: Send + 'static>(files: Vec<(K, PathBuf)>) -> Vec<(K, E
     .unwrap_or_default()
 }
 
-impl Drop for EarlyWriteback {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+/// Makes a push target that QEMU has closed durable: its data, through
+/// `writeback` if it has one, and the directory entry of a file the
+/// backup `created`. Runs on the blocking pool.
+pub async fn sync_closed(
+    path: PathBuf,
+    writeback: Option<EarlyWriteback>,
+    created: bool,
+) -> io::Result<()> {
+    let sync = move || {
+        if crate::fault::target_sync_fails() {
+            // EIO, as a disk that lost some of the target's blocks says.
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::IO.raw_os_error(),
+            ));
+        }
+        match writeback {
+            Some(writeback) => writeback.finish()?,
+            None => File::open(&path)?.sync_data()?,
+        }
+        if created {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(())
+    };
+    tokio::task::spawn_blocking(sync)
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+}
+
+impl EarlyWriteback {
+    fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = &self.thread {
+            thread.thread().unpark();
+        }
     }
 }
 
-fn sync_until(file: &File, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let began = Instant::now();
-        // An error (the disk full, an I/O error) ends the early syncs; QEMU
-        // sees it at its own flush and the job fails there.
-        if file.sync_data().is_err() {
-            return;
-        }
-        if let Some(rest) = PERIOD.checked_sub(began.elapsed()) {
-            std::thread::sleep(rest);
+impl Drop for EarlyWriteback {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn sync_until_stopped(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            // An error (the disk full, an I/O error) ends the early syncs
+            // and is kept for the last one.
+            if let Err(err) = self.file.sync_data() {
+                *lock(&self.error) = Some(err);
+                return;
+            }
+            if let Some(rest) = PERIOD.checked_sub(began.elapsed()) {
+                // Woken early by finish or drop.
+                std::thread::park_timeout(rest);
+            }
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -110,17 +206,50 @@ mod tests {
         assert!(EarlyWriteback::start(Path::new("/nonexistent/target.qcow2")).is_none());
     }
 
+    /// The thread holds the only other reference to what it syncs.
+    fn thread_ended(shared: &Arc<Shared>) -> bool {
+        Arc::strong_count(shared) == 1
+    }
+
     #[test]
-    fn the_thread_ends_once_dropped_and_leaves_the_bytes_alone() {
+    fn the_thread_ends_soon_once_dropped_and_leaves_the_bytes_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.img");
         let mut file = File::create(&path).unwrap();
         let writeback = EarlyWriteback::start(&path).unwrap();
-        let stop = writeback.stop.clone();
+        let shared = writeback.shared.clone();
         file.write_all(&[0x5a; 65536]).unwrap();
         std::thread::sleep(PERIOD * 2);
         drop(writeback);
-        assert!(stop.load(Ordering::Relaxed));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !thread_ended(&shared) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(thread_ended(&shared));
         assert_eq!(std::fs::read(&path).unwrap(), vec![0x5a; 65536]);
+    }
+
+    #[test]
+    fn finish_ends_the_thread_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        let mut file = File::create(&path).unwrap();
+        let writeback = EarlyWriteback::start(&path).unwrap();
+        let shared = writeback.shared.clone();
+        file.write_all(&[0x33; 4096]).unwrap();
+        writeback.finish().unwrap();
+        assert!(thread_ended(&shared));
+    }
+
+    #[tokio::test]
+    async fn a_closed_target_is_synced_with_its_directory_or_the_error_is_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        std::fs::write(&path, [1u8; 512]).unwrap();
+        sync_closed(path.clone(), None, true).await.unwrap();
+        let writeback = EarlyWriteback::start(&path);
+        sync_closed(path, writeback, false).await.unwrap();
+        let gone = sync_closed(dir.path().join("gone.img"), None, true).await;
+        assert_eq!(gone.unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 }

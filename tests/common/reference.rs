@@ -494,9 +494,21 @@ pub fn shell_words(line: &str) -> Vec<String> {
 }
 
 /// Our push jobs copy with `x-perf: {use-copy-range: true}` where libvirtd
-/// leaves QEMU's defaults (src/qemu/backup.rs, push_perf): checked here,
-/// then taken out so that the rest compares with libvirtd's command.
+/// leaves QEMU's defaults (src/qemu/backup.rs, push_perf), and a backup's
+/// images (targets, scratch) are opened with `cache.no-flush`, synced by
+/// the daemon instead (src/qemu/writeback.rs): checked here, then taken
+/// out so that the rest compares with libvirtd's command.
 fn without_push_tuning(mut cmd: Value) -> Value {
+    // (tests/target_sync.rs checks that the guest's own images have none.)
+    if cmd["execute"] == "blockdev-add" {
+        let args = cmd["arguments"].as_object_mut();
+        if let Some(cache) = args.and_then(|args| args.remove("cache")) {
+            assert_eq!(
+                cache,
+                serde_json::json!({"direct": false, "no-flush": true})
+            );
+        }
+    }
     let actions = cmd
         .pointer_mut("/arguments/actions")
         .and_then(Value::as_array_mut);

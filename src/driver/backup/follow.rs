@@ -28,11 +28,12 @@
 //! while no daemon listened, see [`JobWatch::resume`]), or ends the job as
 //! cancelled when QEMU is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::error::io_error_text;
 use crate::driver::events::{BlockJobStatus, BLOCK_JOB_TYPE_BACKUP};
 use crate::driver::jobs::{JobData, JobStatus};
 use crate::driver::registry::DomainObj;
@@ -41,6 +42,7 @@ use crate::qemu::backup::{self as qbackup, DiskBackup};
 use crate::qemu::jobs::{self as qjobs, JobEnd, JobOutcome, JobWatch};
 use crate::qemu::nbd::{self, NbdAddress};
 use crate::qemu::node;
+use crate::qemu::writeback::{self, EarlyWriteback};
 use crate::qemu::RunningVm;
 
 use super::BackupRun;
@@ -105,6 +107,9 @@ pub(super) struct RunDisk {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum DiskState {
     Running,
+    /// A push disk whose job completed: its target is being closed and
+    /// synced, and the disk is complete once it is on the disk.
+    Closing,
     Complete,
     Failed,
     Cancelled,
@@ -115,6 +120,11 @@ pub(super) enum DiskState {
 pub(in crate::driver) enum Event {
     /// A disk's QEMU job concluded, or QEMU no longer knows it.
     DiskEnded(JobEnd),
+    /// A closing disk's target was synced, or could not be (`error`).
+    TargetSynced {
+        job_id: String,
+        error: Option<String>,
+    },
     /// A client aborts the job.
     Abort,
     /// QEMU went away: it exited, or its monitor closed.
@@ -138,6 +148,9 @@ pub(in crate::driver) enum Action {
     /// may have been done in part: what of it is there goes, and what is
     /// not is no failure.
     Detach(DiskBackup),
+    /// Sync a closed push target to the disk; the result comes back as
+    /// [`Event::TargetSynced`].
+    SyncTarget(DiskBackup),
     /// Ask QEMU to cancel these jobs: for a client, or the rest of a
     /// backup one of whose disks failed or was cancelled.
     Cancel(Vec<String>),
@@ -173,6 +186,7 @@ pub(in crate::driver) fn step(
 ) -> (BackupRecord, Vec<Action>) {
     let actions = match event {
         Event::DiskEnded(end) => record.disk_ended(end),
+        Event::TargetSynced { job_id, error } => record.target_synced(&job_id, error),
         Event::Abort => {
             let running = record.running();
             // Recorded before QEMU is asked, so that the end counts as
@@ -203,15 +217,22 @@ pub(in crate::driver) fn step(
         Event::Restarted { qemu: true } => {
             // A disk recorded as ended may not have been cleaned up: the
             // record is saved before the cleanup, and the daemon may have
-            // died in between. What of it is still there goes.
-            let mut actions: Vec<Action> = record
+            // died in between. What of it is still there goes, and a
+            // closing disk's target is synced again.
+            let mut actions = Vec::new();
+            for disk in record
                 .disks
                 .iter()
                 .filter(|d| d.state != DiskState::Running)
-                .filter_map(|d| record.targets.iter().find(|t| t.job_id == d.job_id))
-                .cloned()
-                .map(Action::Detach)
-                .collect();
+            {
+                let Some(target) = record.targets.iter().find(|t| t.job_id == disk.job_id) else {
+                    continue;
+                };
+                actions.push(Action::Detach(target.clone()));
+                if disk.state == DiskState::Closing {
+                    actions.push(Action::SyncTarget(target.clone()));
+                }
+            }
             actions.push(Action::Follow {
                 pending: record.running(),
                 cancelling: record.cancel_requested.clone(),
@@ -252,49 +273,86 @@ impl BackupRecord {
             stats.transferred += end.current;
             stats.total += end.total;
         }
+        // A job QEMU no longer lists has nothing left to dismiss, but its
+        // target may still be attached (a daemon killed between the
+        // dismiss and the detach, or a begin cut short before the job).
+        let target = self.targets.iter().find(|t| t.job_id == end.id).cloned();
+        let cleanup = target.clone().map(|t| {
+            if end.outcome == JobOutcome::Vanished {
+                Action::Detach(t)
+            } else {
+                Action::CleanUp(t)
+            }
+        });
+        // A push target is complete once it is on the disk. The record
+        // counts the disk as ended already, so job statistics read during
+        // its cleanup do not lose it.
+        if let Some(target) = target.filter(|t| state == DiskState::Complete && !t.fleece) {
+            self.set_state(&end.id, DiskState::Closing);
+            let mut actions = vec![Action::Save];
+            actions.extend(cleanup);
+            actions.push(Action::SyncTarget(target));
+            return actions;
+        }
         if self.job.errmsg.is_none() {
             self.job.errmsg = errmsg;
         }
-        let notify = self
+        self.settle(&end.id, state, status, cleanup)
+    }
+
+    fn target_synced(&mut self, job_id: &str, error: Option<String>) -> Vec<Action> {
+        let closing = self
             .disks
-            .iter_mut()
-            .find(|d| d.job_id == end.id)
-            .map(|disk| {
-                disk.state = state;
-                Action::Notify {
-                    path: disk.path.clone(),
-                    dst: disk.dst.clone(),
-                    status,
-                }
-            });
+            .iter()
+            .any(|d| d.job_id == job_id && d.state == DiskState::Closing);
+        if !closing {
+            return Vec::new();
+        }
+        let (state, status) = match error {
+            None => (DiskState::Complete, BlockJobStatus::Completed),
+            Some(_) => (DiskState::Failed, BlockJobStatus::Failed),
+        };
+        if self.job.errmsg.is_none() {
+            self.job.errmsg = error;
+        }
+        self.settle(job_id, state, status, None)
+    }
+
+    /// A disk's end is decided: its state, its `cleanup` if still to do,
+    /// the rest cancelled if it failed or was, the job's end if it was the
+    /// last, and its block-job event.
+    fn settle(
+        &mut self,
+        job_id: &str,
+        state: DiskState,
+        status: BlockJobStatus,
+        cleanup: Option<Action>,
+    ) -> Vec<Action> {
+        let notify = self.set_state(job_id, state).map(|disk| Action::Notify {
+            path: disk.path,
+            dst: disk.dst,
+            status,
+        });
         let running = self.running();
         let failed = self.disks.iter().any(|d| d.state == DiskState::Failed);
         let cancelled = self.disks.iter().any(|d| d.state == DiskState::Cancelled);
+        let pull = self.pull.is_some();
         // A pull backup's disks are cancelled to end it: that is its
         // normal end, reported completed (with libvirt's errmsg).
-        let over = running.is_empty().then_some(if failed {
+        let unsettled = self.disks.iter().any(|d| d.state == DiskState::Closing);
+        let over = (running.is_empty() && !unsettled).then_some(if failed {
             JobStatus::Failed
         } else if cancelled && !pull {
             JobStatus::Cancelled
         } else {
             JobStatus::Completed
         });
-        // The record counts this disk as done already, so job statistics
-        // read during its cleanup do not lose it. A scratch node can go
-        // only once nothing exports it.
+        // A scratch node can go only once nothing exports it.
         let mut actions = self.stop_server();
         if over.is_none() {
             actions.push(Action::Save);
         }
-        // A job QEMU no longer lists has nothing left to dismiss, but its
-        // target may still be attached (a daemon killed between the
-        // dismiss and the detach, or a begin cut short before the job).
-        let target = self.targets.iter().find(|t| t.job_id == end.id).cloned();
-        if end.outcome == JobOutcome::Vanished {
-            actions.extend(target.map(Action::Detach));
-        } else {
-            actions.extend(target.map(Action::CleanUp));
-        }
+        actions.extend(cleanup);
         if !running.is_empty() && (failed || cancelled) {
             actions.push(Action::Cancel(running));
         }
@@ -303,6 +361,13 @@ impl BackupRecord {
         }
         actions.extend(notify);
         actions
+    }
+
+    /// Sets a disk's state; the disk, if the backup has it.
+    fn set_state(&mut self, job_id: &str, state: DiskState) -> Option<RunDisk> {
+        let disk = self.disks.iter_mut().find(|d| d.job_id == job_id)?;
+        disk.state = state;
+        Some(disk.clone())
     }
 
     /// The job is over: what goes before its figures are final, and then
@@ -449,7 +514,17 @@ impl Driver {
         actions: Vec<Action>,
     ) -> bool {
         let mut closed = false;
-        for action in actions {
+        // A target still to be synced keeps its write-back through its
+        // close: QEMU writes its last metadata then.
+        let synced: HashSet<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SyncTarget(disk) => Some(disk.job_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
             let mon = vm.map(|vm| vm.monitor());
             match (action, mon) {
                 (Action::Save, _) => {
@@ -465,15 +540,43 @@ impl Driver {
                 }
                 (Action::StopServer, Some(mon)) => nbd::stop_server(mon).await,
                 (Action::CleanUp(disk), Some(mon)) => {
-                    Self::stop_writeback(obj, &disk.job_id);
+                    if !synced.contains(&disk.job_id) {
+                        drop(Self::take_writeback(obj, &disk.job_id));
+                    }
                     for problem in qbackup::cleanup_disk(mon, &disk).await {
                         tracing::warn!(%problem, "backup cleanup");
                     }
                 }
                 (Action::Detach(disk), Some(mon)) => {
-                    Self::stop_writeback(obj, &disk.job_id);
+                    if !synced.contains(&disk.job_id) {
+                        drop(Self::take_writeback(obj, &disk.job_id));
+                    }
                     for problem in qbackup::undo_disk(mon, &disk).await {
                         tracing::debug!(%problem, "backup cleanup of a job QEMU does not list");
+                    }
+                }
+                (Action::SyncTarget(disk), Some(_)) => {
+                    let writeback = Self::take_writeback(obj, &disk.job_id);
+                    let target = disk.target;
+                    let synced =
+                        writeback::sync_closed(target.path.clone(), writeback, target.created);
+                    let error = synced.await.err().map(|err| {
+                        format!(
+                            "unable to sync backup target '{}': {}",
+                            target.path.display(),
+                            io_error_text(&err)
+                        )
+                    });
+                    let event = Event::TargetSynced {
+                        job_id: disk.job_id,
+                        error,
+                    };
+                    // What the sync decides comes next, before the rest.
+                    let next = vm
+                        .and_then(|vm| applied(obj, vm, event))
+                        .unwrap_or_default();
+                    for action in next.into_iter().rev() {
+                        actions.push_front(action);
                     }
                 }
                 (Action::Cancel(jobs), Some(mon)) => {
@@ -517,10 +620,10 @@ impl Driver {
         closed
     }
 
-    fn stop_writeback(obj: &DomainObj, job_id: &str) {
-        if let Some(run) = obj.lock().backup.as_mut() {
-            run.stop_writeback(job_id);
-        }
+    /// A target's early write-back, taken out of the running backup (and
+    /// stopped, unless the caller keeps it).
+    fn take_writeback(obj: &DomainObj, job_id: &str) -> Option<EarlyWriteback> {
+        obj.lock().backup.as_mut()?.take_writeback(job_id)
     }
 
     /// The job is over: its final figures, then its event. Without QEMU

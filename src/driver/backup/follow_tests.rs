@@ -101,21 +101,35 @@ fn states(record: &BackupRecord) -> Vec<DiskState> {
     record.disks.iter().map(|d| d.state).collect()
 }
 
+fn sync(record: &BackupRecord, i: usize) -> Action {
+    Action::SyncTarget(record.targets[i].clone())
+}
+
+fn synced(disk: usize, error: Option<&str>) -> Event {
+    Event::TargetSynced {
+        job_id: id(disk),
+        error: error.map(str::to_string),
+    }
+}
+
 #[test]
-fn completed_disks_are_cleaned_up_and_the_last_ends_the_job_keeping_its_files() {
+fn completed_disks_are_cleaned_up_and_synced_and_the_last_ends_the_job_keeping_its_files() {
     let start = push();
     let (first, actions) = step(start.clone(), ended(0, JobOutcome::Completed, 10));
+    // Counted as ended (the figures), complete only once synced.
+    assert_eq!(states(&first), [DiskState::Closing, DiskState::Running]);
+    assert_eq!(first.job.stats.transferred, 10);
+    assert_eq!(actions, [Action::Save, cleanup(&start, 0), sync(&start, 0)]);
+    let (first, actions) = step(first, synced(0, None));
     assert_eq!(states(&first), [DiskState::Complete, DiskState::Running]);
     assert_eq!(
         actions,
-        [
-            Action::Save,
-            cleanup(&start, 0),
-            notify(&start, 0, BlockJobStatus::Completed)
-        ]
+        [Action::Save, notify(&start, 0, BlockJobStatus::Completed)]
     );
 
-    let (done, actions) = step(first, ended(1, JobOutcome::Completed, 5));
+    let (closing, actions) = step(first, ended(1, JobOutcome::Completed, 5));
+    assert_eq!(actions, [Action::Save, cleanup(&start, 1), sync(&start, 1)]);
+    let (done, actions) = step(closing, synced(1, None));
     let stats = BackupStats {
         total: 15,
         transferred: 15,
@@ -127,11 +141,83 @@ fn completed_disks_are_cleaned_up_and_the_last_ends_the_job_keeping_its_files() 
     assert_eq!(
         actions,
         [
-            cleanup(&start, 1),
             closed(&done, JobStatus::Completed),
             notify(&start, 1, BlockJobStatus::Completed)
         ]
     );
+}
+
+#[test]
+fn a_target_that_cannot_be_synced_fails_its_disk_and_the_job_removing_what_it_made() {
+    let start = push();
+    let (first, _) = step(start.clone(), ended(0, JobOutcome::Completed, 10));
+    // vdb goes on: a closing disk is not running any more, nor done.
+    let (first, actions) = step(first, Event::Abort);
+    assert_eq!(actions, [Action::Save, Action::Cancel(vec![id(1)])]);
+    let (first, actions) = step(first, ended(1, JobOutcome::Cancelled, 0));
+    assert_eq!(states(&first), [DiskState::Closing, DiskState::Cancelled]);
+    assert_eq!(
+        actions,
+        [
+            Action::Save,
+            cleanup(&start, 1),
+            notify(&start, 1, BlockJobStatus::Cancelled)
+        ]
+    );
+    let (done, actions) = step(first, synced(0, Some("unable to sync")));
+    assert_eq!(states(&done), [DiskState::Failed, DiskState::Cancelled]);
+    assert_eq!(done.job.errmsg.as_deref(), Some("Operation canceled"));
+    assert_eq!(
+        actions,
+        [
+            Action::RemoveFiles(start.targets.clone()),
+            Action::DropCheckpoint("cp1".into()),
+            closed(&done, JobStatus::Failed),
+            notify(&start, 0, BlockJobStatus::Failed)
+        ]
+    );
+
+    // Alone, its error is the job's.
+    let (first, _) = step(start.clone(), ended(1, JobOutcome::Completed, 5));
+    let (first, _) = step(first, synced(1, None));
+    let (first, _) = step(first, ended(0, JobOutcome::Completed, 10));
+    let (done, actions) = step(first, synced(0, Some("unable to sync")));
+    assert_eq!(done.job.errmsg.as_deref(), Some("unable to sync"));
+    assert_eq!(
+        actions[..2],
+        [
+            Action::RemoveFiles(start.targets.clone()),
+            Action::DropCheckpoint("cp1".into()),
+        ]
+    );
+    // A sync that comes back after the job ended otherwise changes nothing.
+    let (after, actions) = step(done.clone(), synced(0, None));
+    assert_eq!((after, actions), (done, vec![]));
+}
+
+#[test]
+fn a_restarted_daemon_syncs_a_closing_target_again() {
+    let (first, _) = step(push(), ended(0, JobOutcome::Completed, 10));
+    let (same, actions) = step(first.clone(), Event::Restarted { qemu: true });
+    assert_eq!(same, first);
+    assert_eq!(
+        actions,
+        [
+            Action::Detach(push().targets[0].clone()),
+            sync(&push(), 0),
+            Action::Follow {
+                pending: vec![id(1)],
+                cancelling: HashSet::new(),
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_pull_disk_is_not_synced() {
+    let (first, actions) = step(pull(), ended(0, JobOutcome::Completed, 0));
+    assert_eq!(states(&first), [DiskState::Complete, DiskState::Running]);
+    assert!(!actions.iter().any(|a| matches!(a, Action::SyncTarget(_))));
 }
 
 #[test]

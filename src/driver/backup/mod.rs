@@ -39,8 +39,8 @@ pub(super) use follow::Event;
 pub struct BackupRun {
     pub(super) record: BackupRecord,
     pub(super) vm: Arc<RunningVm>,
-    /// A push target's early write-back, by block job id, until the job's
-    /// cleanup closes the target.
+    /// A push target's early write-back, by block job id, until the
+    /// target's last sync (or the job's cleanup, when it did not complete).
     pub(super) writeback: Vec<(String, EarlyWriteback)>,
 }
 
@@ -61,9 +61,11 @@ impl BackupRun {
         }
     }
 
-    /// The job `job_id` ended: its target is about to be closed.
-    fn stop_writeback(&mut self, job_id: &str) {
-        self.writeback.retain(|(job, _)| job != job_id);
+    /// The job `job_id` ended: its target's write-back, to be finished or
+    /// dropped.
+    fn take_writeback(&mut self, job_id: &str) -> Option<EarlyWriteback> {
+        let at = self.writeback.iter().position(|(job, _)| job == job_id)?;
+        Some(self.writeback.swap_remove(at).1)
     }
 }
 

@@ -231,6 +231,7 @@ impl Driver {
             cluster_size: None,
             extended_l2: false,
             metadata_preallocated: false,
+            unsynced: false,
             disk: disk.clone(),
         };
         let mirror = Mirror {
