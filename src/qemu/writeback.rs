@@ -13,9 +13,8 @@
 //!
 //! A push target is attached with `cache.no-flush` (blockdev.rs): QEMU
 //! never syncs it, neither to order its qcow2 metadata while it allocates
-//! clusters (most of an incremental backup's time went there) nor when a
-//! guest flush reaches it through the backup's copy-before-write filter,
-//! nor when it closes it. A target is worth nothing until its job has
+//! clusters (most of an incremental backup's time went there) nor when it
+//! closes it. A target is worth nothing until its job has
 //! completed, and one that did not is removed, so the order in which its
 //! blocks reach the disk does not matter; only that all of them have when
 //! the backup is reported complete. [`EarlyWriteback::finish`] (or
