@@ -8,8 +8,12 @@
 //! copied in 0.41 s and then flushed for 0.55 s more. [`EarlyWriteback`]
 //! keeps the file's data moving to the disk during the copy, so that the
 //! final sync has little left (the measurement is in README,
-//! "Performance"). It only asks the kernel to write back what QEMU
-//! already wrote: no byte of the target changes.
+//! "Performance"). It only asks the kernel to start writing back what
+//! QEMU already wrote (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`,
+//! which neither waits nor makes the device flush its cache): no byte of
+//! the target changes, and durability is left to the final sync. Calls to
+//! `fdatasync` in a loop did the same job 8 % slower, each one waiting
+//! for a journal commit and a cache flush of the device.
 //!
 //! A push target is attached with `cache.no-flush` (blockdev.rs): QEMU
 //! never syncs it, neither to order its qcow2 metadata while it allocates
@@ -33,14 +37,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How often an idle target is synced at most: a throttled job writes
-/// little, and a sync with nothing to write still costs the device a cache
-/// flush. A sync that took this long or more is followed by the next at
-/// once, so that a busy target always has one in flight.
-const PERIOD: Duration = Duration::from_millis(20);
+/// How often the kernel is asked to start writing back what is new: 2,
+/// 5 and 20 ms gave 0.63–0.66, 0.64–0.69 and 0.65–0.66 s for a durable
+/// 1 GiB full backup on QEMU alone; a call with nothing new to write
+/// costs a few microseconds.
+const PERIOD: Duration = Duration::from_millis(5);
 
-/// Syncs a target file's data, one `fdatasync` after another, from a
-/// thread of its own until finished or dropped.
+/// Starts the write-back of a target file's new data every [`PERIOD`],
+/// from a thread of its own until finished or dropped.
 #[derive(Debug)]
 pub struct EarlyWriteback {
     shared: Arc<Shared>,
@@ -50,10 +54,9 @@ pub struct EarlyWriteback {
 
 #[derive(Debug)]
 struct Shared {
-    /// Opened before the job writes much, and kept until the last sync: a
-    /// write-back error is reported once to each open file description
-    /// (Linux 4.13 and later), so the thread's error is kept for
-    /// [`EarlyWriteback::finish`] rather than lost with a reopened file.
+    /// Kept until the last sync, which reports any write-back error of
+    /// the file since it was opened, or one nobody had seen before (Linux
+    /// 4.13 and later); QEMU, which never syncs a push target, sees none.
     file: File,
     stop: AtomicBool,
     error: Mutex<Option<io::Error>>,
@@ -92,8 +95,8 @@ impl EarlyWriteback {
     }
 
     /// The target's last sync, once QEMU has closed it: stops the thread,
-    /// waits for its sync in flight, then syncs what is left. An error
-    /// the thread met is returned even if this sync succeeds. Blocks.
+    /// waits for it, then syncs the file's data. An error the thread met
+    /// is returned instead. Blocks.
     pub fn finish(mut self) -> io::Result<()> {
         self.stop();
         if let Some(thread) = self.thread.take() {
@@ -175,9 +178,9 @@ impl Shared {
     fn sync_until_stopped(&self) {
         while !self.stop.load(Ordering::Relaxed) {
             let began = Instant::now();
-            // An error (the disk full, an I/O error) ends the early syncs
-            // and is kept for the last one.
-            if let Err(err) = self.file.sync_data() {
+            // An error (an I/O error) ends the write-back and is kept for
+            // the last sync.
+            if let Err(err) = start_writeback(&self.file) {
                 *lock(&self.error) = Some(err);
                 return;
             }
@@ -186,6 +189,24 @@ impl Shared {
                 std::thread::park_timeout(rest);
             }
         }
+    }
+}
+
+/// Starts the write-back of every dirty page of `file`, without waiting
+/// for it (sync_file_range(2) with SYNC_FILE_RANGE_WRITE over the whole
+/// file). rustix has no wrapper for it.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes only integers: a descriptor that
+    // `file` owns and keeps open for the whole call, offset 0 and length 0
+    // (to the end of the file), and a valid flag. It touches no memory of
+    // this process; a bad argument is reported through errno.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
