@@ -18,10 +18,10 @@
 //! A push target is attached with `cache.no-flush` (blockdev.rs): QEMU
 //! never syncs it, neither to order its qcow2 metadata while it allocates
 //! clusters (most of an incremental backup's time went there) nor when it
-//! closes it. A target is worth nothing until its job has
-//! completed, and one that did not is removed, so the order in which its
-//! blocks reach the disk does not matter; only that all of them have when
-//! the backup is reported complete. [`EarlyWriteback::finish`] (or
+//! closes it. A target is worth nothing until its job has completed, and
+//! one that did not is removed, so the order in which its blocks reach
+//! the disk does not matter; only that all of them have when the backup
+//! is reported complete. [`EarlyWriteback::finish`] (or
 //! [`sync_closed`] for a target nobody wrote back) is that moment, after
 //! QEMU has closed the node, and its error fails the disk's backup. QEMU's
 //! own flush at close could not do that: `bdrv_close` ignores its result.
