@@ -36,33 +36,6 @@ fn start_domain(d: &Daemon) -> (PathBuf, PathBuf) {
     (vda, before)
 }
 
-fn backup_xml(d: &Daemon, name: &str, target: &Path, incremental: Option<&str>) -> String {
-    let inc = incremental
-        .map(|cp| format!("<incremental>{cp}</incremental>"))
-        .unwrap_or_default();
-    let xml = d.path(&format!("{name}.xml"));
-    fs::write(
-        &xml,
-        format!(
-            "<domainbackup>{inc}<disks><disk name='vda' type='file'><target file='{}'/>\
-             <driver type='qcow2'/></disk></disks></domainbackup>",
-            target.display()
-        ),
-    )
-    .unwrap();
-    xml.to_str().unwrap().to_string()
-}
-
-fn checkpoint_xml(d: &Daemon, name: &str) -> String {
-    let xml = d.path(&format!("{name}-cp.xml"));
-    fs::write(
-        &xml,
-        format!("<domaincheckpoint><name>{name}</name></domaincheckpoint>"),
-    )
-    .unwrap();
-    xml.to_str().unwrap().to_string()
-}
-
 /// The node the guest device reads now.
 fn device_node(d: &Daemon) -> String {
     let run = d
@@ -120,8 +93,8 @@ fn full_and_incremental_backups_through_the_filter_are_true_copies() {
     assert_eq!(device_node(&d), VDA);
 
     let full = d.path("full.qcow2");
-    let xml = backup_xml(&d, "full", &full, None);
-    let cp1 = checkpoint_xml(&d, "cp1");
+    let xml = d.push_backup_xml("full", &full, None);
+    let cp1 = d.checkpoint_xml("cp1");
     d.virsh(&["backup-begin", DOM, &xml, &cp1]).ok();
     // During the backup the guest device reads through the filter.
     assert_eq!(device_node(&d), "libvirt-3-cbw");
@@ -142,8 +115,8 @@ fn full_and_incremental_backups_through_the_filter_are_true_copies() {
     d.guest_write(DOM, 0, "write -P 0x55 8M 4M");
     let at_inc = snapshot_of(&d, &vda, "at-inc.qcow2");
     let inc = d.path("inc.qcow2");
-    let xml = backup_xml(&d, "inc", &inc, Some("cp1"));
-    let cp2 = checkpoint_xml(&d, "cp2");
+    let xml = d.push_backup_xml("inc", &inc, Some("cp1"));
+    let cp2 = d.checkpoint_xml("cp2");
     d.virsh(&["backup-begin", DOM, &xml, &cp2]).ok();
     for offset in ["11M", "9M", "20M"] {
         d.guest_write(DOM, 0, &format!("write -P 0x99 {offset} 64k"));
@@ -191,8 +164,8 @@ fn a_stalled_copy_fails_the_backup_not_the_guest() {
     let events = EventLog::start(&d, &["--all"], "probe", again);
 
     let full = d.path("full.qcow2");
-    let xml = backup_xml(&d, "full", &full, None);
-    let cp1 = checkpoint_xml(&d, "cp1");
+    let xml = d.push_backup_xml("full", &full, None);
+    let cp1 = d.checkpoint_xml("cp1");
     d.virsh(&["backup-begin", DOM, &xml, &cp1]).ok();
     // Where the copy at 1 MiB/s has not got to: the old data must be
     // saved first, which stalls; the write completes all the same.
@@ -264,8 +237,8 @@ fn a_daemon_killed_at_any_step_leaves_no_filter_and_no_scratch() {
         d.set_env(&[("VIRTBACKUPD_FAULT", &format!("op=backup-begin,{fault}"))]);
         d.restart();
         let full = d.path("full.qcow2");
-        let xml = backup_xml(&d, "full", &full, Some("cp0"));
-        let cp1 = checkpoint_xml(&d, "cp1");
+        let xml = d.push_backup_xml("full", &full, Some("cp0"));
+        let cp1 = d.checkpoint_xml("cp1");
         let _ = d.virsh(&["backup-begin", DOM, &xml, &cp1]);
         common::wait_until(common::PATIENCE, || {
             d.exited() || words(&d.virsh(&["domjobinfo", DOM]).stdout) == "Job type: None"

@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::events::EventLog;
 use common::images::identical;
@@ -33,31 +33,6 @@ fn start_domain(d: &Daemon) -> PathBuf {
     vda
 }
 
-/// Files for a full push backup of vda into `target` creating checkpoint
-/// `checkpoint`: (backup XML, checkpoint XML).
-fn begin_args(d: &Daemon, target: &Path, checkpoint: &str) -> (String, String) {
-    let xml = d.path("backup.xml");
-    fs::write(
-        &xml,
-        format!(
-            "<domainbackup><disks><disk name='vda' type='file'><target file='{}'/>\
-             <driver type='qcow2'/></disk></disks></domainbackup>",
-            target.display()
-        ),
-    )
-    .unwrap();
-    let cp = d.path("cp.xml");
-    fs::write(
-        &cp,
-        format!("<domaincheckpoint><name>{checkpoint}</name></domaincheckpoint>"),
-    )
-    .unwrap();
-    (
-        xml.to_str().unwrap().to_string(),
-        cp.to_str().unwrap().to_string(),
-    )
-}
-
 /// QEMU's cache flags of a node: (direct, no-flush).
 fn cache(nodes: &std::collections::BTreeMap<String, Value>, node: &str) -> (bool, bool) {
     let cache = &nodes[node]["cache"];
@@ -75,7 +50,8 @@ fn qemu_never_syncs_a_push_target_and_the_daemon_does_before_it_completes() {
     let d = Daemon::start_with(&["--backup-bandwidth", "1"]);
     let vda = start_domain(&d);
     let target = d.path("full.qcow2");
-    let (xml, cp) = begin_args(&d, &target, "cp1");
+    let xml = d.push_backup_xml("full", &target, None);
+    let cp = d.checkpoint_xml("cp1");
     d.virsh(&["backup-begin", DOM, &xml, &cp]).ok();
     let nodes = d.nodes(DOM);
     assert_eq!(cache(&nodes, TARGET_STORAGE), (false, true));
@@ -110,7 +86,8 @@ fn a_target_that_cannot_be_synced_fails_the_backup_and_leaves_nothing() {
     let events = EventLog::start(&d, &["--all"], "probe", again);
 
     let target = d.path("full.qcow2");
-    let (xml, cp) = begin_args(&d, &target, "cp1");
+    let xml = d.push_backup_xml("full", &target, None);
+    let cp = d.checkpoint_xml("cp1");
     d.virsh(&["backup-begin", DOM, &xml, &cp]).ok();
     d.wait_idle(DOM);
     let done = words(&d.virsh(&["domjobinfo", DOM, "--completed"]).ok().stdout);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod backup_files;
 pub mod blockjob;
 pub mod events;
 pub mod images;
